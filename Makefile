@@ -1,0 +1,55 @@
+# ingest: PGXS build, tests and demo.
+
+EXTENSION  = ingest
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ingest.control)
+
+MODULE_big = ingest
+OBJS = \
+	src/ingest.o \
+	src/registry.o \
+	src/launcher.o \
+	src/worker.o \
+	src/maintenance.o \
+	src/toplevel.o \
+	src/utility_hook.o
+
+# The install script is the concatenation of these fragments, in this order.
+SQL_FRAGMENTS = \
+	sql/ingest/00_schema.sql \
+	sql/ingest/10_partitions.sql \
+	sql/ingest/20_tables.sql \
+	sql/ingest/30_maintenance.sql
+
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard sql/updates/$(EXTENSION)--*--*.sql)
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql
+
+# pg_regress: sql/*.sql against expected/*.out in a temporary instance.
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/[0-9]*.sql)))
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf \
+	--load-extension=ingest
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --temp-instance=tmp_check_iso \
+	--temp-config=test/regress.conf --load-extension=ingest
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+ifneq ($(MAJORVERSION),15)
+$(error ingest is built for PostgreSQL 15, found $(MAJORVERSION))
+endif
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
+	cat $^ > $@
+
+.PHONY: test demo deps pgtap-check bench
+# Everything, from a fresh machine, as root or as a user who can build.
+test:
+	test/run-all.sh
+demo:
+	test/demo.sh
+deps:
+	test/deps.sh

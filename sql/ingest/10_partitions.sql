@@ -1,0 +1,418 @@
+-- Partition lifecycle policy: shapes, bounds, the maintenance plan and the
+-- steps that carry it out.  The worker (src/maintenance.c) calls these; so
+-- does ingest.run_maintenance(dry_run => true), so both see one plan.
+
+-- Every partition of every partitioned table, with its range bounds parsed
+-- back from the catalog (NULL for MINVALUE/MAXVALUE and the default).
+CREATE VIEW ingest_internal.bounds AS
+SELECT i.inhparent AS relid,
+       i.inhrelid AS partition_oid,
+       i.inhrelid::pg_catalog.regclass AS partition,
+       m.b[1]::pg_catalog.timestamptz AS lower_bound,
+       m.b[2]::pg_catalog.timestamptz AS upper_bound,
+       pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default,
+       i.inhdetachpending AS detach_pending
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+  LEFT JOIN LATERAL pg_catalog.regexp_match(
+        pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+        '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$') AS m(b) ON true;
+
+-- Start of a calendar day in a time zone: local midnight, so DST days are
+-- 23 or 25 hours long.
+CREATE FUNCTION ingest_internal.day_start(d date, tz text)
+RETURNS timestamptz
+LANGUAGE sql STABLE STRICT
+AS $$ SELECT pg_catalog.timezone(tz, d::pg_catalog.timestamp) $$;
+
+-- Name of the partition for a day: <table>_pYYYYMMDD, the table name cut so
+-- the whole fits in NAMEDATALEN.
+CREATE FUNCTION ingest_internal.partition_name(tbl regclass, d date)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+AS $$
+    SELECT pg_catalog.left(c.relname, 53) || '_p' || pg_catalog.to_char(d, 'YYYYMMDD')
+      FROM pg_catalog.pg_class c
+     WHERE c.oid = tbl
+$$;
+
+-- Check policy arguments; NULL means "not given" for each of them.
+CREATE FUNCTION ingest_internal.check_policy(retention interval, premake integer,
+                                             retention_action text, time_zone text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF premake IS NOT NULL AND (premake < 0 OR premake > 365) THEN
+        RAISE EXCEPTION 'premake must be between 0 and 365, not %', premake
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF retention IS NOT NULL AND retention < interval '1 day' THEN
+        RAISE EXCEPTION 'retention must be at least one day'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('Retention %s was given.', retention);
+    END IF;
+    IF retention_action IS NOT NULL AND retention_action NOT IN ('drop', 'detach') THEN
+        RAISE EXCEPTION 'unrecognized retention_action "%"', retention_action
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "drop" or "detach".';
+    END IF;
+    IF time_zone IS NOT NULL THEN
+        -- raises 22023 "time zone ... not recognized" for an unknown zone
+        PERFORM pg_catalog.timezone(time_zone, pg_catalog.now());
+    END IF;
+END
+$$;
+
+-- Check that a table has the shape ingest manages: range-partitioned on a
+-- timestamptz column "timestamp", with the billing-event columns.
+CREATE FUNCTION ingest_internal.check_shape(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    kind     "char";
+    strat    "char";
+    keycols  int2vector;
+    keytype  oid;
+    keyname  name;
+    col      record;
+    found_t  oid;
+BEGIN
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF kind IS DISTINCT FROM 'p' THEN
+        RAISE EXCEPTION 'table "%" is not partitioned', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'ingest manages tables partitioned by range on a timestamptz column "timestamp".';
+    END IF;
+
+    SELECT p.partstrat, p.partattrs INTO strat, keycols
+      FROM pg_catalog.pg_partitioned_table p WHERE p.partrelid = tbl;
+    SELECT a.attname, a.atttypid INTO keyname, keytype
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum = keycols[0];
+    IF strat <> 'r' OR pg_catalog.array_length(keycols::int2[], 1) <> 1
+       OR keyname IS DISTINCT FROM 'timestamp'
+       OR keytype IS DISTINCT FROM 'pg_catalog.timestamptz'::regtype THEN
+        RAISE EXCEPTION 'table "%" is not partitioned by range on a timestamptz column "timestamp"', tbl
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+
+    FOR col IN
+        SELECT * FROM (VALUES
+            ('organization_id', 'pg_catalog.uuid'::regtype),
+            ('transaction_id', 'pg_catalog.text'),
+            ('external_customer_id', 'pg_catalog.text'),
+            ('code', 'pg_catalog.text'),
+            ('timestamp', 'pg_catalog.timestamptz'),
+            ('properties', 'pg_catalog.jsonb'),
+            ('value', 'pg_catalog.float8'),
+            ('decimal_value', 'pg_catalog.numeric'),
+            ('created_at', 'pg_catalog.timestamptz')) AS r(attname, atttype)
+    LOOP
+        found_t := NULL;
+        SELECT a.atttypid INTO found_t
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = col.attname AND NOT a.attisdropped;
+        IF found_t IS NULL THEN
+            RAISE EXCEPTION 'table "%" has no column "%"', tbl, col.attname
+                USING ERRCODE = 'undefined_column';
+        ELSIF found_t <> col.atttype THEN
+            RAISE EXCEPTION 'column "%" of table "%" has type %, not %',
+                col.attname, tbl, found_t::regtype, col.atttype
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Whether pg_partman 4.x/5.x has this table in its part_config.
+CREATE FUNCTION ingest_internal.partman_manages(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    nsp    name;
+    plain  text;
+    result boolean;
+BEGIN
+    SELECT n.nspname INTO nsp
+      FROM pg_catalog.pg_extension e
+      JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_partman';
+    IF nsp IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT n.nspname || '.' || c.relname INTO plain
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    EXECUTE pg_catalog.format(
+        'SELECT EXISTS (SELECT 1 FROM %I.part_config WHERE parent_table IN ($1, $2))', nsp)
+       INTO result USING plain, tbl::text;
+    RETURN result;
+END
+$$;
+
+-- Make the partition for one day: a standalone table, then ATTACH, which
+-- takes only SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE ... PARTITION
+-- OF would take ACCESS EXCLUSIVE and queue every loader behind it).
+CREATE FUNCTION ingest_internal.create_partition(tbl regclass, d date)
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tz    text;
+    nsp   name;
+    owner name;
+    part  text := ingest_internal.partition_name(tbl, d);
+BEGIN
+    SELECT c.time_zone INTO tz FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF tz IS NULL THEN
+        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT n.nspname, pg_catalog.pg_get_userbyid(c.relowner) INTO nsp, owner
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+
+    EXECUTE pg_catalog.format(
+        'CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+        'INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS)',
+        nsp, part, tbl);
+    IF owner IS DISTINCT FROM current_user THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %I.%I OWNER TO %I', nsp, part, owner);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
+        tbl, nsp, part,
+        ingest_internal.day_start(d, tz), ingest_internal.day_start(d + 1, tz));
+    RETURN pg_catalog.format('%I.%I', nsp, part);
+END
+$$;
+
+-- Record that a partition is being retired, before DETACH ... CONCURRENTLY
+-- starts (committed separately by the worker).
+CREATE FUNCTION ingest_internal.mark_retiring(part oid)
+RETURNS void
+LANGUAGE sql
+AS $$
+    INSERT INTO ingest_internal.retired (partition_oid, relid, partition, lower_bound, upper_bound)
+    SELECT b.partition_oid, b.relid, b.partition::text, b.lower_bound, b.upper_bound
+      FROM ingest_internal.bounds b
+     WHERE b.partition_oid = part
+    ON CONFLICT (partition_oid) DO NOTHING
+$$;
+
+-- Finish a DETACH ... CONCURRENTLY that was interrupted (lock timeout, crash).
+CREATE FUNCTION ingest_internal.finalize_detach(part oid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    parent oid;
+BEGIN
+    SELECT i.inhparent INTO parent FROM pg_catalog.pg_inherits i
+     WHERE i.inhrelid = part AND i.inhdetachpending;
+    IF parent IS NULL THEN
+        RAISE EXCEPTION 'partition % has no pending detach', part
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    EXECUTE pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
+                              parent::regclass, part::regclass);
+END
+$$;
+
+-- Drop a retired partition once it is detached: a standalone table, so the
+-- DROP takes no lock on the parent.
+CREATE FUNCTION ingest_internal.drop_retired(part oid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
+        RAISE EXCEPTION 'partition "%" is still attached', part::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    EXECUTE pg_catalog.format('DROP TABLE %s', part::regclass);
+    DELETE FROM ingest_internal.retired WHERE partition_oid = part;
+END
+$$;
+
+-- The maintenance plan for one table at instant "at": what the worker will
+-- do, in order.  Pure: it reads the catalogs and changes nothing.
+CREATE FUNCTION ingest_internal.plan(tbl regclass, at timestamptz, max_retire integer)
+RETURNS TABLE(event_table regclass, action text, partition text,
+              partition_oid oid, day date, detail text)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    cfg      ingest.table_config;
+    today    date;
+    first    date;
+    cutoff   timestamptz;
+    newest   timestamptz;
+    lo       timestamptz;
+    hi       timestamptz;
+    r        record;
+    retiring integer := 0;
+    excess   integer := 0;
+BEGIN
+    SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF NOT FOUND OR cfg.managed_by <> 'ingest' THEN
+        RETURN;
+    END IF;
+    event_table := tbl;
+
+    -- 1. Finish detaches that were interrupted.
+    FOR r IN SELECT b.* FROM ingest_internal.bounds b
+              WHERE b.relid = tbl AND b.detach_pending ORDER BY b.lower_bound
+    LOOP
+        action := 'finalize'; partition := r.partition::text;
+        partition_oid := r.partition_oid; day := NULL;
+        detail := 'finish an interrupted DETACH PARTITION CONCURRENTLY';
+        RETURN NEXT;
+    END LOOP;
+
+    -- 2. Create today and premake days ahead, and catch up days missed
+    -- since the newest partition (server down), unless past retention.
+    today := pg_catalog.timezone(cfg.time_zone, at)::date;
+    IF cfg.retention IS NOT NULL THEN
+        cutoff := at - cfg.retention;
+    END IF;
+    SELECT max(b.upper_bound) INTO newest FROM ingest_internal.bounds b
+     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending;
+    first := today;
+    IF newest IS NOT NULL THEN
+        first := LEAST(today, pg_catalog.timezone(cfg.time_zone, newest)::date);
+    END IF;
+    FOR d IN 0 .. (today + cfg.premake) - first LOOP
+        day := first + d;
+        lo := ingest_internal.day_start(day, cfg.time_zone);
+        hi := ingest_internal.day_start(day + 1, cfg.time_zone);
+        CONTINUE WHEN cutoff IS NOT NULL AND hi <= cutoff;
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM ingest_internal.bounds b
+             WHERE b.relid = tbl AND NOT b.is_default
+               AND b.lower_bound < hi AND b.upper_bound > lo);
+        action := 'create';
+        partition := pg_catalog.format('%I.%I',
+                        (SELECT n.nspname FROM pg_catalog.pg_class c
+                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                          WHERE c.oid = tbl),
+                        ingest_internal.partition_name(tbl, day));
+        partition_oid := NULL;
+        detail := pg_catalog.format('[%s, %s)', lo, hi);
+        RETURN NEXT;
+    END LOOP;
+
+    -- 3. Retire partitions whose whole range is older than the cutoff,
+    -- oldest first, at most max_retire of them.
+    IF cutoff IS NOT NULL THEN
+        FOR r IN SELECT b.* FROM ingest_internal.bounds b
+                  WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+                    AND b.upper_bound <= cutoff
+                  ORDER BY b.lower_bound
+        LOOP
+            IF retiring >= max_retire THEN
+                excess := excess + 1;
+                CONTINUE;
+            END IF;
+            retiring := retiring + 1;
+            action := 'detach'; partition := r.partition::text;
+            partition_oid := r.partition_oid;
+            day := pg_catalog.timezone(cfg.time_zone, r.lower_bound)::date;
+            detail := pg_catalog.format('[%s, %s) is older than %s', r.lower_bound,
+                                        r.upper_bound, cutoff);
+            RETURN NEXT;
+        END LOOP;
+        IF excess > 0 THEN
+            action := 'warning'; partition := NULL; partition_oid := NULL; day := NULL;
+            detail := pg_catalog.format(
+                '%s more partitions are past retention; at most %s are retired per run (ingest.max_drops_per_run)',
+                excess, max_retire);
+            RETURN NEXT;
+        END IF;
+    END IF;
+
+    -- 4. Drop detached partitions when the policy says drop.
+    IF cfg.retention_action = 'drop' THEN
+        FOR r IN SELECT t.* FROM ingest_internal.retired t
+                  WHERE t.relid = tbl
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.partition_oid)
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                     WHERE i.inhrelid = t.partition_oid)
+                  ORDER BY t.lower_bound
+        LOOP
+            action := 'drop'; partition := r.partition_oid::regclass::text;
+            partition_oid := r.partition_oid;
+            day := pg_catalog.timezone(cfg.time_zone, r.lower_bound)::date;
+            detail := 'detached partition is dropped';
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+END
+$$;
+
+-- Delay before the next attempt after "failures" consecutive failed runs:
+-- doubling from the interval, capped at one hour, and tightened to a quarter
+-- of the remaining runway of future partitions so that a table about to run
+-- out of partitions is retried every interval.
+CREATE FUNCTION ingest_internal.retry_delay(failures integer, interval_s integer,
+                                            runway interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT GREATEST(
+             pg_catalog.make_interval(secs => interval_s),
+             LEAST(pg_catalog.make_interval(secs => interval_s * 2.0 ^ LEAST(failures - 1, 20)),
+                   interval '1 hour',
+                   GREATEST(COALESCE(runway, interval '0'), interval '0') / 4))
+$$;
+
+-- Record the outcome of one table's run and schedule its next attempt.
+CREATE FUNCTION ingest_internal.record_outcome(tbl oid, failures integer,
+                                               err_state text, err_message text,
+                                               interval_s integer)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    n      integer;
+    runway interval;
+BEGIN
+    INSERT INTO ingest_internal.table_state (relid) VALUES (tbl)
+    ON CONFLICT (relid) DO NOTHING;
+    IF failures = 0 THEN
+        UPDATE ingest_internal.table_state
+           SET last_run_at = pg_catalog.now(), last_success_at = pg_catalog.now(),
+               consecutive_failures = 0, next_attempt_at = NULL
+         WHERE relid = tbl;
+        RETURN;
+    END IF;
+    SELECT max(b.upper_bound) - pg_catalog.now() INTO runway
+      FROM ingest_internal.bounds b
+     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending;
+    UPDATE ingest_internal.table_state s
+       SET last_run_at = pg_catalog.now(), last_error_at = pg_catalog.now(),
+           last_sqlstate = err_state, last_error = err_message,
+           consecutive_failures = s.consecutive_failures + 1,
+           next_attempt_at = pg_catalog.now() +
+               ingest_internal.retry_delay(s.consecutive_failures + 1, interval_s, runway)
+     WHERE s.relid = tbl;
+END
+$$;
+
+-- One row of the maintenance log.
+CREATE FUNCTION ingest_internal.log(run_id bigint, tbl oid, action text,
+                                    partition text, status text,
+                                    sqlstate text, message text)
+RETURNS void
+LANGUAGE sql
+AS $$
+    INSERT INTO ingest.maintenance_log
+        (run_id, event_table, relid, action, partition, status, sqlstate, message)
+    VALUES (run_id, tbl::pg_catalog.regclass::pg_catalog.text,
+            tbl, action, partition, status, sqlstate, message)
+$$;

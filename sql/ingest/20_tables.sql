@@ -1,0 +1,194 @@
+-- Public functions that create, adopt, configure and release event tables.
+
+CREATE FUNCTION ingest.create_event_table(table_name text,
+                                          retention interval DEFAULT NULL,
+                                          premake integer DEFAULT 3,
+                                          time_zone text DEFAULT 'UTC')
+RETURNS regclass
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    parts text[];
+    nsp   text;
+    rel   text;
+    tbl   regclass;
+    today date;
+BEGIN
+    IF table_name IS NULL OR premake IS NULL OR time_zone IS NULL THEN
+        RAISE EXCEPTION 'table_name, premake and time_zone must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM ingest_internal.check_policy(retention, premake, NULL, time_zone);
+
+    parts := pg_catalog.parse_ident(table_name);
+    IF pg_catalog.array_length(parts, 1) = 1 THEN
+        nsp := pg_catalog.current_schema();
+        rel := parts[1];
+        IF nsp IS NULL THEN
+            RAISE EXCEPTION 'no schema has been selected to create in'
+                USING ERRCODE = 'invalid_schema_name';
+        END IF;
+    ELSIF pg_catalog.array_length(parts, 1) = 2 THEN
+        nsp := parts[1];
+        rel := parts[2];
+    ELSE
+        RAISE EXCEPTION 'improper qualified name (too many dotted names): %', table_name
+            USING ERRCODE = 'syntax_error';
+    END IF;
+
+    EXECUTE pg_catalog.format($ddl$
+        CREATE TABLE %I.%I (
+            id                   bigint GENERATED ALWAYS AS IDENTITY,
+            organization_id      uuid NOT NULL,
+            transaction_id       text NOT NULL,
+            external_customer_id text NOT NULL,
+            code                 text NOT NULL,
+            "timestamp"          timestamptz NOT NULL,
+            properties           jsonb NOT NULL DEFAULT '{}',
+            value                double precision,
+            decimal_value        numeric,
+            created_at           timestamptz NOT NULL DEFAULT now()
+        ) PARTITION BY RANGE ("timestamp")$ddl$, nsp, rel);
+    tbl := pg_catalog.format('%I.%I', nsp, rel)::regclass;
+
+    INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
+    VALUES (tbl, time_zone, retention, premake);
+
+    -- The table is new and invisible to others: make its partitions now.
+    today := pg_catalog.timezone(time_zone, pg_catalog.now())::date;
+    FOR d IN 0 .. premake LOOP
+        PERFORM ingest_internal.create_partition(tbl, today + d);
+    END LOOP;
+    RETURN tbl;
+END
+$$;
+COMMENT ON FUNCTION ingest.create_event_table(text, interval, integer, text) IS
+    'Create an event table partitioned by day in time_zone, with today''s and premake future partitions';
+
+CREATE FUNCTION ingest.manage_table(tbl regclass,
+                                    retention interval DEFAULT NULL,
+                                    premake integer DEFAULT 3,
+                                    time_zone text DEFAULT 'UTC')
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    partman boolean;
+    bad     text;
+BEGIN
+    IF tbl IS NULL OR premake IS NULL OR time_zone IS NULL THEN
+        RAISE EXCEPTION 'tbl, premake and time_zone must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM ingest_internal.check_policy(retention, premake, NULL, time_zone);
+    PERFORM ingest_internal.check_shape(tbl);
+    IF EXISTS (SELECT 1 FROM ingest.table_config c WHERE c.event_table = tbl) THEN
+        RAISE EXCEPTION 'table "%" is already managed by ingest', tbl
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+
+    partman := ingest_internal.partman_manages(tbl);
+    IF partman THEN
+        RAISE NOTICE 'table "%" is managed by pg_partman', tbl
+            USING DETAIL = 'pg_partman keeps creating and dropping its partitions; ingest leaves its partitions alone and its other features still apply.';
+    ELSE
+        IF EXISTS (SELECT 1 FROM ingest_internal.bounds b
+                    WHERE b.relid = tbl AND b.is_default) THEN
+            RAISE EXCEPTION 'table "%" has a default partition', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'ingest attaches and detaches partitions concurrently, which PostgreSQL refuses while a default partition exists.',
+                      HINT = 'Move the rows of the default partition into day partitions and detach it.';
+        END IF;
+        SELECT pg_catalog.string_agg(b.partition::text, ', ' ORDER BY b.lower_bound) INTO bad
+          FROM ingest_internal.bounds b
+         WHERE b.relid = tbl
+           AND (b.lower_bound IS NULL OR b.upper_bound IS NULL
+                OR b.lower_bound <> ingest_internal.day_start(
+                       pg_catalog.timezone(time_zone, b.lower_bound)::date, time_zone)
+                OR b.upper_bound <> ingest_internal.day_start(
+                       pg_catalog.timezone(time_zone, b.lower_bound)::date + 1, time_zone));
+        IF bad IS NOT NULL THEN
+            RAISE EXCEPTION 'table "%" has partitions that are not whole days in time zone "%"',
+                tbl, time_zone
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = pg_catalog.format('Partitions: %s.', bad);
+        END IF;
+    END IF;
+
+    INSERT INTO ingest.table_config (event_table, time_zone, retention, premake, managed_by)
+    VALUES (tbl, time_zone, retention, premake,
+            CASE WHEN partman THEN 'pg_partman' ELSE 'ingest' END);
+END
+$$;
+COMMENT ON FUNCTION ingest.manage_table(regclass, interval, integer, text) IS
+    'Adopt an existing table partitioned by day on "timestamp"; maintenance creates its missing partitions';
+
+CREATE FUNCTION ingest.configure(tbl regclass,
+                                 retention interval DEFAULT NULL,
+                                 premake integer DEFAULT NULL,
+                                 retention_action text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- A zero retention means "keep forever"; NULL leaves it unchanged.
+    PERFORM ingest_internal.check_policy(NULLIF(retention, interval '0'), premake,
+                                         retention_action, NULL);
+    UPDATE ingest.table_config c
+       SET retention = CASE WHEN configure.retention IS NULL THEN c.retention
+                            ELSE NULLIF(configure.retention, interval '0') END,
+           premake = COALESCE(configure.premake, c.premake),
+           retention_action = COALESCE(configure.retention_action, c.retention_action)
+     WHERE c.event_table = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Use ingest.create_event_table() or ingest.manage_table() first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text) IS
+    'Change the partition policy of a managed table; NULL leaves a setting unchanged, retention => ''0'' keeps data forever';
+
+CREATE FUNCTION ingest.unmanage_table(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
+    DELETE FROM ingest_internal.retired r WHERE r.relid = tbl;
+END
+$$;
+COMMENT ON FUNCTION ingest.unmanage_table(regclass) IS
+    'Stop all maintenance of a table; its partitions and rows stay as they are';
+
+-- Keep the configuration in step with DROP TABLE.  SECURITY DEFINER so that
+-- a user's DROP never fails on our bookkeeping.
+CREATE FUNCTION ingest_internal.on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM ingest.table_config c
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.event_table::oid;
+    DELETE FROM ingest_internal.table_state s
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = s.relid;
+    DELETE FROM ingest_internal.retired r
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass
+       AND d.objid IN (r.partition_oid, r.relid);
+END
+$$;
+CREATE EVENT TRIGGER ingest_sql_drop ON sql_drop
+    EXECUTE FUNCTION ingest_internal.on_sql_drop();

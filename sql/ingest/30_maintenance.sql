@@ -1,0 +1,73 @@
+-- Maintenance by hand: the same code the background worker runs.
+
+CREATE FUNCTION ingest.run_maintenance(tbl regclass DEFAULT NULL,
+                                       dry_run boolean DEFAULT false)
+RETURNS TABLE(event_table regclass, action text, partition text, detail text)
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'ingest_run_maintenance';
+COMMENT ON FUNCTION ingest.run_maintenance(regclass, boolean) IS
+    'Run partition maintenance now (one table, or all when NULL) and return its actions; dry_run returns the plan without acting';
+
+-- Views: policy and health per table, and every partition.
+
+CREATE VIEW ingest.partitions AS
+SELECT c.event_table,
+       b.partition,
+       pg_catalog.timezone(c.time_zone, b.lower_bound)::date AS day,
+       b.lower_bound,
+       b.upper_bound,
+       CASE WHEN b.is_default THEN 'default'
+            WHEN b.detach_pending THEN 'detach pending'
+            ELSE 'attached' END AS state,
+       pg_catalog.pg_total_relation_size(b.partition_oid) AS size_bytes,
+       NULLIF(pc.reltuples, -1)::bigint AS rows_estimate
+  FROM ingest.table_config c
+  JOIN ingest_internal.bounds b ON b.relid = c.event_table
+  JOIN pg_catalog.pg_class pc ON pc.oid = b.partition_oid
+UNION ALL
+SELECT c.event_table,
+       r.partition_oid::regclass,
+       pg_catalog.timezone(c.time_zone, r.lower_bound)::date,
+       r.lower_bound,
+       r.upper_bound,
+       'detached',
+       pg_catalog.pg_total_relation_size(r.partition_oid),
+       NULLIF(pc.reltuples, -1)::bigint
+  FROM ingest.table_config c
+  JOIN ingest_internal.retired r ON r.relid = c.event_table
+  JOIN pg_catalog.pg_class pc ON pc.oid = r.partition_oid
+ WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = r.partition_oid);
+COMMENT ON VIEW ingest.partitions IS
+    'Partitions of managed tables (and detached ones kept by retention_action = ''detach''), with day, size and row estimate';
+
+CREATE VIEW ingest.event_tables AS
+SELECT c.event_table,
+       c.managed_by,
+       c.time_zone,
+       c.retention,
+       c.premake,
+       c.retention_action,
+       COALESCE(p.partitions, 0) AS partitions,
+       p.oldest_day,
+       p.newest_day,
+       s.last_success_at AS last_maintenance,
+       s.last_error_at,
+       s.last_sqlstate,
+       s.last_error,
+       COALESCE(s.consecutive_failures, 0) AS consecutive_failures,
+       s.next_attempt_at
+  FROM ingest.table_config c
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS partitions,
+               pg_catalog.min(v.day) AS oldest_day,
+               pg_catalog.max(v.day) AS newest_day
+          FROM ingest.partitions v
+         WHERE v.event_table = c.event_table AND v.state = 'attached') p ON true
+  LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table;
+COMMENT ON VIEW ingest.event_tables IS
+    'Managed tables: policy, partition count, oldest and newest day, last successful maintenance and last error';
+
+GRANT USAGE ON SCHEMA ingest TO PUBLIC;
+GRANT SELECT ON ingest.event_tables, ingest.partitions, ingest.maintenance_log,
+                ingest.table_config TO PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

@@ -1,0 +1,126 @@
+/*-------------------------------------------------------------------------
+ *
+ * ingest.c
+ *	  Module entry point: settings, hooks, shared memory and the launcher.
+ *
+ * Settings are reloadable and defined in every backend that loads us.  The
+ * launcher, its shared-memory registry and the DROP DATABASE hook exist only
+ * when the library is in shared_preload_libraries.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+#include "ingest.h"
+
+PG_MODULE_MAGIC;
+
+bool		ingest_enabled = true;
+int			ingest_maintenance_interval = 60;
+char	   *ingest_maintenance_role = NULL;
+int			ingest_lock_timeout = 1000;
+int			ingest_max_drops_per_run = 7;
+int			ingest_log_retention = 7 * 24 * 3600;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void ingest_shmem_request(void);
+static void ingest_shmem_startup(void);
+static void define_settings(void);
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	define_settings();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ingest_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ingest_shmem_startup;
+
+	IngestInstallUtilityHook();
+	IngestRegisterLauncher();
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomBoolVariable("ingest.enabled",
+							 "Enables the partition maintenance background worker.",
+							 NULL,
+							 &ingest_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.maintenance_interval",
+							"Sets the time between partition maintenance runs.",
+							NULL,
+							&ingest_maintenance_interval,
+							60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ingest.maintenance_role",
+							   "Sets the role the background worker connects as.",
+							   "Empty means the bootstrap superuser.",
+							   &ingest_maintenance_role,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.lock_timeout",
+							"Sets the lock timeout of every maintenance statement.",
+							"A statement that cannot get its lock in time gives up and is retried later.",
+							&ingest_lock_timeout,
+							1000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.max_drops_per_run",
+							"Sets the maximum number of partitions retired per table in one run.",
+							NULL,
+							&ingest_max_drops_per_run,
+							7, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.log_retention",
+							"Sets how long rows of ingest.maintenance_log are kept.",
+							NULL,
+							&ingest_log_retention,
+							7 * 24 * 3600, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("ingest");
+}
+
+static void
+ingest_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	IngestRegistryShmemRequest();
+}
+
+static void
+ingest_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	IngestRegistryShmemInit();
+}

@@ -1,0 +1,58 @@
+/*-------------------------------------------------------------------------
+ *
+ * ingest.h
+ *	  Shared declarations of the ingest extension.
+ *
+ * Modules:
+ *	  ingest.c		 _PG_init: GUCs, hooks, shared memory, the launcher
+ *	  registry.c	 shared-memory registry of the launcher and database workers
+ *	  launcher.c	 starts one worker per database
+ *	  worker.c		 per-database worker loop; workers for manual runs
+ *	  maintenance.c  carries out the partition maintenance plan of a database
+ *	  toplevel.c	 runs a utility statement as a top-level command
+ *	  utility_hook.c stops a database's worker before DROP DATABASE
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef INGEST_H
+#define INGEST_H
+
+#include "postmaster/bgworker.h"
+
+/* GUCs (ingest.c) */
+extern bool ingest_enabled;
+extern int	ingest_maintenance_interval;	/* seconds */
+extern char *ingest_maintenance_role;
+extern int	ingest_lock_timeout;	/* milliseconds */
+extern int	ingest_max_drops_per_run;
+extern int	ingest_log_retention;	/* seconds */
+
+/* registry.c */
+extern void IngestRegistryShmemRequest(void);
+extern void IngestRegistryShmemInit(void);
+extern bool IngestRegistryLoaded(void);
+extern void IngestRegistrySetLauncher(void);
+extern void IngestWakeLauncher(void);
+extern bool IngestRegistryClaimDatabase(Oid dboid);
+extern pid_t IngestRegistryWorkerPid(Oid dboid);
+
+/* launcher.c */
+extern void IngestRegisterLauncher(void);
+extern PGDLLEXPORT void ingest_launcher_main(Datum main_arg);
+
+/* worker.c */
+extern PGDLLEXPORT void ingest_worker_main(Datum main_arg);
+extern BackgroundWorkerHandle *IngestStartDatabaseWorker(Oid dboid, Oid roleid);
+extern void IngestRunManual(Oid relid, int64 run_id);
+
+/* maintenance.c */
+extern void IngestMaintainDatabase(Oid relid, int64 run_id, bool background);
+extern void IngestTrimLog(void);
+
+/* toplevel.c */
+extern void IngestExecuteTopLevel(const char *sql);
+
+/* utility_hook.c */
+extern void IngestInstallUtilityHook(void);
+
+#endif							/* INGEST_H */

@@ -1,0 +1,639 @@
+/*-------------------------------------------------------------------------
+ *
+ * maintenance.c
+ *	  Carry out the partition maintenance plan of a database.
+ *
+ * The plan comes from ingest_internal.plan() (SQL), one table at a time,
+ * under a session advisory lock on the table so that the worker and a manual
+ * run never act on one table together.  Each action runs in a transaction of
+ * its own, under ingest.lock_timeout, and is logged in the same transaction,
+ * so the log says "ok" exactly when the action committed.  A failed action
+ * is logged with its SQLSTATE in a new transaction; the other actions and
+ * tables go on, and the table is retried with backoff.
+ *
+ * Retiring a partition never takes ACCESS EXCLUSIVE on the parent: the
+ * partition is recorded as retiring, detached with DETACH PARTITION
+ * CONCURRENTLY run as a top-level statement (toplevel.c), and dropped as a
+ * standalone table afterwards.  An interrupted detach is finished with
+ * FINALIZE by the next run.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "ingest.h"
+
+/* Key space of our session advisory locks: "ing\0" in the high half. */
+#define MAINTENANCE_LOCK_KEY(relid) ((((int64) 0x696E6700) << 32) | (int64) (relid))
+
+/* One row of the plan. */
+typedef struct MaintAction
+{
+	char	   *action;
+	char	   *partition;		/* may be NULL */
+	Oid			partition_oid;	/* InvalidOid unless detach/finalize/drop */
+	bool		day_null;
+	Datum		day;			/* DateADT */
+	char	   *detail;
+} MaintAction;
+
+static void xact_begin(void);
+static void xact_end(void);
+static Datum exec_scalar(const char *sql, int nargs, Oid *types,
+						 Datum *values, const char *nulls, bool *isnull);
+static List *managed_tables(Oid relid, bool background, MemoryContext cxt);
+static bool lock_table(Oid relid);
+static List *plan_table(Oid relid, MemoryContext cxt);
+static void unlock_table(Oid relid, int failures, const char *sqlstate,
+						 const char *message);
+static void do_detach(Oid relid, int64 run_id, MaintAction *a);
+static void log_action(int64 run_id, Oid relid, const char *action,
+					   const char *partition, const char *status,
+					   const char *sqlstate, const char *message);
+static int64 next_run_id(void);
+
+static void
+xact_begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+xact_end(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
+/* Run a query returning at most one value (first column of first row). */
+static Datum
+exec_scalar(const char *sql, int nargs, Oid *types, Datum *values,
+			const char *nulls, bool *isnull)
+{
+	int			rc;
+
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 1);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0 || SPI_tuptable == NULL)
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
+static int64
+next_run_id(void)
+{
+	bool		isnull;
+
+	return DatumGetInt64(exec_scalar("SELECT pg_catalog.nextval('ingest_internal.run_id_seq')",
+									 0, NULL, NULL, NULL, &isnull));
+}
+
+/*
+ * Tables to maintain, in OID order, as a list in "cxt".  The worker skips
+ * tables waiting out a retry delay; a manual run does not.
+ */
+static List *
+managed_tables(Oid relid, bool background, MemoryContext cxt)
+{
+	List	   *tables = NIL;
+	Oid			types[2] = {OIDOID, BOOLOID};
+	Datum		values[2] = {ObjectIdGetDatum(relid), BoolGetDatum(background)};
+	char		nulls[2] = {OidIsValid(relid) ? ' ' : 'n', ' '};
+	uint64		i;
+	int			rc;
+
+	rc = SPI_execute_with_args(
+		"SELECT c.event_table::pg_catalog.oid FROM ingest.table_config c "
+		"  LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table "
+		" WHERE c.managed_by = 'ingest' "
+		"   AND ($1 IS NULL OR c.event_table = $1) "
+		"   AND (NOT $2 OR s.next_attempt_at IS NULL "
+		"        OR s.next_attempt_at <= pg_catalog.now()) "
+		" ORDER BY 1",
+		2, types, values, nulls, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not list managed tables: %s", SPI_result_code_string(rc));
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									  1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		tables = lappend_oid(tables, DatumGetObjectId(d));
+		MemoryContextSwitchTo(old);
+	}
+	return tables;
+}
+
+/* Take the table's maintenance lock, without waiting. */
+static bool
+lock_table(Oid relid)
+{
+	Datum		key = Int64GetDatum(MAINTENANCE_LOCK_KEY(relid));
+	bool		isnull;
+	bool		locked;
+
+	xact_begin();
+	locked = DatumGetBool(exec_scalar("SELECT pg_catalog.pg_try_advisory_lock($1)",
+									  1, (Oid[]) {INT8OID}, &key, NULL, &isnull));
+	xact_end();
+	return locked;
+}
+
+/* Read the table's plan into a list of MaintAction in "cxt". */
+static List *
+plan_table(Oid relid, MemoryContext cxt)
+{
+	List	   *plan = NIL;
+	Oid			types[2] = {OIDOID, INT4OID};
+	Datum		values[2];
+	uint64		i;
+	int			rc;
+
+	xact_begin();
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int32GetDatum(ingest_max_drops_per_run);
+	rc = SPI_execute_with_args(
+		"SELECT action, partition, partition_oid, day, detail "
+		"  FROM ingest_internal.plan($1, pg_catalog.now(), $2)",
+		2, types, values, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not plan maintenance: %s", SPI_result_code_string(rc));
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		MaintAction *a = palloc0(sizeof(MaintAction));
+		bool		isnull;
+		Datum		d;
+
+		a->action = SPI_getvalue(tup, desc, 1);
+		a->partition = SPI_getvalue(tup, desc, 2);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		a->partition_oid = isnull ? InvalidOid : DatumGetObjectId(d);
+		a->day = SPI_getbinval(tup, desc, 4, &a->day_null);
+		a->detail = SPI_getvalue(tup, desc, 5);
+		plan = lappend(plan, a);
+		MemoryContextSwitchTo(old);
+	}
+	xact_end();
+	return plan;
+}
+
+/* Record the table's outcome and release its maintenance lock. */
+static void
+unlock_table(Oid relid, int failures, const char *sqlstate, const char *message)
+{
+	Oid			types[5] = {OIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', sqlstate ? ' ' : 'n', message ? ' ' : 'n', ' '};
+	bool		isnull;
+
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = Int32GetDatum(failures);
+	values[2] = sqlstate ? CStringGetTextDatum(sqlstate) : (Datum) 0;
+	values[3] = message ? CStringGetTextDatum(message) : (Datum) 0;
+	values[4] = Int32GetDatum(ingest_maintenance_interval);
+
+	xact_begin();
+	(void) exec_scalar("SELECT ingest_internal.record_outcome($1, $2, $3, $4, $5)",
+					   5, types, values, nulls, &isnull);
+	values[0] = Int64GetDatum(MAINTENANCE_LOCK_KEY(relid));
+	(void) exec_scalar("SELECT pg_catalog.pg_advisory_unlock($1)",
+					   1, (Oid[]) {INT8OID}, values, NULL, &isnull);
+	xact_end();
+}
+
+static void
+log_action(int64 run_id, Oid relid, const char *action, const char *partition,
+		   const char *status, const char *sqlstate, const char *message)
+{
+	Oid			types[7] = {INT8OID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', partition ? ' ' : 'n', ' ',
+	sqlstate ? ' ' : 'n', message ? ' ' : 'n'};
+	bool		isnull;
+
+	values[0] = Int64GetDatum(run_id);
+	values[1] = ObjectIdGetDatum(relid);
+	values[2] = CStringGetTextDatum(action);
+	values[3] = partition ? CStringGetTextDatum(partition) : (Datum) 0;
+	values[4] = CStringGetTextDatum(status);
+	values[5] = sqlstate ? CStringGetTextDatum(sqlstate) : (Datum) 0;
+	values[6] = message ? CStringGetTextDatum(message) : (Datum) 0;
+	(void) exec_scalar("SELECT ingest_internal.log($1, $2, $3, $4, $5, $6, $7)",
+					   7, types, values, nulls, &isnull);
+}
+
+/*
+ * Retire a partition: remember it, DETACH CONCURRENTLY at top level, log.
+ * The detach commits its first transaction itself and returns inside its
+ * second one, in which we log.
+ */
+static void
+do_detach(Oid relid, int64 run_id, MaintAction *a)
+{
+	Datum		arg = ObjectIdGetDatum(a->partition_oid);
+	bool		isnull;
+	char	   *parent_name;
+	char	   *part_name;
+	char	   *part_rel;
+	StringInfoData sql;
+
+	xact_begin();
+	(void) exec_scalar("SELECT ingest_internal.mark_retiring($1)",
+					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
+	xact_end();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	part_rel = get_rel_name(a->partition_oid);
+	if (part_rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("partition %u no longer exists", a->partition_oid)));
+	parent_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+											 get_rel_name(relid));
+	part_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(a->partition_oid)),
+										   part_rel);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY",
+					 parent_name, part_name);
+	IngestExecuteTopLevel(sql.data);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	log_action(run_id, relid, a->action, a->partition, "ok", NULL, a->detail);
+	xact_end();
+}
+
+/* Carry out one action of the plan, logging it in its own transaction. */
+static void
+action_step(Oid relid, int64 run_id, void *arg)
+{
+	MaintAction *a = (MaintAction *) arg;
+	const char *sql = NULL;
+	int			nargs = 1;
+	Oid			types[2] = {OIDOID, DATEOID};
+	Datum		values[2];
+	bool		isnull;
+
+	if (strcmp(a->action, "detach") == 0)
+	{
+		do_detach(relid, run_id, a);
+		return;
+	}
+
+	values[0] = ObjectIdGetDatum(a->partition_oid);
+	if (strcmp(a->action, "create") == 0)
+	{
+		sql = "SELECT ingest_internal.create_partition($1, $2)";
+		nargs = 2;
+		values[0] = ObjectIdGetDatum(relid);
+		values[1] = a->day;
+	}
+	else if (strcmp(a->action, "finalize") == 0)
+		sql = "SELECT ingest_internal.finalize_detach($1)";
+	else if (strcmp(a->action, "drop") == 0)
+		sql = "SELECT ingest_internal.drop_retired($1)";
+
+	xact_begin();
+	if (sql)
+		(void) exec_scalar(sql, nargs, types, values, NULL, &isnull);
+	log_action(run_id, relid, a->action, a->partition,
+			   sql ? "ok" : "warning", NULL, a->detail);
+	xact_end();
+
+	/* "warning" rows (the retirement cap) are also said in the server log */
+	if (sql == NULL)
+		ereport(WARNING,
+				(errmsg("partition retirement of table \"%s\" is capped",
+						get_rel_name(relid) ? get_rel_name(relid) : "?"),
+				 errdetail_internal("%s", a->detail)));
+}
+
+/* Plan a table: the plan lands in PlanStep.plan. */
+typedef struct PlanStep
+{
+	MemoryContext cxt;
+	List	   *plan;
+} PlanStep;
+
+static void
+plan_step(Oid relid, int64 run_id, void *arg)
+{
+	PlanStep   *ps = (PlanStep *) arg;
+
+	ps->plan = plan_table(relid, ps->cxt);
+}
+
+/*
+ * Run one step of a table's maintenance.  An error is caught, its
+ * transaction rolled back, and it is logged with its SQLSTATE in a new
+ * transaction; the caller goes on with the next step.
+ */
+static bool
+run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
+			int64 run_id, const char *action, const char *partition,
+			char **sqlstate, char **message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
+
+	pgstat_report_activity(STATE_RUNNING, action);
+	PG_TRY();
+	{
+		step(relid, run_id, arg);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (edata == NULL)
+		return true;
+
+	*sqlstate = pstrdup(unpack_sql_state(edata->sqlerrcode));
+	*message = pstrdup(edata->message);
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("ingest maintenance step \"%s\" failed for table with OID %u: %s",
+					action, relid, edata->message)));
+	FreeErrorData(edata);
+
+	xact_begin();
+	log_action(run_id, relid, action, partition, "error", *sqlstate, *message);
+	xact_end();
+	MemoryContextSwitchTo(cxt);
+	return false;
+}
+
+/*
+ * Plan and carry out one table's maintenance; "only" restricts it to one
+ * kind of action.  Returns the number of failed steps and whether a
+ * partition was detached.
+ */
+static int
+maintain_table(Oid relid, int64 run_id, const char *only, bool *detached,
+			   char **sqlstate, char **message)
+{
+	PlanStep	ps = {CurrentMemoryContext, NIL};
+	int			failures = 0;
+	ListCell   *lc;
+
+	if (!run_guarded(plan_step, &ps, relid, run_id, "plan", NULL,
+					 sqlstate, message))
+		return 1;
+
+	foreach(lc, ps.plan)
+	{
+		MaintAction *a = lfirst(lc);
+
+		CHECK_FOR_INTERRUPTS();
+		if (only && strcmp(a->action, only) != 0)
+			continue;
+		if (!run_guarded(action_step, a, relid, run_id, a->action, a->partition,
+						 sqlstate, message))
+			failures++;
+		else if (strcmp(a->action, "detach") == 0)
+			*detached = true;
+	}
+	return failures;
+}
+
+/*
+ * Maintain one table (relid) or all managed tables (InvalidOid).  The worker
+ * passes background = true: it honours retry delays and makes its own run
+ * id.  A manual run passes its run id and marks it done at the end.
+ */
+void
+IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
+{
+	MemoryContext runcxt;
+	MemoryContext tablecxt;
+	MemoryContext old;
+	List	   *tables;
+	ListCell   *lc;
+
+	runcxt = AllocSetContextCreate(TopMemoryContext, "ingest maintenance run",
+								   ALLOCSET_DEFAULT_SIZES);
+	tablecxt = AllocSetContextCreate(runcxt, "ingest maintenance table",
+									 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(runcxt);
+
+	xact_begin();
+	tables = managed_tables(relid, background, runcxt);
+	if (run_id == 0)
+		run_id = next_run_id();
+	xact_end();
+
+	foreach(lc, tables)
+	{
+		Oid			tbl = lfirst_oid(lc);
+		char	   *sqlstate = NULL;
+		char	   *message = NULL;
+		bool		detached = false;
+		int			failures;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(tablecxt);
+
+		if (!lock_table(tbl))
+		{
+			xact_begin();
+			log_action(run_id, tbl, "run", NULL, "skipped", NULL,
+					   "another maintenance run holds this table");
+			xact_end();
+		}
+		else
+		{
+			failures = maintain_table(tbl, run_id, NULL, &detached,
+									  &sqlstate, &message);
+			/* Partitions detached just now are dropped in the same run. */
+			if (detached)
+				failures += maintain_table(tbl, run_id, "drop", &detached,
+										   &sqlstate, &message);
+			unlock_table(tbl, failures, sqlstate, message);
+		}
+		MemoryContextSwitchTo(runcxt);
+		MemoryContextReset(tablecxt);
+	}
+
+	if (!background)
+	{
+		Datum		arg = Int64GetDatum(run_id);
+		bool		isnull;
+
+		xact_begin();
+		(void) exec_scalar("INSERT INTO ingest_internal.run_done VALUES ($1)",
+						   1, (Oid[]) {INT8OID}, &arg, NULL, &isnull);
+		xact_end();
+	}
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(runcxt);
+}
+
+/* Trim the maintenance log to ingest.log_retention. */
+void
+IngestTrimLog(void)
+{
+	Datum		arg = Int32GetDatum(ingest_log_retention);
+	bool		isnull;
+
+	xact_begin();
+	(void) exec_scalar("DELETE FROM ingest.maintenance_log "
+					   " WHERE logged_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+					   1, (Oid[]) {INT4OID}, &arg, NULL, &isnull);
+	xact_end();
+}
+
+/* Append the rows of a query to a materialized SRF result. */
+static void
+emit_rows(ReturnSetInfo *rsinfo, const char *sql, int nargs, Oid *types,
+		  Datum *values, const char *nulls)
+{
+	TupleDesc	desc = rsinfo->setDesc;
+	int			natts = desc->natts;
+	uint64		i;
+	int			rc;
+
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (rc != SPI_OK_SELECT && rc != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Datum		row[4];
+		bool		rownulls[4];
+		int			j;
+
+		Assert(natts <= 4);
+		for (j = 0; j < natts; j++)
+			row[j] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+								   j + 1, &rownulls[j]);
+		tuplestore_putvalues(rsinfo->setResult, desc, row, rownulls);
+	}
+}
+
+PG_FUNCTION_INFO_V1(ingest_run_maintenance);
+
+/*
+ * ingest.run_maintenance(tbl regclass, dry_run boolean)
+ *
+ * dry_run: the plan, computed here.  Otherwise a manual run in a worker
+ * (worker.c), whose log rows are returned.
+ */
+Datum
+ingest_run_maintenance(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid = PG_ARGISNULL(0) ? InvalidOid : PG_GETARG_OID(0);
+	bool		dry_run = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+	Datum		values[2];
+	char		nulls[2] = {OidIsValid(relid) ? ' ' : 'n', ' '};
+	bool		isnull;
+	int64		run_id;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (!dry_run)
+	{
+		if (RecoveryInProgress())
+			ereport(ERROR,
+					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+					 errmsg("cannot run partition maintenance during recovery")));
+		if (IsTransactionBlock() || IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("ingest.run_maintenance() cannot run inside a transaction block"),
+					 errdetail("Its actions commit on their own, as the background worker's do."),
+					 errhint("Call it outside BEGIN ... COMMIT, or pass dry_run => true.")));
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	values[0] = ObjectIdGetDatum(relid);
+	if (OidIsValid(relid))
+	{
+		(void) exec_scalar("SELECT 1 FROM ingest.table_config WHERE event_table = $1",
+						   1, (Oid[]) {OIDOID}, values, NULL, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" is not managed by ingest",
+							get_rel_name(relid) ? get_rel_name(relid) : "?"),
+					 errhint("Use ingest.create_event_table() or ingest.manage_table() first.")));
+	}
+
+	if (dry_run)
+	{
+		values[1] = Int32GetDatum(ingest_max_drops_per_run);
+		emit_rows(rsinfo,
+				  "SELECT p.event_table, p.action, p.partition, p.detail "
+				  "  FROM ingest.table_config c, "
+				  "       LATERAL ingest_internal.plan(c.event_table, pg_catalog.now(), $2) "
+				  "       WITH ORDINALITY AS p "
+				  " WHERE $1 IS NULL OR c.event_table = $1 "
+				  " ORDER BY c.event_table::pg_catalog.oid, p.ordinality",
+				  2, (Oid[]) {OIDOID, INT4OID}, values, nulls);
+		SPI_finish();
+		return (Datum) 0;
+	}
+
+	run_id = next_run_id();
+	IngestRunManual(relid, run_id);
+
+	values[0] = Int64GetDatum(run_id);
+	(void) exec_scalar("DELETE FROM ingest_internal.run_done WHERE run_id = $1 RETURNING 1",
+					   1, (Oid[]) {INT8OID}, values, NULL, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("maintenance run " INT64_FORMAT " did not complete", run_id),
+				 errhint("See the server log for the worker's error.")));
+	emit_rows(rsinfo,
+			  "SELECT l.relid::pg_catalog.regclass, l.action, l.partition, "
+			  "       CASE l.status WHEN 'error' "
+			  "            THEN pg_catalog.format('error %s: %s', l.sqlstate, l.message) "
+			  "            WHEN 'skipped' THEN 'skipped: ' || l.message "
+			  "            ELSE l.message END "
+			  "  FROM ingest.maintenance_log l WHERE l.run_id = $1 ORDER BY l.id",
+			  1, (Oid[]) {INT8OID}, values, NULL);
+	SPI_finish();
+	return (Datum) 0;
+}

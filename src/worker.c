@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The per-database maintenance worker, and workers for manual runs.
+ *
+ * A database worker runs partition maintenance every
+ * ingest.maintenance_interval and trims the maintenance log.  It exits
+ * quietly when the extension is not (or no longer) installed, when the
+ * worker is disabled, or when its role setting changes; the launcher starts
+ * a new one at its next scan if there is work.
+ *
+ * ingest.run_maintenance() starts a one-shot worker in the caller's database
+ * as the calling role and waits for it: DETACH PARTITION CONCURRENTLY must
+ * run as a top-level statement, which a function cannot do in its own
+ * backend, and this way a manual run is exactly a worker's run.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "ingest.h"
+
+/* What a worker is asked to do, passed in bgw_extra. */
+typedef struct IngestWorkerArgs
+{
+	Oid			roleid;
+	bool		manual;
+	Oid			relid;			/* manual: one table, or InvalidOid for all */
+	int64		run_id;			/* manual: the caller's run id */
+} IngestWorkerArgs;
+
+StaticAssertDecl(sizeof(IngestWorkerArgs) <= BGW_EXTRALEN,
+				 "IngestWorkerArgs must fit in bgw_extra");
+
+static void prepare_worker(BackgroundWorker *worker, Oid dboid,
+						   const IngestWorkerArgs *args);
+static bool extension_present(void);
+static void apply_lock_timeout(void);
+static void database_loop(void);
+
+static void
+prepare_worker(BackgroundWorker *worker, Oid dboid, const IngestWorkerArgs *args)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "ingest");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "ingest_worker_main");
+	snprintf(worker->bgw_name, BGW_MAXLEN, "ingest worker for database %u", dboid);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "ingest worker");
+	worker->bgw_main_arg = ObjectIdGetDatum(dboid);
+	worker->bgw_notify_pid = MyProcPid;
+	memcpy(worker->bgw_extra, args, sizeof(*args));
+}
+
+/* Start the long-lived worker of a database; NULL when no slot is free. */
+BackgroundWorkerHandle *
+IngestStartDatabaseWorker(Oid dboid, Oid roleid)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	IngestWorkerArgs args = {0};
+
+	args.roleid = roleid;
+	args.manual = false;
+	prepare_worker(&worker, dboid, &args);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		return NULL;
+	return handle;
+}
+
+/*
+ * Run maintenance in a one-shot worker of this database, as the current
+ * role, and wait for it to finish.
+ */
+void
+IngestRunManual(Oid relid, int64 run_id)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	IngestWorkerArgs args = {0};
+	BgwHandleStatus status;
+
+	args.roleid = GetUserId();
+	args.manual = true;
+	args.relid = relid;
+	args.run_id = run_id;
+	prepare_worker(&worker, MyDatabaseId, &args);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ingest maintenance run " INT64_FORMAT,
+			 run_id);
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a maintenance worker"),
+				 errdetail("All background worker slots are in use."),
+				 errhint("Raise \"max_worker_processes\".")));
+
+	PG_TRY();
+	{
+		status = WaitForBackgroundWorkerShutdown(handle);
+	}
+	PG_CATCH();
+	{
+		/* Cancelled: do not leave the run going on behind the caller. */
+		TerminateBackgroundWorker(handle);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (status == BGWH_POSTMASTER_DIED)
+		ereport(FATAL,
+				(errcode(ERRCODE_ADMIN_SHUTDOWN),
+				 errmsg("postmaster exited during a maintenance run")));
+}
+
+static bool
+extension_present(void)
+{
+	bool		present;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	present = OidIsValid(get_extension_oid("ingest", true));
+	CommitTransactionCommand();
+	return present;
+}
+
+/* Every maintenance statement waits at most ingest.lock_timeout for a lock. */
+static void
+apply_lock_timeout(void)
+{
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", ingest_lock_timeout);
+	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION);
+}
+
+void
+ingest_worker_main(Datum main_arg)
+{
+	Oid			dboid = DatumGetObjectId(main_arg);
+	IngestWorkerArgs args;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, args.roleid, 0);
+	pgstat_report_appname(args.manual ? "ingest maintenance run" : "ingest worker");
+	apply_lock_timeout();
+
+	if (args.manual)
+	{
+		if (extension_present())
+			IngestMaintainDatabase(args.relid, args.run_id, false);
+		proc_exit(0);
+	}
+
+	/* Another worker may already serve this database. */
+	if (!IngestRegistryClaimDatabase(dboid))
+		proc_exit(0);
+
+	database_loop();
+}
+
+static void
+database_loop(void)
+{
+	TimestampTz next_run = 0;
+	char	   *role = pstrdup(ingest_maintenance_role);
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			apply_lock_timeout();
+			/* A new role needs a new connection: the launcher makes one. */
+			if (strcmp(role, ingest_maintenance_role) != 0)
+				proc_exit(0);
+		}
+
+		if (!ingest_enabled || !extension_present())
+			proc_exit(0);
+
+		now = GetCurrentTimestamp();
+		if (now >= next_run)
+		{
+			IngestMaintainDatabase(InvalidOid, 0, true);
+			IngestTrimLog();
+			now = GetCurrentTimestamp();
+			next_run = TimestampTzPlusMilliseconds(now,
+												   ingest_maintenance_interval * 1000L);
+		}
+
+		timeout = TimestampDifferenceMilliseconds(now, next_run);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
