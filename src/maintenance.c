@@ -327,16 +327,17 @@ action_step(Oid relid, int64 run_id, void *arg)
 	xact_begin();
 	if (sql)
 		(void) exec_scalar(sql, nargs, types, values, NULL, &isnull);
+	else
+	{
+		/* "warning" rows (the retirement cap) also go to the server log */
+		ereport(WARNING,
+				(errmsg("partition retirement of table \"%s\" is capped",
+						get_rel_name(relid)),
+				 errdetail_internal("%s", a->detail)));
+	}
 	log_action(run_id, relid, a->action, a->partition,
 			   sql ? "ok" : "warning", NULL, a->detail);
 	xact_end();
-
-	/* "warning" rows (the retirement cap) are also said in the server log */
-	if (sql == NULL)
-		ereport(WARNING,
-				(errmsg("partition retirement of table \"%s\" is capped",
-						get_rel_name(relid) ? get_rel_name(relid) : "?"),
-				 errdetail_internal("%s", a->detail)));
 }
 
 /* Plan a table: the plan lands in PlanStep.plan. */
@@ -428,7 +429,8 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool *detached,
 		if (!run_guarded(action_step, a, relid, run_id, a->action, a->partition,
 						 sqlstate, message))
 			failures++;
-		else if (strcmp(a->action, "detach") == 0)
+		else if (strcmp(a->action, "detach") == 0 ||
+				 strcmp(a->action, "finalize") == 0)
 			*detached = true;
 	}
 	return failures;
@@ -570,20 +572,6 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	if (!dry_run)
-	{
-		if (RecoveryInProgress())
-			ereport(ERROR,
-					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-					 errmsg("cannot run partition maintenance during recovery")));
-		if (IsTransactionBlock() || IsolationUsesXactSnapshot())
-			ereport(ERROR,
-					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-					 errmsg("ingest.run_maintenance() cannot run inside a transaction block"),
-					 errdetail("Its actions commit on their own, as the background worker's do."),
-					 errhint("Call it outside BEGIN ... COMMIT, or pass dry_run => true.")));
-	}
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -598,6 +586,20 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 					 errmsg("table \"%s\" is not managed by ingest",
 							get_rel_name(relid) ? get_rel_name(relid) : "?"),
 					 errhint("Use ingest.create_event_table() or ingest.manage_table() first.")));
+	}
+
+	if (!dry_run)
+	{
+		if (RecoveryInProgress())
+			ereport(ERROR,
+					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+					 errmsg("cannot run partition maintenance during recovery")));
+		if (IsTransactionBlock() || IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("ingest.run_maintenance() cannot run inside a transaction block"),
+					 errdetail("Its actions commit on their own, as the background worker's do."),
+					 errhint("Call it outside BEGIN ... COMMIT, or pass dry_run => true.")));
 	}
 
 	if (dry_run)

@@ -1,0 +1,134 @@
+-- ingest.configure, ingest.run_maintenance and the plan behind it.
+CREATE FUNCTION pg_temp.today() RETURNS date
+    LANGUAGE sql AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
+CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE detail text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RETURN SQLSTATE || ': ' || SQLERRM || COALESCE(' DETAIL: ' || NULLIF(detail, ''), '');
+END $$;
+-- Attach a backdated partition for day today + off (UTC).
+CREATE FUNCTION pg_temp.backdate(tbl regclass, off int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE d date := pg_temp.today() + off;
+BEGIN
+    EXECUTE format('CREATE TABLE %I (LIKE %s)', tbl::text || '_old' || -off, tbl);
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', tbl,
+                   tbl::text || '_old' || -off, d::timestamp AT TIME ZONE 'UTC',
+                   (d + 1)::timestamp AT TIME ZONE 'UTC');
+END $$;
+-- Partition name with its date as an offset from today.
+CREATE FUNCTION pg_temp.rel(part text) RETURNS text LANGUAGE sql AS $$
+    SELECT CASE WHEN part ~ '_p\d{8}$'
+                THEN regexp_replace(part, '\d{8}$', '') || '[today'
+                     || to_char(substring(part from '(\d{8})$')::date - pg_temp.today(), 'SGFM0') || ']'
+                ELSE part END $$;
+
+SELECT ingest.create_event_table('ev', premake => 1);
+SELECT pg_temp.backdate('ev', -3);
+SELECT pg_temp.backdate('ev', -5);
+SELECT pg_temp.backdate('ev', -6);
+
+-- no retention: nothing to retire
+SELECT * FROM ingest.run_maintenance('ev', dry_run => true);
+
+-- configure: NULL keeps a setting
+SELECT ingest.configure('ev', retention => '4 days');
+SELECT retention, premake, retention_action FROM ingest.table_config WHERE event_table = 'ev'::regclass;
+SELECT ingest.configure('ev', premake => 2);
+SELECT retention, premake, retention_action FROM ingest.table_config WHERE event_table = 'ev'::regclass;
+
+-- the plan: create the new premade day, retire days wholly older than 4 days, oldest first
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev', dry_run => true);
+-- a manual run carries out exactly that plan, through a worker
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT pg_temp.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
+SELECT count(*) FROM pg_class WHERE relname IN ('ev_old5', 'ev_old6');
+SELECT action, pg_temp.rel(partition), status, sqlstate FROM ingest.maintenance_log ORDER BY id;
+-- nothing left to do
+SELECT count(*) FROM ingest.run_maintenance('ev');
+
+-- retention_action 'detach' keeps retired partitions as plain tables, listed
+SELECT ingest.configure('ev', retention_action => 'detach', retention => '2 days');
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT pg_temp.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
+SELECT relispartition FROM pg_class WHERE relname = 'ev_old3';
+-- switching to 'drop' drops what was kept
+SELECT ingest.configure('ev', retention_action => 'drop');
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT count(*) FROM pg_class WHERE relname = 'ev_old3';
+
+-- guard rail: at most ingest.max_drops_per_run partitions retired per run
+SELECT ingest.create_event_table('capped', retention => '1 day');
+SELECT pg_temp.backdate('capped', -n) FROM generate_series(2, 5) n;
+ALTER SYSTEM SET ingest.max_drops_per_run = 2;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT action, pg_temp.rel(partition), detail FROM ingest.run_maintenance('capped', dry_run => true)
+ WHERE action <> 'detach';
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('capped') WHERE action <> 'warning';
+SELECT status, message FROM ingest.maintenance_log WHERE action = 'warning';
+SELECT count(*) FROM ingest.partitions WHERE event_table = 'capped'::regclass AND day < pg_temp.today();
+ALTER SYSTEM RESET ingest.max_drops_per_run;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('capped');
+
+-- catch-up: missing days between the newest partition and today+premake are made
+SELECT ingest.create_event_table('gap', premake => 2);
+DO $$ DECLARE p regclass; BEGIN
+    FOR p IN SELECT partition FROM ingest.partitions WHERE event_table = 'gap'::regclass LOOP
+        EXECUTE format('DROP TABLE %s', p);
+    END LOOP;
+END $$;
+SELECT pg_temp.backdate('gap', -3);
+SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('gap');
+
+-- day boundaries in the table's zone, with 23- and 25-hour days at DST changes
+SET datestyle = ISO;
+SET timezone = 'America/New_York';
+SELECT ingest.create_event_table('ny', premake => 2, time_zone => 'America/New_York');
+SELECT day, detail FROM ingest_internal.plan('ny', '2026-03-07 12:00-05', 7);
+SELECT day, detail FROM ingest_internal.plan('ny', '2026-10-31 23:30-04', 7);
+SELECT ingest_internal.day_start(d, 'America/New_York') AS starts,
+       ingest_internal.day_start(d + 1, 'America/New_York')
+         - ingest_internal.day_start(d, 'America/New_York') AS length
+  FROM (VALUES (date '2026-03-08'), ('2026-03-09'), ('2026-11-01')) v(d);
+
+RESET datestyle;
+RESET timezone;
+
+-- retries back off, and tighten as the runway of future partitions shrinks
+SELECT f, ingest_internal.retry_delay(f, 60, interval '3 days') AS long_runway,
+       ingest_internal.retry_delay(f, 60, interval '2 hours') AS short_runway,
+       ingest_internal.retry_delay(f, 60, interval '-1 hour') AS no_runway
+  FROM generate_series(1, 8) f;
+
+-- bad input
+SELECT pg_temp.try($$SELECT ingest.configure('ev', retention_action => 'archive')$$);
+SELECT pg_temp.try($$SELECT ingest.configure('ev', retention => '1 hour')$$);
+SELECT pg_temp.try($$SELECT ingest.configure('ev', premake => -1)$$);
+SELECT pg_temp.try($$SELECT ingest.configure('pg_class')$$);
+SELECT pg_temp.try($$SELECT * FROM ingest.run_maintenance('pg_class')$$);
+SELECT pg_temp.try($$SELECT * FROM ingest.run_maintenance('nope')$$);
+BEGIN;
+SELECT pg_temp.try($$SELECT * FROM ingest.run_maintenance('ev')$$);
+SELECT count(*) FROM ingest.run_maintenance('ev', dry_run => true);
+COMMIT;
+-- retention => '0' keeps data forever
+SELECT ingest.configure('ev', retention => '0');
+SELECT retention FROM ingest.table_config WHERE event_table = 'ev'::regclass;
+
+-- unmanage_table stops maintenance and keeps every row
+INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES (gen_random_uuid(), 'x', 'c', 'k', now());
+SELECT ingest.unmanage_table('ev');
+SELECT count(*) FROM ingest.table_config WHERE event_table = 'ev'::regclass;
+SELECT count(*) FROM ev;
+SELECT pg_temp.try($$SELECT ingest.unmanage_table('ev')$$);
+
+-- DROP TABLE forgets the configuration
+DROP TABLE gap;
+SELECT count(*) FROM ingest.table_config WHERE event_table::text = 'gap';

@@ -1,0 +1,29 @@
+#!/bin/bash
+# make test: every suite, each in temporary instances.  Exits non-zero on any
+# failure and prints the diffs.
+source "$(dirname "$0")/env.sh"
+cd "$work"
+
+passed=0
+failed=0
+suite() {
+    local name=$1; shift
+    echo "=== $name"
+    if asdb "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "=== $name FAILED"
+        for f in regression.diffs output_iso/regression.diffs; do
+            [ -s "$f" ] && cat "$f"
+        done
+        rm -f regression.diffs output_iso/regression.diffs
+    fi
+}
+
+suite "pg_regress and isolation" make -s installcheck
+suite "pgTAP" test/pgtap.sh
+suite "TAP" make -s prove_installcheck PROVE_FLAGS="--timer"
+
+echo "test suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
