@@ -45,7 +45,17 @@ endif
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
 	cat $^ > $@
 
-.PHONY: test demo deps pgtap-check bench
+.PHONY: test demo deps regresscheck isolationcheck tapcheck
+# The suites one by one, against the installed build (run-all.sh calls them).
+regresscheck:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+isolationcheck:
+ifneq ($(ISOLATION),)
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+endif
+tapcheck:
+	$(prove_installcheck)
+
 # Everything, from a fresh machine, as root or as a user who can build.
 test:
 	test/run-all.sh

@@ -21,9 +21,10 @@ suite() {
     fi
 }
 
-suite "pg_regress and isolation" make -s installcheck
+suite "pg_regress" make -s regresscheck
+suite "isolation" make -s isolationcheck
 suite "pgTAP" test/pgtap.sh
-suite "TAP" make -s prove_installcheck PROVE_FLAGS="--timer"
+suite "TAP" make -s tapcheck PROVE_FLAGS="--timer"
 
 echo "test suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,163 @@
+# The maintenance worker: partitions made and retired with no manual call,
+# catch-up, new databases, failures isolated and logged, loaders never
+# blocked, a bounded log, and clean exits on DROP EXTENSION/DATABASE.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('worker');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.maintenance_interval = 1
+ingest.lock_timeout = 200
+max_worker_processes = 16
+});
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', shift); }
+sub poll
+{
+	my ($query, $what, $db) = @_;
+	ok($node->poll_query_until($db // 'postgres', $query), $what);
+}
+
+sql(q{
+	CREATE EXTENSION ingest;
+	SELECT ingest.create_event_table('template');
+	CREATE FUNCTION today() RETURNS date LANGUAGE sql
+		AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
+	-- an empty table shaped like ours
+	CREATE FUNCTION mk(name text) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN EXECUTE format('CREATE TABLE %I (LIKE template) PARTITION BY RANGE ("timestamp")', name); END $$;
+	-- attach a partition for day today()+off
+	CREATE FUNCTION backdate(tbl regclass, off int) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE p text := tbl::text || '_old' || abs(off);
+	BEGIN
+		EXECUTE format('CREATE TABLE %I (LIKE %s)', p, tbl);
+		EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', tbl, p,
+					   ingest_internal.day_start(today() + off, 'UTC'),
+					   ingest_internal.day_start(today() + off + 1, 'UTC'));
+	END $$;
+	CREATE FUNCTION days(tbl regclass) RETURNS text LANGUAGE sql AS $$
+		SELECT string_agg((day - today())::text, ',' ORDER BY day)
+		  FROM ingest.partitions WHERE event_table = tbl AND state = 'attached' $$;
+});
+
+# Partitions are made with no manual call.
+sql(q{SELECT mk('adopted'); SELECT ingest.manage_table('adopted', premake => 2)});
+poll(q{SELECT days('adopted') = '0,1,2'}, 'worker makes today and premake partitions by itself');
+
+# Retention retires backdated partitions, oldest first, and drops them.
+sql(q{SELECT backdate('adopted', -10); SELECT backdate('adopted', -8);
+	SELECT ingest.configure('adopted', retention => '5 days')});
+poll(q{SELECT days('adopted') = '0,1,2'
+		  AND NOT EXISTS (SELECT FROM pg_class WHERE relname IN ('adopted_old10', 'adopted_old8'))},
+	'worker retires partitions past retention');
+is(sql(q{SELECT string_agg(action || ':' || partition || ':' || status, ' ' ORDER BY id)
+		 FROM ingest.maintenance_log WHERE relid = 'adopted'::regclass AND action IN ('detach', 'drop')}),
+	'detach:adopted_old10:ok detach:adopted_old8:ok drop:adopted_old10:ok drop:adopted_old8:ok',
+	'retirement is logged: detach concurrently, then drop');
+
+# Catch-up after the worker was off.
+sql(q{ALTER SYSTEM SET ingest.enabled = off; SELECT pg_reload_conf()});
+poll(q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker')},
+	'worker exits when disabled');
+sql(q{SELECT mk('gap'); SELECT backdate('gap', -4); SELECT ingest.manage_table('gap', premake => 1)});
+sleep(3);
+is(sql(q{SELECT days('gap')}), '-4', 'nothing happens while the worker is off');
+sql(q{ALTER SYSTEM RESET ingest.enabled; SELECT pg_reload_conf()});
+poll(q{SELECT days('gap') = '-4,-3,-2,-1,0,1'}, 'first run after being off catches up every missing day');
+
+# A database created after start is picked up.
+$node->safe_psql('postgres', 'CREATE DATABASE late');
+$node->safe_psql('late', q{CREATE EXTENSION ingest;
+	SELECT ingest.create_event_table('template');
+	CREATE TABLE late_events (LIKE template) PARTITION BY RANGE ("timestamp");
+	SELECT ingest.manage_table('late_events', premake => 1)});
+poll(q{SELECT count(*) = 2 FROM ingest.partitions WHERE event_table = 'late_events'::regclass},
+	'a database that creates the extension later is served', 'late');
+
+# A failure in one table is logged with its SQLSTATE; other tables go on.
+sql(q{SELECT mk('bad'); SELECT mk('good');
+	DO $$ BEGIN EXECUTE format('CREATE TABLE %I (x int)', ingest_internal.partition_name('bad', today())); END $$;
+	SELECT ingest.manage_table('bad', premake => 1);
+	SELECT ingest.manage_table('good', premake => 1)});
+poll(q{SELECT days('good') = '0,1'}, 'the good table gets its partitions');
+poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'bad'::regclass
+		  AND action = 'create' AND status = 'error' AND sqlstate = '42P07')},
+	'the failure is logged with its SQLSTATE');
+poll(q{SELECT last_sqlstate = '42P07' AND consecutive_failures >= 1 AND next_attempt_at > now()
+		 FROM ingest.event_tables WHERE event_table = 'bad'::regclass},
+	'the failing table shows its error and its next attempt');
+is(sql(q{SELECT days('bad')}), '1', 'the failing table still gets the days it can');
+
+# A lock held on the parent: maintenance times out, logs 55P03, retries;
+# inserts are never blocked meanwhile.
+sql(q{SELECT ingest.create_event_table('busy', premake => 0)});
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN; LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE');
+sql(q{SELECT ingest.configure('busy', premake => 2)});
+poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'busy'::regclass
+		  AND status = 'error' AND sqlstate = '55P03')},
+	'maintenance gives up on a held lock with 55P03');
+my $inserted = 0;
+for my $i (1 .. 10)
+{
+	$inserted += $node->safe_psql('postgres', qq{
+		SET statement_timeout = '2s';
+		INSERT INTO busy (organization_id, transaction_id, external_customer_id, code, "timestamp")
+		VALUES (gen_random_uuid(), 'tx$i', 'c', 'k', now()) RETURNING 1});
+	select(undef, undef, undef, 0.2);
+}
+is($inserted, 10, 'inserts are not blocked while maintenance waits for its lock');
+is(sql(q{SELECT days('busy')}), '0', 'no partition was made while the lock was held');
+$holder->query_safe('COMMIT');
+poll(q{SELECT days('busy') = '0,1,2'}, 'maintenance succeeds once the lock is released');
+
+# A reader's snapshot holds up the second phase of DETACH CONCURRENTLY: it
+# times out, the detach stays pending, and a later run finishes it.
+sql(q{SELECT ingest.create_event_table('ret', premake => 0); SELECT backdate('ret', -10)});
+my $reader = $node->background_psql('postgres');
+$reader->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ret');
+sql(q{SELECT ingest.configure('ret', retention => '3 days')});
+poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'ret'::regclass
+		  AND action = 'detach' AND status = 'error' AND sqlstate = '55P03')},
+	'a detach held up by a reader times out');
+is(sql(q{SELECT state FROM ingest.partitions WHERE partition = 'ret_old10'::regclass}),
+	'detach pending', 'the partition is left detach-pending');
+is($node->safe_psql('postgres', q{SET statement_timeout = '2s';
+	INSERT INTO ret (organization_id, transaction_id, external_customer_id, code, "timestamp")
+	VALUES (gen_random_uuid(), 'r1', 'c', 'k', now()) RETURNING 1}), '1',
+	'inserts go on during a pending detach');
+$reader->query_safe('COMMIT');
+$reader->quit;
+poll(q{SELECT NOT EXISTS (SELECT FROM pg_class WHERE relname = 'ret_old10')},
+	'the pending detach is finalized and the partition dropped');
+ok(sql(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'ret'::regclass
+		  AND action = 'finalize' AND status = 'ok')}) eq 't', 'finalize is logged');
+
+# The maintenance log stays bounded by ingest.log_retention.
+sql(q{ALTER SYSTEM SET ingest.log_retention = '2s'; SELECT pg_reload_conf()});
+poll(q{SELECT count(*) = 0 FROM ingest.maintenance_log WHERE logged_at < now() - interval '5 seconds'},
+	'old log rows are trimmed');
+poll(q{SELECT count(*) > 0 FROM ingest.maintenance_log WHERE relid = 'bad'::regclass},
+	'recent rows are kept');
+
+# DROP EXTENSION ends the database's worker; DROP DATABASE is not blocked by it.
+poll(q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker' AND datname = 'late')},
+	'the late database has a worker');
+$node->safe_psql('late', 'DROP EXTENSION ingest CASCADE');
+poll(q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker' AND datname = 'late')},
+	'DROP EXTENSION ends the worker');
+$node->safe_psql('late', 'CREATE EXTENSION ingest');
+poll(q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker' AND datname = 'late')},
+	'CREATE EXTENSION brings it back');
+my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE late');
+is($rc, 0, 'DROP DATABASE succeeds while the database has a worker') or diag($err);
+
+ok(!$node->log_contains('terminated by signal'), 'no worker crashed');
+$node->stop;
+done_testing();
