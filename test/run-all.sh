@@ -21,6 +21,7 @@ suite() {
     fi
 }
 
+suite "packaging" test/check-packaging.sh
 suite "pg_regress" make -s regresscheck
 suite "isolation" make -s isolationcheck
 suite "pgTAP" test/pgtap.sh

@@ -158,6 +158,11 @@ poll(q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest 
 my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE late');
 is($rc, 0, 'DROP DATABASE succeeds while the database has a worker') or diag($err);
 
+# pg_dump keeps the configuration.
+my ($dump) = run_command(['pg_dump', '-d', $node->connstr('postgres')]);
+like($dump, qr/^COPY ingest\.table_config .*\n(?:.*\n)*?public\.adopted\tUTC\t5 days\t2\t/m,
+	'pg_dump includes the policy of managed tables');
+
 ok(!$node->log_contains('terminated by signal'), 'no worker crashed');
 $node->stop;
 done_testing();
