@@ -1,18 +1,5 @@
 -- ingest.create_event_table, the config table and the views.
--- Days are UTC; pg_regress runs the session in PST8PDT, so "today" is
--- computed explicitly and dates are shown relative to it.
-CREATE FUNCTION pg_temp.today() RETURNS date
-    LANGUAGE sql AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
--- Run a statement; return "ok" or its SQLSTATE and message.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE detail text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ': ' || SQLERRM || COALESCE(' DETAIL: ' || NULLIF(detail, ''), '');
-END $$;
+-- Dates are shown relative to regress.today() (UTC).
 
 SELECT ingest.create_event_table('events');
 
@@ -25,7 +12,7 @@ SELECT pg_get_partkeydef('events'::regclass);
 
 -- today plus three days, each one UTC day
 SELECT partition::text = 'events_p' || to_char(day, 'YYYYMMDD') AS named_by_day,
-       day - pg_temp.today() AS day_offset,
+       day - regress.today() AS day_offset,
        lower_bound = (day::timestamp AT TIME ZONE 'UTC') AS starts_at_midnight,
        upper_bound - lower_bound AS length, state
   FROM ingest.partitions WHERE event_table = 'events'::regclass ORDER BY day;
@@ -39,9 +26,9 @@ SELECT event_table, partitions, newest_day - oldest_day AS span_days,
 -- rows land in the day partitions; a day without a partition is PostgreSQL's error
 INSERT INTO events (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
 VALUES ('00000000-0000-0000-0000-000000000001', 't1', 'c1', 'api_call', now(), 1);
-SELECT tableoid::regclass::text = 'events_p' || to_char(pg_temp.today(), 'YYYYMMDD') AS in_today,
+SELECT tableoid::regclass::text = 'events_p' || to_char(regress.today(), 'YYYYMMDD') AS in_today,
        properties, id > 0 AS has_id FROM events;
-SELECT pg_temp.try($$INSERT INTO events (organization_id, transaction_id, external_customer_id, code, "timestamp")
+SELECT regress.try($$INSERT INTO events (organization_id, transaction_id, external_customer_id, code, "timestamp")
                     VALUES (gen_random_uuid(), 't2', 'c1', 'x', now() - interval '30 days')$$) ~ '^23514: no partition of relation "events" found for row' AS no_partition;
 
 -- other time zones, names that need quoting
@@ -63,17 +50,17 @@ SELECT ingest.configure('owned', premake => 4);
 SELECT action, partition::text LIKE 'public.owned_p%' FROM ingest.run_maintenance('owned');
 SELECT DISTINCT pg_get_userbyid(c.relowner)
   FROM ingest.partitions p JOIN pg_class c ON c.oid = p.partition
- WHERE p.event_table = 'owned'::regclass AND p.day = pg_temp.today() + 4;
+ WHERE p.event_table = 'owned'::regclass AND p.day = regress.today() + 4;
 
 -- bad input
-SELECT pg_temp.try($$SELECT ingest.create_event_table('events')$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table('e2', premake => -1)$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table('e2', premake => 400)$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table('e2', retention => '23 hours')$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table('e2', time_zone => 'Mars/Olympus')$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table('no_such_schema.e2')$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table('a.b.c.d')$$);
-SELECT pg_temp.try($$SELECT ingest.create_event_table(NULL)$$);
+SELECT regress.try($$SELECT ingest.create_event_table('events')$$);
+SELECT regress.try($$SELECT ingest.create_event_table('e2', premake => -1)$$);
+SELECT regress.try($$SELECT ingest.create_event_table('e2', premake => 400)$$);
+SELECT regress.try($$SELECT ingest.create_event_table('e2', retention => '23 hours')$$);
+SELECT regress.try($$SELECT ingest.create_event_table('e2', time_zone => 'Mars/Olympus')$$);
+SELECT regress.try($$SELECT ingest.create_event_table('no_such_schema.e2')$$);
+SELECT regress.try($$SELECT ingest.create_event_table('a.b.c.d')$$);
+SELECT regress.try($$SELECT ingest.create_event_table(NULL)$$);
 -- nothing half-made
 SELECT count(*) FROM pg_class WHERE relname LIKE 'e2%';
 SELECT count(*) FROM ingest.table_config WHERE event_table::text LIKE 'e2%';

@@ -1,45 +1,18 @@
 -- ingest.manage_table: adopting existing tables, and pg_partman's.
-CREATE FUNCTION pg_temp.today() RETURNS date
-    LANGUAGE sql AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE detail text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ': ' || SQLERRM || COALESCE(' DETAIL: ' || NULLIF(detail, ''), '');
-END $$;
-CREATE FUNCTION pg_temp.day_bounds(d date, tz text) RETURNS text
-    LANGUAGE sql AS $$
-    SELECT format('FROM (%L) TO (%L)', d::timestamp AT TIME ZONE tz, (d + 1)::timestamp AT TIME ZONE tz) $$;
 
-CREATE TABLE billing (
-    id bigint GENERATED ALWAYS AS IDENTITY,
-    organization_id uuid NOT NULL,
-    transaction_id text NOT NULL,
-    external_customer_id text NOT NULL,
-    code text NOT NULL,
-    "timestamp" timestamptz NOT NULL,
-    properties jsonb NOT NULL DEFAULT '{}',
-    value double precision,
-    decimal_value numeric,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    note text
-) PARTITION BY RANGE ("timestamp");
-DO $$ BEGIN
-    EXECUTE format('CREATE TABLE billing_old PARTITION OF billing FOR VALUES %s',
-                   pg_temp.day_bounds(pg_temp.today() - 2, 'UTC'));
-END $$;
+-- an existing table of the right shape, with an extra column
+SELECT ingest.create_event_table('shape');
+CREATE TABLE billing (LIKE shape INCLUDING ALL, note text) PARTITION BY RANGE ("timestamp");
+SELECT regress.backdate('billing', -2);
 
 SELECT ingest.manage_table('billing', retention => '90 days', premake => 2);
 SELECT event_table, time_zone, retention, premake, managed_by FROM ingest.table_config;
 -- adoption makes no partitions itself; maintenance catches up from the newest
-SELECT action, day - pg_temp.today() AS day_offset
+SELECT action, day - regress.today() AS day_offset
   FROM ingest.run_maintenance('billing', dry_run => true) r
   JOIN LATERAL (SELECT substring(r.partition from '(\d{8})$')::date AS day) d ON true;
 SELECT action FROM ingest.run_maintenance('billing');
-SELECT day - pg_temp.today() AS day_offset, state FROM ingest.partitions
+SELECT day - regress.today() AS day_offset, state FROM ingest.partitions
  WHERE event_table = 'billing'::regclass ORDER BY day;
 -- the adopted table keeps its extra column, and so do new partitions
 SELECT count(*) FROM pg_attribute a JOIN ingest.partitions p ON a.attrelid = p.partition
@@ -47,38 +20,38 @@ SELECT count(*) FROM pg_attribute a JOIN ingest.partitions p ON a.attrelid = p.p
 
 -- wrong shapes
 CREATE TABLE plain (LIKE billing);
-SELECT pg_temp.try($$SELECT ingest.manage_table('plain')$$);
+SELECT regress.try($$SELECT ingest.manage_table('plain')$$);
 CREATE TABLE by_list (LIKE billing) PARTITION BY LIST (code);
-SELECT pg_temp.try($$SELECT ingest.manage_table('by_list')$$);
+SELECT regress.try($$SELECT ingest.manage_table('by_list')$$);
 CREATE TABLE by_created (LIKE billing) PARTITION BY RANGE (created_at);
-SELECT pg_temp.try($$SELECT ingest.manage_table('by_created')$$);
+SELECT regress.try($$SELECT ingest.manage_table('by_created')$$);
 CREATE TABLE ts_without_tz (organization_id uuid, "timestamp" timestamp) PARTITION BY RANGE ("timestamp");
-SELECT pg_temp.try($$SELECT ingest.manage_table('ts_without_tz')$$);
+SELECT regress.try($$SELECT ingest.manage_table('ts_without_tz')$$);
 CREATE TABLE missing_col (organization_id uuid, transaction_id text, "timestamp" timestamptz)
     PARTITION BY RANGE ("timestamp");
-SELECT pg_temp.try($$SELECT ingest.manage_table('missing_col')$$);
+SELECT regress.try($$SELECT ingest.manage_table('missing_col')$$);
 CREATE TABLE wrong_type (LIKE billing) PARTITION BY RANGE ("timestamp");
 ALTER TABLE wrong_type ALTER COLUMN value TYPE numeric;
-SELECT pg_temp.try($$SELECT ingest.manage_table('wrong_type')$$);
-SELECT pg_temp.try($$SELECT ingest.manage_table('no_such_table')$$);
-SELECT pg_temp.try($$SELECT ingest.manage_table('billing')$$);
-SELECT pg_temp.try($$SELECT ingest.manage_table('plain', premake => -3)$$);
+SELECT regress.try($$SELECT ingest.manage_table('wrong_type')$$);
+SELECT regress.try($$SELECT ingest.manage_table('no_such_table')$$);
+SELECT regress.try($$SELECT ingest.manage_table('billing')$$);
+SELECT regress.try($$SELECT ingest.manage_table('plain', premake => -3)$$);
 
 -- partitions that are not whole days in the table's zone are named
 CREATE TABLE odd (LIKE billing) PARTITION BY RANGE ("timestamp");
 CREATE TABLE odd_a PARTITION OF odd FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-02 00:00+00');
 CREATE TABLE odd_b PARTITION OF odd FOR VALUES FROM ('2026-01-02 00:00+00') TO ('2026-01-02 12:00+00');
 CREATE TABLE odd_c PARTITION OF odd FOR VALUES FROM ('2026-01-03 00:00+00') TO ('2026-01-05 00:00+00');
-SELECT pg_temp.try($$SELECT ingest.manage_table('odd')$$);
+SELECT regress.try($$SELECT ingest.manage_table('odd')$$);
 -- the same UTC days are not whole days in New York
 DROP TABLE odd_b, odd_c;
-SELECT pg_temp.try($$SELECT ingest.manage_table('odd', time_zone => 'America/New_York')$$);
-SELECT pg_temp.try($$SELECT ingest.manage_table('odd')$$);
+SELECT regress.try($$SELECT ingest.manage_table('odd', time_zone => 'America/New_York')$$);
+SELECT regress.try($$SELECT ingest.manage_table('odd')$$);
 
 -- a default partition is refused: concurrent attach/detach cannot coexist with it
 CREATE TABLE with_default (LIKE billing) PARTITION BY RANGE ("timestamp");
 CREATE TABLE with_default_d PARTITION OF with_default DEFAULT;
-SELECT pg_temp.try($$SELECT ingest.manage_table('with_default')$$);
+SELECT regress.try($$SELECT ingest.manage_table('with_default')$$);
 SELECT event_table FROM ingest.table_config ORDER BY 1;
 
 -- pg_partman 4.7's tables are adopted, and left to pg_partman

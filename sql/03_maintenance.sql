@@ -1,35 +1,9 @@
 -- ingest.configure, ingest.run_maintenance and the plan behind it.
-CREATE FUNCTION pg_temp.today() RETURNS date
-    LANGUAGE sql AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE detail text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ': ' || SQLERRM || COALESCE(' DETAIL: ' || NULLIF(detail, ''), '');
-END $$;
--- Attach a backdated partition for day today + off (UTC).
-CREATE FUNCTION pg_temp.backdate(tbl regclass, off int) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE d date := pg_temp.today() + off;
-BEGIN
-    EXECUTE format('CREATE TABLE %I (LIKE %s)', tbl::text || '_old' || -off, tbl);
-    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', tbl,
-                   tbl::text || '_old' || -off, d::timestamp AT TIME ZONE 'UTC',
-                   (d + 1)::timestamp AT TIME ZONE 'UTC');
-END $$;
--- Partition name with its date as an offset from today.
-CREATE FUNCTION pg_temp.rel(part text) RETURNS text LANGUAGE sql AS $$
-    SELECT CASE WHEN part ~ '_p\d{8}$'
-                THEN regexp_replace(part, '\d{8}$', '') || '[today'
-                     || to_char(substring(part from '(\d{8})$')::date - pg_temp.today(), 'SGFM0') || ']'
-                ELSE part END $$;
 
 SELECT ingest.create_event_table('ev', premake => 1);
-SELECT pg_temp.backdate('ev', -3);
-SELECT pg_temp.backdate('ev', -5);
-SELECT pg_temp.backdate('ev', -6);
+SELECT regress.backdate('ev', -3);
+SELECT regress.backdate('ev', -5);
+SELECT regress.backdate('ev', -6);
 
 -- no retention: nothing to retire
 SELECT * FROM ingest.run_maintenance('ev', dry_run => true);
@@ -41,40 +15,40 @@ SELECT ingest.configure('ev', premake => 2);
 SELECT retention, premake, retention_action FROM ingest.table_config WHERE event_table = 'ev'::regclass;
 
 -- the plan: create the new premade day, retire days wholly older than 4 days, oldest first
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev', dry_run => true);
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev', dry_run => true);
 -- a manual run carries out exactly that plan, through a worker
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev');
-SELECT pg_temp.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT regress.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
 SELECT count(*) FROM pg_class WHERE relname IN ('ev_old5', 'ev_old6');
-SELECT action, pg_temp.rel(partition), status, sqlstate FROM ingest.maintenance_log ORDER BY id;
+SELECT action, regress.rel(partition), status, sqlstate FROM ingest.maintenance_log ORDER BY id;
 -- nothing left to do
 SELECT count(*) FROM ingest.run_maintenance('ev');
 
 -- retention_action 'detach' keeps retired partitions as plain tables, listed
 SELECT ingest.configure('ev', retention_action => 'detach', retention => '2 days');
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev');
-SELECT pg_temp.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT regress.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
 SELECT relispartition FROM pg_class WHERE relname = 'ev_old3';
 -- switching to 'drop' drops what was kept
 SELECT ingest.configure('ev', retention_action => 'drop');
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev');
 SELECT count(*) FROM pg_class WHERE relname = 'ev_old3';
 
 -- guard rail: at most ingest.max_drops_per_run partitions retired per run
 SELECT ingest.create_event_table('capped', retention => '1 day');
-SELECT pg_temp.backdate('capped', -n) FROM generate_series(2, 5) n;
+SELECT regress.backdate('capped', -n) FROM generate_series(2, 5) n;
 ALTER SYSTEM SET ingest.max_drops_per_run = 2;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
-SELECT action, pg_temp.rel(partition), detail FROM ingest.run_maintenance('capped', dry_run => true)
+SELECT action, regress.rel(partition), detail FROM ingest.run_maintenance('capped', dry_run => true)
  WHERE action <> 'detach';
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('capped') WHERE action <> 'warning';
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('capped') WHERE action <> 'warning';
 SELECT status, message FROM ingest.maintenance_log WHERE action = 'warning';
-SELECT count(*) FROM ingest.partitions WHERE event_table = 'capped'::regclass AND day < pg_temp.today();
+SELECT count(*) FROM ingest.partitions WHERE event_table = 'capped'::regclass AND day < regress.today();
 ALTER SYSTEM RESET ingest.max_drops_per_run;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('capped');
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('capped');
 
 -- catch-up: missing days between the newest partition and today+premake are made
 SELECT ingest.create_event_table('gap', premake => 2);
@@ -83,8 +57,8 @@ DO $$ DECLARE p regclass; BEGIN
         EXECUTE format('DROP TABLE %s', p);
     END LOOP;
 END $$;
-SELECT pg_temp.backdate('gap', -3);
-SELECT action, pg_temp.rel(partition) FROM ingest.run_maintenance('gap');
+SELECT regress.backdate('gap', -3);
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('gap');
 
 -- day boundaries in the table's zone, with 23- and 25-hour days at DST changes
 SET datestyle = ISO;
@@ -107,14 +81,14 @@ SELECT f, ingest_internal.retry_delay(f, 60, interval '3 days') AS long_runway,
   FROM generate_series(1, 8) f;
 
 -- bad input
-SELECT pg_temp.try($$SELECT ingest.configure('ev', retention_action => 'archive')$$);
-SELECT pg_temp.try($$SELECT ingest.configure('ev', retention => '1 hour')$$);
-SELECT pg_temp.try($$SELECT ingest.configure('ev', premake => -1)$$);
-SELECT pg_temp.try($$SELECT ingest.configure('pg_class')$$);
-SELECT pg_temp.try($$SELECT * FROM ingest.run_maintenance('pg_class')$$);
-SELECT pg_temp.try($$SELECT * FROM ingest.run_maintenance('nope')$$);
+SELECT regress.try($$SELECT ingest.configure('ev', retention_action => 'archive')$$);
+SELECT regress.try($$SELECT ingest.configure('ev', retention => '1 hour')$$);
+SELECT regress.try($$SELECT ingest.configure('ev', premake => -1)$$);
+SELECT regress.try($$SELECT ingest.configure('pg_class')$$);
+SELECT regress.try($$SELECT * FROM ingest.run_maintenance('pg_class')$$);
+SELECT regress.try($$SELECT * FROM ingest.run_maintenance('nope')$$);
 BEGIN;
-SELECT pg_temp.try($$SELECT * FROM ingest.run_maintenance('ev')$$);
+SELECT regress.try($$SELECT * FROM ingest.run_maintenance('ev')$$);
 SELECT count(*) FROM ingest.run_maintenance('ev', dry_run => true);
 COMMIT;
 -- retention => '0' keeps data forever
@@ -127,7 +101,7 @@ VALUES (gen_random_uuid(), 'x', 'c', 'k', now());
 SELECT ingest.unmanage_table('ev');
 SELECT count(*) FROM ingest.table_config WHERE event_table = 'ev'::regclass;
 SELECT count(*) FROM ev;
-SELECT pg_temp.try($$SELECT ingest.unmanage_table('ev')$$);
+SELECT regress.try($$SELECT ingest.unmanage_table('ev')$$);
 
 -- DROP TABLE forgets the configuration
 DROP TABLE gap;
