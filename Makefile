@@ -11,14 +11,20 @@ OBJS = \
 	src/worker.o \
 	src/maintenance.o \
 	src/toplevel.o \
-	src/utility_hook.o
+	src/utility_hook.o \
+	src/load.o \
+	src/loader.o \
+	src/copyparse.o \
+	src/dedup.o \
+	src/partwriter.o
 
 # The install script is the concatenation of these fragments, in this order.
 SQL_FRAGMENTS = \
 	sql/ingest/00_schema.sql \
 	sql/ingest/10_partitions.sql \
 	sql/ingest/20_tables.sql \
-	sql/ingest/30_maintenance.sql
+	sql/ingest/30_maintenance.sql \
+	sql/ingest/40_load.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(wildcard sql/updates/$(EXTENSION)--*--*.sql)

@@ -28,6 +28,7 @@ char	   *ingest_maintenance_role = NULL;
 int			ingest_lock_timeout = 1000;
 int			ingest_max_drops_per_run = 7;
 int			ingest_log_retention = 7 * 24 * 3600;
+int			ingest_max_event_bytes = 1024 * 1024;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -104,6 +105,14 @@ define_settings(void)
 							&ingest_log_retention,
 							7 * 24 * 3600, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.max_event_bytes",
+							"Sets the size above which the loader sets an input row aside.",
+							NULL,
+							&ingest_max_event_bytes,
+							1024 * 1024, 1024, 512 * 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ingest");

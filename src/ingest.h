@@ -26,6 +26,7 @@ extern char *ingest_maintenance_role;
 extern int	ingest_lock_timeout;	/* milliseconds */
 extern int	ingest_max_drops_per_run;
 extern int	ingest_log_retention;	/* seconds */
+extern int	ingest_max_event_bytes;
 
 /* registry.c */
 extern void IngestRegistryShmemRequest(void);

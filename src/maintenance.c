@@ -29,6 +29,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -65,9 +66,13 @@ static void log_action(int64 run_id, Oid relid, const char *action,
 					   const char *sqlstate, const char *message);
 static int64 next_run_id(void);
 
+/* The memory context xact_end returns to: the caller's, not Top. */
+static MemoryContext xact_caller_cxt = NULL;
+
 static void
 xact_begin(void)
 {
+	xact_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -81,6 +86,8 @@ xact_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	if (xact_caller_cxt)
+		MemoryContextSwitchTo(xact_caller_cxt);
 }
 
 /* Run a query returning at most one value (first column of first row). */
@@ -273,11 +280,13 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/* Lock the parent as the detach will, so names cannot change under us. */
+	LockRelationOid(relid, ShareUpdateExclusiveLock);
 	part_rel = get_rel_name(a->partition_oid);
-	if (part_rel == NULL)
+	if (part_rel == NULL || get_rel_name(relid) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("partition %u no longer exists", a->partition_oid)));
+				 errmsg("table or partition %u no longer exists", a->partition_oid)));
 	parent_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 											 get_rel_name(relid));
 	part_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(a->partition_oid)),
@@ -287,9 +296,16 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 					 parent_name, part_name);
 	IngestExecuteTopLevel(sql.data);
 
+	/* The day is out of the table: its keys leave the dedup ledger. */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
+	{
+		Datum		args[2] = {ObjectIdGetDatum(relid), ObjectIdGetDatum(a->partition_oid)};
+
+		(void) exec_scalar("SELECT ingest_internal.forget_keys($1, $2)",
+						   2, (Oid[]) {OIDOID, OIDOID}, args, NULL, &isnull);
+	}
 	log_action(run_id, relid, a->action, a->partition, "ok", NULL, a->detail);
 	xact_end();
 }
@@ -408,8 +424,8 @@ run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
  * partition was detached.
  */
 static int
-maintain_table(Oid relid, int64 run_id, const char *only, bool *detached,
-			   char **sqlstate, char **message)
+maintain_table(Oid relid, int64 run_id, const char *only, bool background,
+			   bool *detached, char **sqlstate, char **message)
 {
 	PlanStep	ps = {CurrentMemoryContext, NIL};
 	int			failures = 0;
@@ -426,6 +442,20 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool *detached,
 		CHECK_FOR_INTERRUPTS();
 		if (only && strcmp(a->action, only) != 0)
 			continue;
+
+		/*
+		 * FINALIZE waits for every older snapshot, and the caller of a
+		 * manual run holds one while it waits for us: leave it to the
+		 * background worker.
+		 */
+		if (!background && strcmp(a->action, "finalize") == 0)
+		{
+			xact_begin();
+			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+					   "a pending detach is finished by the background worker");
+			xact_end();
+			continue;
+		}
 		if (!run_guarded(action_step, a, relid, run_id, a->action, a->partition,
 						 sqlstate, message))
 			failures++;
@@ -482,12 +512,12 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 		}
 		else
 		{
-			failures = maintain_table(tbl, run_id, NULL, &detached,
+			failures = maintain_table(tbl, run_id, NULL, background, &detached,
 									  &sqlstate, &message);
 			/* Partitions detached just now are dropped in the same run. */
 			if (detached)
-				failures += maintain_table(tbl, run_id, "drop", &detached,
-										   &sqlstate, &message);
+				failures += maintain_table(tbl, run_id, "drop", background,
+										   &detached, &sqlstate, &message);
 			unlock_table(tbl, failures, sqlstate, message);
 		}
 		MemoryContextSwitchTo(runcxt);

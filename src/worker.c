@@ -166,6 +166,8 @@ ingest_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, args.roleid, 0);
 	pgstat_report_appname(args.manual ? "ingest maintenance run" : "ingest worker");
 	apply_lock_timeout();
+	/* Nothing a user can create is looked up by name in our statements. */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
 	if (args.manual)
 	{

@@ -18,6 +18,8 @@ CREATE TABLE ingest.table_config (
                      CHECK (retention_action IN ('drop', 'detach')),
     managed_by       text NOT NULL DEFAULT 'ingest'
                      CHECK (managed_by IN ('ingest', 'pg_partman')),
+    on_error         text NOT NULL DEFAULT 'reject'
+                     CHECK (on_error IN ('reject', 'abort')),
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 SELECT pg_catalog.pg_extension_config_dump('ingest.table_config', '');

@@ -23,17 +23,26 @@ SELECT i.inhparent AS relid,
 CREATE FUNCTION ingest_internal.day_start(d date, tz text)
 RETURNS timestamptz
 LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.timezone(tz, d::pg_catalog.timestamp) $$;
 
 -- Name of the partition for a day: <table>_pYYYYMMDD, the table name cut so
 -- the whole fits in NAMEDATALEN.
 CREATE FUNCTION ingest_internal.partition_name(tbl regclass, d date)
 RETURNS text
-LANGUAGE sql STABLE STRICT
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.left(c.relname, 53) || '_p' || pg_catalog.to_char(d, 'YYYYMMDD')
-      FROM pg_catalog.pg_class c
-     WHERE c.oid = tbl
+DECLARE
+    base text;
+BEGIN
+    SELECT c.relname INTO base FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    -- cut by bytes, not characters: multibyte names must not collide
+    WHILE octet_length(base) > 53 LOOP
+        base := left(base, -1);
+    END LOOP;
+    RETURN base || '_p' || to_char(d, 'YYYYMMDD');
+END
 $$;
 
 -- Check policy arguments; NULL means "not given" for each of them.
@@ -41,6 +50,7 @@ CREATE FUNCTION ingest_internal.check_policy(retention interval, premake integer
                                              retention_action text, time_zone text)
 RETURNS void
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF premake IS NOT NULL AND (premake < 0 OR premake > 365) THEN
@@ -69,6 +79,7 @@ $$;
 CREATE FUNCTION ingest_internal.check_shape(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     kind     "char";
@@ -130,6 +141,7 @@ $$;
 CREATE FUNCTION ingest_internal.partman_manages(tbl regclass)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     nsp    name;
@@ -160,6 +172,7 @@ $$;
 CREATE FUNCTION ingest_internal.create_partition(tbl regclass, d date)
 RETURNS text
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tz    text;
@@ -197,6 +210,7 @@ $$;
 CREATE FUNCTION ingest_internal.mark_retiring(part oid)
 RETURNS void
 LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO ingest_internal.retired (partition_oid, relid, partition, lower_bound, upper_bound)
     SELECT b.partition_oid, b.relid, b.partition::text, b.lower_bound, b.upper_bound
@@ -209,6 +223,7 @@ $$;
 CREATE FUNCTION ingest_internal.finalize_detach(part oid)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parent oid;
@@ -221,6 +236,7 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
                               parent::regclass, part::regclass);
+    PERFORM ingest_internal.forget_keys(parent, part);
 END
 $$;
 
@@ -229,6 +245,7 @@ $$;
 CREATE FUNCTION ingest_internal.drop_retired(part oid)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
@@ -246,6 +263,7 @@ CREATE FUNCTION ingest_internal.plan(tbl regclass, at timestamptz, max_retire in
 RETURNS TABLE(event_table regclass, action text, partition text,
               partition_oid oid, day date, detail text)
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg      ingest.table_config;
@@ -279,7 +297,9 @@ BEGIN
     -- since the newest partition (server down), unless past retention.
     today := pg_catalog.timezone(cfg.time_zone, at)::date;
     IF cfg.retention IS NOT NULL THEN
-        cutoff := at - cfg.retention;
+        -- days and months of retention are the table's days, across DST
+        cutoff := pg_catalog.timezone(cfg.time_zone,
+                                      pg_catalog.timezone(cfg.time_zone, at) - cfg.retention);
     END IF;
     SELECT max(b.upper_bound) INTO newest FROM ingest_internal.bounds b
      WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending;
@@ -363,6 +383,7 @@ CREATE FUNCTION ingest_internal.retry_delay(failures integer, interval_s integer
                                             runway interval)
 RETURNS interval
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT GREATEST(
              pg_catalog.make_interval(secs => interval_s),
@@ -377,6 +398,7 @@ CREATE FUNCTION ingest_internal.record_outcome(tbl oid, failures integer,
                                                interval_s integer)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n      integer;
@@ -410,6 +432,7 @@ CREATE FUNCTION ingest_internal.log(run_id bigint, tbl oid, action text,
                                     sqlstate text, message text)
 RETURNS void
 LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO ingest.maintenance_log
         (run_id, event_table, relid, action, partition, status, sqlstate, message)

@@ -53,6 +53,7 @@ BEGIN
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
     VALUES (tbl, time_zone, retention, premake);
+    PERFORM ingest_internal.start_dedup(tbl);
 
     -- The table is new and invisible to others: make its partitions now.
     today := pg_catalog.timezone(time_zone, pg_catalog.now())::date;
@@ -71,6 +72,7 @@ CREATE FUNCTION ingest.manage_table(tbl regclass,
                                     time_zone text DEFAULT 'UTC')
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     partman boolean;
@@ -118,6 +120,8 @@ BEGIN
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake, managed_by)
     VALUES (tbl, time_zone, retention, premake,
             CASE WHEN partman THEN 'pg_partman' ELSE 'ingest' END);
+    -- From now on every write path deduplicates, against the stored rows too.
+    PERFORM ingest_internal.start_dedup(tbl);
 END
 $$;
 COMMENT ON FUNCTION ingest.manage_table(regclass, interval, integer, text) IS
@@ -126,9 +130,11 @@ COMMENT ON FUNCTION ingest.manage_table(regclass, interval, integer, text) IS
 CREATE FUNCTION ingest.configure(tbl regclass,
                                  retention interval DEFAULT NULL,
                                  premake integer DEFAULT NULL,
-                                 retention_action text DEFAULT NULL)
+                                 retention_action text DEFAULT NULL,
+                                 on_error text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF tbl IS NULL THEN
@@ -137,11 +143,17 @@ BEGIN
     -- A zero retention means "keep forever"; NULL leaves it unchanged.
     PERFORM ingest_internal.check_policy(NULLIF(retention, interval '0'), premake,
                                          retention_action, NULL);
+    IF on_error IS NOT NULL AND on_error NOT IN ('reject', 'abort') THEN
+        RAISE EXCEPTION 'unrecognized on_error "%"', on_error
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "reject" or "abort".';
+    END IF;
     UPDATE ingest.table_config c
        SET retention = CASE WHEN configure.retention IS NULL THEN c.retention
                             ELSE NULLIF(configure.retention, interval '0') END,
            premake = COALESCE(configure.premake, c.premake),
-           retention_action = COALESCE(configure.retention_action, c.retention_action)
+           retention_action = COALESCE(configure.retention_action, c.retention_action),
+           on_error = COALESCE(configure.on_error, c.on_error)
      WHERE c.event_table = tbl;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
@@ -150,12 +162,13 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text) IS
-    'Change the partition policy of a managed table; NULL leaves a setting unchanged, retention => ''0'' keeps data forever';
+COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text, text) IS
+    'Change the policy of a managed table; NULL leaves a setting unchanged, retention => ''0'' keeps data forever';
 
 CREATE FUNCTION ingest.unmanage_table(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
@@ -165,6 +178,8 @@ BEGIN
     END IF;
     DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
     DELETE FROM ingest_internal.retired r WHERE r.relid = tbl;
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_dedup ON %s', tbl);
+    DELETE FROM ingest_internal.event_keys k WHERE k.relid = tbl;
 END
 $$;
 COMMENT ON FUNCTION ingest.unmanage_table(regclass) IS
@@ -188,6 +203,10 @@ BEGIN
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::regclass
        AND d.objid IN (r.partition_oid, r.relid);
+    DELETE FROM ingest_internal.event_keys k
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+       AND d.objid = k.relid;
 END
 $$;
 CREATE EVENT TRIGGER ingest_sql_drop ON sql_drop

@@ -58,7 +58,7 @@ poll(q{SELECT days('adopted') = '0,1,2'
 	'worker retires partitions past retention');
 is(sql(q{SELECT string_agg(action || ':' || partition || ':' || status, ' ' ORDER BY id)
 		 FROM ingest.maintenance_log WHERE relid = 'adopted'::regclass AND action IN ('detach', 'drop')}),
-	'detach:adopted_old10:ok detach:adopted_old8:ok drop:adopted_old10:ok drop:adopted_old8:ok',
+	'detach:public.adopted_old10:ok detach:public.adopted_old8:ok drop:public.adopted_old10:ok drop:public.adopted_old8:ok',
 	'retirement is logged: detach concurrently, then drop');
 
 # Catch-up after the worker was off.

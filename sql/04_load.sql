@@ -1,0 +1,147 @@
+-- ingest.load: formats, dedup, rejects, privileges and errors.
+SELECT ingest.create_event_table('ld');
+-- a payload of n csv rows for organization o, transaction ids <prefix>1..n, today
+CREATE FUNCTION regress.csv(o int, prefix text, n int, code text DEFAULT 'api') RETURNS text
+LANGUAGE sql AS $$
+    SELECT string_agg(format('00000000-0000-0000-0000-%s,%s%s,cust%s,%s,%s,"{""k"": %s}",%s,%s',
+                             lpad(o::text, 12, '0'), prefix, g, g % 3, code,
+                             now(), g, g, g * 1.5), E'\n') || E'\n'
+      FROM generate_series(1, n) g $$;
+
+-- csv: first occurrence wins within the payload
+SELECT * FROM ingest.load('ld', regress.csv(1, 'a', 5) || regress.csv(1, 'a', 2));
+SELECT transaction_id, external_customer_id, code, properties, value, decimal_value
+  FROM ld ORDER BY transaction_id;
+-- against stored rows, the stored one wins; a different payload is a conflict
+SELECT * FROM ingest.load('ld', regress.csv(1, 'a', 3, 'other') || regress.csv(1, 'b', 2));
+SELECT code, count(*) FROM ld GROUP BY code ORDER BY code;
+SELECT line_number, sqlstate, kind, message FROM ingest.rejects ORDER BY id;
+-- a retry re-stamped into another day is still a duplicate
+SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000001,a1,cust1,api,'
+                                 || (now() + interval '1 day') || ',{},1,1.5');
+-- the same key in another organization is another event
+SELECT * FROM ingest.load('ld', regress.csv(2, 'a', 1));
+
+-- plain INSERT skips stored keys too, like ON CONFLICT DO NOTHING
+INSERT INTO ld (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES ('00000000-0000-0000-0000-000000000001', 'a1', 'x', 'x', now()),
+       ('00000000-0000-0000-0000-000000000001', 'i1', 'x', 'x', now()),
+       ('00000000-0000-0000-0000-000000000001', 'i1', 'x', 'x', now());
+SELECT transaction_id, count(*) FROM ld WHERE transaction_id IN ('a1', 'i1') GROUP BY 1 ORDER BY 1;
+-- and the loader sees keys stored by INSERT
+SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000001,i1,cust1,x,' || now() || ',{},,');
+
+-- text format, a header, a column subset in another order (defaults fill the rest)
+SELECT * FROM ingest.load('ld', E'code\ttransaction_id\torganization_id\ttimestamp\texternal_customer_id\n'
+                                 || E'txt\tt1\t00000000-0000-0000-0000-000000000003\t' || now() || E'\tc\n'
+                                 || E'txt\tt2\t00000000-0000-0000-0000-000000000003\t' || now() || E'\t\\N\n',
+                          format => 'text', header => true,
+                          columns => ARRAY['code', 'transaction_id', 'organization_id', 'timestamp', 'external_customer_id']);
+SELECT transaction_id, properties, value, created_at IS NOT NULL AS has_created_at
+  FROM ld WHERE code = 'txt';
+
+-- jsonl: keys are column names; absent keys take defaults; properties nested
+SELECT * FROM ingest.load('ld', format => 'jsonl', data =>
+    '{"organization_id": "00000000-0000-0000-0000-000000000004", "transaction_id": "j1", "external_customer_id": "c", "code": "tokens", "timestamp": "' || now() || E'", "properties": {"model": "m1", "tier": [1, 2]}, "value": 12.5}\n'
+ || E'\n'
+ || '{"organization_id": "00000000-0000-0000-0000-000000000004", "transaction_id": "j2", "external_customer_id": "c", "code": "tokens", "timestamp": "' || now() || E'", "decimal_value": 0.1}\n'
+ || E'[1, 2]\n'
+ || E'{"organization_id": "nope"}\n');
+SELECT transaction_id, properties, value, decimal_value FROM ld WHERE code = 'tokens' ORDER BY 1;
+
+-- bytea carries the same formats
+SELECT * FROM ingest.load('ld', convert_to(regress.csv(5, 'by', 2), 'UTF8'));
+
+-- every reject class, with the other rows loaded
+SET ingest.max_event_bytes = '2kB';
+SELECT * FROM ingest.load('ld',
+       '00000000-0000-0000-0000-000000000006,r1,c,ok,' || now() || E',{},1,\n'
+    || '00000000-0000-0000-0000-000000000006,r3,c,bad_number,' || now() || E',{},abc,\n'
+    || E'00000000-0000-0000-0000-000000000006,r4,,null_customer,' || now() || E',{},1,\n'
+    || '00000000-0000-0000-0000-000000000006,r5,c,' || repeat('x', 3000) || ',' || now() || E',{},1,\n'
+    || E'00000000-0000-0000-0000-000000000006,r6,c,too_old,2001-01-01,{},1,\n'
+    || '00000000-0000-0000-0000-000000000006,r7,c,too_new,' || (now() + interval '30 days') || E',{},1,\n'
+    || E'00000000-0000-0000-0000-000000000006,r8,c,short\n'
+    || '00000000-0000-0000-0000-000000000006,r9,c,ok,' || now() || E',{},9,\n'
+    || E'00000000-0000-0000-0000-000000000006,"r2,c,unterminated quote\n'
+    || '00000000-0000-0000-0000-000000000006,r10,c,after_it,' || now() || E',{},9,\n');
+RESET ingest.max_event_bytes;
+SELECT transaction_id FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000006' ORDER BY 1;
+SELECT line_number, sqlstate, regexp_replace(left(message, 60), 'timestamp .*', 'timestamp ...') AS message, left(raw, 40) AS raw
+  FROM ingest.rejects WHERE raw LIKE '%-000000000006,%' ORDER BY line_number;
+
+-- on_error => 'abort': the first bad row fails the call, with its line
+SELECT regress.try($$SELECT * FROM ingest.load('ld', E'00000000-0000-0000-0000-000000000007,x1,c,k,2026-01-01 00:00+00,{},1,\n'
+                                                   || E'00000000-0000-0000-0000-000000000007,x2,c,k,not-a-date,{},1,\n', on_error => 'abort')$$);
+SELECT ingest.configure('ld', on_error => 'abort');
+SELECT regress.try($$SELECT * FROM ingest.load('ld', E'bad\n')$$);
+SELECT * FROM ingest.load('ld', E'bad\n', on_error => 'reject');
+SELECT ingest.configure('ld', on_error => 'reject');
+SELECT count(*) FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000007';
+
+-- one call is atomic
+BEGIN;
+SELECT * FROM ingest.load('ld', regress.csv(8, 'z', 3));
+ROLLBACK;
+SELECT count(*) FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000008';
+SELECT * FROM ingest.load('ld', regress.csv(8, 'z', 3));
+
+-- the ledger holds one key per stored event
+SELECT (SELECT count(*) FROM ld) = (SELECT count(*) FROM ingest_internal.event_keys
+                                     WHERE relid = 'ld'::regclass) AS ledger_matches;
+
+-- retiring a day forgets its keys: the day's events are set aside from then on
+SELECT regress.backdate('ld', -5);
+INSERT INTO ld (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES ('00000000-0000-0000-0000-000000000009', 'old1', 'c', 'k', now() - interval '5 days');
+SELECT count(*) FROM ingest_internal.event_keys WHERE transaction_id = 'old1';
+SELECT ingest.configure('ld', retention => '2 days');
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ld');
+SELECT count(*) FROM ingest_internal.event_keys WHERE transaction_id = 'old1';
+SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000009,old1,c,k,' || (now() - interval '5 days') || ',{},,');
+
+-- bad calls
+SELECT regress.try($$SELECT * FROM ingest.load('no_such', 'x')$$);
+CREATE TABLE unmanaged (LIKE ld);
+SELECT regress.try($$SELECT * FROM ingest.load('unmanaged', 'x')$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', format => 'xml')$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', columns => ARRAY['code', 'nope'])$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', columns => ARRAY['code', 'code'])$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', columns => ARRAY[]::text[])$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', on_error => 'skip')$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', NULL::text)$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', format => 'jsonl', header => true)$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', '\xff'::bytea)$$);
+SELECT regress.try($$SELECT ingest.configure('ld', on_error => 'ignore')$$);
+
+-- privileges as for COPY FROM: INSERT on the table or on every named column
+CREATE ROLE loader_role;
+GRANT USAGE ON SCHEMA regress TO loader_role;
+GRANT EXECUTE ON FUNCTION regress.csv(int, text, int, text) TO loader_role;
+SET ROLE loader_role;
+SELECT regress.try($$SELECT * FROM ingest.load('ld', regress.csv(10, 'p', 1))$$);
+RESET ROLE;
+GRANT INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp") ON ld TO loader_role;
+SET ROLE loader_role;
+SELECT regress.try($$SELECT * FROM ingest.load('ld', regress.csv(10, 'p', 1))$$);
+SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000010,p1,c,k,' || now(),
+                          columns => ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp']);
+-- the loader's rejects are visible to it, for the tables it can read: none here
+SELECT count(*) FROM ingest.rejects;
+RESET ROLE;
+GRANT INSERT ON ld TO loader_role;
+SET ROLE loader_role;
+SELECT * FROM ingest.load('ld', regress.csv(10, 'p', 2));
+-- plain INSERT by a non-superuser deduplicates too
+INSERT INTO ld (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES ('00000000-0000-0000-0000-000000000010', 'p1', 'c', 'k', now()),
+       ('00000000-0000-0000-0000-000000000010', 'p9', 'c', 'k', now());
+RESET ROLE;
+SELECT transaction_id, count(*) FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000010'
+ GROUP BY 1 ORDER BY 1;
+-- row-level security is refused, as by COPY FROM
+ALTER TABLE ld ENABLE ROW LEVEL SECURITY;
+SET ROLE loader_role;
+SELECT regress.try($$SELECT * FROM ingest.load('ld', regress.csv(11, 'q', 1))$$);
+RESET ROLE;
+ALTER TABLE ld DISABLE ROW LEVEL SECURITY;

@@ -1,0 +1,355 @@
+/*-------------------------------------------------------------------------
+ *
+ * copyparse.c
+ *	  Input rows for the loader, and their conversion to Datums.
+ *
+ * csv and text are split into fields by PostgreSQL's own COPY parser
+ * (BeginCopyFrom with a data-source callback, NextCopyFromRawFields), so
+ * quoting, escapes, NULL markers, headers and encodings behave exactly as in
+ * COPY.  JSON lines are one object per line with column names as keys.
+ *
+ * Splitting and converting are separate steps: a row whose fields do not
+ * convert (a type input error) can then be retried on its own and set aside,
+ * without losing the position in the input.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "commands/copyfrom_internal.h"
+#include "executor/executor.h"
+#include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_node.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "loader.h"
+
+struct IngestParser
+{
+	Relation	rel;
+	bool		jsonl;
+	int			ntargets;
+	AttrNumber *targets;		/* columns the input names, in order */
+	char	  **target_names;
+	bool	   *targeted;		/* by attnum - 1 */
+	FmgrInfo   *in_functions;	/* by attnum - 1 */
+	Oid		   *typioparams;
+	ExprState **defaults;		/* by attnum - 1; NULL when none */
+
+	/* csv and text */
+	CopyFromState cstate;
+	ErrorContextCallback errcallback;
+
+	/* the payload */
+	const char *data;
+	Size		len;
+	Size		pos;
+	uint64		lineno;			/* JSON lines */
+};
+
+/* BeginCopyFrom's callback takes no argument: the payload being read. */
+static IngestParser *reading = NULL;
+
+static int
+read_payload(void *outbuf, int minread, int maxread)
+{
+	IngestParser *p = reading;
+	Size		n;
+
+	Assert(p != NULL);
+	n = Min((Size) maxread, p->len - p->pos);
+	memcpy(outbuf, p->data + p->pos, n);
+	p->pos += n;
+	return (int) n;
+}
+
+bool
+IngestFormatIsKnown(const char *format)
+{
+	return strcmp(format, "csv") == 0 || strcmp(format, "text") == 0 ||
+		strcmp(format, "jsonl") == 0;
+}
+
+IngestParser *
+IngestParserBegin(Relation rel, const char *format, bool header, List *attnums,
+				  const char *data, Size len)
+{
+	IngestParser *p = palloc0(sizeof(IngestParser));
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			natts = desc->natts;
+	ListCell   *lc;
+	int			i;
+
+	p->rel = rel;
+	p->jsonl = strcmp(format, "jsonl") == 0;
+	p->data = data;
+	p->len = len;
+	p->ntargets = list_length(attnums);
+	p->targets = palloc(sizeof(AttrNumber) * p->ntargets);
+	p->target_names = palloc(sizeof(char *) * p->ntargets);
+	p->targeted = palloc0(sizeof(bool) * natts);
+	p->in_functions = palloc0(sizeof(FmgrInfo) * natts);
+	p->typioparams = palloc0(sizeof(Oid) * natts);
+	p->defaults = palloc0(sizeof(ExprState *) * natts);
+
+	i = 0;
+	foreach(lc, attnums)
+	{
+		AttrNumber	a = lfirst_int(lc);
+
+		p->targets[i] = a;
+		p->target_names[i] = pstrdup(NameStr(TupleDescAttr(desc, a - 1)->attname));
+		p->targeted[a - 1] = true;
+		i++;
+	}
+
+	for (i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			func;
+		Node	   *expr;
+
+		if (att->attisdropped)
+			continue;
+		getTypeInputInfo(att->atttypid, &func, &p->typioparams[i]);
+		fmgr_info(func, &p->in_functions[i]);
+
+		/* Defaults (identity included) for columns the input may omit. */
+		expr = build_column_default(rel, i + 1);
+		if (expr != NULL)
+			p->defaults[i] = ExecInitExpr(expression_planner((Expr *) expr), NULL);
+	}
+
+	if (!p->jsonl)
+	{
+		List	   *options = NIL;
+		List	   *names = NIL;
+		ParseState *pstate = make_parsestate(NULL);
+
+		options = lappend(options, makeDefElem("format", (Node *) makeString(pstrdup(format)), -1));
+		if (header)
+			options = lappend(options, makeDefElem("header", (Node *) makeString("true"), -1));
+		/* the payload is already in the database encoding */
+		options = lappend(options, makeDefElem("encoding",
+											   (Node *) makeString(pstrdup(GetDatabaseEncodingName())), -1));
+		for (i = 0; i < p->ntargets; i++)
+			names = lappend(names, makeString(p->target_names[i]));
+
+		reading = p;
+		p->cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_payload,
+								  names, options);
+		reading = NULL;
+		p->errcallback.callback = CopyFromErrorCallback;
+		p->errcallback.arg = (void *) p->cstate;
+	}
+	else if (header)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("format \"jsonl\" has no header line")));
+	return p;
+}
+
+/*
+ * Read the next row's fields into "row", allocated in the current memory
+ * context.  Returns false at the end of the input.  Errors here (say an
+ * unterminated quoted field) end the load: the input position is lost.
+ */
+bool
+IngestParserNext(IngestParser *p, LoadRow *row)
+{
+	memset(row, 0, sizeof(LoadRow));
+	row->part = -1;
+	row->state = ROW_PARSED;
+
+	if (p->jsonl)
+	{
+		for (;;)
+		{
+			const char *start;
+			const char *nl;
+			Size		n;
+
+			if (p->pos >= p->len)
+				return false;
+			start = p->data + p->pos;
+			nl = memchr(start, '\n', p->len - p->pos);
+			n = nl ? (Size) (nl - start) : p->len - p->pos;
+			p->pos += n + (nl ? 1 : 0);
+			p->lineno++;
+			if (n > 0 && start[n - 1] == '\r')
+				n--;
+			/* blank lines separate nothing */
+			if (strspn(start, " \t") >= n)
+				continue;
+			row->lineno = p->lineno;
+			row->raw = pnstrdup(start, n);
+			row->nfields = -1;
+			return true;
+		}
+	}
+	else
+	{
+		char	  **fields;
+		int			nfields;
+		bool		found;
+		int			i;
+
+		reading = p;
+		p->errcallback.previous = error_context_stack;
+		error_context_stack = &p->errcallback;
+		found = NextCopyFromRawFields(p->cstate, &fields, &nfields);
+		error_context_stack = p->errcallback.previous;
+		reading = NULL;
+		if (!found)
+			return false;
+
+		row->lineno = p->cstate->cur_lineno;
+		row->raw = pnstrdup(p->cstate->line_buf.data, p->cstate->line_buf.len);
+		row->nfields = nfields;
+		row->fields = palloc(sizeof(char *) * Max(nfields, 1));
+		for (i = 0; i < nfields; i++)
+			row->fields[i] = fields[i] ? pstrdup(fields[i]) : NULL;
+		return true;
+	}
+}
+
+/*
+ * Where the parser stopped: the line it was on and the text of the row it
+ * was reading (at most 1 kB of it), for rejecting malformed input.
+ */
+void
+IngestParserPosition(IngestParser *p, uint64 *lineno, char **raw)
+{
+	if (p->jsonl)
+	{
+		*lineno = p->lineno;
+		*raw = pstrdup("");
+		return;
+	}
+	*lineno = p->cstate->cur_lineno;
+	*raw = pnstrdup(p->cstate->line_buf.data, Min(p->cstate->line_buf.len, 1024));
+}
+
+/* Text of a JSON value as a column's input, or NULL for JSON null. */
+static char *
+json_field_text(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvBinary:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+/* Split a JSON line into fields by column name. */
+static void
+json_fields(IngestParser *p, LoadRow *row)
+{
+	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+														CStringGetDatum(row->raw)));
+	int			i;
+
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("JSON line is not an object")));
+
+	row->nfields = p->ntargets;
+	row->fields = palloc0(sizeof(char *) * p->ntargets);
+	row->use_default = palloc0(sizeof(bool) * p->ntargets);
+	for (i = 0; i < p->ntargets; i++)
+	{
+		JsonbValue	key;
+		JsonbValue *v;
+
+		key.type = jbvString;
+		key.val.string.val = p->target_names[i];
+		key.val.string.len = strlen(p->target_names[i]);
+		v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
+		if (v == NULL)
+			row->use_default[i] = true;
+		else
+			row->fields[i] = json_field_text(v);
+	}
+}
+
+/*
+ * Convert a row's fields to Datums in the root table's layout; columns the
+ * input does not name take their defaults.  Raises the type input error of
+ * a bad field (the caller isolates it).  Allocates in the current memory
+ * context and in econtext's per-tuple memory, which the caller resets per
+ * batch.
+ */
+void
+IngestParserConvert(IngestParser *p, LoadRow *row, ExprContext *econtext)
+{
+	TupleDesc	desc = RelationGetDescr(p->rel);
+	int			natts = desc->natts;
+	int			i;
+
+	if (p->jsonl)
+		json_fields(p, row);
+	Assert(row->nfields == p->ntargets);
+
+	row->values = palloc(sizeof(Datum) * natts);
+	row->nulls = palloc(sizeof(bool) * natts);
+	for (i = 0; i < natts; i++)
+	{
+		row->values[i] = (Datum) 0;
+		row->nulls[i] = true;
+	}
+
+	for (i = 0; i < p->ntargets; i++)
+	{
+		int			a = p->targets[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (row->use_default && row->use_default[i])
+		{
+			if (p->defaults[a])
+				row->values[a] = ExecEvalExprSwitchContext(p->defaults[a], econtext,
+														   &row->nulls[a]);
+			continue;
+		}
+		row->nulls[a] = (row->fields[i] == NULL);
+		row->values[a] = InputFunctionCall(&p->in_functions[a], row->fields[i],
+										   p->typioparams[a], att->atttypmod);
+	}
+
+	for (i = 0; i < natts; i++)
+	{
+		if (p->targeted[i] || p->defaults[i] == NULL)
+			continue;
+		row->values[i] = ExecEvalExprSwitchContext(p->defaults[i], econtext,
+												   &row->nulls[i]);
+	}
+	row->state = ROW_CONVERTED;
+}
+
+void
+IngestParserEnd(IngestParser *p)
+{
+	if (p->cstate)
+		EndCopyFrom(p->cstate);
+	pfree(p);
+}

@@ -1,0 +1,482 @@
+/*-------------------------------------------------------------------------
+ *
+ * dedup.c
+ *	  Exact (organization_id, transaction_id) dedup: the key ledger.
+ *
+ * PostgreSQL has no unique index across partitions, and a unique key on a
+ * table partitioned by day must contain the timestamp, which would store a
+ * re-stamped retry twice.  So every managed table has its keys in one ledger,
+ * ingest_internal.event_keys, primary key (relid, organization_id,
+ * transaction_id), written in the same transaction as the events.  A key is
+ * claimed with INSERT ... ON CONFLICT DO NOTHING: a second session claiming
+ * the same key waits for the first and then skips (or wins, if the first
+ * aborted), without an error.  Each key carries a hash of its event's
+ * payload, so that a duplicate whose payload differs is told apart as a
+ * conflict.
+ *
+ * The loader claims a batch's keys in one statement, sorted in the ledger
+ * index's order (uuid bytes, then transaction_id in the "C" collation), so
+ * the B-tree is written in order instead of at random.  Plain INSERT claims
+ * through a row trigger.  Retention forgets the keys of retired partitions.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/partition.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+
+#include "loader.h"
+
+/* Columns whose values make up an event's payload, for conflict detection. */
+static const char *const payload_columns[] = {
+	"external_customer_id", "code", "timestamp", "properties", "value",
+	"decimal_value"
+};
+#define NUM_PAYLOAD_COLUMNS lengthof(payload_columns)
+
+struct IngestLedger
+{
+	Oid			relid;
+	Oid			owner;			/* ledger writes run as the extension owner */
+	AttrNumber	org_att;
+	AttrNumber	tx_att;
+	SPIPlanPtr	claim;
+	SPIPlanPtr	lookup;
+	MemoryContext cxt;
+};
+
+/* The role the extension's internal tables belong to (needs SPI). */
+Oid
+IngestExtensionOwner(void)
+{
+	Oid			extoid = get_extension_oid("ingest", false);
+	Oid			owner = InvalidOid;
+	int			rc;
+	Datum		arg = ObjectIdGetDatum(extoid);
+	bool		isnull;
+
+	rc = SPI_execute_with_args("SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+							   1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	if (!OidIsValid(owner))
+		elog(ERROR, "could not find the owner of extension \"ingest\"");
+	return owner;
+}
+
+
+static AttrNumber
+column_attnum(Relation rel, const char *name)
+{
+	AttrNumber	a = get_attnum(RelationGetRelid(rel), name);
+
+	if (a == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("table \"%s\" has no column \"%s\"",
+						RelationGetRelationName(rel), name)));
+	return a;
+}
+
+/*
+ * Hash of an event's payload: the type's own extended hash of each payload
+ * column, combined in a fixed order.  Equal values hash equally whatever
+ * their input spelling ('1.0' and '1' as numeric, key order in jsonb).
+ */
+uint64
+IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls)
+{
+	uint64		h = 0;
+	int			i;
+	int			a;
+
+	for (i = 0; i < (int) NUM_PAYLOAD_COLUMNS; i++)
+	{
+		uint64		ch = 0x9e3779b97f4a7c15;	/* marks a NULL */
+
+		for (a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), payload_columns[i]) == 0)
+				break;
+		}
+		if (a < desc->natts && !nulls[a])
+		{
+			TypeCacheEntry *tc = lookup_type_cache(TupleDescAttr(desc, a)->atttypid,
+												   TYPECACHE_HASH_EXTENDED_PROC_FINFO);
+
+			if (!OidIsValid(tc->hash_extended_proc_finfo.fn_oid))
+				elog(ERROR, "no extended hash function for type %u", tc->type_id);
+			ch = DatumGetUInt64(FunctionCall2Coll(&tc->hash_extended_proc_finfo,
+												  TupleDescAttr(desc, a)->attcollation,
+												  values[a], UInt64GetDatum(0)));
+		}
+		h = hash_combine64(h, ch);
+	}
+	return h;
+}
+
+IngestLedger *
+IngestLedgerBegin(Relation rel)
+{
+	IngestLedger *l = palloc0(sizeof(IngestLedger));
+
+	l->relid = RelationGetRelid(rel);
+	l->owner = IngestExtensionOwner();
+	l->org_att = column_attnum(rel, "organization_id");
+	l->tx_att = column_attnum(rel, "transaction_id");
+	l->cxt = CurrentMemoryContext;
+
+	AS_EXTENSION_OWNER(l->owner, {
+		l->claim = SPI_prepare(
+			"INSERT INTO ingest_internal.event_keys AS k "
+			"  (relid, organization_id, transaction_id, payload_hash) "
+			"SELECT $1, u.o, u.t, u.h "
+			"  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.uuid[]), "
+			"                 pg_catalog.unnest($3::pg_catalog.text[]), "
+			"                 pg_catalog.unnest($4::pg_catalog.int8[])) AS u(o, t, h) "
+			"ON CONFLICT DO NOTHING "
+			"RETURNING k.organization_id, k.transaction_id",
+			4, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID});
+		l->lookup = SPI_prepare(
+			"SELECT k.organization_id, k.transaction_id, k.payload_hash "
+			"  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.uuid[]), "
+			"                 pg_catalog.unnest($3::pg_catalog.text[])) AS u(o, t) "
+			"  JOIN ingest_internal.event_keys k "
+			"    ON k.relid OPERATOR(pg_catalog.=) $1 "
+			"   AND k.organization_id OPERATOR(pg_catalog.=) u.o "
+			"   AND k.transaction_id OPERATOR(pg_catalog.=) u.t COLLATE \"C\"",
+			3, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID});
+	});
+	if (l->claim == NULL || l->lookup == NULL)
+		elog(ERROR, "could not prepare ledger statements: %s",
+			 SPI_result_code_string(SPI_result));
+	return l;
+}
+
+/* Sort context: rows by key in the ledger index's order, then input order. */
+static LoadRow **sort_rows;
+static AttrNumber sort_org;
+static AttrNumber sort_tx;
+
+static int
+key_cmp(Datum org1, Datum tx1, Datum org2, Datum tx2)
+{
+	int			c = memcmp(DatumGetUUIDP(org1)->data, DatumGetUUIDP(org2)->data,
+						   UUID_LEN);
+	text	   *t1;
+	text	   *t2;
+	int			l1;
+	int			l2;
+
+	if (c != 0)
+		return c;
+	/* the "C" collation: bytes, then length */
+	t1 = DatumGetTextPP(tx1);
+	t2 = DatumGetTextPP(tx2);
+	l1 = VARSIZE_ANY_EXHDR(t1);
+	l2 = VARSIZE_ANY_EXHDR(t2);
+	c = memcmp(VARDATA_ANY(t1), VARDATA_ANY(t2), Min(l1, l2));
+	if (c != 0)
+		return c;
+	return (l1 > l2) - (l1 < l2);
+}
+
+static int
+row_cmp(const void *a, const void *b)
+{
+	int			ia = *(const int *) a;
+	int			ib = *(const int *) b;
+	LoadRow    *ra = sort_rows[ia];
+	LoadRow    *rb = sort_rows[ib];
+	int			c = key_cmp(ra->values[sort_org - 1], ra->values[sort_tx - 1],
+							rb->values[sort_org - 1], rb->values[sort_tx - 1]);
+
+	if (c != 0)
+		return c;
+	return (ia > ib) - (ia < ib);
+}
+
+/*
+ * Claim the keys of a batch of converted rows.  The first row of each key
+ * in the batch is the candidate; later ones are duplicates.  Candidates
+ * whose key the ledger already holds are duplicates too.  Rows that stay
+ * ROW_CONVERTED own their key and must be written.
+ */
+void
+IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
+{
+	int		   *order;
+	int		   *cand;
+	int		   *group;			/* by row: index in cand of its key's first row */
+	uint64	   *ref_hash;		/* by cand: the payload hash the key is stored with */
+	int			ncand = 0;
+	int			nwin = 0;
+	Datum	   *orgs;
+	Datum	   *txs;
+	Datum	   *hashes;
+	Datum		args[4];
+	bool	   *claimed;
+	int		   *cand_losers;
+	int			i;
+	int			rc;
+
+	if (nrows == 0)
+		return;
+
+	order = palloc(sizeof(int) * nrows);
+	for (i = 0; i < nrows; i++)
+		order[i] = i;
+	sort_rows = rows;
+	sort_org = l->org_att;
+	sort_tx = l->tx_att;
+	qsort(order, nrows, sizeof(int), row_cmp);
+
+	/* In-batch: the first occurrence wins. */
+	cand = palloc(sizeof(int) * nrows);
+	group = palloc(sizeof(int) * nrows);
+	for (i = 0; i < nrows; i++)
+	{
+		LoadRow    *r = rows[order[i]];
+
+		if (ncand > 0)
+		{
+			LoadRow    *first = rows[cand[ncand - 1]];
+
+			if (key_cmp(first->values[l->org_att - 1], first->values[l->tx_att - 1],
+						r->values[l->org_att - 1], r->values[l->tx_att - 1]) == 0)
+			{
+				r->state = ROW_DUPLICATE;
+				group[order[i]] = ncand - 1;
+				continue;
+			}
+		}
+		group[order[i]] = ncand;
+		cand[ncand++] = order[i];
+	}
+	ref_hash = palloc(sizeof(uint64) * Max(ncand, 1));
+	for (i = 0; i < ncand; i++)
+		ref_hash[i] = rows[cand[i]]->hash;
+
+	orgs = palloc(sizeof(Datum) * ncand);
+	txs = palloc(sizeof(Datum) * ncand);
+	hashes = palloc(sizeof(Datum) * ncand);
+	for (i = 0; i < ncand; i++)
+	{
+		LoadRow    *r = rows[cand[i]];
+
+		orgs[i] = r->values[l->org_att - 1];
+		txs[i] = r->values[l->tx_att - 1];
+		hashes[i] = Int64GetDatum((int64) r->hash);
+	}
+	args[0] = ObjectIdGetDatum(l->relid);
+	args[1] = PointerGetDatum(construct_array(orgs, ncand, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[2] = PointerGetDatum(construct_array(txs, ncand, TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(hashes, ncand, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	AS_EXTENSION_OWNER(l->owner,
+					   rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not claim keys: %s", SPI_result_code_string(rc));
+
+	/* RETURNING gives the claimed keys in the order they were offered. */
+	claimed = palloc0(sizeof(bool) * ncand);
+	{
+		int			j = 0;
+		uint64		k;
+
+		for (k = 0; k < SPI_processed; k++)
+		{
+			bool		isnull;
+			Datum		org = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
+			Datum		tx = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull);
+
+			while (j < ncand && key_cmp(orgs[j], txs[j], org, tx) != 0)
+				j++;
+			if (j == ncand)
+				elog(ERROR, "claimed key not found in batch");
+			claimed[j++] = true;
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* The rest were stored before: duplicates, maybe conflicts. */
+	{
+		int		   *loser = palloc(sizeof(int) * Max(ncand, 1));
+
+		for (i = 0; i < ncand; i++)
+		{
+			if (claimed[i])
+				continue;
+			rows[cand[i]]->state = ROW_DUPLICATE;
+			orgs[nwin] = orgs[i];
+			txs[nwin] = txs[i];
+			loser[nwin++] = i;
+		}
+		cand_losers = loser;
+	}
+	if (nwin > 0)
+	{
+		uint64		k;
+
+		args[1] = PointerGetDatum(construct_array(orgs, nwin, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[2] = PointerGetDatum(construct_array(txs, nwin, TEXTOID, -1, false, TYPALIGN_INT));
+		AS_EXTENSION_OWNER(l->owner,
+						   rc = SPI_execute_plan(l->lookup, args, NULL, true, 0));
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not look up keys: %s", SPI_result_code_string(rc));
+		for (k = 0; k < SPI_processed; k++)
+		{
+			bool		isnull;
+			Datum		org = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
+			Datum		tx = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull);
+			int64		stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+															 SPI_tuptable->tupdesc, 3, &isnull));
+
+			for (i = 0; i < nwin; i++)
+			{
+				if (key_cmp(orgs[i], txs[i], org, tx) == 0)
+				{
+					ref_hash[cand_losers[i]] = (uint64) stored;
+					break;
+				}
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+
+	/* A duplicate conflicts when its payload differs from the stored one. */
+	for (i = 0; i < nrows; i++)
+	{
+		LoadRow    *r = rows[i];
+
+		if (r->state == ROW_DUPLICATE)
+			r->conflict = (r->hash != ref_hash[group[i]]);
+	}
+}
+
+void
+IngestLedgerEnd(IngestLedger *l)
+{
+	SPI_freeplan(l->claim);
+	SPI_freeplan(l->lookup);
+	pfree(l);
+}
+
+PG_FUNCTION_INFO_V1(ingest_dedup_row);
+
+/*
+ * BEFORE INSERT row trigger on managed tables: a plain INSERT (or COPY
+ * that bypasses the loader) claims the row's key, and skips the row when
+ * the key is stored already, as ON CONFLICT DO NOTHING would.
+ */
+Datum
+ingest_dedup_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	static SPIPlanPtr plan = NULL;
+	static Oid	owner = InvalidOid;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	Datum	   *values;
+	bool	   *nulls;
+	AttrNumber	org_att;
+	AttrNumber	tx_att;
+	Datum		args[4];
+	List	   *ancestors;
+	Oid			root;
+	int			rc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ingest_internal.dedup_row() must be a BEFORE INSERT row trigger")));
+
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	tuple = td->tg_trigtuple;
+	org_att = column_attnum(rel, "organization_id");
+	tx_att = column_attnum(rel, "transaction_id");
+
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tuple, desc, values, nulls);
+	/* NOT NULL is the table's business: let the insert fail on it. */
+	if (nulls[org_att - 1] || nulls[tx_att - 1])
+		return PointerGetDatum(tuple);
+
+	ancestors = get_partition_ancestors(RelationGetRelid(rel));
+	root = ancestors ? llast_oid(ancestors) : RelationGetRelid(rel);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		owner = IngestExtensionOwner();
+		AS_EXTENSION_OWNER(owner, p = SPI_prepare(
+			"INSERT INTO ingest_internal.event_keys "
+			"  (relid, organization_id, transaction_id, payload_hash) "
+			"VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			4, (Oid[]) {OIDOID, UUIDOID, TEXTOID, INT8OID}));
+		if (p == NULL)
+			elog(ERROR, "could not prepare ledger statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+	args[0] = ObjectIdGetDatum(root);
+	args[1] = values[org_att - 1];
+	args[2] = values[tx_att - 1];
+	args[3] = Int64GetDatum((int64) IngestPayloadHash(desc, values, nulls));
+	AS_EXTENSION_OWNER(owner, rc = SPI_execute_plan(plan, args, NULL, false, 0));
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not claim key: %s", SPI_result_code_string(rc));
+	rc = (int) SPI_processed;
+	SPI_finish();
+
+	return rc == 1 ? PointerGetDatum(tuple) : PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(ingest_payload_hash);
+
+/* ingest_internal.payload_hash(tbl, row): the ledger's hash of a stored event */
+Datum
+ingest_payload_hash(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader td = PG_GETARG_HEAPTUPLEHEADER(0);
+	TupleDesc	desc;
+	HeapTupleData tmp;
+	Datum	   *values;
+	bool	   *nulls;
+	uint64		h;
+
+	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
+								  HeapTupleHeaderGetTypMod(td));
+	tmp.t_len = HeapTupleHeaderGetDatumLength(td);
+	tmp.t_data = td;
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(&tmp, desc, values, nulls);
+	h = IngestPayloadHash(desc, values, nulls);
+	ReleaseTupleDesc(desc);
+	PG_RETURN_INT64((int64) h);
+}

@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * load.c
+ *	  SQL entry points of the bulk loader: ingest.load(text|bytea).
+ *
+ * These check the arguments and the caller's rights as COPY FROM would
+ * (INSERT on the table and the named columns, no row-level security) and
+ * hand the work to IngestLoad() (loader.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+
+#include "loader.h"
+
+/* The table's on_error policy, or NULL when it is not managed. */
+static char *
+table_on_error(Oid relid)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		arg = ObjectIdGetDatum(relid);
+	char	   *policy = NULL;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("SELECT on_error FROM ingest.table_config WHERE event_table = $1",
+							   1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		policy = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	return policy;
+}
+
+/* Column numbers of the columns the payload names, checked like COPY's. */
+static List *
+target_columns(Relation rel, ArrayType *columns)
+{
+	List	   *attnums = NIL;
+	Datum	   *names;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (columns == NULL)
+	{
+		for (i = 0; i < IngestNumDefaultColumns; i++)
+		{
+			AttrNumber	a = get_attnum(RelationGetRelid(rel), IngestDefaultColumns[i]);
+
+			if (a == InvalidAttrNumber)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of relation \"%s\" does not exist",
+								IngestDefaultColumns[i], RelationGetRelationName(rel))));
+			attnums = lappend_int(attnums, a);
+		}
+		return attnums;
+	}
+
+	deconstruct_array(columns, TEXTOID, -1, false, TYPALIGN_INT, &names, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("column list must not be empty")));
+	for (i = 0; i < n; i++)
+	{
+		char	   *name;
+		AttrNumber	a;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("column list must not contain nulls")));
+		name = TextDatumGetCString(names[i]);
+		a = get_attnum(RelationGetRelid(rel), name);
+		if (a <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"%s\" does not exist",
+							name, RelationGetRelationName(rel))));
+		if (TupleDescAttr(RelationGetDescr(rel), a - 1)->attgenerated)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("column \"%s\" is a generated column", name)));
+		if (list_member_int(attnums, a))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("column \"%s\" specified more than once", name)));
+		attnums = lappend_int(attnums, a);
+	}
+	return attnums;
+}
+
+/* INSERT on the table, or on every named column, as COPY FROM checks. */
+static void
+check_privileges(Relation rel, List *attnums)
+{
+	Oid			relid = RelationGetRelid(rel);
+	ListCell   *lc;
+
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+	{
+		foreach(lc, attnums)
+		{
+			if (pg_attribute_aclcheck(relid, lfirst_int(lc), GetUserId(),
+									  ACL_INSERT) != ACLCHECK_OK)
+				aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE,
+							   RelationGetRelationName(rel));
+		}
+	}
+	if (check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ingest.load() is not supported for tables with row-level security"),
+				 errhint("Use INSERT statements instead.")));
+}
+
+/* Shared by the text and bytea forms. */
+static Datum
+load_common(FunctionCallInfo fcinfo, const char *data, Size len)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid;
+	char	   *format;
+	bool		header;
+	char	   *on_error;
+	char	   *policy;
+	Relation	rel;
+	List	   *attnums;
+	IngestLoadResult r;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tbl, format and header must not be null")));
+	relid = PG_GETARG_OID(0);
+	format = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	header = PG_GETARG_BOOL(3);
+	on_error = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+
+	if (!IngestFormatIsKnown(format))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unrecognized format \"%s\"", format),
+				 errhint("Use \"csv\", \"text\" or \"jsonl\".")));
+	if (on_error && strcmp(on_error, "reject") != 0 && strcmp(on_error, "abort") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unrecognized on_error \"%s\"", on_error),
+				 errhint("Use \"reject\" or \"abort\".")));
+
+	policy = table_on_error(relid);
+	if (policy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not managed by ingest",
+						get_rel_name(relid) ? get_rel_name(relid) : "?"),
+				 errhint("Use ingest.create_event_table() or ingest.manage_table() first.")));
+	if (on_error == NULL)
+		on_error = policy;
+
+	rel = table_open(relid, RowExclusiveLock);
+	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));
+	check_privileges(rel, attnums);
+
+	r = IngestLoad(rel, format, header, attnums, data, len, "ingest.load",
+				   strcmp(on_error, "abort") == 0);
+	table_close(rel, NoLock);
+
+	InitMaterializedSRF(fcinfo, 0);
+	values[0] = Int64GetDatum(r.loaded);
+	values[1] = Int64GetDatum(r.duplicates);
+	values[2] = Int64GetDatum(r.rejected);
+	values[3] = Int64GetDatum(r.conflicts);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(ingest_load_text);
+
+Datum
+ingest_load_text(PG_FUNCTION_ARGS)
+{
+	text	   *data;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("data must not be null")));
+	data = PG_GETARG_TEXT_PP(1);
+	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data));
+}
+
+PG_FUNCTION_INFO_V1(ingest_load_bytea);
+
+/* The payload as bytes, in the database encoding. */
+Datum
+ingest_load_bytea(PG_FUNCTION_ARGS)
+{
+	bytea	   *data;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("data must not be null")));
+	data = PG_GETARG_BYTEA_PP(1);
+	(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA_ANY(data),
+						   VARSIZE_ANY_EXHDR(data), false);
+	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data));
+}

@@ -1,0 +1,419 @@
+/*-------------------------------------------------------------------------
+ *
+ * loader.c
+ *	  The bulk loader's batch pipeline.
+ *
+ * For each batch of up to INGEST_BATCH_ROWS input rows:
+ *	  1. read the rows' fields (copyparse.c);
+ *	  2. convert them in one subtransaction; if any field fails its type
+ *		 input, roll back and retry each half, down to the single bad rows,
+ *		 which are set aside: clean data pays one subtransaction per batch;
+ *	  3. set aside rows with a NULL in a NOT NULL column, oversize rows and
+ *		 rows whose day has no partition (too old for retention, or beyond
+ *		 the premade days);
+ *	  4. claim the keys of the rest in the ledger, sorted (dedup.c);
+ *	  5. multi-insert the rows that own their key (partwriter.c).
+ * Rejected rows go to ingest.rejects with their line, text, SQLSTATE and
+ * message.  Everything happens in the caller's transaction: rows, keys and
+ * rejects commit or roll back together.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "ingest.h"
+#include "loader.h"
+
+const char *const IngestDefaultColumns[] = {
+	"organization_id", "transaction_id", "external_customer_id", "code",
+	"timestamp", "properties", "value", "decimal_value"
+};
+const int	IngestNumDefaultColumns = lengthof(IngestDefaultColumns);
+
+/* A batch also ends when its input text reaches this size. */
+#define BATCH_MAX_BYTES		(8 * 1024 * 1024)
+
+typedef struct LoadState
+{
+	Relation	rel;
+	IngestParser *parser;
+	IngestLedger *ledger;
+	IngestPartWriter *writer;
+	ExprContext *econtext;
+	SPIPlanPtr	reject_plan;
+	Oid			owner;
+	const char *source;
+	bool		abort_on_error;
+	AttrNumber	ts_att;
+	int			ntargets;
+	IngestLoadResult result;
+} LoadState;
+
+/* Set a row aside, or end the load when on_error is "abort". */
+static void
+reject_row(LoadState *st, LoadRow *row, int sqlerrcode, const char *message)
+{
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	if (st->abort_on_error)
+		ereport(ERROR,
+				(errcode(sqlerrcode),
+				 errmsg_internal("%s", message),
+				 errdetail("Line " UINT64_FORMAT " of the input was rejected.",
+						   row->lineno)));
+
+	row->state = ROW_REJECTED;
+	st->result.rejected++;
+
+	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
+	args[1] = CStringGetTextDatum(st->source);
+	args[2] = Int64GetDatum((int64) row->lineno);
+	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
+	args[4] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
+	args[5] = CStringGetTextDatum(message);
+	args[6] = CStringGetTextDatum("rejected");
+	AS_EXTENSION_OWNER(st->owner,
+					   rc = SPI_execute_plan(st->reject_plan, args, nulls, false, 0));
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record a rejected row: %s", SPI_result_code_string(rc));
+}
+
+/* Record a duplicate whose payload differs from the stored event. */
+static void
+record_conflict(LoadState *st, LoadRow *row)
+{
+	Datum		args[7];
+	int			rc;
+
+	st->result.conflicts++;
+	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
+	args[1] = CStringGetTextDatum(st->source);
+	args[2] = Int64GetDatum((int64) row->lineno);
+	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
+	args[4] = CStringGetTextDatum("23505");
+	args[5] = CStringGetTextDatum("an event with this organization_id and transaction_id "
+								  "is stored with a different payload; the stored one is kept");
+	args[6] = CStringGetTextDatum("conflict");
+	AS_EXTENSION_OWNER(st->owner,
+					   rc = SPI_execute_plan(st->reject_plan, args, NULL, false, 0));
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(rc));
+}
+
+/* Errors of the data itself, which set a row aside; others end the load. */
+static bool
+is_data_error(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_DATA_EXCEPTION ||
+		category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		sqlerrcode == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
+/*
+ * Convert rows[lo..hi) in one subtransaction; on a data error, split the
+ * range and retry, until the bad rows stand alone and are set aside.
+ */
+static void
+convert_rows(LoadState *st, LoadRow **rows, int lo, int hi)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	int			i;
+	int			mid;
+
+	if (lo >= hi)
+		return;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		for (i = lo; i < hi; i++)
+		{
+			if (rows[i]->state == ROW_PARSED)
+				IngestParserConvert(st->parser, rows[i], st->econtext);
+		}
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
+	if (edata == NULL)
+		return;
+	if (!is_data_error(edata->sqlerrcode))
+		ReThrowError(edata);
+
+	if (hi - lo == 1)
+	{
+		reject_row(st, rows[lo], edata->sqlerrcode, edata->message);
+		FreeErrorData(edata);
+		return;
+	}
+	FreeErrorData(edata);
+
+	/* Everything in the range converts again. */
+	for (i = lo; i < hi; i++)
+		if (rows[i]->state == ROW_CONVERTED)
+			rows[i]->state = ROW_PARSED;
+	mid = lo + (hi - lo) / 2;
+	convert_rows(st, rows, lo, mid);
+	convert_rows(st, rows, mid, hi);
+}
+
+/* Checks that need no subtransaction: size, field count, NOT NULL, day. */
+static void
+check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
+{
+	TupleDesc	desc = RelationGetDescr(st->rel);
+	int			i;
+	int			a;
+
+	for (i = 0; i < n; i++)
+	{
+		LoadRow    *r = rows[i];
+
+		if (before_convert)
+		{
+			if (r->raw && strlen(r->raw) > (Size) ingest_max_event_bytes)
+				reject_row(st, r, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+						   psprintf("row of %zu bytes exceeds \"ingest.max_event_bytes\" (%d)",
+									strlen(r->raw), ingest_max_event_bytes));
+			else if (r->nfields >= 0 && r->nfields < st->ntargets)
+				reject_row(st, r, ERRCODE_BAD_COPY_FILE_FORMAT,
+						   psprintf("missing data: %d of %d columns", r->nfields, st->ntargets));
+			else if (r->nfields > st->ntargets)
+				reject_row(st, r, ERRCODE_BAD_COPY_FILE_FORMAT,
+						   psprintf("extra data after last expected column: %d of %d columns",
+									r->nfields, st->ntargets));
+			continue;
+		}
+
+		if (r->state != ROW_CONVERTED)
+			continue;
+		for (a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (att->attnotnull && !att->attisdropped && r->nulls[a])
+			{
+				reject_row(st, r, ERRCODE_NOT_NULL_VIOLATION,
+						   psprintf("null value in column \"%s\" violates not-null constraint",
+									NameStr(att->attname)));
+				break;
+			}
+		}
+		if (r->state != ROW_CONVERTED)
+			continue;
+		r->part = IngestPartWriterRoute(st->writer, r->values[st->ts_att - 1]);
+		if (r->part < 0)
+		{
+			reject_row(st, r, ERRCODE_CHECK_VIOLATION,
+					   psprintf("no partition of \"%s\" holds timestamp %s",
+								RelationGetRelationName(st->rel),
+								timestamptz_to_str(DatumGetTimestampTz(r->values[st->ts_att - 1]))));
+			continue;
+		}
+		r->hash = IngestPayloadHash(desc, r->values, r->nulls);
+	}
+}
+
+static void
+load_batch(LoadState *st, LoadRow **rows, int n)
+{
+	LoadRow   **live = palloc(sizeof(LoadRow *) * n);
+	int			nlive = 0;
+	int			i;
+
+	check_rows(st, rows, n, true);
+	for (i = 0; i < n; i++)
+		if (rows[i]->state == ROW_PARSED)
+			live[nlive++] = rows[i];
+	convert_rows(st, live, 0, nlive);
+	check_rows(st, live, nlive, false);
+
+	n = nlive;
+	nlive = 0;
+	for (i = 0; i < n; i++)
+		if (live[i]->state == ROW_CONVERTED)
+			live[nlive++] = live[i];
+	IngestLedgerClaim(st->ledger, live, nlive);
+
+	for (i = 0; i < nlive; i++)
+	{
+		LoadRow    *r = live[i];
+
+		if (r->state == ROW_CONVERTED)
+		{
+			IngestPartWriterAdd(st->writer, r);
+			r->state = ROW_LOADED;
+			st->result.loaded++;
+		}
+		else if (r->state == ROW_DUPLICATE)
+		{
+			st->result.duplicates++;
+			if (r->conflict)
+				record_conflict(st, r);
+		}
+	}
+	IngestPartWriterFlush(st->writer);
+}
+
+/*
+ * Read the next batch's rows.  Reading happens in a subtransaction: input
+ * the parser cannot split at all (an unterminated quoted field) sets the
+ * rest of the input aside as one malformed row and ends the input, and the
+ * rows read before it still load.  Returns false at the end of the input.
+ */
+static bool
+read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	volatile int nread = 0;
+	volatile bool more = true;
+	Size		bytes = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		while (nread < INGEST_BATCH_ROWS && bytes < BATCH_MAX_BYTES)
+		{
+			if (!IngestParserNext(st->parser, &rowbuf[nread]))
+			{
+				more = false;
+				break;
+			}
+			rows[nread] = &rowbuf[nread];
+			bytes += strlen(rowbuf[nread].raw);
+			nread++;
+		}
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
+	*n = nread;
+	if (edata == NULL)
+		return more;
+	if (!is_data_error(edata->sqlerrcode))
+		ReThrowError(edata);
+
+	/* The malformed rest of the input is one rejected row. */
+	{
+		LoadRow    *bad = &rowbuf[nread];
+
+		memset(bad, 0, sizeof(LoadRow));
+		IngestParserPosition(st->parser, &bad->lineno, &bad->raw);
+		reject_row(st, bad, edata->sqlerrcode, edata->message);
+	}
+	FreeErrorData(edata);
+	return false;
+}
+
+IngestLoadResult
+IngestLoad(Relation rel, const char *format, bool header, List *attnums,
+		   const char *data, Size len, const char *source, bool abort_on_error)
+{
+	MemoryContext loadcxt;
+	MemoryContext batchcxt;
+	MemoryContext old;
+	EState	   *estate;
+	LoadState	st;
+	LoadRow    *rowbuf;
+	LoadRow   **rows;
+	bool		more;
+
+	memset(&st, 0, sizeof(st));
+	loadcxt = AllocSetContextCreate(CurrentMemoryContext, "ingest load",
+									ALLOCSET_DEFAULT_SIZES);
+	batchcxt = AllocSetContextCreate(loadcxt, "ingest load batch",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	old = MemoryContextSwitchTo(loadcxt);
+
+	st.rel = rel;
+	st.source = source;
+	st.abort_on_error = abort_on_error;
+	st.ntargets = list_length(attnums);
+	st.ts_att = get_attnum(RelationGetRelid(rel), "timestamp");
+	estate = CreateExecutorState();
+	st.econtext = CreateExprContext(estate);
+	st.parser = IngestParserBegin(rel, format, header, attnums, data, len);
+	st.ledger = IngestLedgerBegin(rel);
+	st.owner = IngestExtensionOwner();
+	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
+	AS_EXTENSION_OWNER(st.owner, st.reject_plan = SPI_prepare(
+		"INSERT INTO ingest.rejects (event_table, source, line_number, raw, sqlstate, message, kind) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		7, (Oid[]) {OIDOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}));
+	if (st.reject_plan == NULL)
+		elog(ERROR, "could not prepare the rejects statement: %s",
+			 SPI_result_code_string(SPI_result));
+
+	rowbuf = palloc(sizeof(LoadRow) * INGEST_BATCH_ROWS);
+	rows = palloc(sizeof(LoadRow *) * INGEST_BATCH_ROWS);
+
+	for (;;)
+	{
+		int			n = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(batchcxt);
+		ResetExprContext(st.econtext);
+		MemoryContextSwitchTo(batchcxt);
+
+		more = read_batch(&st, rowbuf, rows, &n);
+		if (n > 0)
+			load_batch(&st, rows, n);
+		if (!more)
+			break;
+	}
+
+	MemoryContextSwitchTo(loadcxt);
+	IngestPartWriterEnd(st.writer);
+	IngestLedgerEnd(st.ledger);
+	IngestParserEnd(st.parser);
+	FreeExecutorState(estate);
+
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	MemoryContextDelete(loadcxt);
+	return st.result;
+}

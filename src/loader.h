@@ -1,0 +1,117 @@
+/*-------------------------------------------------------------------------
+ *
+ * loader.h
+ *	  The bulk loader's pipeline: parse, convert, route, deduplicate, write.
+ *
+ *	  load.c		SQL entry points: argument and privilege checks
+ *	  loader.c		the batch pipeline, reject isolation, counts
+ *	  copyparse.c	input rows from COPY csv/text (PostgreSQL's own parser)
+ *					and JSON lines, and their conversion to Datums
+ *	  dedup.c		the key ledger: exact (organization_id, transaction_id)
+ *					dedup across partitions and sessions; the INSERT trigger
+ *	  partwriter.c	multi-insert of the surviving rows into day partitions
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef INGEST_LOADER_H
+#define INGEST_LOADER_H
+
+#include "access/attnum.h"
+#include "fmgr.h"
+#include "nodes/execnodes.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
+
+/* Rows per batch: one subtransaction, one ledger probe, one flush each. */
+#define INGEST_BATCH_ROWS	1000
+
+/* What became of an input row. */
+typedef enum LoadRowState
+{
+	ROW_PARSED,					/* fields read, not converted yet */
+	ROW_CONVERTED,				/* values and nulls are set */
+	ROW_REJECTED,
+	ROW_DUPLICATE,
+	ROW_LOADED
+} LoadRowState;
+
+typedef struct LoadRow
+{
+	uint64		lineno;			/* 1-based input line (first line of the row) */
+	char	   *raw;			/* the row's input text, for rejects */
+	int			nfields;
+	char	  **fields;			/* raw field text; NULL entry = SQL NULL */
+	bool	   *use_default;	/* JSON lines: key absent, take the default */
+	Datum	   *values;			/* root tuple layout */
+	bool	   *nulls;
+	int			part;			/* index in the partition map, -1 none */
+	uint64		hash;			/* payload hash (dedup.c) */
+	LoadRowState state;
+	bool		conflict;		/* duplicate whose payload differs */
+} LoadRow;
+
+/* copyparse.c */
+typedef struct IngestParser IngestParser;
+
+extern IngestParser *IngestParserBegin(Relation rel, const char *format,
+									   bool header, List *attnums,
+									   const char *data, Size len);
+extern bool IngestParserNext(IngestParser *parser, LoadRow *row);
+extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
+								ExprContext *econtext);
+extern void IngestParserPosition(IngestParser *parser, uint64 *lineno, char **raw);
+extern void IngestParserEnd(IngestParser *parser);
+extern bool IngestFormatIsKnown(const char *format);
+
+/* dedup.c */
+typedef struct IngestLedger IngestLedger;
+
+extern Oid	IngestExtensionOwner(void);
+
+/*
+ * Run a statement as the extension owner: the loader writes ingest's
+ * internal tables on behalf of users who have no grants on them.
+ */
+#define AS_EXTENSION_OWNER(owner, stmt) \
+	do { \
+		Oid			save_user_; \
+		int			save_sec_; \
+		GetUserIdAndSecContext(&save_user_, &save_sec_); \
+		SetUserIdAndSecContext((owner), save_sec_ | SECURITY_LOCAL_USERID_CHANGE | \
+							   SECURITY_RESTRICTED_OPERATION); \
+		stmt; \
+		SetUserIdAndSecContext(save_user_, save_sec_); \
+	} while (0)
+
+extern IngestLedger *IngestLedgerBegin(Relation rel);
+extern void IngestLedgerClaim(IngestLedger *ledger, LoadRow **rows, int nrows);
+extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
+extern void IngestLedgerEnd(IngestLedger *ledger);
+
+/* partwriter.c */
+typedef struct IngestPartWriter IngestPartWriter;
+
+extern IngestPartWriter *IngestPartWriterBegin(Relation rel, EState *estate, Oid owner);
+extern int	IngestPartWriterRoute(IngestPartWriter *writer, Datum timestamp);
+extern void IngestPartWriterAdd(IngestPartWriter *writer, LoadRow *row);
+extern void IngestPartWriterFlush(IngestPartWriter *writer);
+extern void IngestPartWriterEnd(IngestPartWriter *writer);
+
+/* loader.c */
+typedef struct IngestLoadResult
+{
+	int64		loaded;
+	int64		duplicates;
+	int64		rejected;
+	int64		conflicts;
+} IngestLoadResult;
+
+extern IngestLoadResult IngestLoad(Relation rel, const char *format, bool header,
+								   List *attnums, const char *data, Size len,
+								   const char *source, bool abort_on_error);
+
+/* the columns a payload names by default, in order */
+extern const char *const IngestDefaultColumns[];
+extern const int IngestNumDefaultColumns;
+
+#endif							/* INGEST_LOADER_H */

@@ -1,0 +1,237 @@
+/*-------------------------------------------------------------------------
+ *
+ * partwriter.c
+ *	  Multi-insert of loaded rows into the day partitions.
+ *
+ * Rows are routed by their timestamp to a partition from the list of
+ * attached partitions taken at the start of the load (a row whose day has
+ * none is the loader's to set aside), buffered per partition and written
+ * with table_multi_insert, then indexed, as COPY does.  Partitions are
+ * opened with ROW EXCLUSIVE, the lock INSERT takes.  Row triggers are not
+ * fired: the loader does the work of ingest's own trigger itself.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/attmap.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "loader.h"
+
+typedef struct PartTarget
+{
+	Oid			relid;
+	TimestampTz lower;
+	TimestampTz upper;
+	Relation	rel;			/* NULL until the first row */
+	ResultRelInfo *rri;
+	AttrMap    *map;			/* root to partition layout; NULL if equal */
+	BulkInsertState bistate;
+	TupleTableSlot *slots[INGEST_BATCH_ROWS];
+	int			nslots;			/* created */
+	int			nbuffered;
+} PartTarget;
+
+struct IngestPartWriter
+{
+	Relation	root;
+	EState	   *estate;
+	CommandId	cid;
+	int			nparts;
+	PartTarget *parts;			/* by lower bound */
+	MemoryContext cxt;
+};
+
+/* Attached partitions with day bounds, by lower bound (needs SPI). */
+IngestPartWriter *
+IngestPartWriterBegin(Relation root, EState *estate, Oid owner)
+{
+	IngestPartWriter *w = palloc0(sizeof(IngestPartWriter));
+	Datum		arg = ObjectIdGetDatum(RelationGetRelid(root));
+	uint64		i;
+	int			rc;
+
+	w->root = root;
+	w->estate = estate;
+	w->cid = GetCurrentCommandId(true);
+	w->cxt = CurrentMemoryContext;
+
+	AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
+		"SELECT partition_oid, lower_bound, upper_bound FROM ingest_internal.bounds "
+		" WHERE relid OPERATOR(pg_catalog.=) $1 AND NOT is_default AND NOT detach_pending "
+		"   AND lower_bound IS NOT NULL AND upper_bound IS NOT NULL "
+		" ORDER BY lower_bound",
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 0));
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not list partitions: %s", SPI_result_code_string(rc));
+
+	w->nparts = (int) SPI_processed;
+	w->parts = palloc0(sizeof(PartTarget) * Max(w->nparts, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		w->parts[i].relid = DatumGetObjectId(SPI_getbinval(t, d, 1, &isnull));
+		w->parts[i].lower = DatumGetTimestampTz(SPI_getbinval(t, d, 2, &isnull));
+		w->parts[i].upper = DatumGetTimestampTz(SPI_getbinval(t, d, 3, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return w;
+}
+
+/* The partition holding a timestamp, or -1. */
+int
+IngestPartWriterRoute(IngestPartWriter *w, Datum timestamp)
+{
+	TimestampTz ts = DatumGetTimestampTz(timestamp);
+	int			lo = 0;
+	int			hi = w->nparts - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		PartTarget *p = &w->parts[mid];
+
+		if (ts < p->lower)
+			hi = mid - 1;
+		else if (ts >= p->upper)
+			lo = mid + 1;
+		else
+			return mid;
+	}
+	return -1;
+}
+
+static void
+open_target(IngestPartWriter *w, PartTarget *p)
+{
+	MemoryContext old = MemoryContextSwitchTo(w->cxt);
+
+	p->rel = table_open(p->relid, RowExclusiveLock);
+	p->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(p->rri, p->rel, 0, NULL, 0);
+	ExecOpenIndices(p->rri, false);
+	p->map = build_attrmap_by_name_if_req(RelationGetDescr(w->root),
+										  RelationGetDescr(p->rel));
+	p->bistate = GetBulkInsertState();
+	MemoryContextSwitchTo(old);
+}
+
+static void
+flush_target(IngestPartWriter *w, PartTarget *p)
+{
+	int			i;
+
+	if (p->nbuffered == 0)
+		return;
+	table_multi_insert(p->rel, p->slots, p->nbuffered, w->cid, 0, p->bistate);
+	if (p->rri->ri_NumIndices > 0)
+	{
+		for (i = 0; i < p->nbuffered; i++)
+		{
+			List	   *recheck;
+
+			recheck = ExecInsertIndexTuples(p->rri, p->slots[i], w->estate,
+											false, false, NULL, NIL);
+			list_free(recheck);
+			ResetPerTupleExprContext(w->estate);
+		}
+	}
+	for (i = 0; i < p->nbuffered; i++)
+		ExecClearTuple(p->slots[i]);
+	p->nbuffered = 0;
+}
+
+/* Buffer a converted row for its partition (row->part). */
+void
+IngestPartWriterAdd(IngestPartWriter *w, LoadRow *row)
+{
+	PartTarget *p = &w->parts[row->part];
+	TupleTableSlot *slot;
+	int			natts;
+	int			i;
+
+	if (p->rel == NULL)
+		open_target(w, p);
+	if (p->nbuffered == INGEST_BATCH_ROWS)
+		flush_target(w, p);
+	if (p->nbuffered == p->nslots)
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->cxt);
+
+		p->slots[p->nslots++] = table_slot_create(p->rel, NULL);
+		MemoryContextSwitchTo(old);
+	}
+
+	slot = p->slots[p->nbuffered++];
+	ExecClearTuple(slot);
+	natts = slot->tts_tupleDescriptor->natts;
+	for (i = 0; i < natts; i++)
+	{
+		int			src = p->map ? p->map->attnums[i] - 1 : i;
+
+		if (src < 0)
+		{
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+		}
+		else
+		{
+			slot->tts_values[i] = row->values[src];
+			slot->tts_isnull[i] = row->nulls[src];
+		}
+	}
+	ExecStoreVirtualTuple(slot);
+
+	/* CHECK constraints of adopted tables still hold. */
+	if (p->rel->rd_att->constr && p->rel->rd_att->constr->num_check > 0)
+		ExecConstraints(p->rri, slot, w->estate);
+}
+
+/*
+ * Write every buffered row.  The loader calls this at the end of each batch:
+ * the slots point into the batch's memory.
+ */
+void
+IngestPartWriterFlush(IngestPartWriter *w)
+{
+	int			i;
+
+	for (i = 0; i < w->nparts; i++)
+		if (w->parts[i].rel)
+			flush_target(w, &w->parts[i]);
+}
+
+void
+IngestPartWriterEnd(IngestPartWriter *w)
+{
+	int			i;
+	int			j;
+
+	for (i = 0; i < w->nparts; i++)
+	{
+		PartTarget *p = &w->parts[i];
+
+		if (p->rel == NULL)
+			continue;
+		flush_target(w, p);
+		ExecCloseIndices(p->rri);
+		FreeBulkInsertState(p->bistate);
+		table_finish_bulk_insert(p->rel, 0);
+		for (j = 0; j < p->nslots; j++)
+			ExecDropSingleTupleTableSlot(p->slots[j]);
+		table_close(p->rel, NoLock);
+	}
+}
