@@ -16,7 +16,8 @@ OBJS = \
 	src/loader.o \
 	src/copyparse.o \
 	src/dedup.o \
-	src/partwriter.o
+	src/partwriter.o \
+	src/copyhook.o
 
 # The install script is the concatenation of these fragments, in this order.
 SQL_FRAGMENTS = \

@@ -114,6 +114,19 @@ SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', format => 'jsonl', hea
 SELECT regress.try($$SELECT * FROM ingest.load('ld', '\xff'::bytea)$$);
 SELECT regress.try($$SELECT ingest.configure('ld', on_error => 'ignore')$$);
 
+-- a server-side file
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-000000000012', 'f' || g, 'c', 'api', now(), '{}',
+                                   CASE WHEN g = 2 THEN 'bad' ELSE g::text END, NULL
+                              FROM generate_series(1, 3) g) TO %L (FORMAT csv)$q$,
+                   current_setting('data_directory') || '/ingest_load.csv');
+END $$;
+SELECT * FROM ingest.load_file('ld', current_setting('data_directory') || '/ingest_load.csv');
+SELECT line_number, sqlstate, source LIKE 'file %/ingest_load.csv' AS from_file
+  FROM ingest.rejects WHERE source LIKE 'file %';
+SELECT transaction_id FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000012' ORDER BY 1;
+SELECT regress.try($$SELECT * FROM ingest.load_file('ld', '/nonexistent/file.csv')$$);
+
 -- privileges as for COPY FROM: INSERT on the table or on every named column
 CREATE ROLE loader_role;
 GRANT USAGE ON SCHEMA regress TO loader_role;
@@ -128,6 +141,8 @@ SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000010,p1,c,k,' |
                           columns => ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp']);
 -- the loader's rejects are visible to it, for the tables it can read: none here
 SELECT count(*) FROM ingest.rejects;
+-- server files need pg_read_server_files
+SELECT regress.try($$SELECT * FROM ingest.load_file('ld', '/etc/hostname')$$);
 RESET ROLE;
 GRANT INSERT ON ld TO loader_role;
 SET ROLE loader_role;

@@ -79,8 +79,8 @@ IngestFormatIsKnown(const char *format)
 }
 
 IngestParser *
-IngestParserBegin(Relation rel, const char *format, bool header, List *attnums,
-				  const char *data, Size len)
+IngestParserBegin(Relation rel, const char *format, bool header,
+				  List *copy_options, List *attnums, const char *data, Size len)
 {
 	IngestParser *p = palloc0(sizeof(IngestParser));
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -130,22 +130,27 @@ IngestParserBegin(Relation rel, const char *format, bool header, List *attnums,
 
 	if (!p->jsonl)
 	{
-		List	   *options = NIL;
+		List	   *options = copy_options;
 		List	   *names = NIL;
 		ParseState *pstate = make_parsestate(NULL);
 
-		options = lappend(options, makeDefElem("format", (Node *) makeString(pstrdup(format)), -1));
-		if (header)
-			options = lappend(options, makeDefElem("header", (Node *) makeString("true"), -1));
-		/* the payload is already in the database encoding */
-		options = lappend(options, makeDefElem("encoding",
-											   (Node *) makeString(pstrdup(GetDatabaseEncodingName())), -1));
+		/* ingest.load() passes no COPY options: it has its own arguments */
+		if (options == NIL)
+		{
+			options = lappend(options, makeDefElem("format", (Node *) makeString(pstrdup(format)), -1));
+			if (header)
+				options = lappend(options, makeDefElem("header", (Node *) makeString("true"), -1));
+			/* the payload is already in the database encoding */
+			options = lappend(options, makeDefElem("encoding",
+												   (Node *) makeString(pstrdup(GetDatabaseEncodingName())), -1));
+		}
 		for (i = 0; i < p->ntargets; i++)
 			names = lappend(names, makeString(p->target_names[i]));
 
+		/* No payload: COPY FROM STDIN reads the client's COPY data. */
 		reading = p;
-		p->cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_payload,
-								  names, options);
+		p->cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false,
+								  data ? read_payload : NULL, names, options);
 		reading = NULL;
 		p->errcallback.callback = CopyFromErrorCallback;
 		p->errcallback.arg = (void *) p->cstate;
@@ -219,6 +224,13 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 			row->fields[i] = fields[i] ? pstrdup(fields[i]) : NULL;
 		return true;
 	}
+}
+
+/* Whether rows come from the client's COPY data rather than a payload. */
+bool
+IngestParserFromClient(IngestParser *p)
+{
+	return p->data == NULL && !p->jsonl;
 }
 
 /*

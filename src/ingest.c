@@ -29,6 +29,7 @@ int			ingest_lock_timeout = 1000;
 int			ingest_max_drops_per_run = 7;
 int			ingest_log_retention = 7 * 24 * 3600;
 int			ingest_max_event_bytes = 1024 * 1024;
+bool		ingest_copy_hook = true;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -114,6 +115,14 @@ define_settings(void)
 							1024 * 1024, 1024, 512 * 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ingest.copy_hook",
+							 "Sends COPY FROM STDIN into managed tables through the loader.",
+							 "Needs shared_preload_libraries.",
+							 &ingest_copy_hook,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ingest");
 }

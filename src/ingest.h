@@ -27,6 +27,7 @@ extern int	ingest_lock_timeout;	/* milliseconds */
 extern int	ingest_max_drops_per_run;
 extern int	ingest_log_retention;	/* seconds */
 extern int	ingest_max_event_bytes;
+extern bool ingest_copy_hook;
 
 /* registry.c */
 extern void IngestRegistryShmemRequest(void);

@@ -11,7 +11,10 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
 #include "access/table.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -20,15 +23,17 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "storage/fd.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 
 #include "loader.h"
 
 /* The table's on_error policy, or NULL when it is not managed. */
-static char *
-table_on_error(Oid relid)
+char *
+IngestTableOnError(Oid relid)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		arg = ObjectIdGetDatum(relid);
@@ -106,8 +111,8 @@ target_columns(Relation rel, ArrayType *columns)
 }
 
 /* INSERT on the table, or on every named column, as COPY FROM checks. */
-static void
-check_privileges(Relation rel, List *attnums)
+void
+IngestCheckLoadPrivileges(Relation rel, List *attnums)
 {
 	Oid			relid = RelationGetRelid(rel);
 	ListCell   *lc;
@@ -125,13 +130,13 @@ check_privileges(Relation rel, List *attnums)
 	if (check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("ingest.load() is not supported for tables with row-level security"),
+				 errmsg("loading through ingest is not supported for tables with row-level security"),
 				 errhint("Use INSERT statements instead.")));
 }
 
-/* Shared by the text and bytea forms. */
+/* Shared by the text, bytea and file forms. */
 static Datum
-load_common(FunctionCallInfo fcinfo, const char *data, Size len)
+load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *source)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			relid;
@@ -165,7 +170,7 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len)
 				 errmsg("unrecognized on_error \"%s\"", on_error),
 				 errhint("Use \"reject\" or \"abort\".")));
 
-	policy = table_on_error(relid);
+	policy = IngestTableOnError(relid);
 	if (policy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -177,9 +182,9 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len)
 
 	rel = table_open(relid, RowExclusiveLock);
 	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));
-	check_privileges(rel, attnums);
+	IngestCheckLoadPrivileges(rel, attnums);
 
-	r = IngestLoad(rel, format, header, attnums, data, len, "ingest.load",
+	r = IngestLoad(rel, format, header, NIL, attnums, data, len, source,
 				   strcmp(on_error, "abort") == 0);
 	table_close(rel, NoLock);
 
@@ -204,7 +209,8 @@ ingest_load_text(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("data must not be null")));
 	data = PG_GETARG_TEXT_PP(1);
-	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data));
+	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
+					   "ingest.load");
 }
 
 PG_FUNCTION_INFO_V1(ingest_load_bytea);
@@ -222,5 +228,59 @@ ingest_load_bytea(PG_FUNCTION_ARGS)
 	data = PG_GETARG_BYTEA_PP(1);
 	(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA_ANY(data),
 						   VARSIZE_ANY_EXHDR(data), false);
-	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data));
+	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
+					   "ingest.load");
+}
+
+PG_FUNCTION_INFO_V1(ingest_load_file);
+
+/*
+ * ingest.load_file(tbl, path, ...): a server-side file, for members of
+ * pg_read_server_files, as for COPY FROM a file.
+ */
+Datum
+ingest_load_file(PG_FUNCTION_ARGS)
+{
+	char	   *path;
+	FILE	   *file;
+	struct stat st;
+	char	   *buf;
+	size_t		nread;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("path must not be null")));
+	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to load from a file"),
+				 errdetail("Only roles with privileges of the \"pg_read_server_files\" role may load from a file.")));
+
+	path = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	file = AllocateFile(path, PG_BINARY_R);
+	if (file == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open file \"%s\" for reading: %m", path)));
+	if (fstat(fileno(file), &st) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat file \"%s\": %m", path)));
+	/* the same bound as a text argument */
+	if ((Size) st.st_size >= MaxAllocSize)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("file \"%s\" is too large", path),
+				 errhint("Split it into files under 1 GB.")));
+	buf = palloc((Size) st.st_size + 1);
+	nread = fread(buf, 1, (size_t) st.st_size, file);
+	if (ferror(file))
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m", path)));
+	FreeFile(file);
+	buf[nread] = '\0';
+	(void) pg_verify_mbstr(GetDatabaseEncoding(), buf, (int) nread, false);
+	return load_common(fcinfo, buf, nread, psprintf("file %s", path));
 }

@@ -330,7 +330,8 @@ read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 	*n = nread;
 	if (edata == NULL)
 		return more;
-	if (!is_data_error(edata->sqlerrcode))
+	/* From a client, the rest of its COPY data cannot be skipped here. */
+	if (!is_data_error(edata->sqlerrcode) || IngestParserFromClient(st->parser))
 		ReThrowError(edata);
 
 	/* The malformed rest of the input is one rejected row. */
@@ -346,8 +347,9 @@ read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 }
 
 IngestLoadResult
-IngestLoad(Relation rel, const char *format, bool header, List *attnums,
-		   const char *data, Size len, const char *source, bool abort_on_error)
+IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
+		   List *attnums, const char *data, Size len, const char *source,
+		   bool abort_on_error)
 {
 	MemoryContext loadcxt;
 	MemoryContext batchcxt;
@@ -375,7 +377,7 @@ IngestLoad(Relation rel, const char *format, bool header, List *attnums,
 	st.ts_att = get_attnum(RelationGetRelid(rel), "timestamp");
 	estate = CreateExecutorState();
 	st.econtext = CreateExprContext(estate);
-	st.parser = IngestParserBegin(rel, format, header, attnums, data, len);
+	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len);
 	st.ledger = IngestLedgerBegin(rel);
 	st.owner = IngestExtensionOwner();
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);

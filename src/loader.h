@@ -10,6 +10,7 @@
  *	  dedup.c		the key ledger: exact (organization_id, transaction_id)
  *					dedup across partitions and sessions; the INSERT trigger
  *	  partwriter.c	multi-insert of the surviving rows into day partitions
+ *	  copyhook.c	COPY ... FROM STDIN into a managed table, through the loader
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +20,8 @@
 #include "access/attnum.h"
 #include "fmgr.h"
 #include "nodes/execnodes.h"
+#include "nodes/parsenodes.h"
+#include "tcop/cmdtag.h"
 #include "nodes/pg_list.h"
 #include "utils/relcache.h"
 
@@ -54,11 +57,12 @@ typedef struct LoadRow
 typedef struct IngestParser IngestParser;
 
 extern IngestParser *IngestParserBegin(Relation rel, const char *format,
-									   bool header, List *attnums,
-									   const char *data, Size len);
+									   bool header, List *copy_options,
+									   List *attnums, const char *data, Size len);
 extern bool IngestParserNext(IngestParser *parser, LoadRow *row);
 extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
 								ExprContext *econtext);
+extern bool IngestParserFromClient(IngestParser *parser);
 extern void IngestParserPosition(IngestParser *parser, uint64 *lineno, char **raw);
 extern void IngestParserEnd(IngestParser *parser);
 extern bool IngestFormatIsKnown(const char *format);
@@ -107,8 +111,17 @@ typedef struct IngestLoadResult
 } IngestLoadResult;
 
 extern IngestLoadResult IngestLoad(Relation rel, const char *format, bool header,
-								   List *attnums, const char *data, Size len,
+								   List *copy_options, List *attnums,
+								   const char *data, Size len,
 								   const char *source, bool abort_on_error);
+
+/* load.c: the checks ingest.load and COPY share */
+extern char *IngestTableOnError(Oid relid);
+extern void IngestCheckLoadPrivileges(Relation rel, List *attnums);
+
+/* copyhook.c */
+extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,
+						   QueryCompletion *qc);
 
 /* the columns a payload names by default, in order */
 extern const char *const IngestDefaultColumns[];

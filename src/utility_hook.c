@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * utility_hook.c
- *	  ProcessUtility hook: stop a database's worker before DROP DATABASE.
+ *	  ProcessUtility hook: stop a database's worker before DROP DATABASE;
+ *	  send COPY FROM STDIN into a managed table through the loader.
  *
  * A worker stays connected to its database, which would make DROP DATABASE
  * fail with "database is being accessed by other users".  So the dropping
@@ -21,6 +22,7 @@
 #include "utils/acl.h"
 
 #include "ingest.h"
+#include "loader.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
@@ -55,6 +57,9 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	if (IsA(pstmt->utilityStmt, DropdbStmt))
 		stop_database_worker(((DropdbStmt *) pstmt->utilityStmt)->dbname);
+	if (IsA(pstmt->utilityStmt, CopyStmt) &&
+		IngestCopyHook((CopyStmt *) pstmt->utilityStmt, queryString, qc))
+		return;
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,

@@ -97,4 +97,14 @@ AS 'MODULE_PATHNAME', 'ingest_load_bytea';
 COMMENT ON FUNCTION ingest.load(regclass, bytea, text, boolean, text[], text) IS
     'Load events from bytes in the database encoding (csv, text or jsonl), like ingest.load(regclass, text, ...)';
 
+CREATE FUNCTION ingest.load_file(tbl regclass, path text, format text DEFAULT 'csv',
+                                 header boolean DEFAULT false, columns text[] DEFAULT NULL,
+                                 on_error text DEFAULT NULL)
+RETURNS TABLE(loaded bigint, duplicates bigint, rejected bigint, conflicts bigint)
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_load_file';
+COMMENT ON FUNCTION ingest.load_file(regclass, text, text, boolean, text[], text) IS
+    'Load events from a server-side file (members of pg_read_server_files), like ingest.load';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

@@ -1,0 +1,100 @@
+/*-------------------------------------------------------------------------
+ *
+ * copyhook.c
+ *	  COPY ... FROM STDIN into a managed table, through the loader.
+ *
+ * Any client's COPY support (psql \copy, psycopg, pgx CopyFrom, JDBC
+ * CopyManager, pg-copy-streams) then gets the loader's dedup, rejects and
+ * multi-insert, with the COPY data streamed from the client in batches.
+ * The command tag reports the rows loaded; a NOTICE reports duplicates and
+ * rejects.  COPY forms the loader does not take (binary, WHERE, FREEZE,
+ * files, programs) run as plain COPY, where ingest's row trigger still
+ * deduplicates.  Off with ingest.copy_hook.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "commands/copy.h"
+#include "commands/defrem.h"
+#include "commands/extension.h"
+#include "storage/lmgr.h"
+#include "tcop/cmdtag.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "ingest.h"
+#include "loader.h"
+
+/* The format a COPY option list asks for; NULL when the loader won't take it. */
+static const char *
+copy_format(List *options)
+{
+	const char *format = "text";
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *opt = lfirst_node(DefElem, lc);
+
+		if (strcmp(opt->defname, "format") == 0)
+			format = defGetString(opt);
+		else if (strcmp(opt->defname, "freeze") == 0)
+			return NULL;
+	}
+	if (strcmp(format, "csv") != 0 && strcmp(format, "text") != 0)
+		return NULL;
+	return format;
+}
+
+/*
+ * Load a COPY FROM STDIN into a managed table.  Returns false when the
+ * statement is not one the loader takes; the caller then runs it as usual.
+ */
+bool
+IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
+{
+	const char *format;
+	Oid			relid;
+	char	   *on_error;
+	Relation	rel;
+	List	   *attnums;
+	IngestLoadResult r;
+
+	if (!ingest_copy_hook || !stmt->is_from || stmt->relation == NULL ||
+		stmt->filename != NULL || stmt->is_program || stmt->whereClause != NULL)
+		return false;
+	format = copy_format(stmt->options);
+	if (format == NULL)
+		return false;
+
+	/* The library is preloaded everywhere; the extension may be absent here. */
+	if (!OidIsValid(get_extension_oid("ingest", true)))
+		return false;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
+		return false;
+	on_error = IngestTableOnError(relid);
+	if (on_error == NULL)
+		return false;
+
+	rel = table_open(relid, RowExclusiveLock);
+	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);
+	IngestCheckLoadPrivileges(rel, attnums);
+
+	r = IngestLoad(rel, format, false, stmt->options, attnums, NULL, 0, "COPY",
+				   strcmp(on_error, "abort") == 0);
+	table_close(rel, NoLock);
+
+	if (r.duplicates > 0 || r.rejected > 0)
+		ereport(NOTICE,
+				(errmsg("ingest: duplicate rows skipped: " INT64_FORMAT " (" INT64_FORMAT
+						" with a different payload); rows rejected: " INT64_FORMAT,
+						r.duplicates, r.conflicts, r.rejected),
+				 r.rejected > 0 ? errhint("See ingest.rejects.") : 0));
+	if (qc)
+		SetQueryCompletion(qc, CMDTAG_COPY, (uint64) r.loaded);
+	return true;
+}

@@ -1,0 +1,168 @@
+#!/bin/bash
+# Loader benchmark: rows per second of ingest.load against the usual ways of
+# landing events, on the same generated data (about 5% duplicates: repeats
+# within a chunk, across chunks, and retries re-stamped with a new
+# timestamp), in one throwaway cluster, plus ingest.load's growth curve.
+#
+#   test/bench/load_bench.sh                 # 2M rows per method, growth to 20M
+#   ROWS=200000 GROWTH=1000000 test/bench/load_bench.sh   # a quick run
+#
+# Prints a markdown table; writes it to test/bench/out/load_bench.md too.
+source "$(dirname "$0")/../env.sh"
+
+ROWS=${ROWS:-2000000}
+GROWTH=${GROWTH:-20000000}
+CHUNK=${CHUNK:-100000}
+WINDOW=${WINDOW:-2000000}
+[ "$GROWTH" -lt "$ROWS" ] && GROWTH=$ROWS
+[ "$WINDOW" -gt "$GROWTH" ] && WINDOW=$GROWTH
+
+dir=$(mktemp -d /tmp/ingest-bench.XXXXXX)
+[ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+cleanup() { asdb pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+asdb initdb -D "$dir/data" -A trust -U postgres >/dev/null
+asdb tee -a "$dir/data/postgresql.conf" >/dev/null <<EOC
+shared_preload_libraries = 'ingest'
+ingest.enabled = off
+port = 54392
+listen_addresses = ''
+unix_socket_directories = '$dir'
+shared_buffers = 2GB
+max_wal_size = 16GB
+checkpoint_timeout = 30min
+synchronous_commit = off
+EOC
+asdb pg_ctl -D "$dir/data" -l "$dir/log" -w start >/dev/null
+q() { asdb psql -X -q -t -A -h "$dir" -p 54392 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+cols="organization_id, transaction_id, external_customer_id, code, \"timestamp\", properties, value, decimal_value"
+
+q <<SQL
+CREATE EXTENSION ingest;
+-- ingest: the ledger is the only index
+SELECT ingest.create_event_table('ev_ingest', premake => 3);
+-- plain COPY, no dedup at all, a conventional index set
+SELECT ingest.create_event_table('ev_copy', premake => 3);
+SELECT ingest.unmanage_table('ev_copy');
+CREATE INDEX ON ev_copy (organization_id, "timestamp");
+CREATE INDEX ON ev_copy (organization_id, transaction_id);
+-- ON CONFLICT needs a unique arbiter, which must contain the partition key
+SELECT ingest.create_event_table('ev_stage', premake => 3);
+SELECT ingest.unmanage_table('ev_stage');
+CREATE UNIQUE INDEX ON ev_stage (organization_id, transaction_id, "timestamp");
+SELECT ingest.create_event_table('ev_multi', premake => 3);
+SELECT ingest.unmanage_table('ev_multi');
+CREATE UNIQUE INDEX ON ev_multi (organization_id, transaction_id, "timestamp");
+
+-- Row n of the data.  Every 20th row repeats a key: in the same chunk,
+-- from an earlier chunk, or as a retry re-stamped an hour later.
+CREATE FUNCTION bench_rows(first bigint, last bigint)
+RETURNS TABLE(organization_id uuid, transaction_id text, external_customer_id text,
+              code text, ts timestamptz, properties jsonb, value float8, decimal_value numeric)
+LANGUAGE sql AS \$\$
+    SELECT ('00000000-0000-4000-8000-' || lpad((k % 500)::text, 12, '0'))::uuid,
+           'tx-' || k,
+           'customer-' || (k % 5000),
+           (ARRAY['api_call', 'tokens', 'storage_gb', 'seats'])[1 + k % 4],
+           date_trunc('day', now()) + ((k * 7919) % 172800) * interval '1 second'
+             + CASE WHEN n % 60 = 40 THEN interval '1 hour' ELSE interval '0' END,
+           jsonb_build_object('model', 'm' || (k % 7), 'region', 'r' || (k % 3)),
+           (k % 100)::float8,
+           (k % 1000) / 100.0
+      FROM generate_series(first, last) n,
+           LATERAL (SELECT CASE WHEN n % 60 = 0 THEN n - 1
+                                WHEN n % 60 = 20 AND n > 150000 THEN n - 150000
+                                WHEN n % 60 = 40 THEN n - 7
+                                ELSE n END AS k) x
+\$\$;
+SQL
+
+echo "== generating $GROWTH rows in chunks of $CHUNK"
+nchunks=$(( (GROWTH + CHUNK - 1) / CHUNK ))
+for ((c = 0; c < nchunks; c++)); do
+    f=$(printf '%s/chunk%05d.csv' "$dir" "$c")
+    q -c "COPY (SELECT * FROM bench_rows($((c * CHUNK + 1)), $(((c + 1) * CHUNK)))) TO '$f' CSV"
+    if (( c * CHUNK < ROWS )); then
+        q -c "COPY (SELECT 'INSERT INTO ev_multi ($cols) VALUES ' ||
+                   string_agg(format('(%L,%L,%L,%L,%L,%L,%s,%s)', organization_id, transaction_id,
+                                     external_customer_id, code, ts, properties, value, decimal_value), ',')
+                   || ' ON CONFLICT DO NOTHING;'
+                FROM (SELECT *, row_number() OVER () AS r FROM bench_rows($((c * CHUNK + 1)), $(((c + 1) * CHUNK)))) b
+               GROUP BY (r - 1) / 1000) TO '$dir/multi$c.sql'"
+    fi
+done
+chunks_for() { echo $(( ($1 + CHUNK - 1) / CHUNK )); }
+nrows=$(chunks_for "$ROWS")
+
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%d", n / t }'; }
+
+echo "== ingest.load, growth to $GROWTH rows (windows of $WINDOW)"
+growth=""
+wstart=$(now)
+t0=$wstart
+per_window=$(( WINDOW / CHUNK ))
+for ((c = 0; c < nchunks; c++)); do
+    f=$(printf '%s/chunk%05d.csv' "$dir" "$c")
+    q -c "SELECT * FROM ingest.load('ev_ingest', pg_read_file('$f'))" >/dev/null
+    if (( (c + 1) % per_window == 0 )); then
+        t=$(now)
+        growth+="| $(( (c + 1 - per_window) * CHUNK / 1000 ))k-$(( (c + 1) * CHUNK / 1000 ))k | $(rate "$WINDOW" "$(echo "$t - $wstart" | bc)") |"$'\n'
+        wstart=$t
+    fi
+    if (( c + 1 == nrows )); then t_ingest=$(echo "$(now) - $t0" | bc); fi
+done
+
+echo "== plain COPY"
+t0=$(now)
+for ((c = 0; c < nrows; c++)); do
+    q -c "COPY ev_copy ($cols) FROM '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
+done
+t_copy=$(echo "$(now) - $t0" | bc)
+
+echo "== COPY into staging + INSERT ... ON CONFLICT DO NOTHING"
+t0=$(now)
+for ((c = 0; c < nrows; c++)); do
+    q <<SQL
+BEGIN;
+CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT $cols FROM ev_stage WITH NO DATA;
+COPY stage ($cols) FROM '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV;
+INSERT INTO ev_stage ($cols) SELECT $cols FROM stage ON CONFLICT DO NOTHING;
+COMMIT;
+SQL
+done
+t_stage=$(echo "$(now) - $t0" | bc)
+
+echo "== batched multi-row INSERT ... ON CONFLICT DO NOTHING (1000 rows a statement)"
+t0=$(now)
+for ((c = 0; c < nrows; c++)); do
+    q -f "$dir/multi$c.sql" >/dev/null
+done
+t_multi=$(echo "$(now) - $t0" | bc)
+
+stored=$(q -c "SELECT count(*) FROM ev_ingest")
+dupfree=$(q -c "SELECT count(*) = count(DISTINCT (organization_id, transaction_id)) FROM ev_ingest")
+rows_loaded=$(( nrows * CHUNK ))
+r_copy=$(rate "$rows_loaded" "$t_copy")
+out=$(cat <<EOT
+Input: $rows_loaded rows per method in chunks of $CHUNK (about 5% duplicate keys), PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores.
+
+| method | rows/s | vs plain COPY | dedup |
+|---|---|---|---|
+| ingest.load (csv) | $(rate "$rows_loaded" "$t_ingest") | $(awk -v a="$t_copy" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }') | exact, global |
+| COPY through the hook | not built yet | | |
+| plain COPY, btree (org, ts) + (org, tx) | $r_copy | 1.00 | none |
+| COPY to staging + INSERT ... ON CONFLICT | $(rate "$rows_loaded" "$t_stage") | $(awk -v a="$t_copy" -v b="$t_stage" 'BEGIN { printf "%.2f", a / b }') | per (org, tx, ts) |
+| multi-row INSERT ... ON CONFLICT | $(rate "$rows_loaded" "$t_multi") | $(awk -v a="$t_copy" -v b="$t_multi" 'BEGIN { printf "%.2f", a / b }') | per (org, tx, ts) |
+
+ingest.load growth ($GROWTH rows into one table; $stored stored, keys unique: $dupfree):
+
+| window | rows/s |
+|---|---|
+$growth
+EOT
+)
+echo "$out"
+mkdir -p "$top/test/bench/out"
+echo "$out" > "$top/test/bench/out/load_bench.md"
