@@ -24,22 +24,32 @@ $node->safe_psql('postgres', qq{
 	-- 1M rows with 5% repeated keys and one bad row
 	COPY (SELECT '00000000-0000-0000-0000-000000000001',
 				 'tx-' || CASE WHEN n % 20 = 0 THEN n - 1 ELSE n END,
-				 'c', 'api', now(), '{}', CASE WHEN n = 500 THEN 'oops' ELSE '1' END, ''
+				 'c', 'api', now(), '{}', CASE WHEN n = 500 THEN 'oops' ELSE '1' END, NULL
 			FROM generate_series(1, 1000000) n) TO '$payload' CSV;
 });
 
-# Start the load and kill the server while it runs.
+# Start the load and SIGKILL its backend while it runs: the postmaster then
+# kills every backend and recovers, as after a server crash.
 my $loader = $node->background_psql('postgres', on_error_stop => 0);
 $loader->query_until(qr/started/, qq{
 	\\echo started
 	SELECT * FROM ingest.load('ev', pg_read_file('$payload'));
 });
 ok($node->poll_query_until('postgres',
-	q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%ingest.load(%pg_read_file%' AND state = 'active')}),
+	q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%ingest.load(%pg_read_file%' AND state = 'active' AND pid <> pg_backend_pid())}),
 	'the load is running');
+my $pid = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE query LIKE '%ingest.load(%pg_read_file%' AND state = 'active' AND pid <> pg_backend_pid()});
 sleep(1);
-$node->kill9;
+kill 'KILL', $pid;
 eval { $loader->quit; };
+# The test cluster has restart_after_crash off: wait for it to go down.
+for (my $i = 0; $i < 600 && -e $node->data_dir . '/postmaster.pid'; $i++)
+{
+	select(undef, undef, undef, 0.1);
+}
+ok($node->log_contains('terminated by signal 9'), 'the loading backend was killed');
+$node->_update_pid(0);
 $node->start;
 
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ev'), '1',
