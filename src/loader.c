@@ -126,30 +126,21 @@ is_data_error(int sqlerrcode)
 }
 
 /*
- * Convert rows[lo..hi) in one subtransaction; on a data error, split the
- * range and retry, until the bad rows stand alone and are set aside.
+ * Run fn(st, arg) in a subtransaction.  Returns NULL, or the data error it
+ * raised (rolled back); any other error is re-thrown.
  */
-static void
-convert_rows(LoadState *st, LoadRow **rows, int lo, int hi)
+static ErrorData *
+try_in_subxact(void (*fn) (LoadState *, void *), LoadState *st, void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	ErrorData  *volatile edata = NULL;
-	int			i;
-	int			mid;
-
-	if (lo >= hi)
-		return;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		for (i = lo; i < hi; i++)
-		{
-			if (rows[i]->state == ROW_PARSED)
-				IngestParserConvert(st->parser, rows[i], st->econtext);
-		}
+		fn(st, arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -163,10 +154,49 @@ convert_rows(LoadState *st, LoadRow **rows, int lo, int hi)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 
+	if (edata != NULL && !is_data_error(edata->sqlerrcode))
+		ReThrowError(edata);
+	return edata;
+}
+
+/* Rows to convert, for try_in_subxact. */
+typedef struct RowRange
+{
+	LoadRow   **rows;
+	int			lo;
+	int			hi;
+} RowRange;
+
+static void
+convert_range(LoadState *st, void *arg)
+{
+	RowRange   *r = (RowRange *) arg;
+	int			i;
+
+	for (i = r->lo; i < r->hi; i++)
+	{
+		if (r->rows[i]->state == ROW_PARSED)
+			IngestParserConvert(st->parser, r->rows[i], st->econtext);
+	}
+}
+
+/*
+ * Convert rows[lo..hi) in one subtransaction; on a data error, split the
+ * range and retry, until the bad rows stand alone and are set aside.
+ */
+static void
+convert_rows(LoadState *st, LoadRow **rows, int lo, int hi)
+{
+	RowRange	range = {rows, lo, hi};
+	ErrorData  *edata;
+	int			i;
+	int			mid;
+
+	if (lo >= hi)
+		return;
+	edata = try_in_subxact(convert_range, st, &range);
 	if (edata == NULL)
 		return;
-	if (!is_data_error(edata->sqlerrcode))
-		ReThrowError(edata);
 
 	if (hi - lo == 1)
 	{
@@ -283,6 +313,34 @@ load_batch(LoadState *st, LoadRow **rows, int n)
 	IngestPartWriterFlush(st->writer);
 }
 
+/* A batch being read, for try_in_subxact. */
+typedef struct BatchRead
+{
+	LoadRow    *rowbuf;
+	LoadRow   **rows;
+	int			n;
+	bool		more;
+} BatchRead;
+
+static void
+read_rows(LoadState *st, void *arg)
+{
+	BatchRead  *b = (BatchRead *) arg;
+	Size		bytes = 0;
+
+	while (b->n < INGEST_BATCH_ROWS && bytes < BATCH_MAX_BYTES)
+	{
+		if (!IngestParserNext(st->parser, &b->rowbuf[b->n]))
+		{
+			b->more = false;
+			break;
+		}
+		b->rows[b->n] = &b->rowbuf[b->n];
+		bytes += strlen(b->rowbuf[b->n].raw);
+		b->n++;
+	}
+}
+
 /*
  * Read the next batch's rows.  Reading happens in a subtransaction: input
  * the parser cannot split at all (an unterminated quoted field) sets the
@@ -292,51 +350,19 @@ load_batch(LoadState *st, LoadRow **rows, int n)
 static bool
 read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-	volatile int nread = 0;
-	volatile bool more = true;
-	Size		bytes = 0;
+	BatchRead	b = {rowbuf, rows, 0, true};
+	ErrorData  *edata = try_in_subxact(read_rows, st, &b);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		while (nread < INGEST_BATCH_ROWS && bytes < BATCH_MAX_BYTES)
-		{
-			if (!IngestParserNext(st->parser, &rowbuf[nread]))
-			{
-				more = false;
-				break;
-			}
-			rows[nread] = &rowbuf[nread];
-			bytes += strlen(rowbuf[nread].raw);
-			nread++;
-		}
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-
-	*n = nread;
+	*n = b.n;
 	if (edata == NULL)
-		return more;
+		return b.more;
 	/* From a client, the rest of its COPY data cannot be skipped here. */
-	if (!is_data_error(edata->sqlerrcode) || IngestParserFromClient(st->parser))
+	if (IngestParserFromClient(st->parser))
 		ReThrowError(edata);
 
 	/* The malformed rest of the input is one rejected row. */
 	{
-		LoadRow    *bad = &rowbuf[nread];
+		LoadRow    *bad = &rowbuf[b.n];
 
 		memset(bad, 0, sizeof(LoadRow));
 		IngestParserPosition(st->parser, &bad->lineno, &bad->raw);

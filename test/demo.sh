@@ -3,23 +3,10 @@
 # ingest preloaded, and show a managed event table at work.
 source "$(dirname "$0")/env.sh"
 
-dir=$(mktemp -d /tmp/ingest-demo.XXXXXX)
-[ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
-cleanup() { asdb pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
-trap cleanup EXIT
+throwaway_cluster 54390 "ingest.maintenance_interval = 1"
+echo "== throwaway cluster started in $cluster_dir (port 54390)"
 
-asdb initdb -D "$dir/data" -A trust -U postgres >/dev/null
-asdb tee -a "$dir/data/postgresql.conf" >/dev/null <<EOC
-shared_preload_libraries = 'ingest'
-ingest.maintenance_interval = 1
-port = 54390
-listen_addresses = ''
-unix_socket_directories = '$dir'
-EOC
-asdb pg_ctl -D "$dir/data" -l "$dir/log" -w start >/dev/null
-echo "== throwaway cluster started in $dir (socket $dir, port 54390)"
-
-run() { asdb psql -X -h "$dir" -p 54390 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+run() { as_pg psql -X -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 run -e <<'SQL'
 CREATE EXTENSION ingest;
@@ -29,11 +16,23 @@ CREATE EXTENSION ingest;
 SELECT ingest.create_event_table('usage_events', retention => '30 days');
 SELECT partition, day, lower_bound, upper_bound, state FROM ingest.partitions;
 
--- Some usage events.
-INSERT INTO usage_events (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value)
-SELECT '6f1c1f4e-0000-4000-8000-000000000001', 'tx-' || g, 'customer-' || (g % 7), 'api_call',
-       now() - (g % 20) * interval '1 minute', jsonb_build_object('model', 'm' || (g % 3)), 1
-  FROM generate_series(1, 1000) g;
+-- 1,000 usage events through the loader, then the same payload again plus
+-- 10 new events, a retry re-stamped an hour later and a bad row.
+SELECT string_agg(format('6f1c1f4e-0000-4000-8000-000000000001,tx-%s,customer-%s,api_call,%s,"{""model"": ""m%s""}",1,',
+                         g, g % 7, now() - (g % 20) * interval '1 minute', g % 3), E'\n') AS payload
+  FROM generate_series(1, 1000) g \gset
+\set ECHO none
+\echo '-- SELECT * FROM ingest.load(''usage_events'', <1,000 csv rows>);'
+SELECT * FROM ingest.load('usage_events', :'payload');
+\echo '-- the same 1,000 rows again, 10 new, a retry re-stamped an hour later, a bad row:'
+SELECT * FROM ingest.load('usage_events', :'payload' || E'\n'
+    || (SELECT string_agg(format('6f1c1f4e-0000-4000-8000-000000000001,tx-%s,customer-1,api_call,%s,{},1,', g, now()), E'\n')
+          FROM generate_series(1001, 1010) g)
+    || E'\n6f1c1f4e-0000-4000-8000-000000000001,tx-5,customer-5,api_call,' || (now() + interval '1 hour') || E',{},1,'
+    || E'\nnot-a-uuid,tx-x,customer-1,api_call,' || now() || E',{},1,');
+\set ECHO queries
+SELECT count(*) AS events, count(DISTINCT transaction_id) AS distinct_keys FROM usage_events;
+SELECT line_number, sqlstate, kind, message FROM ingest.rejects ORDER BY id;
 SELECT code, external_customer_id, count(*) FROM usage_events GROUP BY 1, 2 ORDER BY 2;
 
 -- A partition 40 days old: the worker retires it (DETACH CONCURRENTLY, then DROP).

@@ -3,6 +3,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
+source test/cluster.sh
 test/deps.sh
 export PATH=/usr/lib/postgresql/15/bin:$PATH
 make -s >/dev/null
@@ -12,9 +13,7 @@ if [ "$(id -u)" -eq 0 ]; then
     work=$(mktemp -d /tmp/ingest.XXXXXX)
     cp -a "$top"/. "$work"/
     chown -R postgres: "$work"
-    asdb() { runuser -u postgres -- env PATH="$PATH" "$@"; }
 else
     make -s install >/dev/null
     work=$top
-    asdb() { "$@"; }
 fi

@@ -9,7 +9,7 @@ failed=0
 suite() {
     local name=$1; shift
     echo "=== $name"
-    if asdb "$@"; then
+    if as_pg "$@"; then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))

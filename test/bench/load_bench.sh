@@ -17,25 +17,10 @@ WINDOW=${WINDOW:-2000000}
 [ "$GROWTH" -lt "$ROWS" ] && GROWTH=$ROWS
 [ "$WINDOW" -gt "$GROWTH" ] && WINDOW=$GROWTH
 
-dir=$(mktemp -d /tmp/ingest-bench.XXXXXX)
-[ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
-cleanup() { asdb pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
-trap cleanup EXIT
-
-asdb initdb -D "$dir/data" -A trust -U postgres >/dev/null
-asdb tee -a "$dir/data/postgresql.conf" >/dev/null <<EOC
-shared_preload_libraries = 'ingest'
-ingest.enabled = off
-port = 54392
-listen_addresses = ''
-unix_socket_directories = '$dir'
-shared_buffers = 2GB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-synchronous_commit = off
-EOC
-asdb pg_ctl -D "$dir/data" -l "$dir/log" -w start >/dev/null
-q() { asdb psql -X -q -t -A -h "$dir" -p 54392 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+throwaway_cluster 54392 "ingest.enabled = off" "shared_buffers = 2GB" \
+    "max_wal_size = 16GB" "checkpoint_timeout = 30min" "synchronous_commit = off"
+dir=$cluster_dir
+q() { as_pg psql -X -q -t -A -d postgres -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 cols="organization_id, transaction_id, external_customer_id, code, \"timestamp\", properties, value, decimal_value"
 
