@@ -52,6 +52,21 @@ SELECT transaction_id, properties, value, decimal_value FROM ld WHERE code = 'to
 -- bytea carries the same formats
 SELECT * FROM ingest.load('ld', convert_to(regress.csv(5, 'by', 2), 'UTF8'));
 
+-- COPY binary, as bytea: a NULL in a NOT NULL column is still set aside
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-000000000013'::uuid, 'b' || g,
+                                   CASE WHEN g = 2 THEN NULL ELSE 'c' END, 'api', now(), '{"b": 1}'::jsonb, g::float8, 0.5
+                              FROM generate_series(1, 3) g) TO %L (FORMAT binary)$q$,
+                   current_setting('data_directory') || '/ingest_load.bin');
+END $$;
+SELECT * FROM ingest.load('ld', pg_read_binary_file(current_setting('data_directory') || '/ingest_load.bin'),
+                          format => 'binary');
+SELECT * FROM ingest.load('ld', pg_read_binary_file(current_setting('data_directory') || '/ingest_load.bin'),
+                          format => 'binary');
+SELECT transaction_id, properties, value FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000013' ORDER BY 1;
+SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', format => 'binary')$$);
+SELECT regress.try($$SELECT * FROM ingest.load('ld', '\x0102'::bytea, format => 'binary')$$);
+
 -- every reject class, with the other rows loaded
 SET ingest.max_event_bytes = '2kB';
 SELECT * FROM ingest.load('ld',

@@ -44,7 +44,8 @@ copy_format(List *options)
 		else if (strcmp(opt->defname, "freeze") == 0)
 			return NULL;
 	}
-	if (strcmp(format, "csv") != 0 && strcmp(format, "text") != 0)
+	if (strcmp(format, "csv") != 0 && strcmp(format, "text") != 0 &&
+		strcmp(format, "binary") != 0)
 		return NULL;
 	return format;
 }

@@ -36,6 +36,8 @@ struct IngestParser
 {
 	Relation	rel;
 	bool		jsonl;
+	bool		binary;			/* COPY binary: NextCopyFrom converts */
+	ExprContext *econtext;
 	int			ntargets;
 	AttrNumber *targets;		/* columns the input names, in order */
 	char	  **target_names;
@@ -75,12 +77,13 @@ bool
 IngestFormatIsKnown(const char *format)
 {
 	return strcmp(format, "csv") == 0 || strcmp(format, "text") == 0 ||
-		strcmp(format, "jsonl") == 0;
+		strcmp(format, "jsonl") == 0 || strcmp(format, "binary") == 0;
 }
 
 IngestParser *
 IngestParserBegin(Relation rel, const char *format, bool header,
-				  List *copy_options, List *attnums, const char *data, Size len)
+				  List *copy_options, List *attnums, const char *data, Size len,
+				  ExprContext *econtext)
 {
 	IngestParser *p = palloc0(sizeof(IngestParser));
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -90,6 +93,8 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 
 	p->rel = rel;
 	p->jsonl = strcmp(format, "jsonl") == 0;
+	p->binary = strcmp(format, "binary") == 0;
+	p->econtext = econtext;
 	p->data = data;
 	p->len = len;
 	p->ntargets = list_length(attnums);
@@ -141,8 +146,9 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 			if (header)
 				options = lappend(options, makeDefElem("header", (Node *) makeString("true"), -1));
 			/* the payload is already in the database encoding */
-			options = lappend(options, makeDefElem("encoding",
-												   (Node *) makeString(pstrdup(GetDatabaseEncodingName())), -1));
+			if (!p->binary)
+				options = lappend(options, makeDefElem("encoding",
+													   (Node *) makeString(pstrdup(GetDatabaseEncodingName())), -1));
 		}
 		for (i = 0; i < p->ntargets; i++)
 			names = lappend(names, makeString(p->target_names[i]));
@@ -200,6 +206,28 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 			return true;
 		}
 	}
+	else if (p->binary)
+	{
+		int			natts = RelationGetDescr(p->rel)->natts;
+		bool		found;
+
+		/* Binary fields convert as they are read; defaults are filled in. */
+		row->values = palloc(sizeof(Datum) * natts);
+		row->nulls = palloc(sizeof(bool) * natts);
+		reading = p;
+		p->errcallback.previous = error_context_stack;
+		error_context_stack = &p->errcallback;
+		found = NextCopyFrom(p->cstate, p->econtext, row->values, row->nulls);
+		error_context_stack = p->errcallback.previous;
+		reading = NULL;
+		if (!found)
+			return false;
+		row->lineno = p->cstate->cur_lineno;
+		row->raw = pstrdup("");
+		row->nfields = -1;
+		row->state = ROW_CONVERTED;
+		return true;
+	}
 	else
 	{
 		char	  **fields;
@@ -226,11 +254,15 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 	}
 }
 
-/* Whether rows come from the client's COPY data rather than a payload. */
+/*
+ * Whether the parser can go on after input it could not split: not from a
+ * client's COPY stream (the rest of it cannot be skipped here), nor in
+ * binary, where a bad field leaves the position inside its row.
+ */
 bool
-IngestParserFromClient(IngestParser *p)
+IngestParserCanSkipBadInput(IngestParser *p)
 {
-	return p->data == NULL && !p->jsonl;
+	return p->jsonl || (p->data != NULL && !p->binary);
 }
 
 /*
@@ -240,9 +272,9 @@ IngestParserFromClient(IngestParser *p)
 void
 IngestParserPosition(IngestParser *p, uint64 *lineno, char **raw)
 {
-	if (p->jsonl)
+	if (p->jsonl || p->binary)
 	{
-		*lineno = p->lineno;
+		*lineno = p->jsonl ? p->lineno : p->cstate->cur_lineno;
 		*raw = pstrdup("");
 		return;
 	}

@@ -136,7 +136,8 @@ IngestCheckLoadPrivileges(Relation rel, List *attnums)
 
 /* Shared by the text, bytea and file forms. */
 static Datum
-load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *source)
+load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *source,
+			bool binary_ok)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			relid;
@@ -163,7 +164,11 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unrecognized format \"%s\"", format),
-				 errhint("Use \"csv\", \"text\" or \"jsonl\".")));
+				 errhint("Use \"csv\", \"text\", \"jsonl\" or \"binary\".")));
+	if (strcmp(format, "binary") == 0 && !binary_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("format \"binary\" needs the payload as bytea")));
 	if (on_error && strcmp(on_error, "reject") != 0 && strcmp(on_error, "abort") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -210,7 +215,7 @@ ingest_load_text(PG_FUNCTION_ARGS)
 				 errmsg("data must not be null")));
 	data = PG_GETARG_TEXT_PP(1);
 	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
-					   "ingest.load");
+					   "ingest.load", false);
 }
 
 PG_FUNCTION_INFO_V1(ingest_load_bytea);
@@ -226,10 +231,12 @@ ingest_load_bytea(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("data must not be null")));
 	data = PG_GETARG_BYTEA_PP(1);
-	(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA_ANY(data),
-						   VARSIZE_ANY_EXHDR(data), false);
+	/* text formats are in the database encoding; binary is bytes */
+	if (PG_ARGISNULL(2) || strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "binary") != 0)
+		(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA_ANY(data),
+							   VARSIZE_ANY_EXHDR(data), false);
 	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
-					   "ingest.load");
+					   "ingest.load", true);
 }
 
 PG_FUNCTION_INFO_V1(ingest_load_file);
@@ -281,6 +288,7 @@ ingest_load_file(PG_FUNCTION_ARGS)
 				 errmsg("could not read file \"%s\": %m", path)));
 	FreeFile(file);
 	buf[nread] = '\0';
-	(void) pg_verify_mbstr(GetDatabaseEncoding(), buf, (int) nread, false);
-	return load_common(fcinfo, buf, nread, psprintf("file %s", path));
+	if (PG_ARGISNULL(2) || strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "binary") != 0)
+		(void) pg_verify_mbstr(GetDatabaseEncoding(), buf, (int) nread, false);
+	return load_common(fcinfo, buf, nread, psprintf("file %s", path), true);
 }

@@ -280,8 +280,9 @@ load_batch(LoadState *st, LoadRow **rows, int n)
 	int			i;
 
 	check_rows(st, rows, n, true);
+	/* binary rows arrive converted */
 	for (i = 0; i < n; i++)
-		if (rows[i]->state == ROW_PARSED)
+		if (rows[i]->state == ROW_PARSED || rows[i]->state == ROW_CONVERTED)
 			live[nlive++] = rows[i];
 	convert_rows(st, live, 0, nlive);
 	check_rows(st, live, nlive, false);
@@ -356,8 +357,7 @@ read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 	*n = b.n;
 	if (edata == NULL)
 		return b.more;
-	/* From a client, the rest of its COPY data cannot be skipped here. */
-	if (IngestParserFromClient(st->parser))
+	if (!IngestParserCanSkipBadInput(st->parser))
 		ReThrowError(edata);
 
 	/* The malformed rest of the input is one rejected row. */
@@ -403,7 +403,8 @@ IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
 	st.ts_att = get_attnum(RelationGetRelid(rel), "timestamp");
 	estate = CreateExecutorState();
 	st.econtext = CreateExprContext(estate);
-	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len);
+	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len,
+								  st.econtext);
 	st.ledger = IngestLedgerBegin(rel);
 	st.owner = IngestExtensionOwner();
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);

@@ -5,8 +5,8 @@
  *
  *	  load.c		SQL entry points: argument and privilege checks
  *	  loader.c		the batch pipeline, reject isolation, counts
- *	  copyparse.c	input rows from COPY csv/text (PostgreSQL's own parser)
- *					and JSON lines, and their conversion to Datums
+ *	  copyparse.c	input rows from COPY csv/text/binary (PostgreSQL's own
+ *					parser) and JSON lines, and their conversion to Datums
  *	  dedup.c		the key ledger: exact (organization_id, transaction_id)
  *					dedup across partitions and sessions; the INSERT trigger
  *	  partwriter.c	multi-insert of the surviving rows into day partitions
@@ -58,11 +58,12 @@ typedef struct IngestParser IngestParser;
 
 extern IngestParser *IngestParserBegin(Relation rel, const char *format,
 									   bool header, List *copy_options,
-									   List *attnums, const char *data, Size len);
+									   List *attnums, const char *data, Size len,
+									   ExprContext *econtext);
 extern bool IngestParserNext(IngestParser *parser, LoadRow *row);
 extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
 								ExprContext *econtext);
-extern bool IngestParserFromClient(IngestParser *parser);
+extern bool IngestParserCanSkipBadInput(IngestParser *parser);
 extern void IngestParserPosition(IngestParser *parser, uint64 *lineno, char **raw);
 extern void IngestParserEnd(IngestParser *parser);
 extern bool IngestFormatIsKnown(const char *format);
