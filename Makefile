@@ -25,7 +25,8 @@ SQL_FRAGMENTS = \
 	sql/ingest/10_partitions.sql \
 	sql/ingest/20_tables.sql \
 	sql/ingest/30_maintenance.sql \
-	sql/ingest/40_load.sql
+	sql/ingest/40_load.sql \
+	sql/ingest/50_indexes.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(wildcard sql/updates/$(EXTENSION)--*--*.sql)

@@ -22,9 +22,17 @@ BEGIN
                    tbl::text || '_old' || -off, d::timestamp AT TIME ZONE 'UTC',
                    (d + 1)::timestamp AT TIME ZONE 'UTC');
 END $$;
--- A partition name with its date shown as an offset from today.
+-- A partition (or partition index) name with its date shown as an offset
+-- from today.
 CREATE FUNCTION regress.rel(part text) RETURNS text LANGUAGE sql AS $$
-    SELECT CASE WHEN part ~ '_p\d{8}$'
-                THEN regexp_replace(part, '\d{8}$', '') || '[today'
-                     || to_char(substring(part from '(\d{8})$')::date - regress.today(), 'SGFM0') || ']'
+    SELECT CASE WHEN part ~ '_p\d{8}'
+                THEN regexp_replace(part, '_p\d{8}', '_p[today'
+                     || to_char(substring(part from '_p(\d{8})')::date - regress.today(), 'SGFM0') || ']')
                 ELSE part END $$;
+-- Maintenance of the partition lifecycle alone: index phases and closing
+-- days have their own test (06_indexes).
+CREATE FUNCTION regress.lifecycle(tbl regclass, dry boolean DEFAULT false)
+RETURNS TABLE(event_table regclass, action text, partition text, detail text)
+LANGUAGE sql AS $$
+    SELECT * FROM ingest.run_maintenance(tbl, dry_run => dry) m
+     WHERE m.action IN ('create', 'detach', 'finalize', 'drop', 'warning') $$;

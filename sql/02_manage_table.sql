@@ -9,9 +9,9 @@ SELECT ingest.manage_table('billing', retention => '90 days', premake => 2);
 SELECT event_table, time_zone, retention, premake, managed_by FROM ingest.table_config;
 -- adoption makes no partitions itself; maintenance catches up from the newest
 SELECT action, day - regress.today() AS day_offset
-  FROM ingest.run_maintenance('billing', dry_run => true) r
+  FROM regress.lifecycle('billing', true) r
   JOIN LATERAL (SELECT substring(r.partition from '(\d{8})$')::date AS day) d ON true;
-SELECT action FROM ingest.run_maintenance('billing');
+SELECT action FROM regress.lifecycle('billing');
 SELECT day - regress.today() AS day_offset, state FROM ingest.partitions
  WHERE event_table = 'billing'::regclass ORDER BY day;
 -- the adopted table keeps its extra column, and so do new partitions

@@ -6,7 +6,7 @@ SELECT regress.backdate('ev', -5);
 SELECT regress.backdate('ev', -6);
 
 -- no retention: nothing to retire
-SELECT * FROM ingest.run_maintenance('ev', dry_run => true);
+SELECT * FROM regress.lifecycle('ev', true);
 
 -- configure: NULL keeps a setting
 SELECT ingest.configure('ev', retention => '4 days');
@@ -15,23 +15,24 @@ SELECT ingest.configure('ev', premake => 2);
 SELECT retention, premake, retention_action FROM ingest.table_config WHERE event_table = 'ev'::regclass;
 
 -- the plan: create the new premade day, retire days wholly older than 4 days, oldest first
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev', dry_run => true);
+SELECT action, regress.rel(partition) FROM regress.lifecycle('ev', true);
 -- a manual run carries out exactly that plan, through a worker
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('ev');
 SELECT regress.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
 SELECT count(*) FROM pg_class WHERE relname IN ('ev_old5', 'ev_old6');
-SELECT action, regress.rel(partition), status, sqlstate FROM ingest.maintenance_log ORDER BY id;
+SELECT action, regress.rel(partition), status, sqlstate FROM ingest.maintenance_log
+ WHERE action IN ('create', 'detach', 'finalize', 'drop', 'warning') ORDER BY id;
 -- nothing left to do
-SELECT count(*) FROM ingest.run_maintenance('ev');
+SELECT count(*) FROM regress.lifecycle('ev');
 
 -- retention_action 'detach' keeps retired partitions as plain tables, listed
 SELECT ingest.configure('ev', retention_action => 'detach', retention => '2 days');
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('ev');
 SELECT regress.rel(partition::text), state FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day;
 SELECT relispartition FROM pg_class WHERE relname = 'ev_old3';
 -- switching to 'drop' drops what was kept
 SELECT ingest.configure('ev', retention_action => 'drop');
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ev');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('ev');
 SELECT count(*) FROM pg_class WHERE relname = 'ev_old3';
 
 -- guard rail: at most ingest.max_drops_per_run partitions retired per run
@@ -40,15 +41,15 @@ SELECT regress.backdate('capped', -n) FROM generate_series(2, 5) n;
 ALTER SYSTEM SET ingest.max_drops_per_run = 2;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
-SELECT action, regress.rel(partition), detail FROM ingest.run_maintenance('capped', dry_run => true)
+SELECT action, regress.rel(partition), detail FROM regress.lifecycle('capped', true)
  WHERE action <> 'detach';
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('capped') WHERE action <> 'warning';
+SELECT action, regress.rel(partition) FROM regress.lifecycle('capped') WHERE action <> 'warning';
 SELECT status, message FROM ingest.maintenance_log WHERE action = 'warning';
 SELECT count(*) FROM ingest.partitions WHERE event_table = 'capped'::regclass AND day < regress.today();
 ALTER SYSTEM RESET ingest.max_drops_per_run;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('capped');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('capped');
 
 -- catch-up: missing days between the newest partition and today+premake are made
 SELECT ingest.create_event_table('gap', premake => 2);
@@ -58,7 +59,7 @@ DO $$ DECLARE p regclass; BEGIN
     END LOOP;
 END $$;
 SELECT regress.backdate('gap', -3);
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('gap');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('gap');
 
 -- day boundaries in the table's zone, with 23- and 25-hour days at DST changes
 SET datestyle = ISO;
@@ -89,7 +90,7 @@ SELECT regress.try($$SELECT * FROM ingest.run_maintenance('pg_class')$$);
 SELECT regress.try($$SELECT * FROM ingest.run_maintenance('nope')$$);
 BEGIN;
 SELECT regress.try($$SELECT * FROM ingest.run_maintenance('ev')$$);
-SELECT count(*) FROM ingest.run_maintenance('ev', dry_run => true);
+SELECT count(*) FROM regress.lifecycle('ev', true);
 COMMIT;
 -- retention => '0' keeps data forever
 SELECT ingest.configure('ev', retention => '0');

@@ -111,7 +111,7 @@ INSERT INTO ld (organization_id, transaction_id, external_customer_id, code, "ti
 VALUES ('00000000-0000-0000-0000-000000000009', 'old1', 'c', 'k', now() - interval '5 days');
 SELECT count(*) FROM ingest_internal.event_keys WHERE transaction_id = 'old1';
 SELECT ingest.configure('ld', retention => '2 days');
-SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ld');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('ld');
 SELECT count(*) FROM ingest_internal.event_keys WHERE transaction_id = 'old1';
 SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000009,old1,c,k,' || (now() - interval '5 days') || ',{},,');
 

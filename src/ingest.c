@@ -30,6 +30,8 @@ int			ingest_max_drops_per_run = 7;
 int			ingest_log_retention = 7 * 24 * 3600;
 int			ingest_max_event_bytes = 1024 * 1024;
 bool		ingest_copy_hook = true;
+int			ingest_close_delay = 3600;
+int			ingest_index_lock_timeout = 10 * 60 * 1000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -123,6 +125,22 @@ define_settings(void)
 							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.close_delay",
+							"Sets how long after its day ends a partition is closed.",
+							"Closing builds the closed-phase indexes, summarizes BRIN ranges, analyzes and freezes.",
+							&ingest_close_delay,
+							3600, 0, 7 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.index_lock_timeout",
+							"Sets the lock timeout of concurrent index builds.",
+							"A concurrent build blocks no insert while it waits for older transactions.",
+							&ingest_index_lock_timeout,
+							10 * 60 * 1000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ingest");
 }

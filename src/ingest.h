@@ -28,6 +28,8 @@ extern int	ingest_max_drops_per_run;
 extern int	ingest_log_retention;	/* seconds */
 extern int	ingest_max_event_bytes;
 extern bool ingest_copy_hook;
+extern int	ingest_close_delay;	/* seconds */
+extern int	ingest_index_lock_timeout;	/* milliseconds */
 
 /* registry.c */
 extern void IngestRegistryShmemRequest(void);

@@ -31,6 +31,7 @@
 #include "pgstat.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -49,6 +50,7 @@ typedef struct MaintAction
 	bool		day_null;
 	Datum		day;			/* DateADT */
 	char	   *detail;
+	char	   *arg;			/* index actions: declared or index name */
 } MaintAction;
 
 static void xact_begin(void);
@@ -185,7 +187,7 @@ plan_table(Oid relid, MemoryContext cxt)
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = Int32GetDatum(ingest_max_drops_per_run);
 	rc = SPI_execute_with_args(
-		"SELECT action, partition, partition_oid, day, detail "
+		"SELECT action, partition, partition_oid, day, detail, arg "
 		"  FROM ingest_internal.plan($1, pg_catalog.now(), $2)",
 		2, types, values, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -206,6 +208,7 @@ plan_table(Oid relid, MemoryContext cxt)
 		a->partition_oid = isnull ? InvalidOid : DatumGetObjectId(d);
 		a->day = SPI_getbinval(tup, desc, 4, &a->day_null);
 		a->detail = SPI_getvalue(tup, desc, 5);
+		a->arg = SPI_getvalue(tup, desc, 6);
 		plan = lappend(plan, a);
 		MemoryContextSwitchTo(old);
 	}
@@ -310,6 +313,73 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 	xact_end();
 }
 
+/*
+ * Run a top-level statement, then log the action (and run "after", an SQL
+ * call taking the partition's OID, if any) in the transaction it returns in.
+ */
+static void
+toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
+			  const char *after)
+{
+	bool		isnull;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	IngestExecuteTopLevel(sql);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (after)
+	{
+		Datum		args[2] = {ObjectIdGetDatum(a->partition_oid), ObjectIdGetDatum(relid)};
+
+		(void) exec_scalar(after, 2, (Oid[]) {OIDOID, OIDOID}, args, NULL, &isnull);
+	}
+	log_action(run_id, relid, a->action, a->partition, "ok", NULL, a->detail);
+	xact_end();
+}
+
+/*
+ * Build a declared index on a partition with CREATE INDEX CONCURRENTLY: it
+ * blocks no insert into the partition, and may wait up to
+ * ingest.index_lock_timeout for older transactions.  An interrupted build
+ * leaves an invalid index, which the next plan drops and builds again.
+ */
+static void
+do_index(Oid relid, int64 run_id, MaintAction *a)
+{
+	Datum		args[2] = {ObjectIdGetDatum(a->partition_oid), CStringGetTextDatum(a->arg)};
+	Datum		ddl;
+	bool		isnull;
+	char	   *sql;
+	char		buf[32];
+	MemoryContext cxt = CurrentMemoryContext;
+
+	xact_begin();
+	ddl = exec_scalar("SELECT ingest_internal.partition_index_ddl($1, $2)",
+					  2, (Oid[]) {OIDOID, TEXTOID}, args, NULL, &isnull);
+	sql = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(ddl));
+	xact_end();
+	if (sql == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("declared index \"%s\" no longer exists", a->arg)));
+
+	snprintf(buf, sizeof(buf), "%d", ingest_index_lock_timeout);
+	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION);
+	PG_TRY();
+	{
+		toplevel_step(relid, run_id, a, sql, NULL);
+	}
+	PG_FINALLY();
+	{
+		snprintf(buf, sizeof(buf), "%d", ingest_lock_timeout);
+		SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION);
+	}
+	PG_END_TRY();
+}
+
 /* Carry out one action of the plan, logging it in its own transaction. */
 static void
 action_step(Oid relid, int64 run_id, void *arg)
@@ -326,6 +396,25 @@ action_step(Oid relid, int64 run_id, void *arg)
 		do_detach(relid, run_id, a);
 		return;
 	}
+	if (strcmp(a->action, "index") == 0)
+	{
+		do_index(relid, run_id, a);
+		return;
+	}
+	if (strcmp(a->action, "drop_index") == 0)
+	{
+		toplevel_step(relid, run_id, a,
+					  psprintf("DROP INDEX CONCURRENTLY IF EXISTS %s", a->arg),
+					  "SELECT ingest_internal.tidy_index_drops($2)");
+		return;
+	}
+	if (strcmp(a->action, "freeze") == 0)
+	{
+		toplevel_step(relid, run_id, a,
+					  psprintf("VACUUM (FREEZE) %s", a->partition),
+					  "SELECT ingest_internal.close_step($1, 'freeze')");
+		return;
+	}
 
 	values[0] = ObjectIdGetDatum(a->partition_oid);
 	if (strcmp(a->action, "create") == 0)
@@ -339,6 +428,10 @@ action_step(Oid relid, int64 run_id, void *arg)
 		sql = "SELECT ingest_internal.finalize_detach($1)";
 	else if (strcmp(a->action, "drop") == 0)
 		sql = "SELECT ingest_internal.drop_retired($1)";
+	else if (strcmp(a->action, "summarize") == 0)
+		sql = "SELECT ingest_internal.close_step($1, 'summarize')";
+	else if (strcmp(a->action, "analyze") == 0)
+		sql = "SELECT ingest_internal.close_step($1, 'analyze')";
 
 	xact_begin();
 	if (sql)
@@ -444,15 +537,16 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 			continue;
 
 		/*
-		 * FINALIZE waits for every older snapshot, and the caller of a
-		 * manual run holds one while it waits for us: leave it to the
-		 * background worker.
+		 * FINALIZE and CREATE INDEX CONCURRENTLY wait for every older
+		 * snapshot, and the caller of a manual run holds one while it waits
+		 * for us: leave them to the background worker.
 		 */
-		if (!background && strcmp(a->action, "finalize") == 0)
+		if (!background && (strcmp(a->action, "finalize") == 0 ||
+							strcmp(a->action, "index") == 0))
 		{
 			xact_begin();
 			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
-					   "a pending detach is finished by the background worker");
+					   "left to the background worker, which waits for no caller's snapshot");
 			xact_end();
 			continue;
 		}

@@ -197,6 +197,7 @@ BEGIN
     IF owner IS DISTINCT FROM current_user THEN
         EXECUTE pg_catalog.format('ALTER TABLE %I.%I OWNER TO %I', nsp, part, owner);
     END IF;
+    PERFORM ingest_internal.create_always_indexes(tbl, pg_catalog.format('%I.%I', nsp, part)::regclass);
     EXECUTE pg_catalog.format(
         'ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
         tbl, nsp, part,
@@ -261,7 +262,7 @@ $$;
 -- do, in order.  Pure: it reads the catalogs and changes nothing.
 CREATE FUNCTION ingest_internal.plan(tbl regclass, at timestamptz, max_retire integer)
 RETURNS TABLE(event_table regclass, action text, partition text,
-              partition_oid oid, day date, detail text)
+              partition_oid oid, day date, detail text, arg text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -276,6 +277,9 @@ DECLARE
     r        record;
     retiring integer := 0;
     excess   integer := 0;
+    d        record;
+    closing  oid;
+    cstep    text;
 BEGIN
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
     IF NOT FOUND OR cfg.managed_by <> 'ingest' THEN
@@ -369,6 +373,72 @@ BEGIN
             partition_oid := r.partition_oid;
             day := pg_catalog.timezone(cfg.time_zone, r.lower_bound)::date;
             detail := 'detached partition is dropped';
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+
+    -- 5. Declared indexes by phase: leftovers of interrupted builds and
+    -- dropped declarations go; due indexes are built.
+    FOR d IN
+        SELECT b.partition_oid AS part, b.partition, x.name, x.declared,
+               pg_catalog.to_regclass(pg_catalog.format('%I.%I', n.nspname,
+                   ingest.partition_index_name(b.partition_oid, x.name))) AS idx,
+               x.phase = 'always'
+                 OR b.upper_bound + ingest_internal.close_delay() <= at AS due
+          FROM ingest_internal.bounds b
+          JOIN pg_catalog.pg_class pc ON pc.oid = b.partition_oid
+          JOIN pg_catalog.pg_namespace n ON n.oid = pc.relnamespace
+          CROSS JOIN (SELECT c.name, c.phase, true AS declared FROM ingest.index_config c
+                       WHERE c.event_table = tbl
+                      UNION ALL
+                      SELECT x.name, NULL, false FROM ingest_internal.index_drops x
+                       WHERE x.event_table = tbl) x
+         WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+         ORDER BY b.lower_bound, x.name
+    LOOP
+        partition_oid := d.part;
+        day := NULL;
+        IF d.idx IS NOT NULL AND (NOT d.declared OR NOT (SELECT i.indisvalid FROM pg_catalog.pg_index i
+                                                         WHERE i.indexrelid = d.idx)) THEN
+            action := 'drop_index'; partition := d.idx::text; arg := d.idx::text;
+            detail := CASE WHEN d.declared THEN 'invalid index left by an interrupted build'
+                           ELSE 'index no longer declared' END;
+            RETURN NEXT;
+        END IF;
+        IF d.declared AND d.due AND (d.idx IS NULL OR NOT (SELECT i.indisvalid FROM pg_catalog.pg_index i
+                                                            WHERE i.indexrelid = d.idx)) THEN
+            action := 'index'; arg := d.name;
+            partition := ingest.partition_index_name(d.part, d.name);
+            detail := pg_catalog.format('declared index "%s" on %s', d.name, d.partition);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+
+    -- 6. Close one day whose closed-phase indexes are all in place:
+    -- summarize BRIN ranges, ANALYZE, VACUUM (FREEZE).
+    SELECT b.partition_oid INTO closing
+      FROM ingest_internal.bounds b
+     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+       AND b.upper_bound + ingest_internal.close_delay() <= at
+       AND (SELECT count(*) FROM ingest_internal.partition_closed pcl
+             WHERE pcl.partition_oid = b.partition_oid) < 3
+       AND NOT EXISTS (
+            SELECT 1 FROM ingest.index_config c
+             WHERE c.event_table = tbl
+               AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_index i
+                      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                     WHERE i.indrelid = b.partition_oid AND i.indisvalid
+                       AND ic.relname = ingest.partition_index_name(b.partition_oid, c.name)))
+     ORDER BY b.lower_bound
+     LIMIT 1;
+    IF closing IS NOT NULL THEN
+        FOREACH cstep IN ARRAY ARRAY['summarize', 'analyze', 'freeze'] LOOP
+            CONTINUE WHEN EXISTS (SELECT 1 FROM ingest_internal.partition_closed pcl
+                                   WHERE pcl.partition_oid = closing AND pcl.step = cstep);
+            action := cstep; partition := closing::regclass::text; partition_oid := closing;
+            day := NULL; arg := NULL;
+            detail := 'closing the day';
             RETURN NEXT;
         END LOOP;
     END IF;

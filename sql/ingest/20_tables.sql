@@ -54,6 +54,7 @@ BEGIN
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
     VALUES (tbl, time_zone, retention, premake);
     PERFORM ingest_internal.start_dedup(tbl);
+    PERFORM ingest_internal.add_default_indexes(tbl);
 
     -- The table is new and invisible to others: make its partitions now.
     today := pg_catalog.timezone(time_zone, pg_catalog.now())::date;
@@ -180,6 +181,8 @@ BEGIN
     DELETE FROM ingest_internal.retired r WHERE r.relid = tbl;
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_dedup ON %s', tbl);
     DELETE FROM ingest_internal.event_keys k WHERE k.relid = tbl;
+    DELETE FROM ingest.index_config c WHERE c.event_table = tbl;
+    DELETE FROM ingest_internal.index_drops x WHERE x.event_table = tbl;
 END
 $$;
 COMMENT ON FUNCTION ingest.unmanage_table(regclass) IS
@@ -207,7 +210,19 @@ BEGIN
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
        AND d.objid = k.relid;
+    DELETE FROM ingest.index_config c
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.event_table::oid;
+    DELETE FROM ingest_internal.index_drops x
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = x.event_table::oid;
+    DELETE FROM ingest_internal.partition_closed x
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = x.partition_oid;
 END
 $$;
+-- Only commands that can drop tables: the worker's DROP INDEX CONCURRENTLY
+-- must not run SQL after its internal commits.
 CREATE EVENT TRIGGER ingest_sql_drop ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
     EXECUTE FUNCTION ingest_internal.on_sql_drop();
