@@ -394,6 +394,7 @@ BEGIN
                       SELECT x.name, NULL, false FROM ingest_internal.index_drops x
                        WHERE x.event_table = tbl) x
          WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+           AND (cutoff IS NULL OR b.upper_bound > cutoff)
          ORDER BY b.lower_bound, x.name
     LOOP
         partition_oid := d.part;
@@ -420,6 +421,7 @@ BEGIN
       FROM ingest_internal.bounds b
      WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
        AND b.upper_bound + ingest_internal.close_delay() <= at
+       AND (cutoff IS NULL OR b.upper_bound > cutoff)
        AND (SELECT count(*) FROM ingest_internal.partition_closed pcl
              WHERE pcl.partition_oid = b.partition_oid) < 3
        AND NOT EXISTS (
