@@ -61,14 +61,31 @@ typedef struct LoadState
 	IngestLoadResult result;
 } LoadState;
 
+/* Write a row of ingest.rejects: a rejected row or a conflict. */
+static void
+record_reject(LoadState *st, LoadRow *row, int sqlerrcode, const char *message,
+			  const char *kind)
+{
+	Datum		args[7];
+	int			rc;
+
+	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
+	args[1] = CStringGetTextDatum(st->source);
+	args[2] = Int64GetDatum((int64) row->lineno);
+	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
+	args[4] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
+	args[5] = CStringGetTextDatum(message);
+	args[6] = CStringGetTextDatum(kind);
+	AS_EXTENSION_OWNER(st->owner,
+					   rc = SPI_execute_plan(st->reject_plan, args, NULL, false, 0));
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record a %s row: %s", kind, SPI_result_code_string(rc));
+}
+
 /* Set a row aside, or end the load when on_error is "abort". */
 static void
 reject_row(LoadState *st, LoadRow *row, int sqlerrcode, const char *message)
 {
-	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			rc;
-
 	if (st->abort_on_error)
 		ereport(ERROR,
 				(errcode(sqlerrcode),
@@ -78,40 +95,18 @@ reject_row(LoadState *st, LoadRow *row, int sqlerrcode, const char *message)
 
 	row->state = ROW_REJECTED;
 	st->result.rejected++;
-
-	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
-	args[1] = CStringGetTextDatum(st->source);
-	args[2] = Int64GetDatum((int64) row->lineno);
-	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
-	args[4] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
-	args[5] = CStringGetTextDatum(message);
-	args[6] = CStringGetTextDatum("rejected");
-	AS_EXTENSION_OWNER(st->owner,
-					   rc = SPI_execute_plan(st->reject_plan, args, nulls, false, 0));
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not record a rejected row: %s", SPI_result_code_string(rc));
+	record_reject(st, row, sqlerrcode, message, "rejected");
 }
 
 /* Record a duplicate whose payload differs from the stored event. */
 static void
 record_conflict(LoadState *st, LoadRow *row)
 {
-	Datum		args[7];
-	int			rc;
-
 	st->result.conflicts++;
-	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
-	args[1] = CStringGetTextDatum(st->source);
-	args[2] = Int64GetDatum((int64) row->lineno);
-	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
-	args[4] = CStringGetTextDatum("23505");
-	args[5] = CStringGetTextDatum("an event with this organization_id and transaction_id "
-								  "is stored with a different payload; the stored one is kept");
-	args[6] = CStringGetTextDatum("conflict");
-	AS_EXTENSION_OWNER(st->owner,
-					   rc = SPI_execute_plan(st->reject_plan, args, NULL, false, 0));
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(rc));
+	record_reject(st, row, ERRCODE_UNIQUE_VIOLATION,
+				  "an event with this organization_id and transaction_id "
+				  "is stored with a different payload; the stored one is kept",
+				  "conflict");
 }
 
 /* Errors of the data itself, which set a row aside; others end the load. */

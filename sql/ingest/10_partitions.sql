@@ -282,10 +282,19 @@ DECLARE
     cstep    text;
 BEGIN
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
-    IF NOT FOUND OR cfg.managed_by <> 'ingest' THEN
+    IF NOT FOUND THEN
         RETURN;
     END IF;
     event_table := tbl;
+    IF cfg.retention IS NOT NULL THEN
+        -- days and months of retention are the table's days, across DST
+        cutoff := pg_catalog.timezone(cfg.time_zone,
+                                      pg_catalog.timezone(cfg.time_zone, at) - cfg.retention);
+    END IF;
+
+    -- pg_partman makes and retires this table's partitions; indexes and
+    -- closing days (5, 6) are still ours.
+    IF cfg.managed_by = 'ingest' THEN
 
     -- 1. Finish detaches that were interrupted.
     FOR r IN SELECT b.* FROM ingest_internal.bounds b
@@ -300,11 +309,6 @@ BEGIN
     -- 2. Create today and premake days ahead, and catch up days missed
     -- since the newest partition (server down), unless past retention.
     today := pg_catalog.timezone(cfg.time_zone, at)::date;
-    IF cfg.retention IS NOT NULL THEN
-        -- days and months of retention are the table's days, across DST
-        cutoff := pg_catalog.timezone(cfg.time_zone,
-                                      pg_catalog.timezone(cfg.time_zone, at) - cfg.retention);
-    END IF;
     SELECT max(b.upper_bound) INTO newest FROM ingest_internal.bounds b
      WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending;
     first := today;
@@ -376,6 +380,7 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END IF;
+    END IF;							-- managed_by = 'ingest'
 
     -- 5. Declared indexes by phase: leftovers of interrupted builds and
     -- dropped declarations go; due indexes are built.

@@ -93,7 +93,7 @@ BEGIN
     partman := ingest_internal.partman_manages(tbl);
     IF partman THEN
         RAISE NOTICE 'table "%" is managed by pg_partman', tbl
-            USING DETAIL = 'pg_partman keeps creating and dropping its partitions; ingest leaves its partitions alone and its other features still apply.';
+            USING DETAIL = 'pg_partman keeps creating and dropping its partitions; ingest''s dedup, loader, index phases and closing of days still apply.';
     ELSE
         IF EXISTS (SELECT 1 FROM ingest_internal.bounds b
                     WHERE b.relid = tbl AND b.is_default) THEN

@@ -19,7 +19,7 @@ DO $$ BEGIN
 END $$;
 SELECT count(*) FROM ingest.run_maintenance();
 
-SELECT plan(6);
+SELECT plan(8);
 
 SELECT is_empty($$
     SELECT c.event_table, d
@@ -64,5 +64,17 @@ SELECT results_eq($$
 $$, $$
     VALUES ('inv_adopted', 0), ('inv_nepal', 0), ('inv_ny', 0), ('inv_utc', 0)
 $$, 'the health view lists every managed table, without failures');
+
+SELECT is_empty($$
+    SELECT partition, name FROM ingest.indexes
+     WHERE event_table IN ('inv_utc'::regclass, 'inv_ny'::regclass, 'inv_nepal'::regclass)
+       AND phase = 'always'
+       AND partition::text NOT LIKE '%_old'
+       AND status <> 'present'
+$$, 'every partition ingest made has its always-phase indexes');
+
+SELECT is_empty($$
+    SELECT indexrelid::regclass FROM pg_index WHERE NOT indisvalid
+$$, 'no invalid index');
 
 SELECT * FROM finish();
