@@ -17,7 +17,8 @@ OBJS = \
 	src/copyparse.o \
 	src/dedup.o \
 	src/partwriter.o \
-	src/copyhook.o
+	src/copyhook.o \
+	src/rollup.o
 
 # The install script is the concatenation of these fragments, in this order.
 SQL_FRAGMENTS = \
@@ -26,7 +27,8 @@ SQL_FRAGMENTS = \
 	sql/ingest/20_tables.sql \
 	sql/ingest/30_maintenance.sql \
 	sql/ingest/40_load.sql \
-	sql/ingest/50_indexes.sql
+	sql/ingest/50_indexes.sql \
+	sql/ingest/60_rollups.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(wildcard sql/updates/$(EXTENSION)--*--*.sql)

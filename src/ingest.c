@@ -32,6 +32,7 @@ int			ingest_max_event_bytes = 1024 * 1024;
 bool		ingest_copy_hook = true;
 int			ingest_close_delay = 3600;
 int			ingest_index_lock_timeout = 10 * 60 * 1000;
+int			ingest_rollup_fold_interval = 5;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -140,6 +141,14 @@ define_settings(void)
 							&ingest_index_lock_timeout,
 							10 * 60 * 1000, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.rollup_fold_interval",
+							"Sets the time between folds of rollup deltas by the worker.",
+							NULL,
+							&ingest_rollup_fold_interval,
+							5, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ingest");

@@ -9,6 +9,7 @@
  *	  launcher.c	 starts one worker per database
  *	  worker.c		 per-database worker loop; workers for manual runs
  *	  maintenance.c  carries out the partition maintenance plan of a database
+ *	  rollup.c		 folds the hourly rollup deltas (and the loader's feed)
  *	  toplevel.c	 runs a utility statement as a top-level command
  *	  utility_hook.c stops a database's worker before DROP DATABASE
  *
@@ -30,6 +31,7 @@ extern int	ingest_max_event_bytes;
 extern bool ingest_copy_hook;
 extern int	ingest_close_delay;	/* seconds */
 extern int	ingest_index_lock_timeout;	/* milliseconds */
+extern int	ingest_rollup_fold_interval;	/* seconds */
 
 /* registry.c */
 extern void IngestRegistryShmemRequest(void);
@@ -52,6 +54,9 @@ extern void IngestRunManual(Oid relid, int64 run_id);
 /* maintenance.c */
 extern void IngestMaintainDatabase(Oid relid, int64 run_id, bool background);
 extern void IngestTrimLog(void);
+
+/* rollup.c */
+extern void IngestFoldRollups(void);
 
 /* toplevel.c */
 extern void IngestExecuteTopLevel(const char *sql);

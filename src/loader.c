@@ -51,6 +51,7 @@ typedef struct LoadState
 	IngestParser *parser;
 	IngestLedger *ledger;
 	IngestPartWriter *writer;
+	IngestRollup *rollup;
 	ExprContext *econtext;
 	SPIPlanPtr	reject_plan;
 	Oid			owner;
@@ -307,6 +308,7 @@ load_batch(LoadState *st, LoadRow **rows, int n)
 		}
 	}
 	IngestPartWriterFlush(st->writer);
+	IngestRollupFeed(st->rollup, live, nlive);
 }
 
 /* A batch being read, for try_in_subxact. */
@@ -403,6 +405,7 @@ IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
 	st.ledger = IngestLedgerBegin(rel);
 	st.owner = IngestExtensionOwner();
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
+	st.rollup = IngestRollupBegin(rel, st.owner);
 	AS_EXTENSION_OWNER(st.owner, st.reject_plan = SPI_prepare(
 		"INSERT INTO ingest.rejects (event_table, source, line_number, raw, sqlstate, message, kind) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -432,6 +435,7 @@ IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
 
 	MemoryContextSwitchTo(loadcxt);
 	IngestPartWriterEnd(st.writer);
+	IngestRollupEnd(st.rollup);
 	IngestLedgerEnd(st.ledger);
 	IngestParserEnd(st.parser);
 	FreeExecutorState(estate);

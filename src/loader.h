@@ -11,6 +11,7 @@
  *					dedup across partitions and sessions; the INSERT trigger
  *	  partwriter.c	multi-insert of the surviving rows into day partitions
  *	  copyhook.c	COPY ... FROM STDIN into a managed table, through the loader
+ *	  rollup.c		the hourly rollup deltas of the rows a load wrote
  *
  *-------------------------------------------------------------------------
  */
@@ -119,6 +120,13 @@ extern IngestLoadResult IngestLoad(Relation rel, const char *format, bool header
 /* load.c: the checks ingest.load and COPY share */
 extern char *IngestTableOnError(Oid relid);
 extern void IngestCheckLoadPrivileges(Relation rel, List *attnums);
+
+/* rollup.c */
+typedef struct IngestRollup IngestRollup;
+
+extern IngestRollup *IngestRollupBegin(Relation rel, Oid owner);
+extern void IngestRollupFeed(IngestRollup *feed, LoadRow **rows, int nrows);
+extern void IngestRollupEnd(IngestRollup *feed);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

@@ -187,6 +187,7 @@ static void
 database_loop(void)
 {
 	TimestampTz next_run = 0;
+	TimestampTz next_fold = 0;
 	char	   *role = pstrdup(ingest_maintenance_role);
 
 	for (;;)
@@ -218,8 +219,15 @@ database_loop(void)
 			next_run = TimestampTzPlusMilliseconds(now,
 												   ingest_maintenance_interval * 1000L);
 		}
+		if (now >= next_fold)
+		{
+			IngestFoldRollups();
+			now = GetCurrentTimestamp();
+			next_fold = TimestampTzPlusMilliseconds(now,
+													ingest_rollup_fold_interval * 1000L);
+		}
 
-		timeout = TimestampDifferenceMilliseconds(now, next_run);
+		timeout = TimestampDifferenceMilliseconds(now, Min(next_run, next_fold));
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(timeout, 1), PG_WAIT_EXTENSION);

@@ -54,6 +54,7 @@ BEGIN
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
     VALUES (tbl, time_zone, retention, premake);
     PERFORM ingest_internal.start_dedup(tbl);
+    PERFORM ingest_internal.start_rollups(tbl);
     PERFORM ingest_internal.add_default_indexes(tbl);
 
     -- The table is new and invisible to others: make its partitions now.
@@ -121,8 +122,10 @@ BEGIN
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake, managed_by)
     VALUES (tbl, time_zone, retention, premake,
             CASE WHEN partman THEN 'pg_partman' ELSE 'ingest' END);
-    -- From now on every write path deduplicates, against the stored rows too.
+    -- From now on every write path deduplicates, against the stored rows
+    -- too, and feeds the hourly rollup, which starts with the stored rows.
     PERFORM ingest_internal.start_dedup(tbl);
+    PERFORM ingest_internal.start_rollups(tbl);
 END
 $$;
 COMMENT ON FUNCTION ingest.manage_table(regclass, interval, integer, text) IS
@@ -183,6 +186,13 @@ BEGIN
     DELETE FROM ingest_internal.event_keys k WHERE k.relid = tbl;
     DELETE FROM ingest.index_config c WHERE c.event_table = tbl;
     DELETE FROM ingest_internal.index_drops x WHERE x.event_table = tbl;
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_rollup ON %s', tbl);
+    EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I',
+        (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = tbl),
+        pg_catalog.left((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl), 49) || '_usage_hourly');
+    DELETE FROM ingest_internal.rollup_hours r WHERE r.relid = tbl;
+    DELETE FROM ingest_internal.rollup_deltas d WHERE d.relid = tbl;
 END
 $$;
 COMMENT ON FUNCTION ingest.unmanage_table(regclass) IS
@@ -195,6 +205,8 @@ RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v text;
 BEGIN
     DELETE FROM ingest.table_config c
      USING pg_catalog.pg_event_trigger_dropped_objects() d
@@ -219,6 +231,23 @@ BEGIN
     DELETE FROM ingest_internal.partition_closed x
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = x.partition_oid;
+    DELETE FROM ingest_internal.rollup_hours r
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.relid;
+    -- the usage view of a dropped table goes with it
+    FOR v IN SELECT format('%I.%I', w.schemaname, w.viewname)
+               FROM pg_catalog.pg_event_trigger_dropped_objects() d
+               JOIN pg_catalog.pg_views w
+                 ON w.schemaname = d.schema_name
+                AND w.viewname = left(d.object_name, 49) || '_usage_hourly'
+              WHERE d.object_type = 'table'
+                AND w.definition LIKE '%ingest_internal.rollup_hours%'
+    LOOP
+        EXECUTE 'DROP VIEW IF EXISTS ' || v;
+    END LOOP;
+    DELETE FROM ingest_internal.rollup_deltas r
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.relid;
 END
 $$;
 -- Only commands that can drop tables: the worker's DROP INDEX CONCURRENTLY

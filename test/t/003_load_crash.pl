@@ -67,6 +67,8 @@ is($node->safe_psql('postgres', q{
 	'no event without its key');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest.rejects'), '0',
 	'no reject of the killed load survived');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev', '-infinity', 'infinity')}),
+	'0', 'the rollup agrees with the raw events after the crash');
 
 # Replaying the payload loads exactly what is missing.
 is($node->safe_psql('postgres', qq{SELECT loaded || ',' || duplicates || ',' || rejected
@@ -77,6 +79,12 @@ is($node->safe_psql('postgres', qq{SELECT loaded || ',' || duplicates || ',' || 
 	'0,999999,1', 'a second replay loads nothing');
 is($node->safe_psql('postgres', q{SELECT count(*) || ',' || count(DISTINCT transaction_id) FROM ev}),
 	'950000,950000', 'each key is stored once');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev', '-infinity', 'infinity')}),
+	'0', 'the rollup agrees with the raw events after the replays');
+$node->safe_psql('postgres', q{SELECT ingest.fold_rollups()});
+is($node->safe_psql('postgres', q{SELECT sum(events) FROM ingest.usage('ev', '00000000-0000-0000-0000-000000000001',
+	date_trunc('hour', now()) - interval '2 days', date_trunc('hour', now()) + interval '2 days')}), '950000',
+	'usage counts every stored event once');
 
 $node->stop;
 done_testing();

@@ -1,0 +1,114 @@
+-- Hourly usage rollups: every write path feeds them, exact at every
+-- snapshot, outliving raw retention.
+SELECT ingest.create_event_table('ru', premake => 1);
+-- An hour of today (UTC) and of 3 days ago, as timestamps.
+CREATE FUNCTION regress.h(days int, hours int, minutes int DEFAULT 0) RETURNS timestamptz
+LANGUAGE sql AS $$ SELECT (regress.today() + days)::timestamp AT TIME ZONE 'UTC'
+                          + make_interval(hours => hours, mins => minutes) $$;
+CREATE FUNCTION regress.ev(tx text, cust text, code text, ts timestamptz, v text, d numeric DEFAULT NULL)
+RETURNS text LANGUAGE sql AS $$
+    SELECT format('00000000-0000-0000-0000-0000000000aa,%s,%s,%s,%s,{},%s,%s', tx, cust, code, ts, v, d) $$;
+-- raw aggregation, to compare with
+CREATE FUNCTION regress.raw_usage(from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE(code text, external_customer_id text, events bigint, value_sum numeric,
+              value_min float8, value_max float8, latest_value float8)
+LANGUAGE sql AS $$
+    SELECT code, external_customer_id, count(*), sum(value::numeric), min(value), max(value),
+           (array_agg(value ORDER BY "timestamp" DESC, transaction_id COLLATE "C" DESC))[1]
+      FROM ru WHERE organization_id = '00000000-0000-0000-0000-0000000000aa'
+       AND "timestamp" >= from_ts AND "timestamp" < to_ts
+     GROUP BY 1, 2 ORDER BY 1, 2 $$;
+CREATE FUNCTION regress.usage(from_ts timestamptz, to_ts timestamptz, granularity text DEFAULT 'total')
+RETURNS TABLE(code text, external_customer_id text, bucket text, events bigint, value_sum numeric,
+              value_min float8, value_max float8, latest_value float8)
+LANGUAGE sql AS $$
+    SELECT code, external_customer_id,
+           CASE WHEN granularity = 'total' THEN 'total' ELSE to_char(bucket AT TIME ZONE 'UTC', 'HH24:MI') END,
+           events, value_sum, value_min, value_max, latest_value
+      FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa', from_ts, to_ts,
+                        granularity => granularity) $$;
+
+-- the loader: duplicates and rejects never count
+SELECT * FROM ingest.load('ru', regress.ev('t1', 'c1', 'api', regress.h(0, 1, 10), '1.5') || E'\n'
+                             || regress.ev('t2', 'c1', 'api', regress.h(0, 1, 20), '2.5') || E'\n'
+                             || regress.ev('t1', 'c1', 'api', regress.h(0, 1, 10), '1.5') || E'\n'
+                             || regress.ev('t3', 'c2', 'api', regress.h(0, 2, 5), '10', 0.25) || E'\n'
+                             || regress.ev('t4', 'c1', 'api', regress.h(0, 2, 0), 'oops'));
+-- plain INSERT, its duplicates skipped
+INSERT INTO ru (organization_id, transaction_id, external_customer_id, code, "timestamp", value, decimal_value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 't5', 'c1', 'api', regress.h(0, 1, 30), '0.1', 1.5),
+       ('00000000-0000-0000-0000-0000000000aa', 't2', 'c1', 'api', regress.h(0, 1, 40), '99', NULL),
+       ('00000000-0000-0000-0000-0000000000aa', 't6', 'c1', 'tokens', regress.h(0, 1, 50), NULL, NULL);
+-- COPY through the loader
+COPY ru (organization_id, transaction_id, external_customer_id, code, "timestamp", value) FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000aa,t7,c2,api,2000-01-01 00:00:00+00,1
+\.
+SELECT * FROM ingest.load('ru', regress.ev('t8', 'c2', 'api', regress.h(0, 2, 30), '5'));
+-- an aborted load leaves nothing
+BEGIN;
+SELECT * FROM ingest.load('ru', regress.ev('t9', 'c1', 'api', regress.h(0, 1, 5), '1000'));
+ROLLBACK;
+
+-- before any fold, usage comes from deltas, and equals raw aggregation
+SELECT count(*) > 0 AS deltas, (SELECT count(*) FROM ingest_internal.rollup_hours) AS folded
+  FROM ingest_internal.rollup_deltas;
+SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0));
+SELECT * FROM regress.raw_usage(regress.h(0, 0), regress.h(1, 0));
+SELECT * FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
+-- folded: the same answers
+SELECT ingest.fold_rollups('ru') > 0 AS folded;
+SELECT count(*) AS deltas_left FROM ingest_internal.rollup_deltas WHERE relid = 'ru'::regclass;
+SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0));
+SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0), 'hour');
+SELECT * FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
+-- more after the fold: folded and unfolded add up
+SELECT * FROM ingest.load('ru', regress.ev('t10', 'c1', 'api', regress.h(0, 1, 59), '7'));
+SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0));
+SELECT * FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
+-- bounds inside hours take their edges from raw events
+SELECT * FROM regress.usage(regress.h(0, 1, 15), regress.h(0, 2, 10));
+SELECT * FROM regress.raw_usage(regress.h(0, 1, 15), regress.h(0, 2, 10));
+SELECT * FROM regress.usage(regress.h(0, 1, 15), regress.h(0, 1, 45));
+-- days in a time zone
+SELECT code, external_customer_id, (bucket AT TIME ZONE 'UTC')::date - regress.today() AS day_offset, events
+  FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(-1, 0), regress.h(2, 0), granularity => 'day', time_zone => 'UTC');
+SELECT code, to_char(bucket AT TIME ZONE 'Asia/Kolkata', 'HH24:MI') AS local_midnight, events
+  FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(-1, 0), regress.h(2, 0), granularity => 'day', time_zone => 'Asia/Kolkata');
+-- filters
+SELECT code, external_customer_id, events FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), code => 'api', external_customer_id => 'c2');
+
+-- a damaged rollup is found and rebuilt from raw
+UPDATE ingest_internal.rollup_hours SET events = events + 5 WHERE relid = 'ru'::regclass AND code = 'tokens';
+SELECT to_char(hour AT TIME ZONE 'UTC', 'HH24:MI') AS hour, code, measure, rollup_value, raw_value
+  FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
+SELECT ingest.rollup_rebuild('ru', regress.h(-1, 0), regress.h(2, 0)) > 0 AS rebuilt;
+SELECT * FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
+
+-- rollups outlive raw retention
+SELECT regress.backdate('ru', -3);
+SELECT * FROM ingest.load('ru', regress.ev('old1', 'c1', 'api', regress.h(-3, 5), '3') || E'\n'
+                             || regress.ev('old2', 'c1', 'api', regress.h(-3, 6), '4'));
+SELECT ingest.fold_rollups('ru') > 0 AS folded;
+SELECT * FROM regress.usage(regress.h(-3, 0), regress.h(-2, 0));
+SELECT ingest.configure('ru', retention => '2 days');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('ru');
+SELECT count(*) AS raw_left FROM ru WHERE "timestamp" < regress.h(-2, 0);
+SELECT * FROM regress.usage(regress.h(-3, 0), regress.h(-2, 0));
+-- the retired day's partial hours can no longer be answered
+SELECT split_part(regress.try($$SELECT * FROM regress.usage(regress.h(-3, 5, 30), regress.h(-2, 0))$$), ' DETAIL', 1);
+-- events for the retired day are set aside, never counted twice
+SELECT * FROM ingest.load('ru', regress.ev('old3', 'c1', 'api', regress.h(-3, 7), '1'));
+
+-- bad input
+SELECT regress.try($$SELECT * FROM ingest.usage('ru', gen_random_uuid(), now(), now() - interval '1 hour')$$);
+SELECT regress.try($$SELECT * FROM ingest.usage('ru', gen_random_uuid(), now() - interval '1 day', now(), granularity => 'week')$$);
+SELECT regress.try($$SELECT * FROM ingest.usage('ru', gen_random_uuid(), now() - interval '1 day', now(), rollup => 'nope')$$);
+SELECT regress.try($$SELECT * FROM ingest.usage('ru', gen_random_uuid(), now() - interval '1 day', now(), time_zone => 'Mars/Base')$$);
+SELECT regress.try($$SELECT * FROM ingest.usage('pg_class', gen_random_uuid(), now() - interval '1 day', now())$$);
+SELECT regress.try($$SELECT * FROM ingest.usage('ru', NULL, now() - interval '1 day', now())$$);
+
+-- the folded rollup as a view, for ad-hoc SQL
+SELECT code, external_customer_id, sum(events) FROM ru_usage_hourly GROUP BY 1, 2 ORDER BY 1, 2;
