@@ -35,6 +35,14 @@ SELECT count(*) AS events, count(DISTINCT transaction_id) AS distinct_keys FROM 
 SELECT line_number, sqlstate, kind, message FROM ingest.rejects ORDER BY id;
 SELECT code, external_customer_id, count(*) FROM usage_events GROUP BY 1, 2 ORDER BY 2;
 
+-- Usage per customer from the hourly rollup, exact before and after a fold.
+SELECT external_customer_id, events, value_sum
+  FROM ingest.usage('usage_events', '6f1c1f4e-0000-4000-8000-000000000001',
+                    date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 hour')
+ ORDER BY 1;
+SELECT ingest.fold_rollups();
+SELECT count(*) AS disagreements FROM ingest.rollup_verify('usage_events', now() - interval '1 day', now() + interval '1 day');
+
 -- A partition 40 days old: the worker retires it (DETACH CONCURRENTLY, then DROP).
 CREATE TABLE usage_events_old (LIKE usage_events);
 SELECT format('ALTER TABLE usage_events ATTACH PARTITION usage_events_old FOR VALUES FROM (%L) TO (%L)',
