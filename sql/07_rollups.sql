@@ -112,3 +112,48 @@ SELECT regress.try($$SELECT * FROM ingest.usage('ru', NULL, now() - interval '1 
 
 -- the folded rollup as a view, for ad-hoc SQL
 SELECT code, external_customer_id, sum(events) FROM ru_usage_hourly GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- rollups by property keys: backfilled from retained raw events; missing
+-- keys and JSON null form one group
+CREATE FUNCTION regress.evp(tx text, props text) RETURNS text LANGUAGE sql AS $$
+    SELECT format('00000000-0000-0000-0000-0000000000aa,%s,c1,llm,%s,"%s",1,', tx,
+                  regress.h(0, 3), replace(props, '"', '""')) $$;
+SELECT * FROM ingest.load('ru', regress.evp('m1', '{"model": "a", "region": "eu"}') || E'\n'
+                             || regress.evp('m2', '{"model": "b"}'));
+SELECT ingest.create_rollup('ru', 'by_model', ARRAY['model']);
+SELECT name, dimensions, known_from = ingest_internal.raw_since('ru') AS known_from_retained
+  FROM ingest.rollup_config WHERE event_table = 'ru'::regclass ORDER BY name;
+SELECT * FROM ingest.load('ru', regress.evp('m3', '{"model": "a"}') || E'\n'
+                             || regress.evp('m4', '{"region": "us"}') || E'\n'
+                             || regress.evp('m5', '{"model": null}'));
+INSERT INTO ru (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'm6', 'c1', 'llm', regress.h(0, 3), '{"model": "b"}', 1);
+SELECT code, dimensions, events FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), code => 'llm', rollup => 'by_model');
+SELECT code, dimensions, events FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), code => 'llm');
+SELECT ingest.fold_rollups('ru') > 0 AS folded;
+SELECT code, dimensions, events FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), code => 'llm', rollup => 'by_model');
+SELECT * FROM ingest.rollup_verify('ru', '-infinity', 'infinity', 'by_model');
+SELECT * FROM ingest.rollup_verify('ru', '-infinity', 'infinity');
+-- its hours before the retained raw events are unknown, not guessed
+SELECT regress.try($$SELECT * FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+                     regress.h(-3, 0), regress.h(1, 0), rollup => 'by_model')$$) LIKE '55000: rollup "by_model" is not known before%' AS unknown;
+SELECT regress.try($$SELECT ingest.create_rollup('ru', 'by_model', ARRAY['model'])$$);
+SELECT regress.try($$SELECT ingest.create_rollup('ru', 'x', ARRAY[]::text[])$$);
+SELECT regress.try($$SELECT ingest.create_rollup('ru', 'x', ARRAY['a', 'a'])$$);
+SELECT regress.try($$SELECT ingest.create_rollup('pg_class', 'x', ARRAY['a'])$$);
+SELECT regress.try($$SELECT ingest.drop_rollup('ru', 'default')$$);
+SELECT regress.try($$SELECT ingest.drop_rollup('ru', 'nope')$$);
+SELECT ingest.drop_rollup('ru', 'by_model');
+SELECT count(*) FROM ingest_internal.rollup_hours WHERE rollup = 'by_model';
+
+-- rollups have their own retention
+SELECT count(*) > 0 AS old_hours FROM ingest_internal.rollup_hours
+ WHERE relid = 'ru'::regclass AND hour < regress.h(-2, 0);
+SELECT ingest.configure('ru', rollup_retention => '2 days');
+SELECT ingest.fold_rollups('ru') >= 0;
+SELECT count(*) AS old_hours FROM ingest_internal.rollup_hours
+ WHERE relid = 'ru'::regclass AND hour < regress.h(-2, 0);
+SELECT regress.try($$SELECT ingest.configure('ru', rollup_retention => '1 hour')$$);

@@ -33,10 +33,10 @@
 /* Columns the rollup reads, in the order of the feed statement's arrays. */
 static const char *const feed_columns[] = {
 	"organization_id", "code", "external_customer_id", "timestamp", "value",
-	"decimal_value", "transaction_id"
+	"decimal_value", "transaction_id", "properties"
 };
 static const Oid feed_types[] = {
-	UUIDOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, FLOAT8OID, NUMERICOID, TEXTOID
+	UUIDOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, FLOAT8OID, NUMERICOID, TEXTOID, JSONBOID
 };
 #define NUM_FEED_COLUMNS lengthof(feed_columns)
 
@@ -66,7 +66,7 @@ IngestRollupBegin(Relation rel, Oid owner)
 
 	AS_EXTENSION_OWNER(owner, f->plan = SPI_prepare(
 		"INSERT INTO ingest_internal.rollup_deltas "
-		"SELECT $1, u.o, pg_catalog.date_trunc('hour', u.t, 'UTC'), u.c, u.x, "
+		"SELECT $1, rc.name, u.o, pg_catalog.date_trunc('hour', u.t, 'UTC'), u.c, u.x, dd.dims, "
 		"       pg_catalog.count(*), pg_catalog.sum(u.v::pg_catalog.numeric), pg_catalog.sum(u.d), "
 		"       pg_catalog.min(u.v), pg_catalog.max(u.v), "
 		"       (pg_catalog.array_agg(u.v ORDER BY u.t DESC, u.tx COLLATE \"C\" DESC))[1], "
@@ -74,8 +74,10 @@ IngestRollupBegin(Relation rel, Oid owner)
 		"       (pg_catalog.array_agg(u.tx COLLATE \"C\" ORDER BY u.t DESC, u.tx COLLATE \"C\" DESC))[1] "
 		"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
 		"                  pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
-		"                  pg_catalog.unnest($8)) AS u(o, c, x, t, v, d, tx) "
-		" GROUP BY 2, 3, 4, 5",
+		"                  pg_catalog.unnest($8), pg_catalog.unnest($9)) AS u(o, c, x, t, v, d, tx, p) "
+		"  JOIN ingest.rollup_config rc ON rc.event_table OPERATOR(pg_catalog.=) $1 "
+		" CROSS JOIN LATERAL ingest_internal.dims_of(u.p, rc.dimensions) AS dd(dims) "
+		" GROUP BY 2, 3, 4, 5, 6, 7",
 		NUM_FEED_COLUMNS + 1, argtypes));
 	if (f->plan == NULL)
 		elog(ERROR, "could not prepare the rollup feed: %s",

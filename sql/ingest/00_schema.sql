@@ -20,6 +20,7 @@ CREATE TABLE ingest.table_config (
                      CHECK (managed_by IN ('ingest', 'pg_partman')),
     on_error         text NOT NULL DEFAULT 'reject'
                      CHECK (on_error IN ('reject', 'abort')),
+    rollup_retention interval,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 SELECT pg_catalog.pg_extension_config_dump('ingest.table_config', '');

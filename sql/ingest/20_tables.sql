@@ -135,7 +135,8 @@ CREATE FUNCTION ingest.configure(tbl regclass,
                                  retention interval DEFAULT NULL,
                                  premake integer DEFAULT NULL,
                                  retention_action text DEFAULT NULL,
-                                 on_error text DEFAULT NULL)
+                                 on_error text DEFAULT NULL,
+                                 rollup_retention interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -147,6 +148,11 @@ BEGIN
     -- A zero retention means "keep forever"; NULL leaves it unchanged.
     PERFORM ingest_internal.check_policy(NULLIF(retention, interval '0'), premake,
                                          retention_action, NULL);
+    IF rollup_retention IS NOT NULL AND rollup_retention <> interval '0'
+       AND rollup_retention < interval '1 day' THEN
+        RAISE EXCEPTION 'rollup_retention must be at least one day'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF on_error IS NOT NULL AND on_error NOT IN ('reject', 'abort') THEN
         RAISE EXCEPTION 'unrecognized on_error "%"', on_error
             USING ERRCODE = 'invalid_parameter_value',
@@ -157,7 +163,9 @@ BEGIN
                             ELSE NULLIF(configure.retention, interval '0') END,
            premake = COALESCE(configure.premake, c.premake),
            retention_action = COALESCE(configure.retention_action, c.retention_action),
-           on_error = COALESCE(configure.on_error, c.on_error)
+           on_error = COALESCE(configure.on_error, c.on_error),
+           rollup_retention = CASE WHEN configure.rollup_retention IS NULL THEN c.rollup_retention
+                                   ELSE NULLIF(configure.rollup_retention, interval '0') END
      WHERE c.event_table = tbl;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
@@ -166,7 +174,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text, text) IS
+COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text, text, interval) IS
     'Change the policy of a managed table; NULL leaves a setting unchanged, retention => ''0'' keeps data forever';
 
 CREATE FUNCTION ingest.unmanage_table(tbl regclass)
@@ -193,6 +201,7 @@ BEGIN
         pg_catalog.left((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl), 49) || '_usage_hourly');
     DELETE FROM ingest_internal.rollup_hours r WHERE r.relid = tbl;
     DELETE FROM ingest_internal.rollup_deltas d WHERE d.relid = tbl;
+    DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl;
 END
 $$;
 COMMENT ON FUNCTION ingest.unmanage_table(regclass) IS
@@ -248,6 +257,9 @@ BEGIN
     DELETE FROM ingest_internal.rollup_deltas r
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.relid;
+    DELETE FROM ingest.rollup_config r
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.event_table::oid;
 END
 $$;
 -- Only commands that can drop tables: the worker's DROP INDEX CONCURRENTLY
