@@ -66,7 +66,9 @@ IngestRollupBegin(Relation rel, Oid owner)
 
 	AS_EXTENSION_OWNER(owner, f->plan = SPI_prepare(
 		"INSERT INTO ingest_internal.rollup_deltas "
-		"SELECT $1, rc.name, u.o, pg_catalog.date_trunc('hour', u.t, 'UTC'), u.c, u.x, dd.dims, "
+		"SELECT $1, rc.name, u.o, pg_catalog.date_trunc('hour', u.t, 'UTC'), u.c, u.x, "
+		"       CASE WHEN rc.dimensions OPERATOR(pg_catalog.=) '{}'::text[] THEN '{}'::jsonb "
+		"            ELSE ingest_internal.dims_of(u.p, rc.dimensions) END, "
 		"       pg_catalog.count(*), pg_catalog.sum(u.v::pg_catalog.numeric), pg_catalog.sum(u.d), "
 		"       pg_catalog.min(u.v), pg_catalog.max(u.v), "
 		"       (pg_catalog.array_agg(u.v ORDER BY u.t DESC, u.tx COLLATE \"C\" DESC))[1], "
@@ -76,7 +78,6 @@ IngestRollupBegin(Relation rel, Oid owner)
 		"                  pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
 		"                  pg_catalog.unnest($8), pg_catalog.unnest($9)) AS u(o, c, x, t, v, d, tx, p) "
 		"  JOIN ingest.rollup_config rc ON rc.event_table OPERATOR(pg_catalog.=) $1 "
-		" CROSS JOIN LATERAL ingest_internal.dims_of(u.p, rc.dimensions) AS dd(dims) "
 		" GROUP BY 2, 3, 4, 5, 6, 7",
 		NUM_FEED_COLUMNS + 1, argtypes));
 	if (f->plan == NULL)

@@ -1,0 +1,116 @@
+#!/bin/bash
+# Rollup benchmark: ingest.load throughput with the hourly rollup fed versus
+# not fed, on the same data in one run; fold throughput; and the latency of
+# ingest.usage() for one organization over 30 days against the same
+# aggregation over raw events, on a table of EVENTS events.
+#
+#   test/bench/rollup_bench.sh                          # 10M events
+#   EVENTS=1000000 COMPARE=500000 test/bench/rollup_bench.sh   # quicker
+#
+# Prints a markdown report; writes it to test/bench/out/rollup_bench.md too.
+source "$(dirname "$0")/../env.sh"
+
+EVENTS=${EVENTS:-10000000}
+COMPARE=${COMPARE:-2000000}
+CHUNK=${CHUNK:-100000}
+QUERIES=${QUERIES:-20}
+
+throwaway_cluster 54394 "ingest.enabled = off" "shared_buffers = 2GB" "max_wal_size = 16GB" \
+    "checkpoint_timeout = 30min" "synchronous_commit = off"
+dir=$cluster_dir
+q() { as_pg psql -X -q -t -A -d postgres -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%d", n / t }'; }
+
+q <<'SQL'
+CREATE EXTENSION ingest;
+SELECT ingest.create_event_table('ev_on', premake => 1);
+SELECT ingest.create_event_table('ev_off', premake => 1);
+-- "off": no rollup configured, so the loader's feed writes nothing
+DELETE FROM ingest.rollup_config WHERE event_table = 'ev_off'::regclass;
+-- 30 days of partitions
+SELECT ingest_internal.create_partition(t, (now() AT TIME ZONE 'UTC')::date - d)
+  FROM unnest(ARRAY['ev_on', 'ev_off']::regclass[]) t, generate_series(1, 29) d;
+SQL
+
+echo "== generating $EVENTS events over 30 days"
+nchunks=$(( (EVENTS + CHUNK - 1) / CHUNK ))
+for ((c = 0; c < nchunks; c++)); do
+    q -c "COPY (SELECT ('00000000-0000-4000-8000-' || lpad((n % 200)::text, 12, '0'))::uuid,
+                       'tx-' || n, 'customer-' || (n % 2000),
+                       (ARRAY['api_call', 'tokens', 'storage_gb', 'seats'])[1 + n % 4],
+                       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
+                         + ((n::bigint * 7919) % (30 * 86400)) * interval '1 second',
+                       '{}', (n % 100)::float8, NULL
+                  FROM generate_series($((c * CHUNK + 1)), $(((c + 1) * CHUNK))) n)
+          TO '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
+done
+ncompare=$(( (COMPARE + CHUNK - 1) / CHUNK ))
+
+load() {
+    local t=$1 from=$2 to=$3 t0
+    t0=$(now)
+    for ((c = from; c < to; c++)); do
+        q -c "SELECT * FROM ingest.load('$t', pg_read_file('$(printf '%s/chunk%05d.csv' "$dir" "$c")'))" >/dev/null
+    done
+    echo "$(now) - $t0" | bc
+}
+echo "== rollups off, $COMPARE events"
+t_off=$(load ev_off 0 "$ncompare")
+echo "== rollups on, $COMPARE events"
+t_on=$(load ev_on 0 "$ncompare")
+deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas")
+t0=$(now)
+q -c "SELECT ingest.fold_rollups('ev_on')" >/dev/null
+t_fold=$(echo "$(now) - $t0" | bc)
+
+echo "== rollups on, up to $EVENTS events"
+load ev_on "$ncompare" "$nchunks" >/dev/null
+q -c "SELECT ingest.fold_rollups('ev_on')" -c "ANALYZE ev_on" >/dev/null
+exact=$(q -c "SELECT count(*) = 0 FROM ingest.rollup_verify('ev_on', '-infinity', 'infinity')")
+
+q <<'SQL'
+CREATE FUNCTION ingest_internal.bench_ms(query text) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE l text; ms float8;
+BEGIN
+    FOR l IN EXECUTE 'EXPLAIN (ANALYZE, TIMING OFF) ' || query LOOP
+        IF l LIKE 'Execution Time:%' THEN ms := substring(l from '([0-9.]+)')::float8; END IF;
+    END LOOP;
+    RETURN ms;
+END $$;
+SQL
+median() {
+    q <<SQL
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ingest_internal.bench_ms(format(\$q\$$1\$q\$,
+       ('00000000-0000-4000-8000-' || lpad((g * 7)::text, 12, '0'))::uuid)))::numeric(10, 2)
+  FROM generate_series(1, $QUERIES) g;
+SQL
+}
+range="date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days', date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day'"
+lat_usage=$(median "SELECT * FROM ingest.usage('ev_on', %L, $range)")
+lat_raw=$(median "SELECT code, external_customer_id, count(*), sum(value::numeric), sum(decimal_value), min(value), max(value)
+                    FROM ev_on WHERE organization_id = %L
+                     AND \"timestamp\" >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
+                     AND \"timestamp\" < date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day'
+                   GROUP BY 1, 2")
+events=$(q -c "SELECT count(*) FROM ev_on")
+rollup_rows=$(q -c "SELECT count(*) FROM ingest_internal.rollup_hours")
+
+rows=$(( ncompare * CHUNK ))
+out=$(cat <<EOT
+PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores; events over 30 days, 200 organizations, 2,000 customers, 4 codes.
+
+| | rows/s |
+|---|---|
+| ingest.load, rollup not fed ($rows events) | $(rate "$rows" "$t_off") |
+| ingest.load, rollup fed ($rows events) | $(rate "$rows" "$t_on") |
+| cost of the rollup | $(awk -v a="$t_on" -v b="$t_off" 'BEGIN { printf "%.1f%%", (a / b - 1) * 100 }') |
+| fold: $deltas delta rows folded in $(printf '%.2f' "$t_fold") s | $(rate "$deltas" "$t_fold") delta rows/s |
+
+One organization over 30 days on $events events ($rollup_rows rollup rows; rollup_verify empty: $exact), median of $QUERIES organizations:
+ingest.usage() $lat_usage ms, the same aggregation over raw events $lat_raw ms.
+EOT
+)
+echo "$out"
+mkdir -p "$top/test/bench/out"
+echo "$out" > "$top/test/bench/out/rollup_bench.md"
