@@ -26,6 +26,10 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/builtins.h"
+#include "utils/float.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "ingest.h"
 #include "loader.h"
@@ -45,8 +49,94 @@ struct IngestRollup
 	Oid			relid;
 	Oid			owner;
 	AttrNumber	attnums[NUM_FEED_COLUMNS];
-	SPIPlanPtr	plan;
+	SPIPlanPtr	plan;			/* rollups with dimensions, aggregated in SQL */
+	bool		has_dimensions;
+	SPIPlanPtr	plain;			/* the default rollup, aggregated here */
 };
+
+/* Positions in feed_columns. */
+enum
+{
+	F_ORG, F_CODE, F_CUST, F_TS, F_VALUE, F_DECIMAL, F_TX, F_PROPS
+};
+
+/* One delta row of the default rollup, aggregated in C. */
+typedef struct DeltaAcc
+{
+	LoadRow    *first;			/* the key: organization, hour, code, customer */
+	TimestampTz hour;
+	int64		events;
+	Datum		value_sum;
+	bool		value_sum_null;
+	Datum		decimal_sum;
+	bool		decimal_sum_null;
+	double		value_min;
+	double		value_max;
+	bool		minmax_null;
+	LoadRow    *latest;
+} DeltaAcc;
+
+static IngestRollup *sort_feed;
+
+static TimestampTz
+utc_hour(Datum ts)
+{
+	TimestampTz t = DatumGetTimestampTz(ts);
+	TimestampTz r = t % USECS_PER_HOUR;
+
+	if (r < 0)
+		r += USECS_PER_HOUR;
+	return t - r;
+}
+
+static int
+text_cmp_c(Datum a, Datum b)
+{
+	text	   *ta = DatumGetTextPP(a);
+	text	   *tb = DatumGetTextPP(b);
+	int			la = VARSIZE_ANY_EXHDR(ta);
+	int			lb = VARSIZE_ANY_EXHDR(tb);
+	int			c = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
+
+	return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+/* Rows by key: organization, UTC hour, code, customer. */
+static int
+key_cmp(const void *pa, const void *pb)
+{
+	LoadRow    *a = *(LoadRow *const *) pa;
+	LoadRow    *b = *(LoadRow *const *) pb;
+	AttrNumber *at = sort_feed->attnums;
+	TimestampTz ha;
+	TimestampTz hb;
+	int			c;
+
+	c = memcmp(DatumGetUUIDP(a->values[at[F_ORG] - 1])->data,
+			   DatumGetUUIDP(b->values[at[F_ORG] - 1])->data, UUID_LEN);
+	if (c != 0)
+		return c;
+	ha = utc_hour(a->values[at[F_TS] - 1]);
+	hb = utc_hour(b->values[at[F_TS] - 1]);
+	if (ha != hb)
+		return ha < hb ? -1 : 1;
+	c = text_cmp_c(a->values[at[F_CODE] - 1], b->values[at[F_CODE] - 1]);
+	if (c != 0)
+		return c;
+	return text_cmp_c(a->values[at[F_CUST] - 1], b->values[at[F_CUST] - 1]);
+}
+
+/* Whether row b is later than row a by (timestamp, transaction_id). */
+static bool
+later(IngestRollup *f, LoadRow *a, LoadRow *b)
+{
+	TimestampTz ta = DatumGetTimestampTz(a->values[f->attnums[F_TS] - 1]);
+	TimestampTz tb = DatumGetTimestampTz(b->values[f->attnums[F_TS] - 1]);
+
+	if (ta != tb)
+		return tb > ta;
+	return text_cmp_c(b->values[f->attnums[F_TX] - 1], a->values[f->attnums[F_TX] - 1]) > 0;
+}
 
 IngestRollup *
 IngestRollupBegin(Relation rel, Oid owner)
@@ -67,8 +157,7 @@ IngestRollupBegin(Relation rel, Oid owner)
 	AS_EXTENSION_OWNER(owner, f->plan = SPI_prepare(
 		"INSERT INTO ingest_internal.rollup_deltas "
 		"SELECT $1, rc.name, u.o, pg_catalog.date_trunc('hour', u.t, 'UTC'), u.c, u.x, "
-		"       CASE WHEN rc.dimensions OPERATOR(pg_catalog.=) '{}'::text[] THEN '{}'::jsonb "
-		"            ELSE ingest_internal.dims_of(u.p, rc.dimensions) END, "
+		"       ingest_internal.dims_of(u.p, rc.dimensions), "
 		"       pg_catalog.count(*), pg_catalog.sum(u.v::pg_catalog.numeric), pg_catalog.sum(u.d), "
 		"       pg_catalog.min(u.v), pg_catalog.max(u.v), "
 		"       (pg_catalog.array_agg(u.v ORDER BY u.t DESC, u.tx COLLATE \"C\" DESC))[1], "
@@ -78,15 +167,154 @@ IngestRollupBegin(Relation rel, Oid owner)
 		"                  pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
 		"                  pg_catalog.unnest($8), pg_catalog.unnest($9)) AS u(o, c, x, t, v, d, tx, p) "
 		"  JOIN ingest.rollup_config rc ON rc.event_table OPERATOR(pg_catalog.=) $1 "
+		"   AND rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[] "
 		" GROUP BY 2, 3, 4, 5, 6, 7",
 		NUM_FEED_COLUMNS + 1, argtypes));
 	if (f->plan == NULL)
 		elog(ERROR, "could not prepare the rollup feed: %s",
 			 SPI_result_code_string(SPI_result));
+
+	{
+		Oid			plaintypes[13] = {OIDOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, INT8ARRAYOID, NUMERICARRAYOID, NUMERICARRAYOID, FLOAT8ARRAYOID,
+		FLOAT8ARRAYOID, FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+		Datum		arg = ObjectIdGetDatum(f->relid);
+		bool		isnull;
+		int			rc;
+
+		AS_EXTENSION_OWNER(owner, f->plain = SPI_prepare(
+			"INSERT INTO ingest_internal.rollup_deltas "
+			"SELECT $1, 'default', u.o, u.h, u.c, u.x, '{}'::jsonb, u.n, u.vs, u.ds, u.mi, u.ma, "
+			"       u.lv, u.la, u.lt "
+			"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+			"                  pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
+			"                  pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
+			"                  pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13)) "
+			"       AS u(o, h, c, x, n, vs, ds, mi, ma, lv, la, lt) "
+			" WHERE EXISTS (SELECT 1 FROM ingest.rollup_config rc "
+			"                WHERE rc.event_table OPERATOR(pg_catalog.=) $1 "
+			"                  AND rc.name OPERATOR(pg_catalog.=) 'default')",
+			13, plaintypes));
+		if (f->plain == NULL)
+			elog(ERROR, "could not prepare the rollup feed: %s",
+				 SPI_result_code_string(SPI_result));
+		AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
+			"SELECT EXISTS (SELECT 1 FROM ingest.rollup_config rc "
+			"                WHERE rc.event_table OPERATOR(pg_catalog.=) $1 "
+			"                  AND rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[])",
+			1, (Oid[]) {OIDOID}, &arg, NULL, true, 1));
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the rollups of table %u", f->relid);
+		f->has_dimensions = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
+	}
 	return f;
 }
 
-/* Append the deltas of the rows a batch wrote (state ROW_LOADED). */
+/* The default rollup's deltas of a batch, aggregated here, in one INSERT. */
+static void
+feed_default(IngestRollup *f, LoadRow **rows, int n)
+{
+	AttrNumber *at = f->attnums;
+	DeltaAcc   *acc = palloc0(sizeof(DeltaAcc) * n);
+	int			nacc = 0;
+	int			i;
+	Datum		args[13];
+	Datum	   *col;
+	bool	   *nul;
+	int			rc;
+
+	sort_feed = f;
+	qsort(rows, n, sizeof(LoadRow *), key_cmp);
+	for (i = 0; i < n; i++)
+	{
+		LoadRow    *r = rows[i];
+		DeltaAcc   *a;
+		bool		vnull = r->nulls[at[F_VALUE] - 1];
+		bool		dnull = r->nulls[at[F_DECIMAL] - 1];
+
+		if (nacc == 0 || key_cmp(&acc[nacc - 1].first, &r) != 0)
+		{
+			a = &acc[nacc++];
+			a->first = r;
+			a->hour = utc_hour(r->values[at[F_TS] - 1]);
+			a->value_sum_null = a->decimal_sum_null = a->minmax_null = true;
+			a->latest = r;
+		}
+		else
+		{
+			a = &acc[nacc - 1];
+			if (later(f, a->latest, r))
+				a->latest = r;
+		}
+		a->events++;
+		if (!vnull)
+		{
+			double		v = DatumGetFloat8(r->values[at[F_VALUE] - 1]);
+			Datum		vn = DirectFunctionCall1(float8_numeric, Float8GetDatum(v));
+
+			a->value_sum = a->value_sum_null ? vn :
+				DirectFunctionCall2(numeric_add, a->value_sum, vn);
+			a->value_sum_null = false;
+			if (a->minmax_null || float8_lt(v, a->value_min))
+				a->value_min = v;
+			if (a->minmax_null || float8_gt(v, a->value_max))
+				a->value_max = v;
+			a->minmax_null = false;
+		}
+		if (!dnull)
+		{
+			a->decimal_sum = a->decimal_sum_null ? r->values[at[F_DECIMAL] - 1] :
+				DirectFunctionCall2(numeric_add, a->decimal_sum, r->values[at[F_DECIMAL] - 1]);
+			a->decimal_sum_null = false;
+		}
+	}
+
+	col = palloc(sizeof(Datum) * nacc);
+	nul = palloc(sizeof(bool) * nacc);
+#define ARRAY_ARG(pos, type, expr, isnull) \
+	do { \
+		int16		typlen_; \
+		bool		typbyval_; \
+		char		typalign_; \
+		int			dims_[1] = {nacc}; \
+		int			lbs_[1] = {1}; \
+		for (i = 0; i < nacc; i++) \
+		{ \
+			DeltaAcc   *a = &acc[i]; \
+			col[i] = (expr); \
+			nul[i] = (isnull); \
+		} \
+		get_typlenbyvalalign((type), &typlen_, &typbyval_, &typalign_); \
+		args[pos] = PointerGetDatum(construct_md_array(col, nul, 1, dims_, lbs_, (type), \
+													   typlen_, typbyval_, typalign_)); \
+	} while (0)
+
+	args[0] = ObjectIdGetDatum(f->relid);
+	ARRAY_ARG(1, UUIDOID, a->first->values[at[F_ORG] - 1], false);
+	ARRAY_ARG(2, TIMESTAMPTZOID, TimestampTzGetDatum(a->hour), false);
+	ARRAY_ARG(3, TEXTOID, a->first->values[at[F_CODE] - 1], false);
+	ARRAY_ARG(4, TEXTOID, a->first->values[at[F_CUST] - 1], false);
+	ARRAY_ARG(5, INT8OID, Int64GetDatum(a->events), false);
+	ARRAY_ARG(6, NUMERICOID, a->value_sum, a->value_sum_null);
+	ARRAY_ARG(7, NUMERICOID, a->decimal_sum, a->decimal_sum_null);
+	ARRAY_ARG(8, FLOAT8OID, Float8GetDatum(a->value_min), a->minmax_null);
+	ARRAY_ARG(9, FLOAT8OID, Float8GetDatum(a->value_max), a->minmax_null);
+	ARRAY_ARG(10, FLOAT8OID, a->latest->values[at[F_VALUE] - 1], a->latest->nulls[at[F_VALUE] - 1]);
+	ARRAY_ARG(11, TIMESTAMPTZOID, a->latest->values[at[F_TS] - 1], false);
+	ARRAY_ARG(12, TEXTOID, a->latest->values[at[F_TX] - 1], false);
+#undef ARRAY_ARG
+
+	AS_EXTENSION_OWNER(f->owner, rc = SPI_execute_plan(f->plain, args, NULL, false, 0));
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not append rollup deltas: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Append the deltas of the rows a batch wrote (state ROW_LOADED): the
+ * default rollup's aggregated here, those of rollups with dimensions in SQL.
+ */
 void
 IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 {
@@ -102,6 +330,19 @@ IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 		if (rows[i]->state == ROW_LOADED)
 			n++;
 	if (n == 0)
+		return;
+
+	{
+		LoadRow   **loaded = palloc(sizeof(LoadRow *) * n);
+		int			k = 0;
+
+		for (i = 0; i < nrows; i++)
+			if (rows[i]->state == ROW_LOADED)
+				loaded[k++] = rows[i];
+		feed_default(f, loaded, n);
+		pfree(loaded);
+	}
+	if (!f->has_dimensions)
 		return;
 
 	args[0] = ObjectIdGetDatum(f->relid);
@@ -140,6 +381,7 @@ void
 IngestRollupEnd(IngestRollup *f)
 {
 	SPI_freeplan(f->plan);
+	SPI_freeplan(f->plain);
 	pfree(f);
 }
 
