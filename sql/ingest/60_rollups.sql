@@ -298,6 +298,26 @@ AS 'MODULE_PATHNAME', 'ingest_usage';
 COMMENT ON FUNCTION ingest.usage(regclass, uuid, timestamptz, timestamptz, text, text, text, text, text) IS
     'Usage of one organization in [from_ts, to_ts) by code and customer, per total, hour or day: exact at every snapshot, also after raw partitions are retired';
 
+-- The first hour from which a rollup can be checked against raw events:
+-- retained, and known to the rollup.  Raises 42704 for an unknown rollup.
+CREATE FUNCTION ingest_internal.rollup_horizon(tbl regclass, rollup text, from_ts timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known timestamptz;
+BEGIN
+    SELECT rc.known_from INTO known FROM ingest.rollup_config rc
+     WHERE rc.event_table = tbl AND rc.name = rollup;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_since(tbl), known);
+END
+$$;
+
 -- Every (key, hour, measure) where the rollup (folded plus deltas) and the
 -- raw events disagree, for the hours of [from_ts, to_ts) still retained.
 CREATE FUNCTION ingest.rollup_verify(tbl regclass, from_ts timestamptz, to_ts timestamptz,
@@ -311,13 +331,7 @@ DECLARE
     lo timestamptz;
 BEGIN
     rollup := COALESCE(rollup, 'default');
-    IF NOT EXISTS (SELECT 1 FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup) THEN
-        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    lo := GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_since(tbl),
-                   (SELECT rc.known_from FROM ingest.rollup_config rc
-                     WHERE rc.event_table = tbl AND rc.name = rollup));
+    lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
     RETURN QUERY EXECUTE format($q$
         WITH ro AS (
             SELECT s.organization_id, s.hour, s.code, s.external_customer_id, s.dims,
@@ -371,14 +385,9 @@ DECLARE
     n  bigint;
 BEGIN
     rollup := COALESCE(rollup, 'default');
-    IF NOT EXISTS (SELECT 1 FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup) THEN
-        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
+    -- the folder's lock: no fold moves deltas of these hours meanwhile
     PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
-    lo := GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_since(tbl),
-                   (SELECT rc.known_from FROM ingest.rollup_config rc
-                     WHERE rc.event_table = tbl AND rc.name = rollup));
     EXECUTE format($q$
         WITH gone_deltas AS (
             DELETE FROM ingest_internal.rollup_deltas d

@@ -9,7 +9,7 @@
 #   GROWTH=2000000 WINDOW=1000000 test/bench/index_bench.sh   # quicker
 #
 # Prints a markdown report; writes it to test/bench/out/index_bench.md too.
-source "$(dirname "$0")/../env.sh"
+source "$(dirname "$0")/lib.sh"
 
 GROWTH=${GROWTH:-20000000}
 CHUNK=${CHUNK:-100000}
@@ -20,9 +20,6 @@ throwaway_cluster 54393 "ingest.enabled = off" "ingest.maintenance_interval = 1"
     "ingest.close_delay = 7d" "shared_buffers = 2GB" "max_wal_size = 16GB" \
     "checkpoint_timeout = 30min" "synchronous_commit = off"
 dir=$cluster_dir
-q() { as_pg psql -X -q -t -A -d postgres -v ON_ERROR_STOP=1 "$@"; }
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%d", n / t }'; }
 
 q <<'SQL'
 CREATE EXTENSION ingest;

@@ -8,7 +8,7 @@
 #   ROWS=200000 GROWTH=1000000 test/bench/load_bench.sh   # a quick run
 #
 # Prints a markdown table; writes it to test/bench/out/load_bench.md too.
-source "$(dirname "$0")/../env.sh"
+source "$(dirname "$0")/lib.sh"
 
 ROWS=${ROWS:-2000000}
 GROWTH=${GROWTH:-20000000}
@@ -20,8 +20,6 @@ WINDOW=${WINDOW:-2000000}
 throwaway_cluster 54392 "ingest.enabled = off" "shared_buffers = 2GB" \
     "max_wal_size = 16GB" "checkpoint_timeout = 30min" "synchronous_commit = off"
 dir=$cluster_dir
-q() { as_pg psql -X -q -t -A -d postgres -v ON_ERROR_STOP=1 "$@"; }
-now() { date +%s.%N; }
 cols="organization_id, transaction_id, external_customer_id, code, \"timestamp\", properties, value, decimal_value"
 
 q <<SQL
@@ -83,7 +81,6 @@ done
 chunks_for() { echo $(( ($1 + CHUNK - 1) / CHUNK )); }
 nrows=$(chunks_for "$ROWS")
 
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%d", n / t }'; }
 
 echo "== ingest.load, growth to $GROWTH rows (windows of $WINDOW)"
 growth=""

@@ -8,7 +8,7 @@
 #   EVENTS=1000000 COMPARE=500000 test/bench/rollup_bench.sh   # quicker
 #
 # Prints a markdown report; writes it to test/bench/out/rollup_bench.md too.
-source "$(dirname "$0")/../env.sh"
+source "$(dirname "$0")/lib.sh"
 
 EVENTS=${EVENTS:-10000000}
 COMPARE=${COMPARE:-2000000}
@@ -18,9 +18,6 @@ QUERIES=${QUERIES:-20}
 throwaway_cluster 54394 "ingest.enabled = off" "shared_buffers = 2GB" "max_wal_size = 16GB" \
     "checkpoint_timeout = 30min" "synchronous_commit = off"
 dir=$cluster_dir
-q() { as_pg psql -X -q -t -A -d postgres -v ON_ERROR_STOP=1 "$@"; }
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%d", n / t }'; }
 
 q <<'SQL'
 CREATE EXTENSION ingest;
