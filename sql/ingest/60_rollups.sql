@@ -214,12 +214,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     rollup := COALESCE(rollup, 'default');
-    SELECT rc.known_from INTO known FROM ingest.rollup_config rc
-     WHERE rc.event_table = tbl AND rc.name = rollup;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    known := ingest_internal.rollup_known_from(tbl, rollup);
     IF known IS NOT NULL AND from_ts < known THEN
         RAISE EXCEPTION 'rollup "%" is not known before %', rollup, known
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -298,9 +293,9 @@ AS 'MODULE_PATHNAME', 'ingest_usage';
 COMMENT ON FUNCTION ingest.usage(regclass, uuid, timestamptz, timestamptz, text, text, text, text, text) IS
     'Usage of one organization in [from_ts, to_ts) by code and customer, per total, hour or day: exact at every snapshot, also after raw partitions are retired';
 
--- The first hour from which a rollup can be checked against raw events:
--- retained, and known to the rollup.  Raises 42704 for an unknown rollup.
-CREATE FUNCTION ingest_internal.rollup_horizon(tbl regclass, rollup text, from_ts timestamptz)
+-- When a rollup's data starts (NULL: from the first event); 42704 for an
+-- unknown rollup.
+CREATE FUNCTION ingest_internal.rollup_known_from(tbl regclass, rollup text)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -314,7 +309,20 @@ BEGIN
         RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
             USING ERRCODE = 'undefined_object';
     END IF;
-    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_since(tbl), known);
+    RETURN known;
+END
+$$;
+
+-- The first hour from which a rollup can be checked against raw events:
+-- retained, and known to the rollup.  Raises 42704 for an unknown rollup.
+CREATE FUNCTION ingest_internal.rollup_horizon(tbl regclass, rollup text, from_ts timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_since(tbl),
+                    ingest_internal.rollup_known_from(tbl, rollup));
 END
 $$;
 
