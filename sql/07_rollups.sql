@@ -157,3 +157,19 @@ SELECT ingest.fold_rollups('ru') >= 0;
 SELECT count(*) AS old_hours FROM ingest_internal.rollup_hours
  WHERE relid = 'ru'::regclass AND hour < regress.h(-2, 0);
 SELECT regress.try($$SELECT ingest.configure('ru', rollup_retention => '1 hour')$$);
+
+-- the loader aggregates a whole call: 3,000 rows of one key (three batches)
+-- make one delta row; more keys than the feed holds at once are written in
+-- several flushes, and still agree with the raw events
+SELECT ingest.create_event_table('rb', premake => 1);
+SELECT loaded FROM ingest.load('rb', (SELECT string_agg(format('00000000-0000-0000-0000-0000000000bb,k%s,c0,api,%s,{},%s,%s',
+                                                               n, regress.h(0, 3, n % 60), n % 7, n % 3), E'\n')
+                                        FROM generate_series(1, 3000) n));
+SELECT count(*) AS delta_rows, sum(events) AS events, sum(value_sum) AS value_sum, sum(decimal_sum) AS decimal_sum
+  FROM ingest_internal.rollup_deltas WHERE relid = 'rb'::regclass;
+SELECT latest_value, latest_tx FROM ingest_internal.rollup_deltas WHERE relid = 'rb'::regclass;
+SELECT loaded FROM ingest.load('rb', (SELECT string_agg(format('00000000-0000-0000-0000-0000000000bb,m%s,c%s,api,%s,{},%s,',
+                                                               n, n, regress.h(0, 4), n % 7), E'\n')
+                                        FROM generate_series(1, 70000) n));
+SELECT count(*) AS delta_rows FROM ingest_internal.rollup_deltas WHERE relid = 'rb'::regclass;
+SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', '-infinity', 'infinity');

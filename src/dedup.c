@@ -14,26 +14,41 @@
  * payload, so that a duplicate whose payload differs is told apart as a
  * conflict.
  *
- * The loader claims a batch's keys in one statement, sorted in the ledger
- * index's order (uuid bytes, then transaction_id in the "C" collation), so
- * the B-tree is written in order instead of at random.  Plain INSERT claims
- * through a row trigger.  Retention forgets the keys of retired partitions.
+ * The loader claims a batch's keys sorted in the ledger index's order (uuid
+ * bytes, then transaction_id in the "C" collation), so the B-tree is written
+ * in order instead of at random.  Most keys are new, so it first inserts
+ * each one speculatively, as INSERT ... ON CONFLICT does, but without that
+ * statement's probe before the insert: the unique index's own check during
+ * the insertion finds a conflict, and the speculative tuple is then killed.
+ * Keys that conflicted (stored, or being claimed by another session) go
+ * through INSERT ... ON CONFLICT DO NOTHING, which waits for the other
+ * claimant as usual.  When most keys of a batch conflict (a replay), the
+ * next batch goes straight to that statement.  Plain INSERT claims through a
+ * row trigger.  Retention forgets the keys of retired partitions.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "storage/lmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/typcache.h"
 #include "utils/uuid.h"
@@ -56,6 +71,14 @@ struct IngestLedger
 	SPIPlanPtr	claim;
 	SPIPlanPtr	lookup;
 	MemoryContext cxt;
+	/* the speculative path */
+	EState	   *estate;
+	Relation	keys;			/* ingest_internal.event_keys */
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	BulkInsertState bistate;
+	MemoryContext keycxt;		/* reset per key */
+	bool		probe_first;	/* last batch was mostly conflicts */
 };
 
 /* The role the extension's internal tables belong to (needs SPI). */
@@ -132,9 +155,10 @@ IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls)
 }
 
 IngestLedger *
-IngestLedgerBegin(Relation rel)
+IngestLedgerBegin(Relation rel, EState *estate)
 {
 	IngestLedger *l = palloc0(sizeof(IngestLedger));
+	Oid			keys_oid;
 
 	l->relid = RelationGetRelid(rel);
 	l->owner = IngestExtensionOwner();
@@ -153,20 +177,70 @@ IngestLedgerBegin(Relation rel)
 			"ON CONFLICT DO NOTHING "
 			"RETURNING k.organization_id, k.transaction_id",
 			4, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID});
+		/* a subplan: one index probe per key, never a hash of the whole ledger */
 		l->lookup = SPI_prepare(
-			"SELECT k.organization_id, k.transaction_id, k.payload_hash "
+			"SELECT u.o, u.t, "
+			"       (SELECT k.payload_hash FROM ingest_internal.event_keys k "
+			"         WHERE k.relid OPERATOR(pg_catalog.=) $1 "
+			"           AND k.organization_id OPERATOR(pg_catalog.=) u.o "
+			"           AND k.transaction_id OPERATOR(pg_catalog.=) u.t COLLATE \"C\") "
 			"  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.uuid[]), "
-			"                 pg_catalog.unnest($3::pg_catalog.text[])) AS u(o, t) "
-			"  JOIN ingest_internal.event_keys k "
-			"    ON k.relid OPERATOR(pg_catalog.=) $1 "
-			"   AND k.organization_id OPERATOR(pg_catalog.=) u.o "
-			"   AND k.transaction_id OPERATOR(pg_catalog.=) u.t COLLATE \"C\"",
+			"                 pg_catalog.unnest($3::pg_catalog.text[])) AS u(o, t)",
 			3, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID});
 	});
 	if (l->claim == NULL || l->lookup == NULL)
 		elog(ERROR, "could not prepare ledger statements: %s",
 			 SPI_result_code_string(SPI_result));
+
+	keys_oid = get_relname_relid("event_keys", get_namespace_oid("ingest_internal", false));
+	if (!OidIsValid(keys_oid))
+		elog(ERROR, "could not find the key ledger");
+	l->estate = estate;
+	l->keys = table_open(keys_oid, RowExclusiveLock);
+	l->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(l->rri, l->keys, 0, NULL, 0);
+	ExecOpenIndices(l->rri, true);
+	l->slot = table_slot_create(l->keys, NULL);
+	l->bistate = GetBulkInsertState();
+	l->keycxt = AllocSetContextCreate(CurrentMemoryContext, "ingest ledger key",
+									  ALLOCSET_SMALL_SIZES);
 	return l;
+}
+
+/*
+ * Claim one key by speculative insertion, without a probe first.  False
+ * when the unique index holds the key already (committed or not): the
+ * tuple is then killed, as ExecInsert does, for the caller to decide.
+ */
+static bool
+claim_speculative(IngestLedger *l, Datum org, Datum tx, uint64 hash)
+{
+	TupleTableSlot *slot = l->slot;
+	TransactionId xid = GetCurrentTransactionId();
+	uint32		token;
+	bool		conflict = false;
+	MemoryContext old = MemoryContextSwitchTo(l->keycxt);
+
+	ExecClearTuple(slot);
+	slot->tts_values[0] = ObjectIdGetDatum(l->relid);
+	slot->tts_values[1] = org;
+	slot->tts_values[2] = tx;
+	slot->tts_values[3] = Int64GetDatum((int64) hash);
+	memset(slot->tts_isnull, 0, sizeof(bool) * 4);
+	ExecStoreVirtualTuple(slot);
+
+	token = SpeculativeInsertionLockAcquire(xid);
+	table_tuple_insert_speculative(l->keys, slot, GetCurrentCommandId(true), 0,
+								   l->bistate, token);
+	list_free(ExecInsertIndexTuples(l->rri, slot, l->estate, false, true,
+									&conflict, NIL));
+	table_tuple_complete_speculative(l->keys, slot, token, !conflict);
+	SpeculativeInsertionLockRelease(xid);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(l->keycxt);
+	ResetPerTupleExprContext(l->estate);
+	return !conflict;
 }
 
 /* Sort context: rows by key in the ledger index's order, then input order. */
@@ -232,6 +306,8 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	Datum	   *hashes;
 	Datum		args[4];
 	bool	   *claimed;
+	int		   *pending;		/* by position: index in cand */
+	int			npending = 0;
 	int		   *cand_losers;
 	int			i;
 	int			rc;
@@ -276,44 +352,66 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	orgs = palloc(sizeof(Datum) * ncand);
 	txs = palloc(sizeof(Datum) * ncand);
 	hashes = palloc(sizeof(Datum) * ncand);
+	claimed = palloc0(sizeof(bool) * ncand);
+	pending = palloc(sizeof(int) * Max(ncand, 1));
+
+	/* New keys, the common case: one index descent each. */
 	for (i = 0; i < ncand; i++)
 	{
 		LoadRow    *r = rows[cand[i]];
 
-		orgs[i] = r->values[l->org_att - 1];
-		txs[i] = r->values[l->tx_att - 1];
-		hashes[i] = Int64GetDatum((int64) r->hash);
+		CHECK_FOR_INTERRUPTS();
+		if (!l->probe_first &&
+			claim_speculative(l, r->values[l->org_att - 1], r->values[l->tx_att - 1], r->hash))
+			claimed[i] = true;
+		else
+		{
+			pending[npending] = i;
+			orgs[npending] = r->values[l->org_att - 1];
+			txs[npending] = r->values[l->tx_att - 1];
+			hashes[npending] = Int64GetDatum((int64) r->hash);
+			npending++;
+		}
 	}
-	args[0] = ObjectIdGetDatum(l->relid);
-	args[1] = PointerGetDatum(construct_array(orgs, ncand, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	args[2] = PointerGetDatum(construct_array(txs, ncand, TEXTOID, -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(hashes, ncand, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/* Mostly known keys (a replay): probe before inserting next time. */
+	l->probe_first = (npending > ncand / 2);
 
-	AS_EXTENSION_OWNER(l->owner,
-					   rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
-	if (rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not claim keys: %s", SPI_result_code_string(rc));
-
-	/* RETURNING gives the claimed keys in the order they were offered. */
-	claimed = palloc0(sizeof(bool) * ncand);
+	/*
+	 * The rest through ON CONFLICT DO NOTHING, which waits for a session
+	 * claiming the same key; RETURNING gives those claimed, in order.
+	 */
+	if (npending > 0)
 	{
 		int			j = 0;
 		uint64		k;
 
+		args[0] = ObjectIdGetDatum(l->relid);
+		args[1] = PointerGetDatum(construct_array(orgs, npending, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[2] = PointerGetDatum(construct_array(txs, npending, TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_array(hashes, npending, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		AS_EXTENSION_OWNER(l->owner,
+						   rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
+		if (rc != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not claim keys: %s", SPI_result_code_string(rc));
 		for (k = 0; k < SPI_processed; k++)
 		{
 			bool		isnull;
 			Datum		org = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
 			Datum		tx = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull);
 
-			while (j < ncand && key_cmp(orgs[j], txs[j], org, tx) != 0)
+			while (j < npending && key_cmp(orgs[j], txs[j], org, tx) != 0)
 				j++;
-			if (j == ncand)
+			if (j == npending)
 				elog(ERROR, "claimed key not found in batch");
-			claimed[j++] = true;
+			claimed[pending[j++]] = true;
 		}
+		SPI_freetuptable(SPI_tuptable);
 	}
-	SPI_freetuptable(SPI_tuptable);
+	for (i = 0; i < ncand; i++)
+	{
+		orgs[i] = rows[cand[i]]->values[l->org_att - 1];
+		txs[i] = rows[cand[i]]->values[l->tx_att - 1];
+	}
 
 	/* The rest were stored before: duplicates, maybe conflicts. */
 	{
@@ -348,6 +446,9 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 			int64		stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
 															 SPI_tuptable->tupdesc, 3, &isnull));
 
+			if (isnull)
+				continue;		/* claimed by a session not in our snapshot */
+
 			for (i = 0; i < nwin; i++)
 			{
 				if (key_cmp(orgs[i], txs[i], org, tx) == 0)
@@ -375,6 +476,11 @@ IngestLedgerEnd(IngestLedger *l)
 {
 	SPI_freeplan(l->claim);
 	SPI_freeplan(l->lookup);
+	FreeBulkInsertState(l->bistate);
+	ExecDropSingleTupleTableSlot(l->slot);
+	ExecCloseIndices(l->rri);
+	table_close(l->keys, NoLock);
+	MemoryContextDelete(l->keycxt);
 	pfree(l);
 }
 

@@ -402,10 +402,10 @@ IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
 	st.econtext = CreateExprContext(estate);
 	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len,
 								  st.econtext);
-	st.ledger = IngestLedgerBegin(rel);
+	st.ledger = IngestLedgerBegin(rel, estate);
 	st.owner = IngestExtensionOwner();
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
-	st.rollup = IngestRollupBegin(rel, st.owner);
+	st.rollup = IngestRollupBegin(rel, estate, st.owner);
 	AS_EXTENSION_OWNER(st.owner, st.reject_plan = SPI_prepare(
 		"INSERT INTO ingest.rejects (event_table, source, line_number, raw, sqlstate, message, kind) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -89,19 +89,23 @@ extern Oid	IngestExtensionOwner(void);
 		SetUserIdAndSecContext(save_user_, save_sec_); \
 	} while (0)
 
-extern IngestLedger *IngestLedgerBegin(Relation rel);
+extern IngestLedger *IngestLedgerBegin(Relation rel, EState *estate);
 extern void IngestLedgerClaim(IngestLedger *ledger, LoadRow **rows, int nrows);
 extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
 extern void IngestLedgerEnd(IngestLedger *ledger);
 
 /* partwriter.c */
 typedef struct IngestPartWriter IngestPartWriter;
+struct BulkInsertStateData;
 
 extern IngestPartWriter *IngestPartWriterBegin(Relation rel, EState *estate, Oid owner);
 extern int	IngestPartWriterRoute(IngestPartWriter *writer, Datum timestamp);
 extern void IngestPartWriterAdd(IngestPartWriter *writer, LoadRow *row);
 extern void IngestPartWriterFlush(IngestPartWriter *writer);
 extern void IngestPartWriterEnd(IngestPartWriter *writer);
+extern void IngestMultiInsert(ResultRelInfo *rri, EState *estate,
+							  TupleTableSlot **slots, int nslots, CommandId cid,
+							  struct BulkInsertStateData *bistate);
 
 /* loader.c */
 typedef struct IngestLoadResult
@@ -124,7 +128,7 @@ extern void IngestCheckLoadPrivileges(Relation rel, List *attnums);
 /* rollup.c */
 typedef struct IngestRollup IngestRollup;
 
-extern IngestRollup *IngestRollupBegin(Relation rel, Oid owner);
+extern IngestRollup *IngestRollupBegin(Relation rel, EState *estate, Oid owner);
 extern void IngestRollupFeed(IngestRollup *feed, LoadRow **rows, int nrows);
 extern void IngestRollupEnd(IngestRollup *feed);
 

@@ -129,28 +129,34 @@ open_target(IngestPartWriter *w, PartTarget *p)
 	MemoryContextSwitchTo(old);
 }
 
-static void
-flush_target(IngestPartWriter *w, PartTarget *p)
+/*
+ * Write slots to a relation as COPY does: one multi-insert, then each row's
+ * index entries.  The rollup feed writes its deltas through this too.
+ */
+void
+IngestMultiInsert(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots,
+				  int nslots, CommandId cid, struct BulkInsertStateData *bistate)
 {
 	int			i;
 
+	table_multi_insert(rri->ri_RelationDesc, slots, nslots, cid, 0, bistate);
+	for (i = 0; i < nslots; i++)
+	{
+		if (rri->ri_NumIndices > 0)
+		{
+			list_free(ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL));
+			ResetPerTupleExprContext(estate);
+		}
+		ExecClearTuple(slots[i]);
+	}
+}
+
+static void
+flush_target(IngestPartWriter *w, PartTarget *p)
+{
 	if (p->nbuffered == 0)
 		return;
-	table_multi_insert(p->rel, p->slots, p->nbuffered, w->cid, 0, p->bistate);
-	if (p->rri->ri_NumIndices > 0)
-	{
-		for (i = 0; i < p->nbuffered; i++)
-		{
-			List	   *recheck;
-
-			recheck = ExecInsertIndexTuples(p->rri, p->slots[i], w->estate,
-											false, false, NULL, NIL);
-			list_free(recheck);
-			ResetPerTupleExprContext(w->estate);
-		}
-	}
-	for (i = 0; i < p->nbuffered; i++)
-		ExecClearTuple(p->slots[i]);
+	IngestMultiInsert(p->rri, w->estate, p->slots, p->nbuffered, w->cid, p->bistate);
 	p->nbuffered = 0;
 }
 

@@ -3,10 +3,13 @@
  * rollup.c
  *	  The loader's feed of hourly rollup deltas, and the worker's folder.
  *
- * After each batch, the rows the loader wrote are aggregated per
- * (organization, hour, code, customer) into ingest_internal.rollup_deltas
- * in the load's transaction, so the deltas commit or roll back with the
- * events; duplicates and rejects never reach them.  The worker folds
+ * The rows the loader wrote are aggregated per (organization, hour, code,
+ * customer) over the whole load, in a hash table, and written to
+ * ingest_internal.rollup_deltas with multi-insert at its end (or whenever
+ * the table holds MAX_DELTA_ENTRIES keys), in the load's transaction, so
+ * the deltas commit or roll back with the events; duplicates and rejects
+ * never reach them.  Rollups with dimensions are aggregated in SQL per
+ * batch.  The worker folds
  * committed deltas into the rollup every ingest.rollup_fold_interval
  * (ingest_internal.fold(), SQL).
  *
@@ -14,8 +17,14 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -28,6 +37,8 @@
 #include "utils/snapmgr.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -44,15 +55,19 @@ static const Oid feed_types[] = {
 };
 #define NUM_FEED_COLUMNS lengthof(feed_columns)
 
-struct IngestRollup
-{
-	Oid			relid;
-	Oid			owner;
-	AttrNumber	attnums[NUM_FEED_COLUMNS];
-	SPIPlanPtr	plan;			/* rollups with dimensions, aggregated in SQL */
-	bool		has_dimensions;
-	SPIPlanPtr	plain;			/* the default rollup, aggregated here */
+/* Columns of ingest_internal.rollup_deltas the feed writes, in this order. */
+static const char *const delta_columns[] = {
+	"relid", "rollup", "organization_id", "hour", "code", "external_customer_id",
+	"dims", "events", "value_sum", "decimal_sum", "value_min", "value_max",
+	"latest_value", "latest_at", "latest_tx"
 };
+#define NUM_DELTA_COLUMNS lengthof(delta_columns)
+
+/*
+ * Entries the default rollup may collect before they are written out: this
+ * bounds the feed's memory (a few hundred bytes each) whatever the load.
+ */
+#define MAX_DELTA_ENTRIES	65536
 
 /* Positions in feed_columns. */
 enum
@@ -60,11 +75,19 @@ enum
 	F_ORG, F_CODE, F_CUST, F_TS, F_VALUE, F_DECIMAL, F_TX, F_PROPS
 };
 
-/* One delta row of the default rollup, aggregated in C. */
+/* A key of the default rollup; the texts point into the feed's memory. */
+typedef struct DeltaKey
+{
+	pg_uuid_t	org;
+	TimestampTz hour;
+	text	   *code;
+	text	   *cust;
+} DeltaKey;
+
+/* One delta row of the default rollup, aggregated here. */
 typedef struct DeltaAcc
 {
-	LoadRow    *first;			/* the key: organization, hour, code, customer */
-	TimestampTz hour;
+	DeltaKey	key;
 	int64		events;
 	Datum		value_sum;
 	bool		value_sum_null;
@@ -73,10 +96,34 @@ typedef struct DeltaAcc
 	double		value_min;
 	double		value_max;
 	bool		minmax_null;
-	LoadRow    *latest;
+	double		latest_value;
+	bool		latest_value_null;
+	TimestampTz latest_at;
+	text	   *latest_tx;
 } DeltaAcc;
 
-static IngestRollup *sort_feed;
+struct IngestRollup
+{
+	Oid			relid;
+	Oid			owner;
+	AttrNumber	attnums[NUM_FEED_COLUMNS];
+	SPIPlanPtr	plan;			/* rollups with dimensions, aggregated in SQL */
+	bool		has_dimensions;
+	bool		has_default;
+	/* the default rollup: the whole load's deltas, aggregated here */
+	HTAB	   *acc;
+	MemoryContext acccxt;
+	EState	   *estate;
+	Relation	deltas;
+	ResultRelInfo *rri;
+	AttrNumber	delta_att[NUM_DELTA_COLUMNS];
+	TupleTableSlot *slots[INGEST_BATCH_ROWS];
+	int			nslots;
+	BulkInsertState bistate;
+	MemoryContext cxt;			/* the load's: slots live as long as the feed */
+	Datum		empty_dims;		/* '{}'::jsonb */
+	Datum		default_name;	/* 'default'::text */
+};
 
 static TimestampTz
 utc_hour(Datum ts)
@@ -90,10 +137,8 @@ utc_hour(Datum ts)
 }
 
 static int
-text_cmp_c(Datum a, Datum b)
+text_cmp_c(text *ta, text *tb)
 {
-	text	   *ta = DatumGetTextPP(a);
-	text	   *tb = DatumGetTextPP(b);
 	int			la = VARSIZE_ANY_EXHDR(ta);
 	int			lb = VARSIZE_ANY_EXHDR(tb);
 	int			c = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
@@ -101,52 +146,58 @@ text_cmp_c(Datum a, Datum b)
 	return c != 0 ? c : (la > lb) - (la < lb);
 }
 
-/* Rows by key: organization, UTC hour, code, customer. */
-static int
-key_cmp(const void *pa, const void *pb)
+static uint32
+delta_key_hash(const void *key, Size keysize)
 {
-	LoadRow    *a = *(LoadRow *const *) pa;
-	LoadRow    *b = *(LoadRow *const *) pb;
-	AttrNumber *at = sort_feed->attnums;
-	TimestampTz ha;
-	TimestampTz hb;
-	int			c;
+	const DeltaKey *k = key;
+	uint32		h = hash_bytes((const unsigned char *) &k->org, UUID_LEN);
 
-	c = memcmp(DatumGetUUIDP(a->values[at[F_ORG] - 1])->data,
-			   DatumGetUUIDP(b->values[at[F_ORG] - 1])->data, UUID_LEN);
-	if (c != 0)
-		return c;
-	ha = utc_hour(a->values[at[F_TS] - 1]);
-	hb = utc_hour(b->values[at[F_TS] - 1]);
-	if (ha != hb)
-		return ha < hb ? -1 : 1;
-	c = text_cmp_c(a->values[at[F_CODE] - 1], b->values[at[F_CODE] - 1]);
-	if (c != 0)
-		return c;
-	return text_cmp_c(a->values[at[F_CUST] - 1], b->values[at[F_CUST] - 1]);
+	h = hash_combine(h, hash_bytes((const unsigned char *) &k->hour, sizeof(TimestampTz)));
+	h = hash_combine(h, hash_bytes((const unsigned char *) VARDATA_ANY(k->code),
+								   VARSIZE_ANY_EXHDR(k->code)));
+	return hash_combine(h, hash_bytes((const unsigned char *) VARDATA_ANY(k->cust),
+									  VARSIZE_ANY_EXHDR(k->cust)));
 }
 
-/* Whether row b is later than row a by (timestamp, transaction_id). */
-static bool
-later(IngestRollup *f, LoadRow *a, LoadRow *b)
+static int
+delta_key_match(const void *a, const void *b, Size keysize)
 {
-	TimestampTz ta = DatumGetTimestampTz(a->values[f->attnums[F_TS] - 1]);
-	TimestampTz tb = DatumGetTimestampTz(b->values[f->attnums[F_TS] - 1]);
+	const DeltaKey *ka = a;
+	const DeltaKey *kb = b;
 
-	if (ta != tb)
-		return tb > ta;
-	return text_cmp_c(b->values[f->attnums[F_TX] - 1], a->values[f->attnums[F_TX] - 1]) > 0;
+	if (ka->hour != kb->hour || memcmp(&ka->org, &kb->org, UUID_LEN) != 0)
+		return 1;
+	return text_cmp_c(ka->code, kb->code) != 0 || text_cmp_c(ka->cust, kb->cust) != 0;
+}
+
+static void
+create_acc(IngestRollup *f)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(DeltaKey);
+	ctl.entrysize = sizeof(DeltaAcc);
+	ctl.hash = delta_key_hash;
+	ctl.match = delta_key_match;
+	ctl.hcxt = f->acccxt;
+	f->acc = hash_create("ingest rollup deltas", 1024, &ctl,
+						 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
 IngestRollup *
-IngestRollupBegin(Relation rel, Oid owner)
+IngestRollupBegin(Relation rel, EState *estate, Oid owner)
 {
 	IngestRollup *f = palloc0(sizeof(IngestRollup));
 	Oid			argtypes[NUM_FEED_COLUMNS + 1];
+	Datum		arg;
+	bool		isnull;
+	int			rc;
 	int			i;
 
 	f->relid = RelationGetRelid(rel);
 	f->owner = owner;
+	f->estate = estate;
+	f->cxt = CurrentMemoryContext;
 	argtypes[0] = OIDOID;
 	for (i = 0; i < (int) NUM_FEED_COLUMNS; i++)
 	{
@@ -174,88 +225,174 @@ IngestRollupBegin(Relation rel, Oid owner)
 		elog(ERROR, "could not prepare the rollup feed: %s",
 			 SPI_result_code_string(SPI_result));
 
-	{
-		Oid			plaintypes[13] = {OIDOID, UUIDARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, INT8ARRAYOID, NUMERICARRAYOID, NUMERICARRAYOID, FLOAT8ARRAYOID,
-		FLOAT8ARRAYOID, FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
-		Datum		arg = ObjectIdGetDatum(f->relid);
-		bool		isnull;
-		int			rc;
+	/* Which rollups the table has, as of the load's snapshot. */
+	arg = ObjectIdGetDatum(f->relid);
+	AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
+		"SELECT pg_catalog.bool_or(rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[]), "
+		"       pg_catalog.bool_or(rc.name OPERATOR(pg_catalog.=) 'default') "
+		"  FROM ingest.rollup_config rc WHERE rc.event_table OPERATOR(pg_catalog.=) $1",
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1));
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the rollups of table %u", f->relid);
+	f->has_dimensions = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	f->has_default = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 2, &isnull)) && !isnull;
+	SPI_freetuptable(SPI_tuptable);
 
-		AS_EXTENSION_OWNER(owner, f->plain = SPI_prepare(
-			"INSERT INTO ingest_internal.rollup_deltas "
-			"SELECT $1, 'default', u.o, u.h, u.c, u.x, '{}'::jsonb, u.n, u.vs, u.ds, u.mi, u.ma, "
-			"       u.lv, u.la, u.lt "
-			"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
-			"                  pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
-			"                  pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
-			"                  pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13)) "
-			"       AS u(o, h, c, x, n, vs, ds, mi, ma, lv, la, lt) "
-			" WHERE EXISTS (SELECT 1 FROM ingest.rollup_config rc "
-			"                WHERE rc.event_table OPERATOR(pg_catalog.=) $1 "
-			"                  AND rc.name OPERATOR(pg_catalog.=) 'default')",
-			13, plaintypes));
-		if (f->plain == NULL)
-			elog(ERROR, "could not prepare the rollup feed: %s",
-				 SPI_result_code_string(SPI_result));
-		AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
-			"SELECT EXISTS (SELECT 1 FROM ingest.rollup_config rc "
-			"                WHERE rc.event_table OPERATOR(pg_catalog.=) $1 "
-			"                  AND rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[])",
-			1, (Oid[]) {OIDOID}, &arg, NULL, true, 1));
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not read the rollups of table %u", f->relid);
-		f->has_dimensions = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-													   SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_freetuptable(SPI_tuptable);
+	if (f->has_default)
+	{
+		Oid			deltas_oid = get_relname_relid("rollup_deltas",
+												   get_namespace_oid("ingest_internal", false));
+		TupleDesc	desc;
+
+		if (!OidIsValid(deltas_oid))
+			elog(ERROR, "could not find the rollup deltas table");
+		f->deltas = table_open(deltas_oid, RowExclusiveLock);
+		desc = RelationGetDescr(f->deltas);
+		if (desc->natts != (int) NUM_DELTA_COLUMNS)
+			elog(ERROR, "unexpected layout of the rollup deltas table");
+		for (i = 0; i < (int) NUM_DELTA_COLUMNS; i++)
+		{
+			f->delta_att[i] = get_attnum(deltas_oid, delta_columns[i]);
+			if (f->delta_att[i] == InvalidAttrNumber)
+				elog(ERROR, "unexpected layout of the rollup deltas table");
+		}
+		f->rri = makeNode(ResultRelInfo);
+		InitResultRelInfo(f->rri, f->deltas, 0, NULL, 0);
+		ExecOpenIndices(f->rri, false);
+		f->bistate = GetBulkInsertState();
+		f->empty_dims = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		f->default_name = CStringGetTextDatum("default");
+		f->acccxt = AllocSetContextCreate(CurrentMemoryContext, "ingest rollup deltas",
+										  ALLOCSET_DEFAULT_SIZES);
+		create_acc(f);
 	}
 	return f;
 }
 
-/* The default rollup's deltas of a batch, aggregated here, in one INSERT. */
+/* Write the collected deltas with multi-insert, and start over. */
+static void
+flush_default(IngestRollup *f)
+{
+	HASH_SEQ_STATUS seq;
+	DeltaAcc   *a;
+	CommandId	cid = GetCurrentCommandId(true);
+	int			n = 0;
+
+	hash_seq_init(&seq, f->acc);
+	while ((a = hash_seq_search(&seq)) != NULL)
+	{
+		TupleTableSlot *slot;
+		Datum	   *v;
+		bool	   *nul;
+		AttrNumber *at = f->delta_att;
+
+		CHECK_FOR_INTERRUPTS();
+		if (n == f->nslots)
+		{
+			MemoryContext old = MemoryContextSwitchTo(f->cxt);
+
+			f->slots[f->nslots++] = table_slot_create(f->deltas, NULL);
+			MemoryContextSwitchTo(old);
+		}
+		slot = f->slots[n++];
+		ExecClearTuple(slot);
+		v = slot->tts_values;
+		nul = slot->tts_isnull;
+		memset(nul, 0, sizeof(bool) * NUM_DELTA_COLUMNS);
+		v[at[0] - 1] = ObjectIdGetDatum(f->relid);
+		v[at[1] - 1] = f->default_name;
+		v[at[2] - 1] = UUIDPGetDatum(&a->key.org);
+		v[at[3] - 1] = TimestampTzGetDatum(a->key.hour);
+		v[at[4] - 1] = PointerGetDatum(a->key.code);
+		v[at[5] - 1] = PointerGetDatum(a->key.cust);
+		v[at[6] - 1] = f->empty_dims;
+		v[at[7] - 1] = Int64GetDatum(a->events);
+		v[at[8] - 1] = a->value_sum;
+		nul[at[8] - 1] = a->value_sum_null;
+		v[at[9] - 1] = a->decimal_sum;
+		nul[at[9] - 1] = a->decimal_sum_null;
+		v[at[10] - 1] = Float8GetDatum(a->value_min);
+		nul[at[10] - 1] = a->minmax_null;
+		v[at[11] - 1] = Float8GetDatum(a->value_max);
+		nul[at[11] - 1] = a->minmax_null;
+		v[at[12] - 1] = Float8GetDatum(a->latest_value);
+		nul[at[12] - 1] = a->latest_value_null;
+		v[at[13] - 1] = TimestampTzGetDatum(a->latest_at);
+		v[at[14] - 1] = PointerGetDatum(a->latest_tx);
+		ExecStoreVirtualTuple(slot);
+		if (n == INGEST_BATCH_ROWS)
+		{
+			IngestMultiInsert(f->rri, f->estate, f->slots, n, cid, f->bistate);
+			n = 0;
+		}
+	}
+	if (n > 0)
+		IngestMultiInsert(f->rri, f->estate, f->slots, n, cid, f->bistate);
+
+	hash_destroy(f->acc);
+	MemoryContextReset(f->acccxt);
+	create_acc(f);
+}
+
+/* Add a batch's loaded rows to the default rollup's deltas. */
 static void
 feed_default(IngestRollup *f, LoadRow **rows, int n)
 {
 	AttrNumber *at = f->attnums;
-	DeltaAcc   *acc = palloc0(sizeof(DeltaAcc) * n);
-	int			nacc = 0;
+	MemoryContext old = MemoryContextSwitchTo(f->acccxt);
 	int			i;
-	Datum		args[13];
-	Datum	   *col;
-	bool	   *nul;
-	int			rc;
 
-	sort_feed = f;
-	qsort(rows, n, sizeof(LoadRow *), key_cmp);
 	for (i = 0; i < n; i++)
 	{
 		LoadRow    *r = rows[i];
+		Datum	   *rv = r->values;
+		DeltaKey	key;
 		DeltaAcc   *a;
-		bool		vnull = r->nulls[at[F_VALUE] - 1];
-		bool		dnull = r->nulls[at[F_DECIMAL] - 1];
+		bool		found;
+		TimestampTz ts = DatumGetTimestampTz(rv[at[F_TS] - 1]);
+		text	   *tx = DatumGetTextPP(rv[at[F_TX] - 1]);
 
-		if (nacc == 0 || key_cmp(&acc[nacc - 1].first, &r) != 0)
+		memcpy(&key.org, DatumGetUUIDP(rv[at[F_ORG] - 1]), UUID_LEN);
+		key.hour = utc_hour(rv[at[F_TS] - 1]);
+		key.code = DatumGetTextPP(rv[at[F_CODE] - 1]);
+		key.cust = DatumGetTextPP(rv[at[F_CUST] - 1]);
+		a = hash_search(f->acc, &key, HASH_ENTER, &found);
+		if (!found)
 		{
-			a = &acc[nacc++];
-			a->first = r;
-			a->hour = utc_hour(r->values[at[F_TS] - 1]);
+			a->key.code = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(key.code));
+			a->key.cust = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(key.cust));
+			a->events = 0;
 			a->value_sum_null = a->decimal_sum_null = a->minmax_null = true;
-			a->latest = r;
-		}
-		else
-		{
-			a = &acc[nacc - 1];
-			if (later(f, a->latest, r))
-				a->latest = r;
+			a->latest_tx = NULL;
 		}
 		a->events++;
-		if (!vnull)
+		if (a->latest_tx == NULL || ts > a->latest_at ||
+			(ts == a->latest_at && text_cmp_c(tx, a->latest_tx) > 0))
 		{
-			double		v = DatumGetFloat8(r->values[at[F_VALUE] - 1]);
+			if (a->latest_tx)
+				pfree(a->latest_tx);
+			a->latest_tx = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(tx));
+			a->latest_at = ts;
+			a->latest_value_null = r->nulls[at[F_VALUE] - 1];
+			a->latest_value = a->latest_value_null ? 0 : DatumGetFloat8(rv[at[F_VALUE] - 1]);
+		}
+		if (!r->nulls[at[F_VALUE] - 1])
+		{
+			double		v = DatumGetFloat8(rv[at[F_VALUE] - 1]);
 			Datum		vn = DirectFunctionCall1(float8_numeric, Float8GetDatum(v));
 
-			a->value_sum = a->value_sum_null ? vn :
-				DirectFunctionCall2(numeric_add, a->value_sum, vn);
+			if (a->value_sum_null)
+				a->value_sum = vn;
+			else
+			{
+				Datum		sum = DirectFunctionCall2(numeric_add, a->value_sum, vn);
+
+				pfree(DatumGetPointer(a->value_sum));
+				pfree(DatumGetPointer(vn));
+				a->value_sum = sum;
+			}
 			a->value_sum_null = false;
 			if (a->minmax_null || float8_lt(v, a->value_min))
 				a->value_min = v;
@@ -263,52 +400,25 @@ feed_default(IngestRollup *f, LoadRow **rows, int n)
 				a->value_max = v;
 			a->minmax_null = false;
 		}
-		if (!dnull)
+		if (!r->nulls[at[F_DECIMAL] - 1])
 		{
-			a->decimal_sum = a->decimal_sum_null ? r->values[at[F_DECIMAL] - 1] :
-				DirectFunctionCall2(numeric_add, a->decimal_sum, r->values[at[F_DECIMAL] - 1]);
+			Datum		d = rv[at[F_DECIMAL] - 1];
+
+			if (a->decimal_sum_null)
+				a->decimal_sum = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+			else
+			{
+				Datum		sum = DirectFunctionCall2(numeric_add, a->decimal_sum, d);
+
+				pfree(DatumGetPointer(a->decimal_sum));
+				a->decimal_sum = sum;
+			}
 			a->decimal_sum_null = false;
 		}
 	}
-
-	col = palloc(sizeof(Datum) * nacc);
-	nul = palloc(sizeof(bool) * nacc);
-#define ARRAY_ARG(pos, type, expr, isnull) \
-	do { \
-		int16		typlen_; \
-		bool		typbyval_; \
-		char		typalign_; \
-		int			dims_[1] = {nacc}; \
-		int			lbs_[1] = {1}; \
-		for (i = 0; i < nacc; i++) \
-		{ \
-			DeltaAcc   *a = &acc[i]; \
-			col[i] = (expr); \
-			nul[i] = (isnull); \
-		} \
-		get_typlenbyvalalign((type), &typlen_, &typbyval_, &typalign_); \
-		args[pos] = PointerGetDatum(construct_md_array(col, nul, 1, dims_, lbs_, (type), \
-													   typlen_, typbyval_, typalign_)); \
-	} while (0)
-
-	args[0] = ObjectIdGetDatum(f->relid);
-	ARRAY_ARG(1, UUIDOID, a->first->values[at[F_ORG] - 1], false);
-	ARRAY_ARG(2, TIMESTAMPTZOID, TimestampTzGetDatum(a->hour), false);
-	ARRAY_ARG(3, TEXTOID, a->first->values[at[F_CODE] - 1], false);
-	ARRAY_ARG(4, TEXTOID, a->first->values[at[F_CUST] - 1], false);
-	ARRAY_ARG(5, INT8OID, Int64GetDatum(a->events), false);
-	ARRAY_ARG(6, NUMERICOID, a->value_sum, a->value_sum_null);
-	ARRAY_ARG(7, NUMERICOID, a->decimal_sum, a->decimal_sum_null);
-	ARRAY_ARG(8, FLOAT8OID, Float8GetDatum(a->value_min), a->minmax_null);
-	ARRAY_ARG(9, FLOAT8OID, Float8GetDatum(a->value_max), a->minmax_null);
-	ARRAY_ARG(10, FLOAT8OID, a->latest->values[at[F_VALUE] - 1], a->latest->nulls[at[F_VALUE] - 1]);
-	ARRAY_ARG(11, TIMESTAMPTZOID, a->latest->values[at[F_TS] - 1], false);
-	ARRAY_ARG(12, TEXTOID, a->latest->values[at[F_TX] - 1], false);
-#undef ARRAY_ARG
-
-	AS_EXTENSION_OWNER(f->owner, rc = SPI_execute_plan(f->plain, args, NULL, false, 0));
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not append rollup deltas: %s", SPI_result_code_string(rc));
+	MemoryContextSwitchTo(old);
+	if (hash_get_num_entries(f->acc) >= MAX_DELTA_ENTRIES)
+		flush_default(f);
 }
 
 /*
@@ -339,7 +449,8 @@ IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 		for (i = 0; i < nrows; i++)
 			if (rows[i]->state == ROW_LOADED)
 				loaded[k++] = rows[i];
-		feed_default(f, loaded, n);
+		if (f->has_default)
+			feed_default(f, loaded, n);
 		pfree(loaded);
 	}
 	if (!f->has_dimensions)
@@ -377,11 +488,24 @@ IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 		elog(ERROR, "could not append rollup deltas: %s", SPI_result_code_string(rc));
 }
 
+/* Write the default rollup's deltas of the whole load. */
 void
 IngestRollupEnd(IngestRollup *f)
 {
+	int			i;
+
 	SPI_freeplan(f->plan);
-	SPI_freeplan(f->plain);
+	if (f->has_default)
+	{
+		flush_default(f);
+		hash_destroy(f->acc);
+		MemoryContextDelete(f->acccxt);
+		for (i = 0; i < f->nslots; i++)
+			ExecDropSingleTupleTableSlot(f->slots[i]);
+		FreeBulkInsertState(f->bistate);
+		ExecCloseIndices(f->rri);
+		table_close(f->deltas, NoLock);
+	}
 	pfree(f);
 }
 

@@ -21,44 +21,60 @@ dir=$cluster_dir
 
 q <<'SQL'
 CREATE EXTENSION ingest;
-SELECT ingest.create_event_table('ev_on', premake => 1);
-SELECT ingest.create_event_table('ev_off', premake => 1);
+SELECT ingest.create_event_table(t, premake => 1)
+  FROM unnest(ARRAY['ev_on', 'ev_off', 'bf_on', 'bf_off']) t;
 -- "off": no rollup configured, so the loader's feed writes nothing
-DELETE FROM ingest.rollup_config WHERE event_table = 'ev_off'::regclass;
+DELETE FROM ingest.rollup_config WHERE event_table IN ('ev_off'::regclass, 'bf_off'::regclass);
 -- 30 days of partitions
 SELECT ingest_internal.create_partition(t, (now() AT TIME ZONE 'UTC')::date - d)
-  FROM unnest(ARRAY['ev_on', 'ev_off']::regclass[]) t, generate_series(1, 29) d;
+  FROM unnest(ARRAY['ev_on', 'ev_off', 'bf_on', 'bf_off']::regclass[]) t, generate_series(1, 29) d;
+-- Event n of the 30 days: in time order as a live feed sends them, or
+-- scattered over the 30 days as a backfill is.
+CREATE FUNCTION bench_events(first bigint, last bigint, scattered boolean)
+RETURNS TABLE(o uuid, tx text, cust text, code text, ts timestamptz, p jsonb, v float8, d numeric)
+LANGUAGE sql AS \$\$
+    SELECT ('00000000-0000-4000-8000-' || lpad((n % 200)::text, 12, '0'))::uuid,
+           'tx-' || n, 'customer-' || (n % 2000),
+           (ARRAY['api_call', 'tokens', 'storage_gb', 'seats'])[1 + n % 4],
+           date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
+             + CASE WHEN scattered THEN (n * 7919) % (30 * 86400)
+                    ELSE n * (30 * 86400.0 / $EVENTS) END * interval '1 second',
+           '{}', (n % 100)::float8, NULL
+      FROM generate_series(first, last) n
+\$\$;
 SQL
 
-echo "== generating $EVENTS events over 30 days"
+echo "== generating $EVENTS events over 30 days, and $COMPARE scattered ones"
 nchunks=$(( (EVENTS + CHUNK - 1) / CHUNK ))
+ncompare=$(( (COMPARE + CHUNK - 1) / CHUNK ))
 for ((c = 0; c < nchunks; c++)); do
-    q -c "COPY (SELECT ('00000000-0000-4000-8000-' || lpad((n % 200)::text, 12, '0'))::uuid,
-                       'tx-' || n, 'customer-' || (n % 2000),
-                       (ARRAY['api_call', 'tokens', 'storage_gb', 'seats'])[1 + n % 4],
-                       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
-                         + ((n::bigint * 7919) % (30 * 86400)) * interval '1 second',
-                       '{}', (n % 100)::float8, NULL
-                  FROM generate_series($((c * CHUNK + 1)), $(((c + 1) * CHUNK))) n)
+    q -c "COPY (SELECT * FROM bench_events($((c * CHUNK + 1)), $(((c + 1) * CHUNK)), false))
           TO '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
 done
-ncompare=$(( (COMPARE + CHUNK - 1) / CHUNK ))
+for ((c = 0; c < ncompare; c++)); do
+    q -c "COPY (SELECT * FROM bench_events($((c * CHUNK + 1)), $(((c + 1) * CHUNK)), true))
+          TO '$(printf '%s/scatter%05d.csv' "$dir" "$c")' CSV"
+done
 
 load() {
-    local t=$1 from=$2 to=$3 t0
+    local t=$1 from=$2 to=$3 files=${4:-chunk} t0
     t0=$(now)
     for ((c = from; c < to; c++)); do
-        q -c "SELECT * FROM ingest.load('$t', pg_read_file('$(printf '%s/chunk%05d.csv' "$dir" "$c")'))" >/dev/null
+        q -c "SELECT * FROM ingest.load('$t', pg_read_file('$(printf '%s/%s%05d.csv' "$dir" "$files" "$c")'))" >/dev/null
     done
     echo "$(now) - $t0" | bc
 }
-echo "== rollups off, $COMPARE events"
+echo "== backfill order: rollups off, then on, $COMPARE events"
+t_bf_off=$(load bf_off 0 "$ncompare" scatter)
+t_bf_on=$(load bf_on 0 "$ncompare" scatter)
+bf_deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas WHERE relid = 'bf_on'::regclass")
+echo "== live order: rollups off, then on, $COMPARE events"
 t_off=$(load ev_off 0 "$ncompare")
-echo "== rollups on, $COMPARE events"
 t_on=$(load ev_on 0 "$ncompare")
+live_deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas WHERE relid = 'ev_on'::regclass")
 deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas")
 t0=$(now)
-q -c "SELECT ingest.fold_rollups('ev_on')" >/dev/null
+q -c "SELECT ingest.fold_rollups()" >/dev/null
 t_fold=$(echo "$(now) - $t0" | bc)
 
 echo "== rollups on, up to $EVENTS events"
@@ -97,12 +113,12 @@ rows=$(( ncompare * CHUNK ))
 out=$(cat <<EOT
 PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores; events over 30 days, 200 organizations, 2,000 customers, 4 codes.
 
-| | rows/s |
-|---|---|
-| ingest.load, rollup not fed ($rows events) | $(rate "$rows" "$t_off") |
-| ingest.load, rollup fed ($rows events) | $(rate "$rows" "$t_on") |
-| cost of the rollup | $(awk -v a="$t_on" -v b="$t_off" 'BEGIN { printf "%.1f%%", (a / b - 1) * 100 }') |
-| fold: $deltas delta rows folded in $(printf '%.2f' "$t_fold") s | $(rate "$deltas" "$t_fold") delta rows/s |
+| $rows events | rollup not fed, rows/s | rollup fed, rows/s | cost of the rollup | delta rows written |
+|---|---|---|---|---|
+| live order (chunks of $CHUNK follow each other in time) | $(rate "$rows" "$t_off") | $(rate "$rows" "$t_on") | $(awk -v a="$t_on" -v b="$t_off" 'BEGIN { printf "%.1f%%", (a / b - 1) * 100 }') | $live_deltas |
+| backfill (each chunk scattered over the 30 days) | $(rate "$rows" "$t_bf_off") | $(rate "$rows" "$t_bf_on") | $(awk -v a="$t_bf_on" -v b="$t_bf_off" 'BEGIN { printf "%.1f%%", (a / b - 1) * 100 }') | $bf_deltas |
+
+Fold: $deltas delta rows folded in $(printf '%.2f' "$t_fold") s, $(rate "$deltas" "$t_fold") delta rows/s.
 
 One organization over 30 days on $events events ($rollup_rows rollup rows; rollup_verify empty: $exact), median of $QUERIES organizations:
 ingest.usage() $lat_usage ms, the same aggregation over raw events $lat_raw ms.
