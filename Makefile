@@ -31,7 +31,9 @@ SQL_FRAGMENTS = \
 	sql/ingest/60_rollups.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(wildcard sql/updates/$(EXTENSION)--*--*.sql)
+# Released versions' install scripts, frozen, and the upgrade scripts.
+DATA = $(wildcard sql/released/$(EXTENSION)--*.sql) \
+	$(wildcard sql/updates/$(EXTENSION)--*--*.sql)
 EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress: sql/*.sql against expected/*.out in a temporary instance.

@@ -79,6 +79,7 @@ struct IngestLedger
 	BulkInsertState bistate;
 	MemoryContext keycxt;		/* reset per key */
 	bool		probe_first;	/* last batch was mostly conflicts */
+	struct PayloadColumns *payload_cols;
 };
 
 /* The role the extension's internal tables belong to (needs SPI). */
@@ -115,43 +116,81 @@ column_attnum(Relation rel, const char *name)
 	return a;
 }
 
-/*
- * Hash of an event's payload: the type's own extended hash of each payload
- * column, combined in a fixed order.  Equal values hash equally whatever
- * their input spelling ('1.0' and '1' as numeric, key order in jsonb).
- */
-uint64
-IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls)
+/* Where the payload columns are in a tuple layout, and how to hash them. */
+typedef struct PayloadColumns
 {
-	uint64		h = 0;
+	int			att[NUM_PAYLOAD_COLUMNS];	/* 0-based, -1 when absent */
+	FmgrInfo   *hash[NUM_PAYLOAD_COLUMNS];
+	Oid			collation[NUM_PAYLOAD_COLUMNS];
+} PayloadColumns;
+
+static void
+payload_columns_init(TupleDesc desc, PayloadColumns *pc)
+{
 	int			i;
 	int			a;
 
 	for (i = 0; i < (int) NUM_PAYLOAD_COLUMNS; i++)
 	{
-		uint64		ch = 0x9e3779b97f4a7c15;	/* marks a NULL */
-
+		pc->att[i] = -1;
 		for (a = 0; a < desc->natts; a++)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, a);
 
 			if (!att->attisdropped && strcmp(NameStr(att->attname), payload_columns[i]) == 0)
-				break;
-		}
-		if (a < desc->natts && !nulls[a])
-		{
-			TypeCacheEntry *tc = lookup_type_cache(TupleDescAttr(desc, a)->atttypid,
-												   TYPECACHE_HASH_EXTENDED_PROC_FINFO);
+			{
+				TypeCacheEntry *tc = lookup_type_cache(att->atttypid,
+													   TYPECACHE_HASH_EXTENDED_PROC_FINFO);
 
-			if (!OidIsValid(tc->hash_extended_proc_finfo.fn_oid))
-				elog(ERROR, "no extended hash function for type %u", tc->type_id);
-			ch = DatumGetUInt64(FunctionCall2Coll(&tc->hash_extended_proc_finfo,
-												  TupleDescAttr(desc, a)->attcollation,
-												  values[a], UInt64GetDatum(0)));
+				if (!OidIsValid(tc->hash_extended_proc_finfo.fn_oid))
+					elog(ERROR, "no extended hash function for type %u", tc->type_id);
+				pc->att[i] = a;
+				pc->hash[i] = &tc->hash_extended_proc_finfo;	/* type cache: long-lived */
+				pc->collation[i] = att->attcollation;
+				break;
+			}
 		}
+	}
+}
+
+/*
+ * Hash of an event's payload: the type's own extended hash of each payload
+ * column, combined in a fixed order.  Equal values hash equally whatever
+ * their input spelling ('1.0' and '1' as numeric, key order in jsonb).
+ */
+static uint64
+payload_hash(const PayloadColumns *pc, Datum *values, bool *nulls)
+{
+	uint64		h = 0;
+	int			i;
+
+	for (i = 0; i < (int) NUM_PAYLOAD_COLUMNS; i++)
+	{
+		uint64		ch = 0x9e3779b97f4a7c15;	/* marks a NULL */
+		int			a = pc->att[i];
+
+		if (a >= 0 && !nulls[a])
+			ch = DatumGetUInt64(FunctionCall2Coll(pc->hash[i], pc->collation[i],
+												  values[a], UInt64GetDatum(0)));
 		h = hash_combine64(h, ch);
 	}
 	return h;
+}
+
+uint64
+IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls)
+{
+	PayloadColumns pc;
+
+	payload_columns_init(desc, &pc);
+	return payload_hash(&pc, values, nulls);
+}
+
+/* The payload hash of a row in the loaded table's layout. */
+uint64
+IngestLedgerHash(IngestLedger *l, Datum *values, bool *nulls)
+{
+	return payload_hash(l->payload_cols, values, nulls);
 }
 
 IngestLedger *
@@ -163,6 +202,8 @@ IngestLedgerBegin(Relation rel, EState *estate)
 	l->relid = RelationGetRelid(rel);
 	l->owner = IngestExtensionOwner();
 	l->org_att = column_attnum(rel, "organization_id");
+	l->payload_cols = palloc(sizeof(PayloadColumns));
+	payload_columns_init(RelationGetDescr(rel), l->payload_cols);
 	l->tx_att = column_attnum(rel, "transaction_id");
 	l->cxt = CurrentMemoryContext;
 

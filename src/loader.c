@@ -264,7 +264,7 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 								timestamptz_to_str(DatumGetTimestampTz(r->values[st->ts_att - 1]))));
 			continue;
 		}
-		r->hash = IngestPayloadHash(desc, r->values, r->nulls);
+		r->hash = IngestLedgerHash(st->ledger, r->values, r->nulls);
 	}
 }
 

@@ -92,6 +92,7 @@ extern Oid	IngestExtensionOwner(void);
 extern IngestLedger *IngestLedgerBegin(Relation rel, EState *estate);
 extern void IngestLedgerClaim(IngestLedger *ledger, LoadRow **rows, int nrows);
 extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
+extern uint64 IngestLedgerHash(IngestLedger *ledger, Datum *values, bool *nulls);
 extern void IngestLedgerEnd(IngestLedger *ledger);
 
 /* partwriter.c */

@@ -8,7 +8,11 @@ CREATE TABLE ingest_internal.event_keys (
     transaction_id  text COLLATE "C" NOT NULL,
     payload_hash    bigint NOT NULL,
     PRIMARY KEY (relid, organization_id, transaction_id)
-);
+) WITH (autovacuum_vacuum_insert_threshold = -1);
+-- Only index probes read the ledger, so vacuums for inserts buy nothing but
+-- a scan of the whole ledger each time it grows by a fifth, competing with
+-- the loaders.  Retention's deletes still trigger vacuum; freezing is left
+-- to anti-wraparound vacuum.
 
 CREATE TABLE ingest.rejects (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,0 +1,86 @@
+# Upgrades: a database made at every released version and brought to the
+# current one with ALTER EXTENSION ingest UPDATE has the same objects as a
+# fresh install, keeps its data, and loads.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.enabled = off
+});
+$node->start;
+
+my $current = $node->safe_psql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'ingest'});
+my @released = split /\n/, $node->safe_psql('postgres', qq{
+	SELECT version FROM pg_available_extension_versions
+	 WHERE name = 'ingest' AND version <> '$current' ORDER BY version});
+ok(@released > 0, 'there are released versions to upgrade from');
+
+# Every object of the extension, with its definition: functions, tables and
+# their columns and storage options, indexes, views, triggers.
+my $objects = q{
+	SELECT string_agg(o, E'\n' ORDER BY o) FROM (
+	  SELECT 'function ' || p.oid::regprocedure || ' ' || md5(pg_get_functiondef(p.oid)) ||
+	         ' ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') AS o
+	    FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+	   WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND d.classid = 'pg_proc'::regclass
+	  UNION ALL
+	  SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind::text || ' ' || coalesce(c.reloptions::text, '-') ||
+	         ' ' || coalesce(md5(pg_get_viewdef(c.oid)), '-') || ' ' ||
+	         coalesce((SELECT string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod) ||
+	                                     CASE WHEN a.attnotnull THEN ' not null' ELSE '' END ||
+	                                     coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''), ', ' ORDER BY a.attnum)
+	                     FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+	                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') ||
+	         ' ' || coalesce((SELECT string_agg(pg_get_indexdef(i.indexrelid), '; ' ORDER BY 1)
+	                            FROM pg_index i WHERE i.indrelid = c.oid), '') ||
+	         ' ' || coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), '; ' ORDER BY 1)
+	                            FROM pg_constraint k WHERE k.conrelid = c.oid), '') ||
+	         ' ' || coalesce((SELECT string_agg(pg_get_triggerdef(t.oid), '; ' ORDER BY 1)
+	                            FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), '') ||
+	         ' ' || coalesce(c.relacl::text, '-')
+	    FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+	   WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND d.classid = 'pg_class'::regclass
+	  UNION ALL
+	  SELECT 'schema ' || n.nspname || ' ' || coalesce(n.nspacl::text, '-')
+	    FROM pg_namespace n WHERE n.nspname IN ('ingest', 'ingest_internal')
+	  UNION ALL
+	  SELECT 'event trigger ' || e.evtname || ' ' || e.evtevent || ' ' || coalesce(e.evttags::text, '-')
+	    FROM pg_event_trigger e WHERE e.evtname LIKE 'ingest%'
+	) s
+};
+
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION ingest');
+my $want = $node->safe_psql('fresh', $objects);
+
+for my $v (@released)
+{
+	my $db = "from_" . ($v =~ s/\./_/gr);
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, qq{
+		CREATE EXTENSION ingest VERSION '$v';
+		SELECT ingest.create_event_table('ev');
+		SELECT * FROM ingest.load('ev', E'00000000-0000-0000-0000-000000000001,tx-1,c,api,' || now() || E',{},1,\\n');
+	});
+	$node->safe_psql($db, 'ALTER EXTENSION ingest UPDATE');
+	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'ingest'}),
+		$current, "$v updates to $current");
+	is($node->safe_psql($db, $objects), $want, "$v updated has the objects of a fresh $current");
+	is($node->safe_psql($db, q{SELECT count(*) FROM ev}), '1', "$v: the events are kept");
+	is($node->safe_psql($db, qq{SELECT loaded || ',' || duplicates FROM ingest.load('ev',
+		E'00000000-0000-0000-0000-000000000001,tx-1,c,api,' || now() || E',{},1,\\n' ||
+		E'00000000-0000-0000-0000-000000000001,tx-2,c,api,' || now() || E',{},1,\\n')}),
+		'1,1', "$v: the updated extension loads and deduplicates against the old keys");
+	is($node->safe_psql($db, q{SELECT count(*) FROM ingest.rollup_verify('ev', '-infinity', 'infinity')}),
+		'0', "$v: the rollup agrees");
+}
+
+$node->stop;
+done_testing();
