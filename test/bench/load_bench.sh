@@ -96,16 +96,6 @@ chunks_for() { echo $(( ($1 + CHUNK - 1) / CHUNK )); }
 nrows=$(chunks_for "$ROWS")
 
 
-# Each method starts alike: no autovacuum still busy with an earlier one's
-# tables, no dirty pages of it left to write.
-settle() {
-    for ((i = 0; i < 300; i++)); do
-        [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
-        sleep 1
-    done
-    q -c "CHECKPOINT"
-}
-
 settle
 echo "== ingest.load"
 t0=$(now)
@@ -123,20 +113,19 @@ done
 t_hook=$(echo "$(now) - $t0" | bc)
 
 settle
+copy_chunks() {
+    local t0=$(now)
+    for ((c = 0; c < nrows; c++)); do
+        q -c "COPY $1 ($cols) FROM '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
+    done
+    echo "$(now) - $t0" | bc
+}
 echo "== plain COPY"
-t0=$(now)
-for ((c = 0; c < nrows; c++)); do
-    q -c "COPY ev_copy ($cols) FROM '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
-done
-t_copy=$(echo "$(now) - $t0" | bc)
+t_copy=$(copy_chunks ev_copy)
 
 settle
 echo "== plain COPY, no index"
-t0=$(now)
-for ((c = 0; c < nrows; c++)); do
-    q -c "COPY ev_bare ($cols) FROM '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
-done
-t_bare=$(echo "$(now) - $t0" | bc)
+t_bare=$(copy_chunks ev_bare)
 
 settle
 echo "== COPY into staging + INSERT ... ON CONFLICT DO NOTHING"

@@ -58,6 +58,7 @@ done
 
 load() {
     local t=$1 from=$2 to=$3 files=${4:-chunk} t0
+    settle >/dev/null
     t0=$(now)
     for ((c = from; c < to; c++)); do
         q -c "SELECT * FROM ingest.load('$t', pg_read_file('$(printf '%s/%s%05d.csv' "$dir" "$files" "$c")'))" >/dev/null
@@ -81,6 +82,7 @@ echo "== rollups on, up to $EVENTS events"
 load ev_on "$ncompare" "$nchunks" >/dev/null
 q -c "SELECT ingest.fold_rollups('ev_on')" -c "ANALYZE ev_on" >/dev/null
 exact=$(q -c "SELECT count(*) = 0 FROM ingest.rollup_verify('ev_on', '-infinity', 'infinity')")
+bf_exact=$(q -c "SELECT count(*) = 0 FROM ingest.rollup_verify('bf_on', '-infinity', 'infinity')")
 
 q <<'SQL'
 CREATE FUNCTION ingest_internal.bench_ms(query text) RETURNS float8 LANGUAGE plpgsql AS $$
@@ -117,6 +119,8 @@ PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores; events over 30 days, 2
 |---|---|---|---|---|
 | live order (chunks of $CHUNK follow each other in time) | $(rate "$rows" "$t_off") | $(rate "$rows" "$t_on") | $(awk -v a="$t_on" -v b="$t_off" 'BEGIN { printf "%.1f%%", (a / b - 1) * 100 }') | $live_deltas |
 | backfill (each chunk scattered over the 30 days) | $(rate "$rows" "$t_bf_off") | $(rate "$rows" "$t_bf_on") | $(awk -v a="$t_bf_on" -v b="$t_bf_off" 'BEGIN { printf "%.1f%%", (a / b - 1) * 100 }') | $bf_deltas |
+
+rollup_verify empty for the backfilled table: $bf_exact.
 
 Fold: $deltas delta rows folded in $(printf '%.2f' "$t_fold") s, $(rate "$deltas" "$t_fold") delta rows/s.
 

@@ -7,6 +7,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestCrash;
 
 my $node = PostgreSQL::Test::Cluster->new('indexes');
 $node->init;
@@ -76,14 +79,7 @@ is(sql(q{SELECT status FROM ingest.indexes WHERE partition = 'ix_old2'::regclass
 # Kill the worker in the middle of the build.
 my $pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'ingest worker'
 				 AND query LIKE 'CREATE INDEX CONCURRENTLY%'});
-kill 'KILL', $pid;
-eval { $holder->quit; };
-for (my $i = 0; $i < 600 && -e $node->data_dir . '/postmaster.pid'; $i++)
-{
-	select(undef, undef, undef, 0.1);
-}
-$node->_update_pid(0);
-$node->start;
+kill_and_recover($node, $pid, $holder);
 poll(q{SELECT status = 'present' FROM ingest.indexes WHERE partition = 'ix_old2'::regclass AND name = 'late'},
 	'after the crash the index is built again');
 is(sql(q{SELECT count(*) FROM pg_index WHERE NOT indisvalid}), '0', 'no invalid index is left');

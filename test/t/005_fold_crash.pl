@@ -6,6 +6,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestCrash;
 
 my $node = PostgreSQL::Test::Cluster->new('foldcrash');
 $node->init;
@@ -48,17 +51,8 @@ ok($node->poll_query_until('postgres',
 my $pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE query LIKE '%fold_rollups()%'
 	    AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()});
-kill 'KILL', $pid;
-eval { $folder->quit; };
-eval { $holder->quit; };
-# The test cluster has restart_after_crash off: wait for it to go down.
-for (my $i = 0; $i < 600 && -e $node->data_dir . '/postmaster.pid'; $i++)
-{
-	select(undef, undef, undef, 0.1);
-}
+kill_and_recover($node, $pid, $folder, $holder);
 ok($node->log_contains('terminated by signal 9'), 'the folding backend was killed');
-$node->_update_pid(0);
-$node->start;
 
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest_internal.rollup_deltas'), $deltas,
 	'the killed fold deleted no delta');
