@@ -19,7 +19,7 @@ throwaway_cluster 54394 "ingest.enabled = off" "shared_buffers = 2GB" "max_wal_s
     "checkpoint_timeout = 30min" "synchronous_commit = off"
 dir=$cluster_dir
 
-q <<'SQL'
+q <<SQL
 CREATE EXTENSION ingest;
 SELECT ingest.create_event_table(t, premake => 1)
   FROM unnest(ARRAY['ev_on', 'ev_off', 'bf_on', 'bf_off']) t;
@@ -39,7 +39,7 @@ LANGUAGE sql AS \$\$
            date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
              + CASE WHEN scattered THEN (n * 7919) % (30 * 86400)
                     ELSE n * (30 * 86400.0 / $EVENTS) END * interval '1 second',
-           '{}', (n % 100)::float8, NULL
+           '{}'::jsonb, (n % 100)::float8, NULL::numeric
       FROM generate_series(first, last) n
 \$\$;
 SQL
