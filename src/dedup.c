@@ -194,13 +194,13 @@ IngestLedgerHash(IngestLedger *l, Datum *values, bool *nulls)
 }
 
 IngestLedger *
-IngestLedgerBegin(Relation rel, EState *estate)
+IngestLedgerBegin(Relation rel, EState *estate, Oid owner)
 {
 	IngestLedger *l = palloc0(sizeof(IngestLedger));
 	Oid			keys_oid;
 
 	l->relid = RelationGetRelid(rel);
-	l->owner = IngestExtensionOwner();
+	l->owner = owner;
 	l->org_att = column_attnum(rel, "organization_id");
 	l->payload_cols = palloc(sizeof(PayloadColumns));
 	payload_columns_init(RelationGetDescr(rel), l->payload_cols);
@@ -220,8 +220,7 @@ IngestLedgerBegin(Relation rel, EState *estate)
 			4, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID});
 		/* a subplan: one index probe per key, never a hash of the whole ledger */
 		l->lookup = SPI_prepare(
-			"SELECT u.o, u.t, "
-			"       (SELECT k.payload_hash FROM ingest_internal.event_keys k "
+			"SELECT (SELECT k.payload_hash FROM ingest_internal.event_keys k "
 			"         WHERE k.relid OPERATOR(pg_catalog.=) $1 "
 			"           AND k.organization_id OPERATOR(pg_catalog.=) u.o "
 			"           AND k.transaction_id OPERATOR(pg_catalog.=) u.t COLLATE \"C\") "
@@ -327,6 +326,14 @@ row_cmp(const void *a, const void *b)
 	return (ia > ib) - (ia < ib);
 }
 
+/* Statement arguments $2 and $3: the keys as uuid[] and text[]. */
+static void
+key_args(Datum *args, Datum *orgs, Datum *txs, int n)
+{
+	args[1] = PointerGetDatum(construct_array(orgs, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[2] = PointerGetDatum(construct_array(txs, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
 /*
  * Claim the keys of a batch of converted rows.  The first row of each key
  * in the batch is the candidate; later ones are duplicates.  Candidates
@@ -427,8 +434,7 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 		uint64		k;
 
 		args[0] = ObjectIdGetDatum(l->relid);
-		args[1] = PointerGetDatum(construct_array(orgs, npending, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[2] = PointerGetDatum(construct_array(txs, npending, TEXTOID, -1, false, TYPALIGN_INT));
+		key_args(args, orgs, txs, npending);
 		args[3] = PointerGetDatum(construct_array(hashes, npending, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		AS_EXTENSION_OWNER(l->owner,
 						   rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
@@ -473,31 +479,22 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	{
 		uint64		k;
 
-		args[1] = PointerGetDatum(construct_array(orgs, nwin, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[2] = PointerGetDatum(construct_array(txs, nwin, TEXTOID, -1, false, TYPALIGN_INT));
+		key_args(args, orgs, txs, nwin);
 		AS_EXTENSION_OWNER(l->owner,
 						   rc = SPI_execute_plan(l->lookup, args, NULL, true, 0));
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not look up keys: %s", SPI_result_code_string(rc));
+		/* one row per key offered, in order */
+		if (SPI_processed != (uint64) nwin)
+			elog(ERROR, "looked up %d keys, got " UINT64_FORMAT " rows", nwin, SPI_processed);
 		for (k = 0; k < SPI_processed; k++)
 		{
 			bool		isnull;
-			Datum		org = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
-			Datum		tx = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull);
-			int64		stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-															 SPI_tuptable->tupdesc, 3, &isnull));
+			Datum		stored = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
 
-			if (isnull)
-				continue;		/* claimed by a session not in our snapshot */
-
-			for (i = 0; i < nwin; i++)
-			{
-				if (key_cmp(orgs[i], txs[i], org, tx) == 0)
-				{
-					ref_hash[cand_losers[i]] = (uint64) stored;
-					break;
-				}
-			}
+			/* NULL: claimed by a session not in our snapshot */
+			if (!isnull)
+				ref_hash[cand_losers[k]] = (uint64) DatumGetInt64(stored);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}

@@ -402,8 +402,8 @@ IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
 	st.econtext = CreateExprContext(estate);
 	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len,
 								  st.econtext);
-	st.ledger = IngestLedgerBegin(rel, estate);
 	st.owner = IngestExtensionOwner();
+	st.ledger = IngestLedgerBegin(rel, estate, st.owner);
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
 	st.rollup = IngestRollupBegin(rel, estate, st.owner);
 	AS_EXTENSION_OWNER(st.owner, st.reject_plan = SPI_prepare(

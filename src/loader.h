@@ -89,7 +89,7 @@ extern Oid	IngestExtensionOwner(void);
 		SetUserIdAndSecContext(save_user_, save_sec_); \
 	} while (0)
 
-extern IngestLedger *IngestLedgerBegin(Relation rel, EState *estate);
+extern IngestLedger *IngestLedgerBegin(Relation rel, EState *estate, Oid owner);
 extern void IngestLedgerClaim(IngestLedger *ledger, LoadRow **rows, int nrows);
 extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
 extern uint64 IngestLedgerHash(IngestLedger *ledger, Datum *values, bool *nulls);

@@ -336,7 +336,7 @@ flush_default(IngestRollup *f)
 	create_acc(f);
 }
 
-/* Add a batch's loaded rows to the default rollup's deltas. */
+/* Add a batch's loaded rows (ROW_LOADED) to the default rollup's deltas. */
 static void
 feed_default(IngestRollup *f, LoadRow **rows, int n)
 {
@@ -351,9 +351,13 @@ feed_default(IngestRollup *f, LoadRow **rows, int n)
 		DeltaKey	key;
 		DeltaAcc   *a;
 		bool		found;
-		TimestampTz ts = DatumGetTimestampTz(rv[at[F_TS] - 1]);
-		text	   *tx = DatumGetTextPP(rv[at[F_TX] - 1]);
+		TimestampTz ts;
+		text	   *tx;
 
+		if (r->state != ROW_LOADED)
+			continue;
+		ts = DatumGetTimestampTz(rv[at[F_TS] - 1]);
+		tx = DatumGetTextPP(rv[at[F_TX] - 1]);
 		memcpy(&key.org, DatumGetUUIDP(rv[at[F_ORG] - 1]), UUID_LEN);
 		key.hour = utc_hour(rv[at[F_TS] - 1]);
 		key.code = DatumGetTextPP(rv[at[F_CODE] - 1]);
@@ -442,17 +446,8 @@ IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 	if (n == 0)
 		return;
 
-	{
-		LoadRow   **loaded = palloc(sizeof(LoadRow *) * n);
-		int			k = 0;
-
-		for (i = 0; i < nrows; i++)
-			if (rows[i]->state == ROW_LOADED)
-				loaded[k++] = rows[i];
-		if (f->has_default)
-			feed_default(f, loaded, n);
-		pfree(loaded);
-	}
+	if (f->has_default)
+		feed_default(f, rows, nrows);
 	if (!f->has_dimensions)
 		return;
 
