@@ -18,23 +18,43 @@ OBJS = \
 	src/dedup.o \
 	src/partwriter.o \
 	src/copyhook.o \
-	src/rollup.o
+	src/rollupfeed.o \
+	src/managed.o \
+	src/changes.o \
+	src/partddl.o \
+	src/cmdstack.o \
+	src/fold.o \
+	src/usage.o
+
+# The library acts on the SQL objects of its own version only.
+PG_CPPFLAGS = -DINGEST_VERSION=\"$(EXTVERSION)\"
 
 # The install script is the concatenation of these fragments, in this order.
-SQL_FRAGMENTS = \
-	sql/ingest/00_schema.sql \
+# 00_schema.sql and 90_install.sql make the objects that hold data and run
+# only at install; the others are code (CREATE OR REPLACE), replayed by the
+# update script to the current version.
+SQL_CODE = \
 	sql/ingest/10_partitions.sql \
 	sql/ingest/20_tables.sql \
+	sql/ingest/25_side_tables.sql \
 	sql/ingest/30_maintenance.sql \
 	sql/ingest/40_load.sql \
 	sql/ingest/50_indexes.sql \
 	sql/ingest/60_rollups.sql
+SQL_FRAGMENTS = sql/ingest/00_schema.sql $(SQL_CODE) sql/ingest/90_install.sql
 
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+# The update script from the last release: its data migration before and
+# after the current code.  On release, freeze the built script into
+# sql/updates/ and start a new directory.
+PREVVERSION = 0.2.0
+UPDATE_DIR = sql/updates/$(PREVVERSION)--$(EXTVERSION)
+UPDATE_SCRIPT = sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
+
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPT)
 # Released versions' install scripts, frozen, and the upgrade scripts.
 DATA = $(wildcard sql/released/$(EXTENSION)--*.sql) \
 	$(wildcard sql/updates/$(EXTENSION)--*--*.sql)
-EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(DATA_built)
 
 # pg_regress: sql/*.sql against expected/*.out in a temporary instance.
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/[0-9]*.sql)))
@@ -55,6 +75,9 @@ $(error ingest is built for PostgreSQL 15, found $(MAJORVERSION))
 endif
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
+	cat $^ > $@
+
+$(UPDATE_SCRIPT): $(UPDATE_DIR)/before.sql $(SQL_CODE) $(UPDATE_DIR)/after.sql
 	cat $^ > $@
 
 .PHONY: test demo deps regresscheck isolationcheck tapcheck

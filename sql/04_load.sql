@@ -102,17 +102,16 @@ SELECT count(*) FROM ld WHERE organization_id = '00000000-0000-0000-0000-0000000
 SELECT * FROM ingest.load('ld', regress.csv(8, 'z', 3));
 
 -- the ledger holds one key per stored event
-SELECT (SELECT count(*) FROM ld) = (SELECT count(*) FROM ingest_internal.event_keys
-                                     WHERE relid = 'ld'::regclass) AS ledger_matches;
+SELECT (SELECT count(*) FROM ld) = (SELECT count(*) FROM ingest_side.ld_keys) AS ledger_matches;
 
 -- retiring a day forgets its keys: the day's events are set aside from then on
 SELECT regress.backdate('ld', -5);
 INSERT INTO ld (organization_id, transaction_id, external_customer_id, code, "timestamp")
 VALUES ('00000000-0000-0000-0000-000000000009', 'old1', 'c', 'k', now() - interval '5 days');
-SELECT count(*) FROM ingest_internal.event_keys WHERE transaction_id = 'old1';
+SELECT count(*) FROM ingest_side.ld_keys WHERE transaction_id = 'old1';
 SELECT ingest.configure('ld', retention => '2 days');
 SELECT action, regress.rel(partition) FROM regress.lifecycle('ld');
-SELECT count(*) FROM ingest_internal.event_keys WHERE transaction_id = 'old1';
+SELECT count(*) FROM ingest_side.ld_keys WHERE transaction_id = 'old1';
 SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000009,old1,c,k,' || (now() - interval '5 days') || ',{},,');
 
 -- bad calls

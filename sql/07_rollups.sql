@@ -50,14 +50,14 @@ SELECT * FROM ingest.load('ru', regress.ev('t9', 'c1', 'api', regress.h(0, 1, 5)
 ROLLBACK;
 
 -- before any fold, usage comes from deltas, and equals raw aggregation
-SELECT count(*) > 0 AS deltas, (SELECT count(*) FROM ingest_internal.rollup_hours) AS folded
-  FROM ingest_internal.rollup_deltas;
+SELECT count(*) > 0 AS deltas, (SELECT count(*) FROM ingest_side.ru_rollup) AS folded
+  FROM ingest_side.ru_deltas;
 SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0));
 SELECT * FROM regress.raw_usage(regress.h(0, 0), regress.h(1, 0));
 SELECT * FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
 -- folded: the same answers
 SELECT ingest.fold_rollups('ru') > 0 AS folded;
-SELECT count(*) AS deltas_left FROM ingest_internal.rollup_deltas WHERE relid = 'ru'::regclass;
+SELECT count(*) AS deltas_left FROM ingest_side.ru_deltas;
 SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0));
 SELECT * FROM regress.usage(regress.h(0, 0), regress.h(1, 0), 'hour');
 SELECT * FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
@@ -81,7 +81,7 @@ SELECT code, external_customer_id, events FROM ingest.usage('ru', '00000000-0000
        regress.h(0, 0), regress.h(1, 0), code => 'api', external_customer_id => 'c2');
 
 -- a damaged rollup is found and rebuilt from raw
-UPDATE ingest_internal.rollup_hours SET events = events + 5 WHERE relid = 'ru'::regclass AND code = 'tokens';
+UPDATE ingest_side.ru_rollup SET events = events + 5 WHERE code = 'tokens';
 SELECT to_char(hour AT TIME ZONE 'UTC', 'HH24:MI') AS hour, code, measure, rollup_value, raw_value
   FROM ingest.rollup_verify('ru', regress.h(-1, 0), regress.h(2, 0));
 SELECT ingest.rollup_rebuild('ru', regress.h(-1, 0), regress.h(2, 0)) > 0 AS rebuilt;
@@ -147,15 +147,15 @@ SELECT regress.try($$SELECT ingest.create_rollup('pg_class', 'x', ARRAY['a'])$$)
 SELECT regress.try($$SELECT ingest.drop_rollup('ru', 'default')$$);
 SELECT regress.try($$SELECT ingest.drop_rollup('ru', 'nope')$$);
 SELECT ingest.drop_rollup('ru', 'by_model');
-SELECT count(*) FROM ingest_internal.rollup_hours WHERE rollup = 'by_model';
+SELECT count(*) FROM ingest_side.ru_rollup WHERE rollup = 'by_model';
 
 -- rollups have their own retention
-SELECT count(*) > 0 AS old_hours FROM ingest_internal.rollup_hours
- WHERE relid = 'ru'::regclass AND hour < regress.h(-2, 0);
+SELECT count(*) > 0 AS old_hours FROM ingest_side.ru_rollup
+ WHERE hour < regress.h(-2, 0);
 SELECT ingest.configure('ru', rollup_retention => '2 days');
 SELECT ingest.fold_rollups('ru') >= 0;
-SELECT count(*) AS old_hours FROM ingest_internal.rollup_hours
- WHERE relid = 'ru'::regclass AND hour < regress.h(-2, 0);
+SELECT count(*) AS old_hours FROM ingest_side.ru_rollup
+ WHERE hour < regress.h(-2, 0);
 SELECT regress.try($$SELECT ingest.configure('ru', rollup_retention => '1 hour')$$);
 
 -- the loader aggregates a whole call: 3,000 rows of one key (three batches)
@@ -166,10 +166,10 @@ SELECT loaded FROM ingest.load('rb', (SELECT string_agg(format('00000000-0000-00
                                                                n, regress.h(0, 3, n % 60), n % 7, n % 3), E'\n')
                                         FROM generate_series(1, 3000) n));
 SELECT count(*) AS delta_rows, sum(events) AS events, sum(value_sum) AS value_sum, sum(decimal_sum) AS decimal_sum
-  FROM ingest_internal.rollup_deltas WHERE relid = 'rb'::regclass;
-SELECT latest_value, latest_tx FROM ingest_internal.rollup_deltas WHERE relid = 'rb'::regclass;
+  FROM ingest_side.rb_deltas;
+SELECT latest_value, latest_tx FROM ingest_side.rb_deltas;
 SELECT loaded FROM ingest.load('rb', (SELECT string_agg(format('00000000-0000-0000-0000-0000000000bb,m%s,c%s,api,%s,{},%s,',
                                                                n, n, regress.h(0, 4), n % 7), E'\n')
                                         FROM generate_series(1, 70000) n));
-SELECT count(*) AS delta_rows FROM ingest_internal.rollup_deltas WHERE relid = 'rb'::regclass;
+SELECT count(*) AS delta_rows FROM ingest_side.rb_deltas;
 SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', '-infinity', 'infinity');

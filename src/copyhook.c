@@ -59,7 +59,7 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 {
 	const char *format;
 	Oid			relid;
-	char	   *on_error;
+	IngestTable t;
 	Relation	rel;
 	List	   *attnums;
 	IngestLoadResult r;
@@ -77,16 +77,16 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
-	on_error = IngestTableOnError(relid);
-	if (on_error == NULL)
+	/* a table being restored (not ready) takes COPY as it is */
+	if (!IngestLookupTable(relid, &t) || !t.ready)
 		return false;
 
 	rel = table_open(relid, RowExclusiveLock);
 	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);
 	IngestCheckLoadPrivileges(rel, attnums);
 
-	r = IngestLoad(rel, format, false, stmt->options, attnums, NULL, 0, "COPY",
-				   strcmp(on_error, "abort") == 0);
+	r = IngestLoad(rel, &t, format, false, stmt->options, attnums, NULL, 0, "COPY",
+				   t.abort_on_error);
 	table_close(rel, NoLock);
 
 	if (r.duplicates > 0 || r.rejected > 0)

@@ -5,8 +5,8 @@
  *
  * PostgreSQL has no unique index across partitions, and a unique key on a
  * table partitioned by day must contain the timestamp, which would store a
- * re-stamped retry twice.  So every managed table has its keys in one ledger,
- * ingest_internal.event_keys, primary key (relid, organization_id,
+ * re-stamped retry twice.  So every managed table has its keys in a ledger,
+ * its side table ingest_side.<name>_keys, primary key (organization_id,
  * transaction_id), written in the same transaction as the events.  A key is
  * claimed with INSERT ... ON CONFLICT DO NOTHING: a second session claiming
  * the same key waits for the first and then skips (or wins, if the first
@@ -23,8 +23,10 @@
  * Keys that conflicted (stored, or being claimed by another session) go
  * through INSERT ... ON CONFLICT DO NOTHING, which waits for the other
  * claimant as usual.  When most keys of a batch conflict (a replay), the
- * next batch goes straight to that statement.  Plain INSERT claims through a
- * row trigger.  Retention forgets the keys of retired partitions.
+ * next batch goes straight to that statement.  Plain INSERT and COPY claim
+ * through a row trigger; every other change keeps the ledger through the
+ * statement triggers of changes.c.  Retention forgets the keys of retired
+ * partitions.  The ledger is written as the table's owner.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,7 +67,7 @@ static const char *const payload_columns[] = {
 struct IngestLedger
 {
 	Oid			relid;
-	Oid			owner;			/* ledger writes run as the extension owner */
+	Oid			owner;			/* ledger statements run as the table's owner */
 	AttrNumber	org_att;
 	AttrNumber	tx_att;
 	SPIPlanPtr	claim;
@@ -73,7 +75,7 @@ struct IngestLedger
 	MemoryContext cxt;
 	/* the speculative path */
 	EState	   *estate;
-	Relation	keys;			/* ingest_internal.event_keys */
+	Relation	keys;			/* the table's ledger */
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	BulkInsertState bistate;
@@ -81,27 +83,6 @@ struct IngestLedger
 	bool		probe_first;	/* last batch was mostly conflicts */
 	struct PayloadColumns *payload_cols;
 };
-
-/* The role the extension's internal tables belong to (needs SPI). */
-Oid
-IngestExtensionOwner(void)
-{
-	Oid			extoid = get_extension_oid("ingest", false);
-	Oid			owner = InvalidOid;
-	int			rc;
-	Datum		arg = ObjectIdGetDatum(extoid);
-	bool		isnull;
-
-	rc = SPI_execute_with_args("SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
-							   1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
-	if (rc == SPI_OK_SELECT && SPI_processed == 1)
-		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-	if (!OidIsValid(owner))
-		elog(ERROR, "could not find the owner of extension \"ingest\"");
-	return owner;
-}
-
 
 static AttrNumber
 column_attnum(Relation rel, const char *name)
@@ -194,49 +175,45 @@ IngestLedgerHash(IngestLedger *l, Datum *values, bool *nulls)
 }
 
 IngestLedger *
-IngestLedgerBegin(Relation rel, EState *estate, Oid owner)
+IngestLedgerBegin(Relation rel, IngestTable *t, EState *estate)
 {
 	IngestLedger *l = palloc0(sizeof(IngestLedger));
-	Oid			keys_oid;
+	char	   *ledger = IngestQualifiedName(t->ledger);
+	IngestOwnerScope scope;
 
 	l->relid = RelationGetRelid(rel);
-	l->owner = owner;
+	l->owner = t->owner;
 	l->org_att = column_attnum(rel, "organization_id");
 	l->payload_cols = palloc(sizeof(PayloadColumns));
 	payload_columns_init(RelationGetDescr(rel), l->payload_cols);
 	l->tx_att = column_attnum(rel, "transaction_id");
 	l->cxt = CurrentMemoryContext;
 
-	AS_EXTENSION_OWNER(l->owner, {
-		l->claim = SPI_prepare(
-			"INSERT INTO ingest_internal.event_keys AS k "
-			"  (relid, organization_id, transaction_id, payload_hash) "
-			"SELECT $1, u.o, u.t, u.h "
-			"  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.uuid[]), "
-			"                 pg_catalog.unnest($3::pg_catalog.text[]), "
-			"                 pg_catalog.unnest($4::pg_catalog.int8[])) AS u(o, t, h) "
-			"ON CONFLICT DO NOTHING "
-			"RETURNING k.organization_id, k.transaction_id",
-			4, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID});
-		/* a subplan: one index probe per key, never a hash of the whole ledger */
-		l->lookup = SPI_prepare(
-			"SELECT (SELECT k.payload_hash FROM ingest_internal.event_keys k "
-			"         WHERE k.relid OPERATOR(pg_catalog.=) $1 "
-			"           AND k.organization_id OPERATOR(pg_catalog.=) u.o "
-			"           AND k.transaction_id OPERATOR(pg_catalog.=) u.t COLLATE \"C\") "
-			"  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.uuid[]), "
-			"                 pg_catalog.unnest($3::pg_catalog.text[])) AS u(o, t)",
-			3, (Oid[]) {OIDOID, UUIDARRAYOID, TEXTARRAYOID});
-	});
+	IngestOwnerPush(l->owner, true, &scope);
+	l->claim = SPI_prepare(psprintf(
+		"INSERT INTO %s AS k (organization_id, transaction_id, payload_hash) "
+		"SELECT u.o, u.t, u.h "
+		"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), "
+		"                 pg_catalog.unnest($2::pg_catalog.text[]), "
+		"                 pg_catalog.unnest($3::pg_catalog.int8[])) AS u(o, t, h) "
+		"ON CONFLICT DO NOTHING "
+		"RETURNING k.organization_id, k.transaction_id", ledger),
+		3, (Oid[]) {UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID});
+	/* a subplan: one index probe per key, never a hash of the whole ledger */
+	l->lookup = SPI_prepare(psprintf(
+		"SELECT (SELECT k.payload_hash FROM %s k "
+		"         WHERE k.organization_id OPERATOR(pg_catalog.=) u.o "
+		"           AND k.transaction_id OPERATOR(pg_catalog.=) u.t COLLATE \"C\") "
+		"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), "
+		"                 pg_catalog.unnest($2::pg_catalog.text[])) AS u(o, t)", ledger),
+		2, (Oid[]) {UUIDARRAYOID, TEXTARRAYOID});
+	IngestOwnerPop(&scope);
 	if (l->claim == NULL || l->lookup == NULL)
 		elog(ERROR, "could not prepare ledger statements: %s",
 			 SPI_result_code_string(SPI_result));
 
-	keys_oid = get_relname_relid("event_keys", get_namespace_oid("ingest_internal", false));
-	if (!OidIsValid(keys_oid))
-		elog(ERROR, "could not find the key ledger");
 	l->estate = estate;
-	l->keys = table_open(keys_oid, RowExclusiveLock);
+	l->keys = table_open(t->ledger, RowExclusiveLock);
 	l->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(l->rri, l->keys, 0, NULL, 0);
 	ExecOpenIndices(l->rri, true);
@@ -262,11 +239,10 @@ claim_speculative(IngestLedger *l, Datum org, Datum tx, uint64 hash)
 	MemoryContext old = MemoryContextSwitchTo(l->keycxt);
 
 	ExecClearTuple(slot);
-	slot->tts_values[0] = ObjectIdGetDatum(l->relid);
-	slot->tts_values[1] = org;
-	slot->tts_values[2] = tx;
-	slot->tts_values[3] = Int64GetDatum((int64) hash);
-	memset(slot->tts_isnull, 0, sizeof(bool) * 4);
+	slot->tts_values[0] = org;
+	slot->tts_values[1] = tx;
+	slot->tts_values[2] = Int64GetDatum((int64) hash);
+	memset(slot->tts_isnull, 0, sizeof(bool) * 3);
 	ExecStoreVirtualTuple(slot);
 
 	token = SpeculativeInsertionLockAcquire(xid);
@@ -326,12 +302,12 @@ row_cmp(const void *a, const void *b)
 	return (ia > ib) - (ia < ib);
 }
 
-/* Statement arguments $2 and $3: the keys as uuid[] and text[]. */
+/* Statement arguments $1 and $2: the keys as uuid[] and text[]. */
 static void
 key_args(Datum *args, Datum *orgs, Datum *txs, int n)
 {
-	args[1] = PointerGetDatum(construct_array(orgs, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	args[2] = PointerGetDatum(construct_array(txs, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[0] = PointerGetDatum(construct_array(orgs, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(txs, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /*
@@ -352,7 +328,7 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	Datum	   *orgs;
 	Datum	   *txs;
 	Datum	   *hashes;
-	Datum		args[4];
+	Datum		args[3];
 	bool	   *claimed;
 	int		   *pending;		/* by position: index in cand */
 	int			npending = 0;
@@ -433,11 +409,9 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 		int			j = 0;
 		uint64		k;
 
-		args[0] = ObjectIdGetDatum(l->relid);
 		key_args(args, orgs, txs, npending);
-		args[3] = PointerGetDatum(construct_array(hashes, npending, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		AS_EXTENSION_OWNER(l->owner,
-						   rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
+		args[2] = PointerGetDatum(construct_array(hashes, npending, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		AS_OWNER(l->owner, rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
 		if (rc != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not claim keys: %s", SPI_result_code_string(rc));
 		for (k = 0; k < SPI_processed; k++)
@@ -480,8 +454,7 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 		uint64		k;
 
 		key_args(args, orgs, txs, nwin);
-		AS_EXTENSION_OWNER(l->owner,
-						   rc = SPI_execute_plan(l->lookup, args, NULL, true, 0));
+		AS_OWNER(l->owner, rc = SPI_execute_plan(l->lookup, args, NULL, true, 0));
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not look up keys: %s", SPI_result_code_string(rc));
 		/* one row per key offered, in order */
@@ -522,76 +495,167 @@ IngestLedgerEnd(IngestLedger *l)
 	pfree(l);
 }
 
+/*
+ * What the row trigger needs per table it fires on, kept for the rest of
+ * the transaction: a plain INSERT of many rows looks it up once.
+ */
+typedef struct TriggerTarget
+{
+	Oid			relid;			/* the table or partition the trigger fires on */
+	bool		managed;		/* its root is managed and ready */
+	Oid			owner;
+	SPIPlanPtr	claim;
+	AttrNumber	org_att;
+	AttrNumber	tx_att;
+	PayloadColumns payload_cols;
+} TriggerTarget;
+
+static HTAB *trigger_targets = NULL;
+
+static void
+trigger_targets_reset(XactEvent event, void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	TriggerTarget *tt;
+
+	if (trigger_targets == NULL ||
+		!(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		  event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		  event == XACT_EVENT_PREPARE))
+		return;
+	hash_seq_init(&seq, trigger_targets);
+	while ((tt = hash_seq_search(&seq)) != NULL)
+		if (tt->claim)
+			SPI_freeplan(tt->claim);
+	hash_destroy(trigger_targets);
+	trigger_targets = NULL;
+}
+
+static TriggerTarget *
+trigger_target(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TriggerTarget *tt;
+	bool		found;
+	IngestTable t;
+	static bool callback_registered = false;
+
+	if (trigger_targets == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!callback_registered)
+		{
+			RegisterXactCallback(trigger_targets_reset, NULL);
+			callback_registered = true;
+		}
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(TriggerTarget);
+		ctl.hcxt = TopTransactionContext;
+		trigger_targets = hash_create("ingest trigger targets", 16, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	tt = hash_search(trigger_targets, &relid, HASH_ENTER, &found);
+	if (found)
+		return tt;
+
+	tt->managed = false;
+	tt->claim = NULL;
+	PG_TRY();
+	{
+		if (IngestLookupTable(IngestRootOf(relid), &t) && t.ready)
+		{
+			IngestOwnerScope scope;
+			SPIPlanPtr	p;
+
+			tt->owner = t.owner;
+			tt->org_att = column_attnum(rel, "organization_id");
+			tt->tx_att = column_attnum(rel, "transaction_id");
+			payload_columns_init(RelationGetDescr(rel), &tt->payload_cols);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			IngestOwnerPush(t.owner, true, &scope);
+			p = SPI_prepare(psprintf("INSERT INTO %s (organization_id, transaction_id, payload_hash) "
+									 "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+									 IngestQualifiedName(t.ledger)),
+							3, (Oid[]) {UUIDOID, TEXTOID, INT8OID});
+			IngestOwnerPop(&scope);
+			if (p == NULL)
+				elog(ERROR, "could not prepare ledger statement: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			SPI_finish();
+			tt->claim = p;
+			tt->managed = true;
+		}
+	}
+	PG_CATCH();
+	{
+		hash_search(trigger_targets, &relid, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return tt;
+}
+
 PG_FUNCTION_INFO_V1(ingest_dedup_row);
 
 /*
  * BEFORE INSERT row trigger on managed tables: a plain INSERT (or COPY
  * that bypasses the loader) claims the row's key, and skips the row when
- * the key is stored already, as ON CONFLICT DO NOTHING would.
+ * the key is stored already, as ON CONFLICT DO NOTHING would.  A row that
+ * an UPDATE or MERGE moves between partitions holds its key already, and
+ * MERGE's inserts are claimed by its statement trigger (changes.c).
  */
 Datum
 ingest_dedup_row(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	static SPIPlanPtr plan = NULL;
-	static Oid	owner = InvalidOid;
-	Relation	rel;
+	TriggerTarget *tt;
 	TupleDesc	desc;
 	HeapTuple	tuple;
 	Datum	   *values;
 	bool	   *nulls;
-	AttrNumber	org_att;
-	AttrNumber	tx_att;
-	Datum		args[4];
-	List	   *ancestors;
-	Oid			root;
+	Datum		args[3];
+	CmdType		cmd;
 	int			rc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("ingest_internal.dedup_row() must be a BEFORE INSERT row trigger")));
+				 errmsg("ingest_side.dedup_row() must be a BEFORE INSERT row trigger")));
+	if (!IngestExecutorHooksInstalled())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest must be loaded via shared_preload_libraries"),
+				 errhint("Add ingest to shared_preload_libraries and restart the server.")));
 
-	rel = td->tg_relation;
-	desc = RelationGetDescr(rel);
 	tuple = td->tg_trigtuple;
-	org_att = column_attnum(rel, "organization_id");
-	tx_att = column_attnum(rel, "transaction_id");
+	cmd = IngestInnermostCommand();
+	if (trigger_targets == NULL)
+		IngestRequireCurrentVersion();
+	if (cmd == CMD_UPDATE || cmd == CMD_MERGE)
+		return PointerGetDatum(tuple);
 
+	tt = trigger_target(td->tg_relation);
+	if (!tt->managed)
+		return PointerGetDatum(tuple);
+
+	desc = RelationGetDescr(td->tg_relation);
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, nulls);
 	/* NOT NULL is the table's business: let the insert fail on it. */
-	if (nulls[org_att - 1] || nulls[tx_att - 1])
+	if (nulls[tt->org_att - 1] || nulls[tt->tx_att - 1])
 		return PointerGetDatum(tuple);
 
-	ancestors = get_partition_ancestors(RelationGetRelid(rel));
-	root = ancestors ? llast_oid(ancestors) : RelationGetRelid(rel);
-
+	args[0] = values[tt->org_att - 1];
+	args[1] = values[tt->tx_att - 1];
+	args[2] = Int64GetDatum((int64) payload_hash(&tt->payload_cols, values, nulls));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		SPIPlanPtr	p;
-
-		owner = IngestExtensionOwner();
-		AS_EXTENSION_OWNER(owner, p = SPI_prepare(
-			"INSERT INTO ingest_internal.event_keys "
-			"  (relid, organization_id, transaction_id, payload_hash) "
-			"VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-			4, (Oid[]) {OIDOID, UUIDOID, TEXTOID, INT8OID}));
-		if (p == NULL)
-			elog(ERROR, "could not prepare ledger statement: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
-	args[0] = ObjectIdGetDatum(root);
-	args[1] = values[org_att - 1];
-	args[2] = values[tx_att - 1];
-	args[3] = Int64GetDatum((int64) IngestPayloadHash(desc, values, nulls));
-	AS_EXTENSION_OWNER(owner, rc = SPI_execute_plan(plan, args, NULL, false, 0));
+	AS_OWNER(tt->owner, rc = SPI_execute_plan(tt->claim, args, NULL, false, 0));
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not claim key: %s", SPI_result_code_string(rc));
 	rc = (int) SPI_processed;

@@ -19,6 +19,7 @@
 #include "utils/guc.h"
 
 #include "ingest.h"
+#include "loader.h"
 
 PG_MODULE_MAGIC;
 
@@ -57,6 +58,7 @@ _PG_init(void)
 	shmem_startup_hook = ingest_shmem_startup;
 
 	IngestInstallUtilityHook();
+	IngestInstallExecutorHooks();
 	IngestRegisterLauncher();
 }
 

@@ -9,9 +9,12 @@
  *	  launcher.c	 starts one worker per database
  *	  worker.c		 per-database worker loop; workers for manual runs
  *	  maintenance.c  carries out the partition maintenance plan of a database
- *	  rollup.c		 folds the hourly rollup deltas (and the loader's feed)
+ *	  fold.c		 the worker's fold of the hourly rollups
+ *	  usage.c		 ingest.usage(): usage from the rollups
  *	  toplevel.c	 runs a utility statement as a top-level command
- *	  utility_hook.c stops a database's worker before DROP DATABASE
+ *	  utility_hook.c stops a database's worker before DROP DATABASE; routes
+ *					 COPY and partition DDL of managed tables
+ *	  the loader and the side state of managed tables: see loader.h
  *
  *-------------------------------------------------------------------------
  */
@@ -55,7 +58,7 @@ extern void IngestRunManual(Oid relid, int64 run_id);
 extern void IngestMaintainDatabase(Oid relid, int64 run_id, bool background);
 extern void IngestTrimLog(void);
 
-/* rollup.c */
+/* fold.c */
 extern void IngestFoldRollups(void);
 
 /* toplevel.c */

@@ -31,25 +31,6 @@
 
 #include "loader.h"
 
-/* The table's on_error policy, or NULL when it is not managed. */
-char *
-IngestTableOnError(Oid relid)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Datum		arg = ObjectIdGetDatum(relid);
-	char	   *policy = NULL;
-	int			rc;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args("SELECT on_error FROM ingest.table_config WHERE event_table = $1",
-							   1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
-	if (rc == SPI_OK_SELECT && SPI_processed == 1)
-		policy = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	SPI_finish();
-	return policy;
-}
-
 /* Column numbers of the columns the payload names, checked like COPY's. */
 static List *
 target_columns(Relation rel, ArrayType *columns)
@@ -144,7 +125,8 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 	char	   *format;
 	bool		header;
 	char	   *on_error;
-	char	   *policy;
+	IngestTable t;
+	bool		abort_on_error;
 	Relation	rel;
 	List	   *attnums;
 	IngestLoadResult r;
@@ -175,22 +157,15 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 				 errmsg("unrecognized on_error \"%s\"", on_error),
 				 errhint("Use \"reject\" or \"abort\".")));
 
-	policy = IngestTableOnError(relid);
-	if (policy == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table \"%s\" is not managed by ingest",
-						get_rel_name(relid) ? get_rel_name(relid) : "?"),
-				 errhint("Use ingest.create_event_table() or ingest.manage_table() first.")));
-	if (on_error == NULL)
-		on_error = policy;
+	IngestRequireTable(relid, &t);
+	abort_on_error = on_error ? strcmp(on_error, "abort") == 0 : t.abort_on_error;
 
 	rel = table_open(relid, RowExclusiveLock);
 	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));
 	IngestCheckLoadPrivileges(rel, attnums);
 
-	r = IngestLoad(rel, format, header, NIL, attnums, data, len, source,
-				   strcmp(on_error, "abort") == 0);
+	r = IngestLoad(rel, &t, format, header, NIL, attnums, data, len, source,
+				   abort_on_error);
 	table_close(rel, NoLock);
 
 	InitMaterializedSRF(fcinfo, 0);

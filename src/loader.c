@@ -54,7 +54,7 @@ typedef struct LoadState
 	IngestRollup *rollup;
 	ExprContext *econtext;
 	SPIPlanPtr	reject_plan;
-	Oid			owner;
+	Oid			owner;			/* the extension's: rejects are its table */
 	const char *source;
 	bool		abort_on_error;
 	AttrNumber	ts_att;
@@ -77,7 +77,7 @@ record_reject(LoadState *st, LoadRow *row, int sqlerrcode, const char *message,
 	args[4] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
 	args[5] = CStringGetTextDatum(message);
 	args[6] = CStringGetTextDatum(kind);
-	AS_EXTENSION_OWNER(st->owner,
+	AS_OWNER(st->owner,
 					   rc = SPI_execute_plan(st->reject_plan, args, NULL, false, 0));
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not record a %s row: %s", kind, SPI_result_code_string(rc));
@@ -370,7 +370,7 @@ read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 }
 
 IngestLoadResult
-IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
+IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *copy_options,
 		   List *attnums, const char *data, Size len, const char *source,
 		   bool abort_on_error)
 {
@@ -403,10 +403,10 @@ IngestLoad(Relation rel, const char *format, bool header, List *copy_options,
 	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len,
 								  st.econtext);
 	st.owner = IngestExtensionOwner();
-	st.ledger = IngestLedgerBegin(rel, estate, st.owner);
+	st.ledger = IngestLedgerBegin(rel, t, estate);
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
-	st.rollup = IngestRollupBegin(rel, estate, st.owner);
-	AS_EXTENSION_OWNER(st.owner, st.reject_plan = SPI_prepare(
+	st.rollup = IngestRollupBegin(rel, t, estate);
+	AS_OWNER(st.owner, st.reject_plan = SPI_prepare(
 		"INSERT INTO ingest.rejects (event_table, source, line_number, raw, sqlstate, message, kind) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7)",
 		7, (Oid[]) {OIDOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}));

@@ -11,7 +11,14 @@
  *					dedup across partitions and sessions; the INSERT trigger
  *	  partwriter.c	multi-insert of the surviving rows into day partitions
  *	  copyhook.c	COPY ... FROM STDIN into a managed table, through the loader
- *	  rollup.c		the hourly rollup deltas of the rows a load wrote
+ *	  rollupfeed.c	the hourly rollup deltas of the rows a load wrote
+ *	  managed.c		which tables are managed, their side tables; acting as
+ *					a table's owner
+ *	  changes.c		statement triggers: the ledger and rollups follow every
+ *					other change (UPDATE, DELETE, TRUNCATE, INSERT, MERGE)
+ *	  partddl.c		partitions attached, detached or dropped by hand
+ *	  cmdstack.c	which executor command is running (a row moved by
+ *					UPDATE from an inserted one)
  *
  *-------------------------------------------------------------------------
  */
@@ -54,6 +61,52 @@ typedef struct LoadRow
 	bool		conflict;		/* duplicate whose payload differs */
 } LoadRow;
 
+/* managed.c: a managed table and its side tables */
+typedef struct IngestTable
+{
+	Oid			relid;
+	Oid			owner;			/* side state is written as the owner */
+	Oid			ledger;			/* ingest_side.<name>_keys */
+	Oid			rollup_hours;	/* ingest_side.<name>_rollup */
+	Oid			rollup_deltas;	/* ingest_side.<name>_deltas */
+	Oid			rollup_stale;	/* ingest_side.<name>_stale */
+	bool		ready;			/* its triggers are in place (not mid-restore) */
+	bool		partman;		/* pg_partman makes and retires its partitions */
+	bool		abort_on_error; /* on_error = 'abort' */
+} IngestTable;
+
+typedef struct IngestOwnerScope
+{
+	Oid			save_user;
+	int			save_sec;
+	int			guc_level;
+} IngestOwnerScope;
+
+extern bool IngestLookupTable(Oid relid, IngestTable *t);
+extern void IngestRequireTable(Oid relid, IngestTable *t);
+extern void IngestRequireCurrentVersion(void);
+extern Oid	IngestRootOf(Oid relid);
+extern Oid	IngestRelationOwner(Oid relid);
+extern char *IngestQualifiedName(Oid relid);
+extern void IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s);
+extern void IngestOwnerPop(IngestOwnerScope *s);
+
+/* cmdstack.c */
+extern void IngestInstallExecutorHooks(void);
+extern bool IngestExecutorHooksInstalled(void);
+extern CmdType IngestInnermostCommand(void);
+
+/* changes.c: side state of the rows of "src" (a relation or transition table) */
+extern void IngestClaimKeysStrict(IngestTable *t, const char *src);
+extern void IngestForgetKeys(IngestTable *t, const char *src);
+extern void IngestMarkStale(IngestTable *t, const char *src, bool per_org);
+extern void IngestFeedDeltas(IngestTable *t, const char *src);
+
+/* partddl.c */
+extern void *IngestPartitionDDLBefore(Node *stmt);
+extern void IngestPartitionDDLAfter(void *work);
+extern bool ingest_internal_ddl;
+
 /* copyparse.c */
 typedef struct IngestParser IngestParser;
 
@@ -75,10 +128,12 @@ typedef struct IngestLedger IngestLedger;
 extern Oid	IngestExtensionOwner(void);
 
 /*
- * Run a statement as the extension owner: the loader writes ingest's
- * internal tables on behalf of users who have no grants on them.
+ * Run a statement as a role, under SECURITY_RESTRICTED_OPERATION: the
+ * table's owner for its side tables, the extension owner for ingest's own
+ * tables (rejects).  For executing prepared plans, which keep the
+ * search_path they were planned with; IngestOwnerPush pins it for parsing.
  */
-#define AS_EXTENSION_OWNER(owner, stmt) \
+#define AS_OWNER(owner, stmt) \
 	do { \
 		Oid			save_user_; \
 		int			save_sec_; \
@@ -89,7 +144,7 @@ extern Oid	IngestExtensionOwner(void);
 		SetUserIdAndSecContext(save_user_, save_sec_); \
 	} while (0)
 
-extern IngestLedger *IngestLedgerBegin(Relation rel, EState *estate, Oid owner);
+extern IngestLedger *IngestLedgerBegin(Relation rel, IngestTable *t, EState *estate);
 extern void IngestLedgerClaim(IngestLedger *ledger, LoadRow **rows, int nrows);
 extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
 extern uint64 IngestLedgerHash(IngestLedger *ledger, Datum *values, bool *nulls);
@@ -117,21 +172,24 @@ typedef struct IngestLoadResult
 	int64		conflicts;
 } IngestLoadResult;
 
-extern IngestLoadResult IngestLoad(Relation rel, const char *format, bool header,
+extern IngestLoadResult IngestLoad(Relation rel, IngestTable *t,
+								   const char *format, bool header,
 								   List *copy_options, List *attnums,
 								   const char *data, Size len,
 								   const char *source, bool abort_on_error);
 
 /* load.c: the checks ingest.load and COPY share */
-extern char *IngestTableOnError(Oid relid);
 extern void IngestCheckLoadPrivileges(Relation rel, List *attnums);
 
-/* rollup.c */
+/* rollupfeed.c */
 typedef struct IngestRollup IngestRollup;
 
-extern IngestRollup *IngestRollupBegin(Relation rel, EState *estate, Oid owner);
+extern IngestRollup *IngestRollupBegin(Relation rel, IngestTable *t, EState *estate);
+extern char *IngestRollupAggSql(const char *src, const char *cond);
 extern void IngestRollupFeed(IngestRollup *feed, LoadRow **rows, int nrows);
 extern void IngestRollupEnd(IngestRollup *feed);
+
+extern Datum ingest_dedup_row(PG_FUNCTION_ARGS);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

@@ -137,6 +137,7 @@ managed_tables(Oid relid, bool background, MemoryContext cxt)
 		"SELECT c.event_table::pg_catalog.oid FROM ingest.table_config c "
 		"  LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table "
 		" WHERE ($1 IS NULL OR c.event_table = $1) "
+		"   AND ingest_internal.ready(c.event_table) "
 		"   AND (NOT $2 OR s.next_attempt_at IS NULL "
 		"        OR s.next_attempt_at <= pg_catalog.now()) "
 		" ORDER BY 1",

@@ -66,7 +66,7 @@ IngestPartWriterBegin(Relation root, EState *estate, Oid owner)
 	w->cid = GetCurrentCommandId(true);
 	w->cxt = CurrentMemoryContext;
 
-	AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
+	AS_OWNER(owner, rc = SPI_execute_with_args(
 		"SELECT partition_oid, lower_bound, upper_bound FROM ingest_internal.bounds "
 		" WHERE relid OPERATOR(pg_catalog.=) $1 AND NOT is_default AND NOT detach_pending "
 		"   AND lower_bound IS NOT NULL AND upper_bound IS NOT NULL "

@@ -25,6 +25,7 @@
 #include "utils/snapmgr.h"
 
 #include "ingest.h"
+#include "loader.h"
 
 /*
  * Execute one utility statement at top level.  The caller has started a
@@ -64,6 +65,8 @@ IngestExecuteTopLevel(const char *sql)
 		pgstat_report_activity(STATE_RUNNING, query);
 		PortalContext = stmtcxt;
 		PushActiveSnapshot(GetTransactionSnapshot());
+		/* the worker's own partition DDL: partddl.c lets it through */
+		ingest_internal_ddl = true;
 		ProcessUtility(pstmt, query, false, PROCESS_UTILITY_TOPLEVEL,
 					   NULL, NULL, None_Receiver, NULL);
 		/* a concurrent detach has already popped our snapshot */
@@ -72,6 +75,7 @@ IngestExecuteTopLevel(const char *sql)
 	}
 	PG_FINALLY();
 	{
+		ingest_internal_ddl = false;
 		PortalContext = save_portal_context;
 		if (IsTransactionState())
 			MemoryContextSwitchTo(TopTransactionContext);

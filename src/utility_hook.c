@@ -2,7 +2,8 @@
  *
  * utility_hook.c
  *	  ProcessUtility hook: stop a database's worker before DROP DATABASE;
- *	  send COPY FROM STDIN into a managed table through the loader.
+ *	  send COPY FROM STDIN into a managed table through the loader; keep
+ *	  the side state of managed tables whose partitions change by hand.
  *
  * A worker stays connected to its database, which would make DROP DATABASE
  * fail with "database is being accessed by other users".  So the dropping
@@ -55,11 +56,14 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					  ParamListInfo params, QueryEnvironment *queryEnv,
 					  DestReceiver *dest, QueryCompletion *qc)
 {
+	void	   *partition_work;
+
 	if (IsA(pstmt->utilityStmt, DropdbStmt))
 		stop_database_worker(((DropdbStmt *) pstmt->utilityStmt)->dbname);
 	if (IsA(pstmt->utilityStmt, CopyStmt) &&
 		IngestCopyHook((CopyStmt *) pstmt->utilityStmt, queryString, qc))
 		return;
+	partition_work = IngestPartitionDDLBefore(pstmt->utilityStmt);
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -67,6 +71,9 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+
+	if (partition_work)
+		IngestPartitionDDLAfter(partition_work);
 }
 
 void

@@ -13,6 +13,7 @@ echo "version $control: control, META.json and script agree"
 for f in sql/released/ingest--*.sql; do
     v=${f#sql/released/ingest--}; v=${v%.sql}
     [ "$v" != "$control" ] || { echo "$f: the current version must be built, not frozen"; exit 1; }
-    ls sql/updates/ingest--"$v"--*.sql >/dev/null 2>&1 || { echo "no update script from released version $v"; exit 1; }
+    compgen -G "sql/updates/ingest--$v--*.sql" >/dev/null || compgen -G "sql/ingest--$v--*.sql" >/dev/null \
+        || { echo "no update script from released version $v"; exit 1; }
 done
 echo "released versions have update scripts"

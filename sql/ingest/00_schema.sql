@@ -1,5 +1,8 @@
 -- ingest extension script, built from the fragments under sql/ingest/ in
--- the order the Makefile lists them.
+-- the order the Makefile lists them.  This fragment and 90_install.sql hold
+-- the objects that keep data (schemas, tables, the event trigger) and run
+-- only at install; every other fragment is code written with CREATE OR
+-- REPLACE, which update scripts replay (see the Makefile).
 
 \echo Use "CREATE EXTENSION ingest" to load this file. \quit
 
@@ -7,8 +10,14 @@
 CREATE SCHEMA ingest_internal;
 REVOKE ALL ON SCHEMA ingest_internal FROM PUBLIC;
 
+-- Side tables of each managed table (its key ledger and rollups), created
+-- with it, owned by its owner and dumped with it by pg_dump.  Users may
+-- name objects here (USAGE), but each table is its owner's alone.
+CREATE SCHEMA ingest_side;
+GRANT USAGE ON SCHEMA ingest_side TO PUBLIC;
+
 -- Policy per managed table.  Dumped by pg_dump: it is user configuration.
--- The table is stored as regclass so that a dump restores it by name.
+-- Tables are stored as regclass so that a dump restores them by name.
 CREATE TABLE ingest.table_config (
     event_table      regclass PRIMARY KEY,
     time_zone        text NOT NULL DEFAULT 'UTC',
@@ -21,7 +30,13 @@ CREATE TABLE ingest.table_config (
     on_error         text NOT NULL DEFAULT 'reject'
                      CHECK (on_error IN ('reject', 'abort')),
     rollup_retention interval,
-    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the table's side tables (ingest_internal.start_side_tables)
+    ledger           regclass,
+    rollup_hours     regclass,
+    rollup_deltas    regclass,
+    rollup_stale     regclass,
+    usage_view       regclass
 );
 SELECT pg_catalog.pg_extension_config_dump('ingest.table_config', '');
 COMMENT ON TABLE ingest.table_config IS
@@ -76,3 +91,76 @@ CREATE INDEX ON ingest.maintenance_log (logged_at);
 CREATE INDEX ON ingest.maintenance_log (run_id);
 COMMENT ON TABLE ingest.maintenance_log IS
     'Every partition maintenance action and failure, with its SQLSTATE; trimmed by age (ingest.log_retention)';
+
+-- Rows the loader set aside, and conflicting duplicates.
+CREATE TABLE ingest.rejects (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_table regclass NOT NULL,
+    rejected_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    source      text NOT NULL,
+    line_number bigint,
+    raw         text NOT NULL,
+    sqlstate    text NOT NULL,
+    message     text NOT NULL,
+    kind        text NOT NULL DEFAULT 'rejected' CHECK (kind IN ('rejected', 'conflict'))
+);
+COMMENT ON TABLE ingest.rejects IS
+    'Rows the loader set aside (kind rejected) and duplicates whose payload differed from the stored event (kind conflict)';
+-- Everyone sees the rejects of the tables they can read.
+ALTER TABLE ingest.rejects ENABLE ROW LEVEL SECURITY;
+CREATE POLICY rejects_readable ON ingest.rejects FOR SELECT
+    USING (pg_catalog.has_table_privilege(event_table, 'SELECT'));
+GRANT SELECT ON ingest.rejects TO PUBLIC;
+-- Rejects are the users' data: pg_dump keeps them.
+SELECT pg_catalog.pg_extension_config_dump('ingest.rejects', '');
+SELECT pg_catalog.pg_extension_config_dump('ingest.rejects_id_seq', '');
+
+-- Index management (50_indexes.sql).
+CREATE TABLE ingest.index_config (
+    event_table  regclass NOT NULL,
+    name         text NOT NULL,
+    columns      text[] NOT NULL,
+    method       text NOT NULL CHECK (method IN ('btree', 'brin')),
+    phase        text NOT NULL CHECK (phase IN ('always', 'closed')),
+    where_clause text,
+    with_options text,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (event_table, name)
+);
+SELECT pg_catalog.pg_extension_config_dump('ingest.index_config', '');
+COMMENT ON TABLE ingest.index_config IS
+    'Indexes declared per managed table, applied to partitions by phase; see ingest.add_index()';
+
+-- Indexes being removed from every partition by maintenance.
+CREATE TABLE ingest_internal.index_drops (
+    event_table regclass NOT NULL,
+    name        text NOT NULL,
+    PRIMARY KEY (event_table, name)
+);
+
+-- Closing steps done per partition.
+CREATE TABLE ingest_internal.partition_closed (
+    partition_oid oid NOT NULL,
+    step          text NOT NULL CHECK (step IN ('summarize', 'analyze', 'freeze')),
+    done_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (partition_oid, step)
+);
+
+
+-- Hourly rollups (60_rollups.sql).
+-- The rollups of each table: "default" (no dimensions, made with the table)
+-- and those of ingest.create_rollup().  Hours before known_from are unknown.
+CREATE TABLE ingest.rollup_config (
+    event_table regclass NOT NULL,
+    name        text NOT NULL,
+    dimensions  text[] NOT NULL DEFAULT '{}',
+    known_from  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- set while the rollup is being built: the creating transaction
+    building_xid xid8,
+    PRIMARY KEY (event_table, name)
+);
+SELECT pg_catalog.pg_extension_config_dump('ingest.rollup_config', '');
+COMMENT ON TABLE ingest.rollup_config IS
+    'Hourly rollups of each managed table: "default", and those grouped by property keys (ingest.create_rollup)';
+GRANT SELECT ON ingest.rollup_config TO PUBLIC;

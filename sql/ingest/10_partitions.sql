@@ -4,7 +4,7 @@
 
 -- Every partition of every partitioned table, with its range bounds parsed
 -- back from the catalog (NULL for MINVALUE/MAXVALUE and the default).
-CREATE VIEW ingest_internal.bounds AS
+CREATE OR REPLACE VIEW ingest_internal.bounds AS
 SELECT i.inhparent AS relid,
        i.inhrelid AS partition_oid,
        i.inhrelid::pg_catalog.regclass AS partition,
@@ -20,7 +20,7 @@ SELECT i.inhparent AS relid,
 
 -- Start of a calendar day in a time zone: local midnight, so DST days are
 -- 23 or 25 hours long.
-CREATE FUNCTION ingest_internal.day_start(d date, tz text)
+CREATE OR REPLACE FUNCTION ingest_internal.day_start(d date, tz text)
 RETURNS timestamptz
 LANGUAGE sql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -28,7 +28,7 @@ AS $$ SELECT pg_catalog.timezone(tz, d::pg_catalog.timestamp) $$;
 
 -- Name of the partition for a day: <table>_pYYYYMMDD, the table name cut so
 -- the whole fits in NAMEDATALEN.
-CREATE FUNCTION ingest_internal.partition_name(tbl regclass, d date)
+CREATE OR REPLACE FUNCTION ingest_internal.partition_name(tbl regclass, d date)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -46,7 +46,7 @@ END
 $$;
 
 -- Check policy arguments; NULL means "not given" for each of them.
-CREATE FUNCTION ingest_internal.check_policy(retention interval, premake integer,
+CREATE OR REPLACE FUNCTION ingest_internal.check_policy(retention interval, premake integer,
                                              retention_action text, time_zone text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -76,7 +76,7 @@ $$;
 
 -- Check that a table has the shape ingest manages: range-partitioned on a
 -- timestamptz column "timestamp", with the billing-event columns.
-CREATE FUNCTION ingest_internal.check_shape(tbl regclass)
+CREATE OR REPLACE FUNCTION ingest_internal.check_shape(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -138,7 +138,7 @@ END
 $$;
 
 -- Whether pg_partman 4.x/5.x has this table in its part_config.
-CREATE FUNCTION ingest_internal.partman_manages(tbl regclass)
+CREATE OR REPLACE FUNCTION ingest_internal.partman_manages(tbl regclass)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -169,7 +169,7 @@ $$;
 -- Make the partition for one day: a standalone table, then ATTACH, which
 -- takes only SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE ... PARTITION
 -- OF would take ACCESS EXCLUSIVE and queue every loader behind it).
-CREATE FUNCTION ingest_internal.create_partition(tbl regclass, d date)
+CREATE OR REPLACE FUNCTION ingest_internal.create_partition(tbl regclass, d date)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -198,6 +198,7 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %I.%I OWNER TO %I', nsp, part, owner);
     END IF;
     PERFORM ingest_internal.create_always_indexes(tbl, pg_catalog.format('%I.%I', nsp, part)::regclass);
+    PERFORM ingest_internal.track_relation(pg_catalog.format('%I.%I', nsp, part)::regclass);
     EXECUTE pg_catalog.format(
         'ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
         tbl, nsp, part,
@@ -207,21 +208,27 @@ END
 $$;
 
 -- Record that a partition is being retired, before DETACH ... CONCURRENTLY
--- starts (committed separately by the worker).
-CREATE FUNCTION ingest_internal.mark_retiring(part oid)
+-- starts (committed separately by the worker).  Its stale hours are
+-- recomputed first, while its raw events are there: from the detach on,
+-- its rollup hours stay as they are.
+CREATE OR REPLACE FUNCTION ingest_internal.mark_retiring(part oid)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    PERFORM ingest_internal.fold(b.relid, true) FROM ingest_internal.bounds b
+     WHERE b.partition_oid = part;
     INSERT INTO ingest_internal.retired (partition_oid, relid, partition, lower_bound, upper_bound)
     SELECT b.partition_oid, b.relid, b.partition::text, b.lower_bound, b.upper_bound
       FROM ingest_internal.bounds b
      WHERE b.partition_oid = part
-    ON CONFLICT (partition_oid) DO NOTHING
+    ON CONFLICT (partition_oid) DO NOTHING;
+END
 $$;
 
 -- Finish a DETACH ... CONCURRENTLY that was interrupted (lock timeout, crash).
-CREATE FUNCTION ingest_internal.finalize_detach(part oid)
+CREATE OR REPLACE FUNCTION ingest_internal.finalize_detach(part oid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -243,7 +250,7 @@ $$;
 
 -- Drop a retired partition once it is detached: a standalone table, so the
 -- DROP takes no lock on the parent.
-CREATE FUNCTION ingest_internal.drop_retired(part oid)
+CREATE OR REPLACE FUNCTION ingest_internal.drop_retired(part oid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -260,7 +267,7 @@ $$;
 
 -- The maintenance plan for one table at instant "at": what the worker will
 -- do, in order.  Pure: it reads the catalogs and changes nothing.
-CREATE FUNCTION ingest_internal.plan(tbl regclass, at timestamptz, max_retire integer)
+CREATE OR REPLACE FUNCTION ingest_internal.plan(tbl regclass, at timestamptz, max_retire integer)
 RETURNS TABLE(event_table regclass, action text, partition text,
               partition_oid oid, day date, detail text, arg text)
 LANGUAGE plpgsql STABLE
@@ -456,7 +463,7 @@ $$;
 -- doubling from the interval, capped at one hour, and tightened to a quarter
 -- of the remaining runway of future partitions so that a table about to run
 -- out of partitions is retried every interval.
-CREATE FUNCTION ingest_internal.retry_delay(failures integer, interval_s integer,
+CREATE OR REPLACE FUNCTION ingest_internal.retry_delay(failures integer, interval_s integer,
                                             runway interval)
 RETURNS interval
 LANGUAGE sql IMMUTABLE
@@ -470,7 +477,7 @@ AS $$
 $$;
 
 -- Record the outcome of one table's run and schedule its next attempt.
-CREATE FUNCTION ingest_internal.record_outcome(tbl oid, failures integer,
+CREATE OR REPLACE FUNCTION ingest_internal.record_outcome(tbl oid, failures integer,
                                                err_state text, err_message text,
                                                interval_s integer)
 RETURNS void
@@ -504,7 +511,7 @@ END
 $$;
 
 -- One row of the maintenance log.
-CREATE FUNCTION ingest_internal.log(run_id bigint, tbl oid, action text,
+CREATE OR REPLACE FUNCTION ingest_internal.log(run_id bigint, tbl oid, action text,
                                     partition text, status text,
                                     sqlstate text, message text)
 RETURNS void

@@ -1,6 +1,6 @@
 -- Public functions that create, adopt, configure and release event tables.
 
-CREATE FUNCTION ingest.create_event_table(table_name text,
+CREATE OR REPLACE FUNCTION ingest.create_event_table(table_name text,
                                           retention interval DEFAULT NULL,
                                           premake integer DEFAULT 3,
                                           time_zone text DEFAULT 'UTC')
@@ -53,9 +53,10 @@ BEGIN
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
     VALUES (tbl, time_zone, retention, premake);
-    PERFORM ingest_internal.start_dedup(tbl);
-    PERFORM ingest_internal.start_rollups(tbl);
+    INSERT INTO ingest.rollup_config (event_table, name) VALUES (tbl, 'default');
+    PERFORM ingest_internal.start_side_tables(tbl);
     PERFORM ingest_internal.add_default_indexes(tbl);
+    PERFORM ingest_internal.start_tracking(tbl);
 
     -- The table is new and invisible to others: make its partitions now.
     today := pg_catalog.timezone(time_zone, pg_catalog.now())::date;
@@ -68,7 +69,7 @@ $$;
 COMMENT ON FUNCTION ingest.create_event_table(text, interval, integer, text) IS
     'Create an event table partitioned by day in time_zone, with today''s and premake future partitions';
 
-CREATE FUNCTION ingest.manage_table(tbl regclass,
+CREATE OR REPLACE FUNCTION ingest.manage_table(tbl regclass,
                                     retention interval DEFAULT NULL,
                                     premake integer DEFAULT 3,
                                     time_zone text DEFAULT 'UTC')
@@ -124,14 +125,15 @@ BEGIN
             CASE WHEN partman THEN 'pg_partman' ELSE 'ingest' END);
     -- From now on every write path deduplicates, against the stored rows
     -- too, and feeds the hourly rollup, which starts with the stored rows.
-    PERFORM ingest_internal.start_dedup(tbl);
-    PERFORM ingest_internal.start_rollups(tbl);
+    INSERT INTO ingest.rollup_config (event_table, name) VALUES (tbl, 'default');
+    PERFORM ingest_internal.start_side_tables(tbl);
+    PERFORM ingest_internal.start_tracking(tbl);
 END
 $$;
 COMMENT ON FUNCTION ingest.manage_table(regclass, interval, integer, text) IS
     'Adopt an existing table partitioned by day on "timestamp"; maintenance creates its missing partitions';
 
-CREATE FUNCTION ingest.configure(tbl regclass,
+CREATE OR REPLACE FUNCTION ingest.configure(tbl regclass,
                                  retention interval DEFAULT NULL,
                                  premake integer DEFAULT NULL,
                                  retention_action text DEFAULT NULL,
@@ -177,93 +179,42 @@ $$;
 COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text, text, interval) IS
     'Change the policy of a managed table; NULL leaves a setting unchanged, retention => ''0'' keeps data forever';
 
-CREATE FUNCTION ingest.unmanage_table(tbl regclass)
+CREATE OR REPLACE FUNCTION ingest.unmanage_table(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
-    DELETE FROM ingest_internal.retired r WHERE r.relid = tbl;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_dedup ON %s', tbl);
-    DELETE FROM ingest_internal.event_keys k WHERE k.relid = tbl;
-    DELETE FROM ingest.index_config c WHERE c.event_table = tbl;
-    DELETE FROM ingest_internal.index_drops x WHERE x.event_table = tbl;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_rollup ON %s', tbl);
-    EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I',
-        (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.oid = tbl),
-        pg_catalog.left((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl), 49) || '_usage_hourly');
-    DELETE FROM ingest_internal.rollup_hours r WHERE r.relid = tbl;
-    DELETE FROM ingest_internal.rollup_deltas d WHERE d.relid = tbl;
-    DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl;
+    PERFORM ingest_internal.require_managed(tbl);
+    PERFORM ingest_internal.forget_table(tbl);
 END
 $$;
 COMMENT ON FUNCTION ingest.unmanage_table(regclass) IS
-    'Stop all maintenance of a table; its partitions and rows stay as they are';
+    'Stop managing a table: its partitions and rows stay, its key ledger, rollups and rejects go';
 
--- Keep the configuration in step with DROP TABLE.  SECURITY DEFINER so that
--- a user's DROP never fails on our bookkeeping.
-CREATE FUNCTION ingest_internal.on_sql_drop()
+-- Keep the configuration in step with DROP TABLE: a dropped table's state
+-- goes with it.  SECURITY DEFINER so that a user's DROP never fails on our
+-- bookkeeping.
+CREATE OR REPLACE FUNCTION ingest_internal.on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v text;
+    t oid;
 BEGIN
-    DELETE FROM ingest.table_config c
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.event_table::oid;
-    DELETE FROM ingest_internal.table_state s
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = s.relid;
+    FOR t IN SELECT c.event_table::oid FROM ingest.table_config c
+               JOIN pg_catalog.pg_event_trigger_dropped_objects() d
+                 ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+                AND d.objid = c.event_table::oid
+    LOOP
+        PERFORM ingest_internal.forget_table(t);
+    END LOOP;
     DELETE FROM ingest_internal.retired r
      USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass
-       AND d.objid IN (r.partition_oid, r.relid);
-    DELETE FROM ingest_internal.event_keys k
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
-       AND d.objid = k.relid;
-    DELETE FROM ingest.index_config c
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.event_table::oid;
-    DELETE FROM ingest_internal.index_drops x
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = x.event_table::oid;
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = r.partition_oid;
     DELETE FROM ingest_internal.partition_closed x
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = x.partition_oid;
-    DELETE FROM ingest_internal.rollup_hours r
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.relid;
-    -- the usage view of a dropped table goes with it
-    FOR v IN SELECT format('%I.%I', w.schemaname, w.viewname)
-               FROM pg_catalog.pg_event_trigger_dropped_objects() d
-               JOIN pg_catalog.pg_views w
-                 ON w.schemaname = d.schema_name
-                AND w.viewname = left(d.object_name, 49) || '_usage_hourly'
-              WHERE d.object_type = 'table'
-                AND w.definition LIKE '%ingest_internal.rollup_hours%'
-    LOOP
-        EXECUTE 'DROP VIEW IF EXISTS ' || v;
-    END LOOP;
-    DELETE FROM ingest_internal.rollup_deltas r
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.relid;
-    DELETE FROM ingest.rollup_config r
-     USING pg_catalog.pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND d.objid = r.event_table::oid;
 END
 $$;
--- Only commands that can drop tables: the worker's DROP INDEX CONCURRENTLY
--- must not run SQL after its internal commits.
-CREATE EVENT TRIGGER ingest_sql_drop ON sql_drop
-    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
-    EXECUTE FUNCTION ingest_internal.on_sql_drop();

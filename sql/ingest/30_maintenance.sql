@@ -1,6 +1,6 @@
 -- Maintenance by hand: the same code the background worker runs.
 
-CREATE FUNCTION ingest.run_maintenance(tbl regclass DEFAULT NULL,
+CREATE OR REPLACE FUNCTION ingest.run_maintenance(tbl regclass DEFAULT NULL,
                                        dry_run boolean DEFAULT false)
 RETURNS TABLE(event_table regclass, action text, partition text, detail text)
 LANGUAGE C CALLED ON NULL INPUT VOLATILE
@@ -10,7 +10,7 @@ COMMENT ON FUNCTION ingest.run_maintenance(regclass, boolean) IS
 
 -- Views: policy and health per table, and every partition.
 
-CREATE VIEW ingest.partitions AS
+CREATE OR REPLACE VIEW ingest.partitions AS
 SELECT c.event_table,
        b.partition,
        pg_catalog.timezone(c.time_zone, b.lower_bound)::date AS day,
@@ -40,7 +40,7 @@ SELECT c.event_table,
 COMMENT ON VIEW ingest.partitions IS
     'Partitions of managed tables (and detached ones kept by retention_action = ''detach''), with day, size and row estimate';
 
-CREATE VIEW ingest.event_tables AS
+CREATE OR REPLACE VIEW ingest.event_tables AS
 SELECT c.event_table,
        c.managed_by,
        c.time_zone,

@@ -3,39 +3,10 @@
 -- creation; "closed" ones are built when the partition's day has closed,
 -- in one sorted pass (CREATE INDEX CONCURRENTLY, run by the worker).
 
-CREATE TABLE ingest.index_config (
-    event_table  regclass NOT NULL,
-    name         text NOT NULL,
-    columns      text[] NOT NULL,
-    method       text NOT NULL CHECK (method IN ('btree', 'brin')),
-    phase        text NOT NULL CHECK (phase IN ('always', 'closed')),
-    where_clause text,
-    with_options text,
-    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (event_table, name)
-);
-SELECT pg_catalog.pg_extension_config_dump('ingest.index_config', '');
-COMMENT ON TABLE ingest.index_config IS
-    'Indexes declared per managed table, applied to partitions by phase; see ingest.add_index()';
-
--- Indexes being removed from every partition by maintenance.
-CREATE TABLE ingest_internal.index_drops (
-    event_table regclass NOT NULL,
-    name        text NOT NULL,
-    PRIMARY KEY (event_table, name)
-);
-
--- Closing steps done per partition.
-CREATE TABLE ingest_internal.partition_closed (
-    partition_oid oid NOT NULL,
-    step          text NOT NULL CHECK (step IN ('summarize', 'analyze', 'freeze')),
-    done_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (partition_oid, step)
-);
 
 -- Name of a declared index on one partition: <partition>_<name>, with a
 -- hash suffix when that would not fit in NAMEDATALEN.
-CREATE FUNCTION ingest.partition_index_name(part regclass, name text)
+CREATE OR REPLACE FUNCTION ingest.partition_index_name(part regclass, name text)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -58,7 +29,7 @@ COMMENT ON FUNCTION ingest.partition_index_name(regclass, text) IS
     'Name of the index that a declared index of a table has on one of its partitions';
 
 -- Seconds after its day's end at which a partition is closed.
-CREATE FUNCTION ingest_internal.close_delay()
+CREATE OR REPLACE FUNCTION ingest_internal.close_delay()
 RETURNS interval
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -70,7 +41,7 @@ $$;
 -- CREATE INDEX for a declared index on a relation (a partition, or a scratch
 -- table to check the declaration).  Column entries are names, or
 -- parenthesized expressions.
-CREATE FUNCTION ingest_internal.index_ddl(rel regclass, index_name text, columns text[],
+CREATE OR REPLACE FUNCTION ingest_internal.index_ddl(rel regclass, index_name text, columns text[],
                                           method text, where_clause text,
                                           with_options text, concurrent boolean)
 RETURNS text
@@ -89,7 +60,7 @@ $$;
 
 -- The CREATE INDEX CONCURRENTLY statement the worker runs for one index of
 -- one partition.
-CREATE FUNCTION ingest_internal.partition_index_ddl(part oid, name text)
+CREATE OR REPLACE FUNCTION ingest_internal.partition_index_ddl(part oid, name text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -103,7 +74,7 @@ AS $$
 $$;
 
 -- The "always" indexes of a new partition, made before it is attached.
-CREATE FUNCTION ingest_internal.create_always_indexes(tbl regclass, part regclass)
+CREATE OR REPLACE FUNCTION ingest_internal.create_always_indexes(tbl regclass, part regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -120,7 +91,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION ingest.add_index(tbl regclass, columns text[], method text DEFAULT 'btree',
+CREATE OR REPLACE FUNCTION ingest.add_index(tbl regclass, columns text[], method text DEFAULT 'btree',
                                  phase text DEFAULT 'closed', where_clause text DEFAULT NULL,
                                  with_options text DEFAULT NULL, name text DEFAULT NULL)
 RETURNS text
@@ -185,7 +156,7 @@ $$;
 COMMENT ON FUNCTION ingest.add_index(regclass, text[], text, text, text, text, text) IS
     'Declare a btree or brin index on a managed table, applied to partitions always or once their day has closed';
 
-CREATE FUNCTION ingest.drop_index(tbl regclass, name text)
+CREATE OR REPLACE FUNCTION ingest.drop_index(tbl regclass, name text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -204,7 +175,7 @@ COMMENT ON FUNCTION ingest.drop_index(regclass, text) IS
     'Remove a declared index; maintenance drops it from every partition (DROP INDEX CONCURRENTLY)';
 
 -- The state of every declared index on every partition.
-CREATE VIEW ingest.indexes AS
+CREATE OR REPLACE VIEW ingest.indexes AS
 WITH parts AS (
     SELECT b.relid, b.partition_oid, b.lower_bound, b.upper_bound
       FROM ingest_internal.bounds b
@@ -252,7 +223,7 @@ COMMENT ON VIEW ingest.indexes IS
 GRANT SELECT ON ingest.indexes, ingest.index_config TO PUBLIC;
 
 -- Steps of closing a partition, run by maintenance.
-CREATE FUNCTION ingest_internal.close_step(part oid, step text)
+CREATE OR REPLACE FUNCTION ingest_internal.close_step(part oid, step text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -278,7 +249,7 @@ END
 $$;
 
 -- Forget index drops that no partition needs any more.
-CREATE FUNCTION ingest_internal.tidy_index_drops(tbl regclass)
+CREATE OR REPLACE FUNCTION ingest_internal.tidy_index_drops(tbl regclass)
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -295,7 +266,7 @@ AS $$
 $$;
 
 -- The default index set of a new event table.
-CREATE FUNCTION ingest_internal.add_default_indexes(tbl regclass)
+CREATE OR REPLACE FUNCTION ingest_internal.add_default_indexes(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

@@ -1,53 +1,19 @@
 -- Hourly usage rollups, exact at every snapshot.
 --
--- Every write path appends pre-aggregated deltas, one row per (organization,
--- code, customer, hour) its rows touched, in its own transaction: the loader
--- from C, INSERT and plain COPY through a statement trigger.  One folder at
--- a time merges committed deltas into rollup_hours, deleting them in the
--- same statement.  A reader adds folded rows and unfolded deltas in one
--- statement, so any snapshot sees each event exactly once.  Loaders only
--- append, so they never wait on the folder or on each other.
-
--- The rollups of each table: "default" (no dimensions, made with the table)
--- and those of ingest.create_rollup().  Hours before known_from are unknown.
-CREATE TABLE ingest.rollup_config (
-    event_table regclass NOT NULL,
-    name        text NOT NULL,
-    dimensions  text[] NOT NULL DEFAULT '{}',
-    known_from  timestamptz,
-    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (event_table, name)
-);
-SELECT pg_catalog.pg_extension_config_dump('ingest.rollup_config', '');
-COMMENT ON TABLE ingest.rollup_config IS
-    'Hourly rollups of each managed table: "default", and those grouped by property keys (ingest.create_rollup)';
-GRANT SELECT ON ingest.rollup_config TO PUBLIC;
-
-CREATE TABLE ingest_internal.rollup_hours (
-    relid                oid NOT NULL,
-    rollup               text NOT NULL,
-    organization_id      uuid NOT NULL,
-    hour                 timestamptz NOT NULL,
-    code                 text NOT NULL,
-    external_customer_id text NOT NULL,
-    dims                 jsonb NOT NULL,
-    events               bigint NOT NULL,
-    value_sum            numeric,
-    decimal_sum          numeric,
-    value_min            double precision,
-    value_max            double precision,
-    latest_value         double precision,
-    latest_at            timestamptz NOT NULL,
-    latest_tx            text COLLATE "C" NOT NULL,
-    PRIMARY KEY (relid, organization_id, hour, rollup, code, external_customer_id, dims)
-);
-
-CREATE TABLE ingest_internal.rollup_deltas (LIKE ingest_internal.rollup_hours);
-CREATE INDEX ON ingest_internal.rollup_deltas (relid, organization_id, hour);
+-- Rows added (the loader, INSERT, COPY, MERGE, ATTACH) append
+-- pre-aggregated deltas to the table's <name>_deltas, one row per
+-- (rollup, organization, hour, code, customer, dimensions), in the writer's
+-- transaction.  Rows removed or changed (DELETE, UPDATE, TRUNCATE, DETACH)
+-- mark their hours stale in <name>_stale instead: min, max and latest do not
+-- subtract.  One folder at a time merges committed deltas into <name>_rollup
+-- and recomputes stale hours from the raw events of one snapshot.  A reader
+-- takes folded rows and deltas where the hour is not stale, raw events where
+-- it is, in one statement, so any snapshot sees each event exactly once.
+-- Writers only append, so they never wait on the folder or on each other.
 
 -- The dimensions of an event for a rollup: each key's value, JSON null for
 -- a missing key or JSON null alike.
-CREATE FUNCTION ingest_internal.dims_of(properties jsonb, dimensions text[])
+CREATE OR REPLACE FUNCTION ingest_side.dims_of(properties jsonb, dimensions text[])
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -55,84 +21,263 @@ AS $$
     SELECT COALESCE(jsonb_object_agg(k, COALESCE(properties -> k, 'null'::jsonb)), '{}'::jsonb)
       FROM unnest(dimensions) k
 $$;
+GRANT EXECUTE ON FUNCTION ingest_side.dims_of(jsonb, text[]) TO PUBLIC;
 
--- Rows of a statement's transition table as deltas (INSERT, plain COPY).
--- SECURITY DEFINER: writers need no grants on the internals.
-CREATE FUNCTION ingest_internal.rollup_after_insert()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+-- The rollup arithmetic: rollup rows of the raw events in "src" (a FROM
+-- item, aliased e) that satisfy "cond", for every rollup of table $1.  The
+-- one definition every feed, check, rebuild and fold uses; the loader's C
+-- feed of the default rollup (src/rollup.c) computes the same.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_agg_sql(src text, cond text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT format($q$
+        SELECT rc.name AS rollup, e.organization_id,
+               pg_catalog.date_trunc('hour', e."timestamp", 'UTC') AS hour,
+               e.code, e.external_customer_id,
+               ingest_side.dims_of(e.properties, rc.dimensions) AS dims,
+               pg_catalog.count(*)::bigint AS events,
+               pg_catalog.sum(e.value::pg_catalog.numeric) AS value_sum,
+               pg_catalog.sum(e.decimal_value) AS decimal_sum,
+               pg_catalog.min(e.value) AS value_min, pg_catalog.max(e.value) AS value_max,
+               (pg_catalog.array_agg(e.value ORDER BY e."timestamp" DESC,
+                                     e.transaction_id COLLATE "C" DESC))[1] AS latest_value,
+               pg_catalog.max(e."timestamp") AS latest_at,
+               (pg_catalog.array_agg(e.transaction_id COLLATE "C" ORDER BY e."timestamp" DESC,
+                                     e.transaction_id COLLATE "C" DESC))[1] AS latest_tx
+          FROM %s e
+          JOIN ingest.rollup_config rc ON rc.event_table OPERATOR(pg_catalog.=) $1
+         WHERE %s
+         GROUP BY 1, 2, 3, 4, 5, 6$q$, src, cond)
+$$;
+
+-- The merge of rollup rows (alias s) of one key: the measures' select list.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_merge_sql()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT $q$pg_catalog.sum(s.events)::bigint AS events,
+               pg_catalog.sum(s.value_sum) AS value_sum,
+               pg_catalog.sum(s.decimal_sum) AS decimal_sum,
+               pg_catalog.min(s.value_min) AS value_min,
+               pg_catalog.max(s.value_max) AS value_max,
+               (pg_catalog.array_agg(s.latest_value ORDER BY s.latest_at DESC,
+                                     s.latest_tx COLLATE "C" DESC))[1] AS latest_value,
+               pg_catalog.max(s.latest_at) AS latest_at,
+               (pg_catalog.array_agg(s.latest_tx COLLATE "C" ORDER BY s.latest_at DESC,
+                                     s.latest_tx COLLATE "C" DESC))[1] AS latest_tx$q$
+$$;
+
+-- Stale marks of "src" (columns organization_id, NULL for all, lo, hi) as
+-- disjoint (org, range) pieces.  Marks in retired hours do not stay:
+-- retirement folds first and drops the marks left in its day.
+CREATE OR REPLACE FUNCTION ingest_internal.stale_pieces_sql(src text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        WITH st AS (
+            SELECT x.organization_id AS org, pg_catalog.tstzrange(x.lo, x.hi) AS r FROM %1$s x
+        ), every_org AS (
+            SELECT COALESCE(pg_catalog.range_agg(st.r), '{}'::pg_catalog.tstzmultirange) AS m
+              FROM st WHERE st.org IS NULL
+        )
+        SELECT NULL::pg_catalog.uuid AS org, pg_catalog.unnest(a.m) AS r FROM every_org a
+        UNION ALL
+        SELECT o.org, pg_catalog.unnest(o.m) FROM (
+            SELECT st.org, pg_catalog.range_agg(st.r) OPERATOR(pg_catalog.-) (SELECT a.m FROM every_org a) AS m
+              FROM st WHERE st.org IS NOT NULL GROUP BY st.org) o$q$, src)
+$$;
+
+-- The earliest instant whose raw events are still retained.
+CREATE OR REPLACE FUNCTION ingest_internal.raw_since(tbl regclass)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT min(b.lower_bound) FROM ingest_internal.bounds b
+     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+$$;
+
+-- The first whole hour whose raw events are all retained.
+CREATE OR REPLACE FUNCTION ingest_internal.raw_hours_since(tbl regclass)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT date_trunc('hour', ingest_internal.raw_since(tbl) - interval '1 microsecond', 'UTC')
+           + interval '1 hour'
+$$;
+
+-- True while another session holds a snapshot that may not see transaction
+-- xid as committed (a rollup created by it is then still being built).
+CREATE OR REPLACE FUNCTION ingest_internal.older_snapshots(xid xid8)
+RETURNS boolean
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_older_snapshots';
+
+-- The rollup rows of one rollup over whole hours [lo, hi) (one organization
+-- or all, NULL), as a reader must take them: folded rows and deltas where
+-- the hour is not stale, raw events where it is, raw events throughout for
+-- a rollup being built.  Rows are not merged: callers merge them by key.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_rows(tbl regclass, rollup_name text, org uuid,
+                                                      lo timestamptz, hi timestamptz)
+RETURNS TABLE(rollup text, organization_id uuid, hour timestamptz, code text,
+              external_customer_id text, dims jsonb, events bigint, value_sum numeric,
+              decimal_sum numeric, value_min double precision, value_max double precision,
+              latest_value double precision, latest_at timestamptz, latest_tx text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    cfg      ingest.table_config := ingest_internal.require_managed(tbl);
+    building boolean;
+    since    timestamptz := ingest_internal.raw_hours_since(tbl);
+    scope    text := '($3::pg_catalog.uuid IS NULL OR e.organization_id = $3) '
+                     'AND e."timestamp" >= $4 AND e."timestamp" < $5';
 BEGIN
-    INSERT INTO ingest_internal.rollup_deltas
-    SELECT TG_RELID, rc.name, n.organization_id, date_trunc('hour', n."timestamp", 'UTC'),
-           n.code, n.external_customer_id, dd.dims, count(*), sum(n.value::numeric),
-           sum(n.decimal_value), min(n.value), max(n.value),
-           (array_agg(n.value ORDER BY n."timestamp" DESC, n.transaction_id COLLATE "C" DESC))[1],
-           max(n."timestamp"),
-           (array_agg(n.transaction_id ORDER BY n."timestamp" DESC, n.transaction_id COLLATE "C" DESC))[1]
-      FROM ingest_new n
-      JOIN ingest.rollup_config rc ON rc.event_table = TG_RELID
-     CROSS JOIN LATERAL ingest_internal.dims_of(n.properties, rc.dimensions) dd(dims)
-     GROUP BY 2, 3, 4, 5, 6, 7;
-    RETURN NULL;
+    SELECT rc.building_xid IS NOT NULL INTO building
+      FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup_name, tbl
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF building THEN
+        RETURN QUERY EXECUTE ingest_internal.rollup_agg_sql(tbl::text,
+            'rc.name = $2 AND e."timestamp" >= $6 AND ' || scope)
+          USING tbl, rollup_name, org, lo, hi, since;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH pieces AS (%4$s)
+        SELECT r.* FROM %1$s r
+         WHERE r.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR r.organization_id = $3)
+           AND r.hour >= $4 AND r.hour < $5
+           AND NOT EXISTS (SELECT 1 FROM pieces p WHERE (p.org IS NULL OR p.org = r.organization_id)
+                                                    AND r.hour <@ p.r)
+        UNION ALL
+        SELECT d.* FROM %2$s d
+         WHERE d.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR d.organization_id = $3)
+           AND d.hour >= $4 AND d.hour < $5
+           AND NOT EXISTS (SELECT 1 FROM pieces p WHERE (p.org IS NULL OR p.org = d.organization_id)
+                                                    AND d.hour <@ p.r)
+        UNION ALL
+        SELECT * FROM (%3$s) raw$q$,
+        cfg.rollup_hours, cfg.rollup_deltas,
+        ingest_internal.rollup_agg_sql(
+            format('(SELECT e.* FROM %s e JOIN pieces p ON e."timestamp" <@ p.r '
+                   'AND (p.org IS NULL OR p.org = e.organization_id))', tbl),
+            'rc.name = $2 AND ' || scope),
+        ingest_internal.stale_pieces_sql(
+            format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
+                   'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale)))
+      USING tbl, rollup_name, org, lo, hi;
 END
 $$;
 
--- Merge committed deltas of a table into the rollup, in one statement.
-CREATE FUNCTION ingest_internal.fold(tbl oid)
+-- Bring a table's rollup up to date: recompute stale hours from raw events,
+-- finish rollups being built, merge committed deltas, apply rollup
+-- retention.  One folder per table at a time: others skip (or wait, when
+-- "wait"); writers never wait.  Returns the rollup rows written.
+CREATE OR REPLACE FUNCTION ingest_internal.fold(tbl regclass, wait boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n bigint;
+    cfg   ingest.table_config;
+    total bigint := 0;
+    n     bigint;
+    since timestamptz;
+    r     record;
 BEGIN
-    -- one folder per table at a time; others skip, loaders never wait
-    IF NOT pg_try_advisory_xact_lock(1768843009, tbl::int4) THEN
+    SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF NOT FOUND OR NOT ingest_internal.ready(tbl) THEN
         RETURN 0;
     END IF;
-    WITH moved AS (
-        DELETE FROM ingest_internal.rollup_deltas d WHERE d.relid = tbl RETURNING d.*
-    ), agg AS (
-        SELECT m.relid, m.rollup, m.organization_id, m.hour, m.code, m.external_customer_id, m.dims,
-               sum(m.events)::bigint AS events, sum(m.value_sum) AS value_sum,
-               sum(m.decimal_sum) AS decimal_sum, min(m.value_min) AS value_min,
-               max(m.value_max) AS value_max,
-               (array_agg(m.latest_value ORDER BY m.latest_at DESC, m.latest_tx DESC))[1] AS latest_value,
-               max(m.latest_at) AS latest_at,
-               (array_agg(m.latest_tx ORDER BY m.latest_at DESC, m.latest_tx DESC))[1] AS latest_tx
-          FROM moved m
-         GROUP BY 1, 2, 3, 4, 5, 6, 7
-    )
-    INSERT INTO ingest_internal.rollup_hours AS r
-    SELECT * FROM agg
-    ON CONFLICT (relid, organization_id, hour, rollup, code, external_customer_id, dims) DO UPDATE SET
-        events = r.events + excluded.events,
-        value_sum = CASE WHEN r.value_sum IS NULL THEN excluded.value_sum
-                         WHEN excluded.value_sum IS NULL THEN r.value_sum
-                         ELSE r.value_sum + excluded.value_sum END,
-        decimal_sum = CASE WHEN r.decimal_sum IS NULL THEN excluded.decimal_sum
-                           WHEN excluded.decimal_sum IS NULL THEN r.decimal_sum
-                           ELSE r.decimal_sum + excluded.decimal_sum END,
-        value_min = LEAST(r.value_min, excluded.value_min),
-        value_max = GREATEST(r.value_max, excluded.value_max),
-        latest_value = CASE WHEN (excluded.latest_at, excluded.latest_tx) > (r.latest_at, r.latest_tx)
-                            THEN excluded.latest_value ELSE r.latest_value END,
-        latest_tx = CASE WHEN (excluded.latest_at, excluded.latest_tx) > (r.latest_at, r.latest_tx)
-                         THEN excluded.latest_tx ELSE r.latest_tx END,
-        latest_at = GREATEST(r.latest_at, excluded.latest_at);
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
+    ELSIF NOT pg_try_advisory_xact_lock(1768843009, tbl::oid::int4) THEN
+        RETURN 0;
+    END IF;
+    since := ingest_internal.raw_hours_since(tbl);
+
+    -- 1. Stale hours: rollup rows and deltas this snapshot sees go, the raw
+    -- aggregation of the same snapshot comes in; the marks are consumed.
+    EXECUTE format($q$
+        WITH marks AS (DELETE FROM %1$s x RETURNING x.*),
+        pieces AS (%5$s),
+        gone_h AS (DELETE FROM %2$s h USING pieces p
+                    WHERE (p.org IS NULL OR p.org = h.organization_id) AND h.hour <@ p.r RETURNING 1),
+        gone_d AS (DELETE FROM %3$s d USING pieces p
+                    WHERE (p.org IS NULL OR p.org = d.organization_id) AND d.hour <@ p.r RETURNING 1),
+        raw AS (%4$s)
+        INSERT INTO %2$s
+        SELECT raw.* FROM raw, (SELECT count(*) FROM gone_h) a, (SELECT count(*) FROM gone_d) b$q$,
+        cfg.rollup_stale, cfg.rollup_hours, cfg.rollup_deltas,
+        ingest_internal.rollup_agg_sql(
+            format('(SELECT e.* FROM %s e JOIN pieces p ON e."timestamp" <@ p.r '
+                   'AND (p.org IS NULL OR p.org = e.organization_id))', tbl), 'true'),
+        ingest_internal.stale_pieces_sql('marks'))
+      USING tbl;
     GET DIAGNOSTICS n = ROW_COUNT;
-    -- rollups have their own retention
-    DELETE FROM ingest_internal.rollup_hours r
-     USING ingest.table_config c
-     WHERE c.event_table = tbl AND r.relid = tbl AND c.rollup_retention IS NOT NULL
-       AND r.hour < now() - c.rollup_retention;
-    RETURN n;
+    total := total + n;
+
+    -- 2. Rollups being built, once no snapshot that may have missed their
+    -- creation is left: every writer since feeds them, so the raw events of
+    -- this snapshot plus later deltas are exact.
+    FOR r IN SELECT rc.name, rc.building_xid FROM ingest.rollup_config rc
+              WHERE rc.event_table = tbl AND rc.building_xid IS NOT NULL ORDER BY rc.name
+    LOOP
+        CONTINUE WHEN ingest_internal.older_snapshots(r.building_xid);
+        EXECUTE format($q$
+            WITH gone_d AS (DELETE FROM %1$s d WHERE d.rollup = $2 RETURNING 1),
+            gone_h AS (DELETE FROM %2$s h WHERE h.rollup = $2 RETURNING 1),
+            raw AS (%3$s)
+            INSERT INTO %2$s
+            SELECT raw.* FROM raw, (SELECT count(*) FROM gone_d) a, (SELECT count(*) FROM gone_h) b$q$,
+            cfg.rollup_deltas, cfg.rollup_hours,
+            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $3'))
+          USING tbl, r.name, since;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        UPDATE ingest.rollup_config rc SET building_xid = NULL, known_from = COALESCE(since, rc.known_from)
+         WHERE rc.event_table = tbl AND rc.name = r.name;
+    END LOOP;
+
+    -- 3. Committed deltas merged into the rollup rows of their keys.
+    EXECUTE format($q$
+        WITH moved AS (DELETE FROM %1$s d RETURNING d.*),
+        old AS (DELETE FROM %2$s h
+                 USING (SELECT DISTINCT m.rollup, m.organization_id, m.hour, m.code,
+                               m.external_customer_id, m.dims FROM moved m) k
+                 WHERE h.organization_id = k.organization_id AND h.hour = k.hour
+                   AND h.rollup = k.rollup AND h.code = k.code
+                   AND h.external_customer_id = k.external_customer_id AND h.dims = k.dims
+                RETURNING h.*)
+        INSERT INTO %2$s
+        SELECT s.rollup, s.organization_id, s.hour, s.code, s.external_customer_id, s.dims, %3$s
+          FROM (SELECT * FROM moved UNION ALL SELECT * FROM old) s
+         GROUP BY 1, 2, 3, 4, 5, 6$q$,
+        cfg.rollup_deltas, cfg.rollup_hours, ingest_internal.rollup_merge_sql());
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+
+    -- 4. Rollups have their own retention.
+    IF cfg.rollup_retention IS NOT NULL THEN
+        EXECUTE format('DELETE FROM %s r WHERE r.hour < now() - $1', cfg.rollup_hours)
+          USING cfg.rollup_retention;
+    END IF;
+    RETURN total;
 END
 $$;
 
-CREATE FUNCTION ingest.fold_rollups(tbl regclass DEFAULT NULL)
+CREATE OR REPLACE FUNCTION ingest.fold_rollups(tbl regclass DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -150,43 +295,11 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ingest.fold_rollups(regclass) IS
-    'Merge committed rollup deltas into the hourly rollups now (the worker does it every ingest.rollup_fold_interval); returns the rollup rows written';
-
--- Aggregated raw events per (key, hour) of [from_ts, to_ts), as rollup rows.
-CREATE FUNCTION ingest_internal.raw_hours_sql(tbl regclass, rollup text)
-RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format($q$
-        SELECT %s::oid AS relid, %L::text AS rollup, e.organization_id,
-               date_trunc('hour', e."timestamp", 'UTC') AS hour, e.code, e.external_customer_id,
-               ingest_internal.dims_of(e.properties, %L::text[]) AS dims, count(*)::bigint AS events,
-               sum(e.value::numeric) AS value_sum, sum(e.decimal_value) AS decimal_sum,
-               min(e.value) AS value_min, max(e.value) AS value_max,
-               (array_agg(e.value ORDER BY e."timestamp" DESC, e.transaction_id COLLATE "C" DESC))[1] AS latest_value,
-               max(e."timestamp") AS latest_at,
-               (array_agg(e.transaction_id COLLATE "C" ORDER BY e."timestamp" DESC, e.transaction_id COLLATE "C" DESC))[1] AS latest_tx
-          FROM %s e
-         WHERE e."timestamp" >= $1 AND e."timestamp" < $2 AND ($3::uuid IS NULL OR e.organization_id = $3)
-         GROUP BY 3, 4, 5, 6, 7$q$, tbl::oid, rollup,
-        (SELECT rc.dimensions FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup),
-        tbl)
-$$;
-
--- The earliest instant whose raw events are still retained.
-CREATE FUNCTION ingest_internal.raw_since(tbl regclass)
-RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT min(b.lower_bound) FROM ingest_internal.bounds b
-     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
-$$;
+    'Bring the hourly rollups up to date now: merge committed deltas, recompute stale hours, finish rollups being built (the worker does it every ingest.rollup_fold_interval); returns the rollup rows written';
 
 -- The rows of ingest.usage() (a C function that checks the caller's SELECT
 -- privilege, then runs this as the extension owner).
-CREATE FUNCTION ingest_internal.usage_rows(tbl regclass, organization_id uuid, from_ts timestamptz,
+CREATE OR REPLACE FUNCTION ingest_internal.usage_rows(tbl regclass, organization_id uuid, from_ts timestamptz,
                                            to_ts timestamptz, code text,
                                            external_customer_id text, rollup text,
                                            granularity text, time_zone text)
@@ -203,16 +316,14 @@ DECLARE
     since  timestamptz;
     known  timestamptz;
     bucket_expr text;
+    edge   text := 'rc.name = $3 AND e.organization_id = $2 AND e."timestamp" >= %s AND e."timestamp" < %s';
 BEGIN
     IF tbl IS NULL OR organization_id IS NULL OR from_ts IS NULL OR to_ts IS NULL
        OR granularity IS NULL OR time_zone IS NULL THEN
         RAISE EXCEPTION 'tbl, organization_id, from_ts, to_ts, granularity and time_zone must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM ingest.table_config c WHERE c.event_table = tbl) THEN
-        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM ingest_internal.require_managed(tbl);
     rollup := COALESCE(rollup, 'default');
     known := ingest_internal.rollup_known_from(tbl, rollup);
     IF known IS NOT NULL AND from_ts < known THEN
@@ -251,35 +362,28 @@ BEGIN
 
     RETURN QUERY EXECUTE format($q$
         WITH src AS (
-            SELECT r.* FROM ingest_internal.rollup_hours r
-             WHERE r.relid = $1 AND r.organization_id = $2 AND r.hour >= $6 AND r.hour < $7
-               AND r.rollup = $3
-            UNION ALL
-            SELECT d.* FROM ingest_internal.rollup_deltas d
-             WHERE d.relid = $1 AND d.organization_id = $2 AND d.hour >= $6 AND d.hour < $7
-               AND d.rollup = $3
+            SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $7)
             UNION ALL
             SELECT * FROM (%1$s) edge_lo WHERE $4 < LEAST($6, $8)
             UNION ALL
             SELECT * FROM (%2$s) edge_hi WHERE $7 < $8
         )
-        SELECT s.code, s.external_customer_id, s.dims, %3$s AS bucket,
-               sum(s.events)::bigint, sum(s.value_sum), sum(s.decimal_sum),
-               min(s.value_min), max(s.value_max),
-               (array_agg(s.latest_value ORDER BY s.latest_at DESC, s.latest_tx DESC))[1],
-               max(s.latest_at)
-          FROM src s
-         WHERE ($9::text IS NULL OR s.code = $9) AND ($10::text IS NULL OR s.external_customer_id = $10)
-         GROUP BY 1, 2, 3, 4
+        SELECT m.code, m.external_customer_id, m.dims, m.bucket, m.events, m.value_sum,
+               m.decimal_sum, m.value_min, m.value_max, m.latest_value, m.latest_at
+          FROM (SELECT s.code, s.external_customer_id, s.dims, %3$s AS bucket, %4$s
+                  FROM src s
+                 WHERE ($9::text IS NULL OR s.code = $9)
+                   AND ($10::text IS NULL OR s.external_customer_id = $10)
+                 GROUP BY 1, 2, 3, 4) m
          ORDER BY 4, 1, 2, 3$q$,
-        replace(replace(replace(ingest_internal.raw_hours_sql(tbl, rollup), '$1', '$4'), '$2', 'LEAST($6, $8)'), '$3', '$2'),
-        replace(replace(replace(ingest_internal.raw_hours_sql(tbl, rollup), '$1', '$7'), '$2', '$8'), '$3', '$2'),
-        bucket_expr)
-    USING tbl::oid, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
+        ingest_internal.rollup_agg_sql(tbl::text, format(edge, '$4', 'LEAST($6, $8)')),
+        ingest_internal.rollup_agg_sql(tbl::text, format(edge, '$7', '$8')),
+        bucket_expr, ingest_internal.rollup_merge_sql())
+    USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
           external_customer_id;
 END
 $$;
-CREATE FUNCTION ingest.usage(tbl regclass, organization_id uuid, from_ts timestamptz,
+CREATE OR REPLACE FUNCTION ingest.usage(tbl regclass, organization_id uuid, from_ts timestamptz,
                              to_ts timestamptz, code text DEFAULT NULL,
                              external_customer_id text DEFAULT NULL, rollup text DEFAULT NULL,
                              granularity text DEFAULT 'total', time_zone text DEFAULT 'UTC')
@@ -295,7 +399,7 @@ COMMENT ON FUNCTION ingest.usage(regclass, uuid, timestamptz, timestamptz, text,
 
 -- When a rollup's data starts (NULL: from the first event); 42704 for an
 -- unknown rollup.
-CREATE FUNCTION ingest_internal.rollup_known_from(tbl regclass, rollup text)
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_known_from(tbl regclass, rollup text)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -315,20 +419,20 @@ $$;
 
 -- The first hour from which a rollup can be checked against raw events:
 -- retained, and known to the rollup.  Raises 42704 for an unknown rollup.
-CREATE FUNCTION ingest_internal.rollup_horizon(tbl regclass, rollup text, from_ts timestamptz)
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_horizon(tbl regclass, rollup text, from_ts timestamptz)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_since(tbl),
+    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_hours_since(tbl),
                     ingest_internal.rollup_known_from(tbl, rollup));
 END
 $$;
 
--- Every (key, hour, measure) where the rollup (folded plus deltas) and the
--- raw events disagree, for the hours of [from_ts, to_ts) still retained.
-CREATE FUNCTION ingest.rollup_verify(tbl regclass, from_ts timestamptz, to_ts timestamptz,
+-- Every (key, hour, measure) where the rollup as readers see it and the raw
+-- events disagree, for the hours of [from_ts, to_ts) still retained.
+CREATE OR REPLACE FUNCTION ingest.rollup_verify(tbl regclass, from_ts timestamptz, to_ts timestamptz,
                                      rollup text DEFAULT NULL)
 RETURNS TABLE(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
               hour timestamptz, measure text, rollup_value text, raw_value text)
@@ -338,22 +442,15 @@ AS $$
 DECLARE
     lo timestamptz;
 BEGIN
+    PERFORM ingest_internal.require_managed(tbl);
     rollup := COALESCE(rollup, 'default');
     lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
     RETURN QUERY EXECUTE format($q$
         WITH ro AS (
-            SELECT s.organization_id, s.hour, s.code, s.external_customer_id, s.dims,
-                   sum(s.events)::bigint AS events, sum(s.value_sum) AS value_sum,
-                   sum(s.decimal_sum) AS decimal_sum, min(s.value_min) AS value_min,
-                   max(s.value_max) AS value_max,
-                   (array_agg(s.latest_value ORDER BY s.latest_at DESC, s.latest_tx DESC))[1] AS latest_value,
-                   max(s.latest_at) AS latest_at
-              FROM (SELECT * FROM ingest_internal.rollup_hours r WHERE r.relid = $1 AND r.rollup = $5
-                    UNION ALL
-                    SELECT * FROM ingest_internal.rollup_deltas d WHERE d.relid = $1 AND d.rollup = $5) s
-             WHERE s.hour >= $4 AND s.hour < $2
+            SELECT s.organization_id, s.hour, s.code, s.external_customer_id, s.dims, %1$s
+              FROM ingest_internal.rollup_rows($1, $2, NULL, $3, $4) s
              GROUP BY 1, 2, 3, 4, 5
-        ), raw AS (%s)
+        ), raw AS (%2$s)
         SELECT COALESCE(ro.organization_id, raw.organization_id), COALESCE(ro.code, raw.code),
                COALESCE(ro.external_customer_id, raw.external_customer_id), COALESCE(ro.dims, raw.dims),
                COALESCE(ro.hour, raw.hour), m.measure, m.a, m.b
@@ -371,66 +468,48 @@ BEGIN
                ('latest_at', ro.latest_at::text, raw.latest_at::text)) AS m(measure, a, b)
          WHERE m.a IS DISTINCT FROM m.b
          ORDER BY 5, 1, 2, 3, 4, 6$q$,
-        replace(ingest_internal.raw_hours_sql(tbl, rollup), '$1', '$4'))
-    USING tbl::oid, to_ts, NULL::uuid, lo, rollup;
+        ingest_internal.rollup_merge_sql(),
+        ingest_internal.rollup_agg_sql(tbl::text,
+            'rc.name = $2 AND e."timestamp" >= $3 AND e."timestamp" < $4'))
+    USING tbl, rollup, lo, to_ts;
 END
 $$;
 COMMENT ON FUNCTION ingest.rollup_verify(regclass, timestamptz, timestamptz, text) IS
     'Every (key, hour, measure) where the rollup and the raw events disagree in [from_ts, to_ts), for hours whose raw events are retained; empty when exact';
 
--- Recompute the rollup of the retained hours of [from_ts, to_ts) from raw
--- events, in one statement: deltas and rollup rows of those hours that this
--- snapshot sees go, the raw aggregation this snapshot sees comes in; deltas
--- of loaders still running stay for the folder.
-CREATE FUNCTION ingest.rollup_rebuild(tbl regclass, from_ts timestamptz, to_ts timestamptz,
+-- Recompute the rollups of the retained hours of [from_ts, to_ts) from raw
+-- events: the hours are marked stale and folded at once, safely while
+-- loaders run.
+CREATE OR REPLACE FUNCTION ingest.rollup_rebuild(tbl regclass, from_ts timestamptz, to_ts timestamptz,
                                       rollup text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    lo timestamptz;
-    n  bigint;
 BEGIN
-    rollup := COALESCE(rollup, 'default');
-    lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
-    -- the folder's lock: no fold moves deltas of these hours meanwhile
-    PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
-    EXECUTE format($q$
-        WITH gone_deltas AS (
-            DELETE FROM ingest_internal.rollup_deltas d
-             WHERE d.relid = $1 AND d.rollup = $5 AND d.hour >= $4 AND d.hour < $2 RETURNING 1
-        ), gone_rollup AS (
-            DELETE FROM ingest_internal.rollup_hours r
-             WHERE r.relid = $1 AND r.rollup = $5 AND r.hour >= $4 AND r.hour < $2 RETURNING 1
-        ), raw AS (%s)
-        INSERT INTO ingest_internal.rollup_hours
-        SELECT raw.* FROM raw,
-               (SELECT count(*) FROM gone_deltas) gd, (SELECT count(*) FROM gone_rollup) gr$q$,
-        replace(ingest_internal.raw_hours_sql(tbl, rollup), '$1', '$4'))
-    USING tbl::oid, to_ts, NULL::uuid, lo, rollup;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    PERFORM ingest_internal.require_managed(tbl);
+    PERFORM ingest_internal.mark_stale(tbl, NULL,
+        ingest_internal.rollup_horizon(tbl, COALESCE(rollup, 'default'), from_ts), to_ts);
+    RETURN ingest_internal.fold(tbl, true);
 END
 $$;
 COMMENT ON FUNCTION ingest.rollup_rebuild(regclass, timestamptz, timestamptz, text) IS
-    'Recompute the hourly rollup of the retained hours in [from_ts, to_ts) from raw events, safely while loaders run';
+    'Recompute the hourly rollups of the retained hours in [from_ts, to_ts) from raw events, safely while loaders run; returns the rollup rows written';
 
-CREATE FUNCTION ingest.create_rollup(tbl regclass, name text, dimensions text[])
+-- A new rollup is built in the background, like CREATE INDEX CONCURRENTLY:
+-- it is registered at once and every writer from then on feeds it; the next
+-- fold after the last older snapshot is gone computes it from raw events.
+-- Until then readers compute it from raw events.  Writers never wait.
+CREATE OR REPLACE FUNCTION ingest.create_rollup(tbl regclass, name text, dimensions text[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    since timestamptz;
 BEGIN
     IF tbl IS NULL OR name IS NULL OR dimensions IS NULL THEN
         RAISE EXCEPTION 'tbl, name and dimensions must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM ingest.table_config c WHERE c.event_table = tbl) THEN
-        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM ingest_internal.require_managed(tbl);
     IF cardinality(dimensions) = 0 OR array_position(dimensions, NULL) IS NOT NULL
        OR (SELECT count(DISTINCT d) FROM unnest(dimensions) d) <> cardinality(dimensions) THEN
         RAISE EXCEPTION 'dimensions must name distinct property keys'
@@ -439,24 +518,20 @@ BEGIN
     IF EXISTS (SELECT 1 FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = create_rollup.name) THEN
         RAISE EXCEPTION 'rollup "%" of table "%" already exists', name, tbl USING ERRCODE = 'duplicate_object';
     END IF;
-    -- Writers started before this rollup existed feed no deltas for it: wait
-    -- for them, and hold new ones, while the backfill reads the raw events.
-    EXECUTE format('LOCK TABLE %s IN SHARE MODE', tbl);
-    since := ingest_internal.raw_since(tbl);
-    INSERT INTO ingest.rollup_config (event_table, name, dimensions, known_from)
-    VALUES (tbl, name, dimensions, since);
-    EXECUTE 'INSERT INTO ingest_internal.rollup_deltas ' || ingest_internal.raw_hours_sql(tbl, name)
-      USING '-infinity'::timestamptz, 'infinity'::timestamptz, NULL::uuid;
+    INSERT INTO ingest.rollup_config (event_table, name, dimensions, known_from, building_xid)
+    VALUES (tbl, name, dimensions, ingest_internal.raw_hours_since(tbl), pg_current_xact_id());
 END
 $$;
 COMMENT ON FUNCTION ingest.create_rollup(regclass, text, text[]) IS
-    'Add an hourly rollup grouped also by property keys, backfilled from the raw events still retained (earlier hours are unknown)';
+    'Add an hourly rollup grouped also by property keys; built in the background from the raw events still retained (earlier hours are unknown), without blocking writers';
 
-CREATE FUNCTION ingest.drop_rollup(tbl regclass, name text)
+CREATE OR REPLACE FUNCTION ingest.drop_rollup(tbl regclass, name text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    cfg ingest.table_config := ingest_internal.require_managed(tbl);
 BEGIN
     IF name = 'default' THEN
         RAISE EXCEPTION 'the default rollup cannot be dropped' USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -465,46 +540,11 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'rollup "%" of table "%" does not exist', name, tbl USING ERRCODE = 'undefined_object';
     END IF;
-    DELETE FROM ingest_internal.rollup_hours r WHERE r.relid = tbl AND r.rollup = drop_rollup.name;
-    DELETE FROM ingest_internal.rollup_deltas d WHERE d.relid = tbl AND d.rollup = drop_rollup.name;
+    EXECUTE format('DELETE FROM %s r WHERE r.rollup = $1', cfg.rollup_hours) USING name;
+    EXECUTE format('DELETE FROM %s d WHERE d.rollup = $1', cfg.rollup_deltas) USING name;
 END
 $$;
 COMMENT ON FUNCTION ingest.drop_rollup(regclass, text) IS
     'Remove a rollup made by ingest.create_rollup() and its data';
-
--- The rollup triggers and a view of the folded rollup, per table.
-CREATE FUNCTION ingest_internal.start_rollups(tbl regclass)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    nsp  name;
-    rel  name;
-    view text;
-BEGIN
-    SELECT n.nspname, c.relname INTO nsp, rel
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
-    EXECUTE format('CREATE TRIGGER ingest_rollup AFTER INSERT ON %s REFERENCING NEW TABLE AS ingest_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_internal.rollup_after_insert()', tbl);
-    view := left(rel, 49) || '_usage_hourly';
-    -- OR REPLACE: the view of an earlier table of this name may remain
-    EXECUTE format($v$CREATE OR REPLACE VIEW %I.%I AS
-        SELECT rollup, organization_id, hour, code, external_customer_id, dims AS dimensions,
-               events, value_sum, decimal_sum, value_min, value_max, latest_value, latest_at
-          FROM ingest_internal.rollup_hours
-         WHERE relid = pg_catalog.to_regclass(%L)::pg_catalog.oid$v$,
-        nsp, view, format('%I.%I', nsp, rel));
-    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', nsp, view,
-                   'Folded hourly usage of ' || tbl::text || '; exact only together with unfolded deltas: use ingest.usage()');
-    EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', nsp, view,
-                   (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = tbl));
-    INSERT INTO ingest.rollup_config (event_table, name) VALUES (tbl, 'default')
-    ON CONFLICT DO NOTHING;
-    -- Rows already stored count from the start.
-    EXECUTE 'INSERT INTO ingest_internal.rollup_deltas ' || ingest_internal.raw_hours_sql(tbl, 'default')
-      USING '-infinity'::timestamptz, 'infinity'::timestamptz, NULL::uuid;
-END
-$$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

@@ -50,15 +50,14 @@ ok($node->log_contains('terminated by signal 9'), 'the loading backend was kille
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ev'), '1',
 	'the killed load left no row; the earlier load is intact');
 is($node->safe_psql('postgres', q{
-	SELECT count(*) FROM ingest_internal.event_keys k
-	 WHERE k.relid = 'ev'::regclass
-	   AND NOT EXISTS (SELECT FROM ev e WHERE e.organization_id = k.organization_id
+	SELECT count(*) FROM ingest_side.ev_keys k
+	 WHERE NOT EXISTS (SELECT FROM ev e WHERE e.organization_id = k.organization_id
 						  AND e.transaction_id = k.transaction_id)}), '0',
 	'no key without its event');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM ev e
-	 WHERE NOT EXISTS (SELECT FROM ingest_internal.event_keys k WHERE k.relid = 'ev'::regclass
-						  AND e.organization_id = k.organization_id AND e.transaction_id = k.transaction_id)}), '0',
+	 WHERE NOT EXISTS (SELECT FROM ingest_side.ev_keys k WHERE
+						  e.organization_id = k.organization_id AND e.transaction_id = k.transaction_id)}), '0',
 	'no event without its key');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest.rejects'), '0',
 	'no reject of the killed load survived');

@@ -32,13 +32,13 @@ $node->safe_psql('postgres', qq{
 											 FROM generate_series(1, 200) n)))
 	  FROM generate_series(1, 20) l;
 });
-my $deltas = $node->safe_psql('postgres', 'SELECT count(*) FROM ingest_internal.rollup_deltas');
+my $deltas = $node->safe_psql('postgres', 'SELECT count(*) FROM ingest_side.ev_deltas');
 cmp_ok($deltas, '>', 0, 'deltas wait to be folded');
 
 # Hold a folded rollup row so the fold stops in the middle of its statement,
 # with deltas deleted and rollup rows updated in its open transaction.
 my $holder = $node->background_psql('postgres');
-$holder->query_safe(q{BEGIN; SELECT * FROM ingest_internal.rollup_hours WHERE external_customer_id = 'c50' FOR UPDATE;});
+$holder->query_safe(q{BEGIN; SELECT * FROM ingest_side.ev_rollup WHERE external_customer_id = 'c50' FOR UPDATE;});
 my $folder = $node->background_psql('postgres', on_error_stop => 0);
 $folder->query_until(qr/started/, q{
 	\echo started
@@ -54,12 +54,12 @@ my $pid = $node->safe_psql('postgres',
 kill_and_recover($node, $pid, $folder, $holder);
 ok($node->log_contains('terminated by signal 9'), 'the folding backend was killed');
 
-is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest_internal.rollup_deltas'), $deltas,
+is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest_side.ev_deltas'), $deltas,
 	'the killed fold deleted no delta');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev', '-infinity', 'infinity')}),
 	'0', 'the rollup agrees with the raw events after the crash');
 cmp_ok($node->safe_psql('postgres', 'SELECT ingest.fold_rollups()'), '>', 0, 'the next fold runs');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest_internal.rollup_deltas'), '0',
+is($node->safe_psql('postgres', 'SELECT count(*) FROM ingest_side.ev_deltas'), '0',
 	'every delta is folded');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev', '-infinity', 'infinity')}),
 	'0', 'the folded rollup agrees with the raw events');

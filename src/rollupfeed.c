@@ -1,17 +1,17 @@
 /*-------------------------------------------------------------------------
  *
- * rollup.c
- *	  The loader's feed of hourly rollup deltas, and the worker's folder.
+ * rollupfeed.c
+ *	  The loader's feed of hourly rollup deltas.
  *
  * The rows the loader wrote are aggregated per (organization, hour, code,
- * customer) over the whole load, in a hash table, and written to
- * ingest_internal.rollup_deltas with multi-insert at its end (or whenever
- * the table holds MAX_DELTA_ENTRIES keys), in the load's transaction, so
- * the deltas commit or roll back with the events; duplicates and rejects
- * never reach them.  Rollups with dimensions are aggregated in SQL per
- * batch.  The worker folds
- * committed deltas into the rollup every ingest.rollup_fold_interval
- * (ingest_internal.fold(), SQL).
+ * customer) over the whole load, in a hash table, and written to the
+ * table's ingest_side.<name>_deltas with multi-insert at its end (or
+ * whenever the table holds MAX_DELTA_ENTRIES keys), in the load's
+ * transaction, so the deltas commit or roll back with the events;
+ * duplicates and rejects never reach them.  Rollups with dimensions are
+ * aggregated in SQL per batch, by the one definition of the rollup
+ * arithmetic (ingest_internal.rollup_agg_sql), which this file's C code for
+ * the default rollup must equal (ingest.rollup_verify checks it).
  *
  *-------------------------------------------------------------------------
  */
@@ -55,9 +55,9 @@ static const Oid feed_types[] = {
 };
 #define NUM_FEED_COLUMNS lengthof(feed_columns)
 
-/* Columns of ingest_internal.rollup_deltas the feed writes, in this order. */
+/* Columns of the deltas side table the feed writes, in this order. */
 static const char *const delta_columns[] = {
-	"relid", "rollup", "organization_id", "hour", "code", "external_customer_id",
+	"rollup", "organization_id", "hour", "code", "external_customer_id",
 	"dims", "events", "value_sum", "decimal_sum", "value_min", "value_max",
 	"latest_value", "latest_at", "latest_tx"
 };
@@ -184,8 +184,37 @@ create_acc(IngestRollup *f)
 						 HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
+/*
+ * The rollup arithmetic over "src" (a FROM item whose rows are events) for
+ * rows matching "cond", from its one definition: ingest_internal.rollup_agg_sql,
+ * which only the extension owner may run (it is text formatting).
+ */
+char *
+IngestRollupAggSql(const char *src, const char *cond)
+{
+	Datum		args[2] = {CStringGetTextDatum(src), CStringGetTextDatum(cond)};
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *sql;
+	bool		isnull;
+	Oid			owner;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	owner = IngestExtensionOwner();
+	AS_OWNER(owner, rc = SPI_execute_with_args(
+		"SELECT ingest_internal.rollup_agg_sql($1, $2)",
+		2, (Oid[]) {TEXTOID, TEXTOID}, args, NULL, true, 1));
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the rollup arithmetic: %s", SPI_result_code_string(rc));
+	sql = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	sql = MemoryContextStrdup(cxt, sql);
+	SPI_finish();
+	return sql;
+}
+
 IngestRollup *
-IngestRollupBegin(Relation rel, EState *estate, Oid owner)
+IngestRollupBegin(Relation rel, IngestTable *t, EState *estate)
 {
 	IngestRollup *f = palloc0(sizeof(IngestRollup));
 	Oid			argtypes[NUM_FEED_COLUMNS + 1];
@@ -193,45 +222,43 @@ IngestRollupBegin(Relation rel, EState *estate, Oid owner)
 	bool		isnull;
 	int			rc;
 	int			i;
+	IngestOwnerScope scope;
+	char	   *agg;
 
 	f->relid = RelationGetRelid(rel);
-	f->owner = owner;
+	f->owner = t->owner;
 	f->estate = estate;
 	f->cxt = CurrentMemoryContext;
-	argtypes[0] = OIDOID;
+	argtypes[0] = REGCLASSOID;
 	for (i = 0; i < (int) NUM_FEED_COLUMNS; i++)
 	{
 		f->attnums[i] = get_attnum(f->relid, feed_columns[i]);
 		argtypes[i + 1] = get_array_type(feed_types[i]);
 	}
 
-	AS_EXTENSION_OWNER(owner, f->plan = SPI_prepare(
-		"INSERT INTO ingest_internal.rollup_deltas "
-		"SELECT $1, rc.name, u.o, pg_catalog.date_trunc('hour', u.t, 'UTC'), u.c, u.x, "
-		"       ingest_internal.dims_of(u.p, rc.dimensions), "
-		"       pg_catalog.count(*), pg_catalog.sum(u.v::pg_catalog.numeric), pg_catalog.sum(u.d), "
-		"       pg_catalog.min(u.v), pg_catalog.max(u.v), "
-		"       (pg_catalog.array_agg(u.v ORDER BY u.t DESC, u.tx COLLATE \"C\" DESC))[1], "
-		"       pg_catalog.max(u.t), "
-		"       (pg_catalog.array_agg(u.tx COLLATE \"C\" ORDER BY u.t DESC, u.tx COLLATE \"C\" DESC))[1] "
-		"  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
-		"                  pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
-		"                  pg_catalog.unnest($8), pg_catalog.unnest($9)) AS u(o, c, x, t, v, d, tx, p) "
-		"  JOIN ingest.rollup_config rc ON rc.event_table OPERATOR(pg_catalog.=) $1 "
-		"   AND rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[] "
-		" GROUP BY 2, 3, 4, 5, 6, 7",
-		NUM_FEED_COLUMNS + 1, argtypes));
+	/* $2.. are the loaded rows' columns, as arrays */
+	agg = IngestRollupAggSql(
+		"(SELECT * FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), "
+		"     pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+		"     pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9)) "
+		"  AS u(organization_id, code, external_customer_id, \"timestamp\", value, "
+		"       decimal_value, transaction_id, properties))",
+		"rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[]");
+	IngestOwnerPush(f->owner, true, &scope);
+	f->plan = SPI_prepare(psprintf("INSERT INTO %s %s", IngestQualifiedName(t->rollup_deltas), agg),
+						  NUM_FEED_COLUMNS + 1, argtypes);
+	IngestOwnerPop(&scope);
 	if (f->plan == NULL)
 		elog(ERROR, "could not prepare the rollup feed: %s",
 			 SPI_result_code_string(SPI_result));
 
 	/* Which rollups the table has, as of the load's snapshot. */
 	arg = ObjectIdGetDatum(f->relid);
-	AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
+	rc = SPI_execute_with_args(
 		"SELECT pg_catalog.bool_or(rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[]), "
 		"       pg_catalog.bool_or(rc.name OPERATOR(pg_catalog.=) 'default') "
 		"  FROM ingest.rollup_config rc WHERE rc.event_table OPERATOR(pg_catalog.=) $1",
-		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1));
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the rollups of table %u", f->relid);
 	f->has_dimensions = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
@@ -242,12 +269,9 @@ IngestRollupBegin(Relation rel, EState *estate, Oid owner)
 
 	if (f->has_default)
 	{
-		Oid			deltas_oid = get_relname_relid("rollup_deltas",
-												   get_namespace_oid("ingest_internal", false));
+		Oid			deltas_oid = t->rollup_deltas;
 		TupleDesc	desc;
 
-		if (!OidIsValid(deltas_oid))
-			elog(ERROR, "could not find the rollup deltas table");
 		f->deltas = table_open(deltas_oid, RowExclusiveLock);
 		desc = RelationGetDescr(f->deltas);
 		if (desc->natts != (int) NUM_DELTA_COLUMNS)
@@ -301,26 +325,25 @@ flush_default(IngestRollup *f)
 		v = slot->tts_values;
 		nul = slot->tts_isnull;
 		memset(nul, 0, sizeof(bool) * NUM_DELTA_COLUMNS);
-		v[at[0] - 1] = ObjectIdGetDatum(f->relid);
-		v[at[1] - 1] = f->default_name;
-		v[at[2] - 1] = UUIDPGetDatum(&a->key.org);
-		v[at[3] - 1] = TimestampTzGetDatum(a->key.hour);
-		v[at[4] - 1] = PointerGetDatum(a->key.code);
-		v[at[5] - 1] = PointerGetDatum(a->key.cust);
-		v[at[6] - 1] = f->empty_dims;
-		v[at[7] - 1] = Int64GetDatum(a->events);
-		v[at[8] - 1] = a->value_sum;
-		nul[at[8] - 1] = a->value_sum_null;
-		v[at[9] - 1] = a->decimal_sum;
-		nul[at[9] - 1] = a->decimal_sum_null;
-		v[at[10] - 1] = Float8GetDatum(a->value_min);
+		v[at[0] - 1] = f->default_name;
+		v[at[1] - 1] = UUIDPGetDatum(&a->key.org);
+		v[at[2] - 1] = TimestampTzGetDatum(a->key.hour);
+		v[at[3] - 1] = PointerGetDatum(a->key.code);
+		v[at[4] - 1] = PointerGetDatum(a->key.cust);
+		v[at[5] - 1] = f->empty_dims;
+		v[at[6] - 1] = Int64GetDatum(a->events);
+		v[at[7] - 1] = a->value_sum;
+		nul[at[7] - 1] = a->value_sum_null;
+		v[at[8] - 1] = a->decimal_sum;
+		nul[at[8] - 1] = a->decimal_sum_null;
+		v[at[9] - 1] = Float8GetDatum(a->value_min);
+		nul[at[9] - 1] = a->minmax_null;
+		v[at[10] - 1] = Float8GetDatum(a->value_max);
 		nul[at[10] - 1] = a->minmax_null;
-		v[at[11] - 1] = Float8GetDatum(a->value_max);
-		nul[at[11] - 1] = a->minmax_null;
-		v[at[12] - 1] = Float8GetDatum(a->latest_value);
-		nul[at[12] - 1] = a->latest_value_null;
-		v[at[13] - 1] = TimestampTzGetDatum(a->latest_at);
-		v[at[14] - 1] = PointerGetDatum(a->latest_tx);
+		v[at[11] - 1] = Float8GetDatum(a->latest_value);
+		nul[at[11] - 1] = a->latest_value_null;
+		v[at[12] - 1] = TimestampTzGetDatum(a->latest_at);
+		v[at[13] - 1] = PointerGetDatum(a->latest_tx);
 		ExecStoreVirtualTuple(slot);
 		if (n == INGEST_BATCH_ROWS)
 		{
@@ -451,7 +474,7 @@ IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 	if (!f->has_dimensions)
 		return;
 
-	args[0] = ObjectIdGetDatum(f->relid);
+	args[0] = ObjectIdGetDatum(f->relid);	/* regclass */
 	elems = palloc(sizeof(Datum) * n);
 	nulls = palloc(sizeof(bool) * n);
 	for (c = 0; c < (int) NUM_FEED_COLUMNS; c++)
@@ -478,7 +501,7 @@ IngestRollupFeed(IngestRollup *f, LoadRow **rows, int nrows)
 														 typbyval, typalign));
 	}
 
-	AS_EXTENSION_OWNER(f->owner, rc = SPI_execute_plan(f->plan, args, NULL, false, 0));
+	AS_OWNER(f->owner, rc = SPI_execute_plan(f->plan, args, NULL, false, 0));
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not append rollup deltas: %s", SPI_result_code_string(rc));
 }
@@ -502,100 +525,4 @@ IngestRollupEnd(IngestRollup *f)
 		table_close(f->deltas, NoLock);
 	}
 	pfree(f);
-}
-
-/*
- * Fold the committed deltas of every table of this database, in a
- * transaction of its own.  A failure is logged and retried next time.
- */
-void
-IngestFoldRollups(void)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-
-	pgstat_report_activity(STATE_RUNNING, "folding rollups");
-	PG_TRY();
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_execute("SELECT ingest.fold_rollups()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not fold rollups");
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not fold rollups: %s", edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-PG_FUNCTION_INFO_V1(ingest_usage);
-
-/*
- * ingest.usage(...): the caller needs SELECT on the event table; the rows
- * come from ingest_internal.usage_rows(), run as the extension owner, whose
- * tables users have no grants on.
- */
-Datum
-ingest_usage(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Oid			types[9] = {OIDOID, UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[9];
-	char		nulls[9];
-	Oid			owner;
-	uint64		i;
-	int			rc;
-	int			k;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (!PG_ARGISNULL(0) &&
-		pg_class_aclcheck(PG_GETARG_OID(0), GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE,
-					   get_rel_name(PG_GETARG_OID(0)) ? get_rel_name(PG_GETARG_OID(0)) : "?");
-
-	for (k = 0; k < 9; k++)
-	{
-		nulls[k] = PG_ARGISNULL(k) ? 'n' : ' ';
-		args[k] = PG_ARGISNULL(k) ? (Datum) 0 : PG_GETARG_DATUM(k);
-	}
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	owner = IngestExtensionOwner();
-	AS_EXTENSION_OWNER(owner, rc = SPI_execute_with_args(
-		"SELECT * FROM ingest_internal.usage_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-		9, types, args, nulls, true, 0));
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not compute usage: %s", SPI_result_code_string(rc));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Datum		row[11];
-		bool		rownulls[11];
-		int			j;
-
-		for (j = 0; j < 11; j++)
-			row[j] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, j + 1,
-								   &rownulls[j]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rownulls);
-	}
-	SPI_finish();
-	return (Datum) 0;
 }

@@ -1,0 +1,344 @@
+-- Side state of a managed table, and the triggers that keep it exact.
+--
+-- Each managed table has four side tables in schema ingest_side, owned by
+-- the table's owner and dumped with it by pg_dump:
+--   <name>_keys    the key ledger: one row per stored (organization_id,
+--                  transaction_id), with the payload hash of its event
+--   <name>_rollup  folded hourly rollup rows
+--   <name>_deltas  rollup deltas appended by writers, not folded yet
+--   <name>_stale   hour ranges whose rollup rows must be recomputed from
+--                  raw events (after DELETE, UPDATE, TRUNCATE, DETACH)
+-- ingest.table_config names them (regclass, so a dump restores them by
+-- name).  Every write path keeps them exact in the writer's transaction:
+-- the loader from C, everything else through the triggers made here.
+
+-- The triggers' functions.  In ingest_side, executable by everyone, so
+-- that an owner can add a partition by hand (CREATE TRIGGER needs them):
+-- they act only on the managed table they fire for, as its owner.
+
+-- BEFORE INSERT row trigger: INSERT and plain COPY claim keys.
+CREATE OR REPLACE FUNCTION ingest_side.dedup_row()
+RETURNS trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_dedup_row';
+
+-- Statement triggers: every other change keeps the ledger and rollups.
+CREATE OR REPLACE FUNCTION ingest_side.track_changes()
+RETURNS trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_track_changes';
+GRANT EXECUTE ON FUNCTION ingest_side.dedup_row(), ingest_side.track_changes() TO PUBLIC;
+
+-- Is the table managed and its side state complete?  A restore brings the
+-- configuration and the side tables' rows before the triggers (pg_dump puts
+-- triggers last): until then the worker and the COPY hook leave the table
+-- alone, so nothing is written twice.
+CREATE OR REPLACE FUNCTION ingest_internal.ready(tbl regclass)
+RETURNS boolean
+LANGUAGE C STRICT STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_table_ready';
+
+-- The configuration of a managed table; 55000 for any other table.  The one
+-- definition of "managed" for SQL callers.
+CREATE OR REPLACE FUNCTION ingest_internal.require_managed(tbl regclass)
+RETURNS ingest.table_config
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config;
+BEGIN
+    SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Use ingest.create_event_table() or ingest.manage_table() first.';
+    END IF;
+    RETURN cfg;
+END
+$$;
+
+-- Create the side tables of a table and its usage view, owned by its owner.
+CREATE OR REPLACE FUNCTION ingest_internal.start_side_tables(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    nsp   name;
+    rel   name;
+    base  text;
+    cand  text;
+    n     integer := 1;
+    view  text;
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    -- cut by bytes, so that "<base>_<n>_deltas" fits in NAMEDATALEN
+    base := rel;
+    WHILE octet_length(base) > 48 LOOP
+        base := left(base, -1);
+    END LOOP;
+    cand := base;
+    WHILE EXISTS (SELECT 1 FROM pg_class c
+                   WHERE c.relnamespace = 'ingest_side'::regnamespace
+                     AND c.relname IN (cand || '_keys', cand || '_rollup',
+                                       cand || '_deltas', cand || '_stale')) LOOP
+        n := n + 1;
+        cand := base || '_' || n;
+    END LOOP;
+
+    -- The "C" collation makes the index order the order the loader sorts
+    -- keys in.  Only index probes read the ledger, so vacuums for inserts
+    -- buy nothing but a scan of it each time it grows by a fifth.
+    EXECUTE format($t$
+        CREATE TABLE ingest_side.%I (
+            organization_id uuid NOT NULL,
+            transaction_id  text COLLATE "C" NOT NULL,
+            payload_hash    bigint NOT NULL,
+            PRIMARY KEY (organization_id, transaction_id)
+        ) WITH (autovacuum_vacuum_insert_threshold = -1)$t$, cand || '_keys');
+    EXECUTE format($t$
+        CREATE TABLE ingest_side.%I (
+            rollup               text NOT NULL,
+            organization_id      uuid NOT NULL,
+            hour                 timestamptz NOT NULL,
+            code                 text NOT NULL,
+            external_customer_id text NOT NULL,
+            dims                 jsonb NOT NULL,
+            events               bigint NOT NULL,
+            value_sum            numeric,
+            decimal_sum          numeric,
+            value_min            double precision,
+            value_max            double precision,
+            latest_value         double precision,
+            latest_at            timestamptz NOT NULL,
+            latest_tx            text COLLATE "C" NOT NULL,
+            PRIMARY KEY (organization_id, hour, rollup, code, external_customer_id, dims)
+        )$t$, cand || '_rollup');
+    EXECUTE format('CREATE TABLE ingest_side.%I (LIKE ingest_side.%I)',
+                   cand || '_deltas', cand || '_rollup');
+    EXECUTE format('CREATE INDEX ON ingest_side.%I (organization_id, hour)', cand || '_deltas');
+    -- organization_id NULL: every organization
+    EXECUTE format($t$
+        CREATE TABLE ingest_side.%I (
+            organization_id uuid,
+            lo              timestamptz NOT NULL,
+            hi              timestamptz NOT NULL,
+            CHECK (lo < hi)
+        )$t$, cand || '_stale');
+
+    -- The usage view of the folded rollup, next to the table.
+    view := left(rel, 49) || '_usage_hourly';
+    EXECUTE format($v$CREATE VIEW %I.%I AS
+        SELECT rollup, organization_id, hour, code, external_customer_id, dims AS dimensions,
+               events, value_sum, decimal_sum, value_min, value_max, latest_value, latest_at
+          FROM ingest_side.%I$v$, nsp, view, cand || '_rollup');
+    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', nsp, view,
+                   'Folded hourly usage of ' || tbl::text || '; exact only together with unfolded deltas: use ingest.usage()');
+
+    UPDATE ingest.table_config c
+       SET ledger = format('ingest_side.%I', cand || '_keys')::regclass,
+           rollup_hours = format('ingest_side.%I', cand || '_rollup')::regclass,
+           rollup_deltas = format('ingest_side.%I', cand || '_deltas')::regclass,
+           rollup_stale = format('ingest_side.%I', cand || '_stale')::regclass,
+           usage_view = format('%I.%I', nsp, view)::regclass
+     WHERE c.event_table = tbl;
+    PERFORM ingest_internal.follow_owner(tbl);
+END
+$$;
+
+-- Give a table's side tables and usage view the table's owner (at their
+-- creation, and after ALTER TABLE ... OWNER TO).
+CREATE OR REPLACE FUNCTION ingest_internal.follow_owner(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg   ingest.table_config := ingest_internal.require_managed(tbl);
+    owner oid := (SELECT c.relowner FROM pg_class c WHERE c.oid = tbl);
+    rel   regclass;
+BEGIN
+    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
+                               cfg.usage_view] LOOP
+        IF (SELECT c.relowner FROM pg_class c WHERE c.oid = rel) IS DISTINCT FROM owner THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, pg_get_userbyid(owner));
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The statement triggers that follow every change to a table's rows, on
+-- the table or one of its partitions: a statement names one of them and
+-- fires only that one's triggers.
+CREATE OR REPLACE FUNCTION ingest_internal.track_relation(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'ingest_changes_ins') THEN
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE TRIGGER ingest_changes_ins AFTER INSERT ON %s '
+                   'REFERENCING NEW TABLE AS ingest_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
+    EXECUTE format('CREATE TRIGGER ingest_changes_upd AFTER UPDATE ON %s '
+                   'REFERENCING OLD TABLE AS ingest_old NEW TABLE AS ingest_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
+    EXECUTE format('CREATE TRIGGER ingest_changes_del AFTER DELETE ON %s '
+                   'REFERENCING OLD TABLE AS ingest_old '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
+    EXECUTE format('CREATE TRIGGER ingest_changes_trunc BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
+END
+$$;
+
+-- Start keeping a table's side state: its stored events' keys go to the
+-- ledger (refused, 23505, when two stored events share a key) and their
+-- hours to the rollups; then the triggers.
+CREATE OR REPLACE FUNCTION ingest_internal.start_tracking(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg  ingest.table_config := ingest_internal.require_managed(tbl);
+    dup  record;
+BEGIN
+    EXECUTE format('SELECT t.organization_id, t.transaction_id FROM %s t '
+                   'GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1', tbl) INTO dup;
+    IF dup.organization_id IS NOT NULL THEN
+        RAISE EXCEPTION 'table "%" stores more than one event with the same key', tbl
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = format('Key (organization_id, transaction_id)=(%s, %s) is stored more than once.',
+                                  dup.organization_id, dup.transaction_id),
+                  HINT = 'Delete the duplicates first: ingest keeps one event per key.';
+    END IF;
+    EXECUTE format('INSERT INTO %s SELECT t.organization_id, t.transaction_id, '
+                   'ingest_side.payload_hash(t) FROM %s t ORDER BY 1, 2', cfg.ledger, tbl);
+    EXECUTE format('INSERT INTO %s %s', cfg.rollup_deltas,
+                   ingest_internal.rollup_agg_sql(tbl::text, 'true'))
+      USING tbl;
+
+    PERFORM ingest_internal.install_triggers(tbl);
+END
+$$;
+
+-- The triggers of a table and its partitions.  The dedup row trigger goes
+-- last: it marks the table ready.
+CREATE OR REPLACE FUNCTION ingest_internal.install_triggers(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part regclass;
+BEGIN
+    PERFORM ingest_internal.track_relation(tbl);
+    FOR part IN SELECT b.partition FROM ingest_internal.bounds b WHERE b.relid = tbl LOOP
+        PERFORM ingest_internal.track_relation(part);
+    END LOOP;
+    EXECUTE format('CREATE TRIGGER ingest_dedup BEFORE INSERT ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION ingest_side.dedup_row()', tbl);
+END
+$$;
+
+-- Everything ingest keeps for a table: the one cleanup, for unmanage_table
+-- and for DROP TABLE (then the table itself is gone already).
+CREATE OR REPLACE FUNCTION ingest_internal.forget_table(tbl oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config;
+    rel regclass;
+    trg record;
+BEGIN
+    SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
+    DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
+    DELETE FROM ingest_internal.retired r WHERE r.relid = tbl;
+    DELETE FROM ingest.index_config c WHERE c.event_table = tbl;
+    DELETE FROM ingest_internal.index_drops x WHERE x.event_table = tbl;
+    DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl;
+    DELETE FROM ingest.rejects r WHERE r.event_table = tbl;
+
+    -- our triggers, on the table and its partitions, while it exists
+    FOR trg IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t
+                WHERE (t.tgrelid = tbl OR t.tgrelid IN (SELECT b.partition_oid FROM ingest_internal.bounds b
+                                                          WHERE b.relid = tbl))
+                  AND NOT t.tgisinternal AND t.tgparentid = 0
+                  AND t.tgfoid IN ('ingest_side.dedup_row()'::regprocedure,
+                                   'ingest_side.track_changes()'::regprocedure) LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
+    END LOOP;
+    -- side tables and the usage view, by OID
+    FOREACH rel IN ARRAY ARRAY[cfg.usage_view] LOOP
+        IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
+            EXECUTE format('DROP VIEW %s', rel);
+        END IF;
+    END LOOP;
+    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale] LOOP
+        IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
+            EXECUTE format('DROP TABLE %s', rel);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Retention: forget the keys of a retired partition's events (its day is
+-- set aside from now on) and the stale marks left in its hours, whose
+-- rollup rows now stay as they are.
+CREATE OR REPLACE FUNCTION ingest_internal.forget_keys(tbl oid, part oid)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config := ingest_internal.require_managed(tbl);
+    r   ingest_internal.retired;
+    n   bigint;
+BEGIN
+    EXECUTE format(
+        'DELETE FROM %s k USING %s p '
+        ' WHERE k.organization_id = p.organization_id '
+        '   AND k.transaction_id = p.transaction_id COLLATE "C"', cfg.ledger, part::regclass);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    SELECT * INTO r FROM ingest_internal.retired x WHERE x.partition_oid = part;
+    IF FOUND THEN
+        EXECUTE format('DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',
+                       cfg.rollup_stale)
+          USING r.lower_bound, r.upper_bound;
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- Mark the hours overlapping [lo, hi) of one organization (or all, NULL)
+-- for recomputation from raw events.
+CREATE OR REPLACE FUNCTION ingest_internal.mark_stale(tbl regclass, org uuid,
+                                                     lo timestamptz, hi timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config := ingest_internal.require_managed(tbl);
+BEGIN
+    IF lo IS NULL OR hi IS NULL OR lo >= hi THEN
+        RETURN;
+    END IF;
+    EXECUTE format('INSERT INTO %s VALUES ($1, date_trunc(''hour'', $2, ''UTC''), '
+                   'date_trunc(''hour'', $3 - interval ''1 microsecond'', ''UTC'') + interval ''1 hour'')',
+                   cfg.rollup_stale)
+      USING org, lo, hi;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

@@ -1,0 +1,54 @@
+
+-- ingest 0.2.0 to 0.3.0, part 3 of 3: each managed table gets its side
+-- tables, filled from the extension-wide ones, and its new triggers.
+DO $migrate$
+DECLARE
+    t   regclass;
+    cfg ingest.table_config;
+BEGIN
+    FOR t IN SELECT c.event_table FROM ingest.table_config c ORDER BY 1 LOOP
+        -- the 0.2.0 usage view makes way for the new one
+        EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I',
+            (SELECT n.nspname FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t),
+            pg_catalog.left((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = t), 49)
+                || '_usage_hourly');
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_dedup ON %s', t);
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS ingest_rollup ON %s', t);
+        PERFORM ingest_internal.start_side_tables(t);
+        SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = t;
+        -- made by this script, they would be members of the extension,
+        -- which pg_dump leaves out: they are the table's
+        EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.ledger);
+        EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_hours);
+        EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_deltas);
+        EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_stale);
+        EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP VIEW %s', cfg.usage_view);
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s SELECT k.organization_id, k.transaction_id, k.payload_hash '
+            '  FROM ingest_internal.event_keys k WHERE k.relid = $1 ORDER BY 1, 2', cfg.ledger)
+          USING t;
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s SELECT r.rollup, r.organization_id, r.hour, r.code, r.external_customer_id, '
+            '       r.dims, r.events, r.value_sum, r.decimal_sum, r.value_min, r.value_max, '
+            '       r.latest_value, r.latest_at, r.latest_tx '
+            '  FROM ingest_internal.rollup_hours r WHERE r.relid = $1', cfg.rollup_hours)
+          USING t;
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s SELECT r.rollup, r.organization_id, r.hour, r.code, r.external_customer_id, '
+            '       r.dims, r.events, r.value_sum, r.decimal_sum, r.value_min, r.value_max, '
+            '       r.latest_value, r.latest_at, r.latest_tx '
+            '  FROM ingest_internal.rollup_deltas r WHERE r.relid = $1', cfg.rollup_deltas)
+          USING t;
+        PERFORM ingest_internal.install_triggers(t);
+    END LOOP;
+END
+$migrate$;
+
+DROP TABLE ingest_internal.event_keys;
+DROP TABLE ingest_internal.rollup_deltas;
+DROP TABLE ingest_internal.rollup_hours;
+DROP FUNCTION ingest_internal.rollup_after_insert();
+DROP FUNCTION ingest_internal.payload_hash(record);
+DROP FUNCTION ingest_internal.dims_of(jsonb, text[]);
+DROP FUNCTION ingest_internal.dedup_row();

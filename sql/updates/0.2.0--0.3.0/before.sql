@@ -1,0 +1,26 @@
+-- ingest 0.2.0 to 0.3.0, part 1 of 3 (then the current code, then
+-- after.sql): the side state of each table moves from extension-wide tables
+-- keyed by OID to per-table side tables that pg_dump keeps.
+
+\echo Use "ALTER EXTENSION ingest UPDATE TO '0.3.0'" to load this file. \quit
+
+CREATE SCHEMA ingest_side;
+GRANT USAGE ON SCHEMA ingest_side TO PUBLIC;
+
+ALTER TABLE ingest.table_config
+    ADD COLUMN ledger        regclass,
+    ADD COLUMN rollup_hours  regclass,
+    ADD COLUMN rollup_deltas regclass,
+    ADD COLUMN rollup_stale  regclass,
+    ADD COLUMN usage_view    regclass;
+ALTER TABLE ingest.rollup_config ADD COLUMN building_xid xid8;
+
+SELECT pg_catalog.pg_extension_config_dump('ingest.rejects', '');
+SELECT pg_catalog.pg_extension_config_dump('ingest.rejects_id_seq', '');
+
+-- Replaced by functions of another signature or schema.
+DROP FUNCTION ingest_internal.fold(oid);
+DROP FUNCTION ingest_internal.raw_hours_sql(regclass, text);
+DROP FUNCTION ingest_internal.start_dedup(regclass);
+DROP FUNCTION ingest_internal.start_rollups(regclass);
+

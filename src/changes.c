@@ -1,0 +1,244 @@
+/*-------------------------------------------------------------------------
+ *
+ * changes.c
+ *	  The key ledger and the rollups follow every change the loader does
+ *	  not make.
+ *
+ * One statement trigger function, with transition tables, on a managed
+ * table and on each of its partitions (a statement fires the statement
+ * triggers of the table it names only):
+ *	  INSERT	the rows' rollup deltas; under MERGE also their keys, which
+ *				the dedup row trigger leaves to it (23505 for a key stored
+ *				already, as a unique index would)
+ *	  UPDATE	keys that changed are released and claimed (23505 for a key
+ *				stored already), changed payloads rehashed; the hours of the
+ *				old and the new rows go stale
+ *	  DELETE	the rows' keys are released; their hours go stale
+ *	  TRUNCATE	(before it) the keys of the rows are released; their hours
+ *				go stale
+ * A stale hour is recomputed from raw events by the next fold (a rollup's
+ * min, max and latest cannot be subtracted); until then readers take it
+ * from raw events.  Everything runs in the writer's transaction, as the
+ * table's owner.  partddl.c uses the same steps for partitions attached,
+ * detached or dropped by hand.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "loader.h"
+
+/* Run a statement whose $1 is the managed table; returns rows processed. */
+static uint64
+exec_sql(IngestTable *t, const char *sql, int expected)
+{
+	Datum		arg = ObjectIdGetDatum(t->relid);
+	int			rc = SPI_execute_with_args(sql, 1, (Oid[]) {REGCLASSOID}, &arg, NULL,
+										   false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "could not keep the side state of table %u: %s", t->relid,
+			 SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* 23505 naming the key in the first row of the last result, if any. */
+static void
+refuse_duplicate(IngestTable *t, const char *what)
+{
+	if (SPI_processed == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("duplicate event key in table \"%s\"", get_rel_name(t->relid)),
+			 errdetail("Key (organization_id, transaction_id)=(%s, %s) %s.",
+					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+					   what)));
+}
+
+/*
+ * Claim the keys of every row of src, as a unique index would: a key twice
+ * among the rows, or stored already, is refused with 23505.  A key being
+ * claimed by another transaction is waited for.
+ */
+void
+IngestClaimKeysStrict(IngestTable *t, const char *src)
+{
+	char	   *ledger = IngestQualifiedName(t->ledger);
+
+	exec_sql(t, psprintf("SELECT s.organization_id, s.transaction_id FROM %s s "
+						 "GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1", src),
+			 SPI_OK_SELECT);
+	refuse_duplicate(t, "is given more than once");
+	exec_sql(t, psprintf("WITH claimed AS ("
+						 "  INSERT INTO %s AS k "
+						 "  SELECT s.organization_id, s.transaction_id COLLATE \"C\", "
+						 "         ingest_side.payload_hash(s) "
+						 "    FROM %s s ORDER BY 1, 2 "
+						 "  ON CONFLICT DO NOTHING "
+						 "  RETURNING k.organization_id, k.transaction_id) "
+						 "SELECT s.organization_id, s.transaction_id FROM %s s "
+						 " WHERE NOT EXISTS (SELECT 1 FROM claimed c "
+						 "                    WHERE c.organization_id = s.organization_id "
+						 "                      AND c.transaction_id = s.transaction_id COLLATE \"C\") "
+						 " LIMIT 1",
+						 ledger, src, src),
+			 SPI_OK_SELECT);
+	refuse_duplicate(t, "is stored already");
+}
+
+/* Release the keys of the rows of src. */
+void
+IngestForgetKeys(IngestTable *t, const char *src)
+{
+	exec_sql(t, psprintf("DELETE FROM %s k USING %s s "
+						 " WHERE k.organization_id = s.organization_id "
+						 "   AND k.transaction_id = s.transaction_id COLLATE \"C\"",
+						 IngestQualifiedName(t->ledger), src),
+			 SPI_OK_DELETE);
+}
+
+/*
+ * Mark the hours of the rows of src stale: each organization's own hours,
+ * or (per_org false, for whole partitions) the span of hours of all.
+ */
+void
+IngestMarkStale(IngestTable *t, const char *src, bool per_org)
+{
+	const char *hour = "pg_catalog.date_trunc('hour', s.\"timestamp\", 'UTC')";
+
+	if (per_org)
+		exec_sql(t, psprintf("INSERT INTO %s "
+							 "SELECT DISTINCT s.organization_id, %s, %s + interval '1 hour' "
+							 "  FROM %s s",
+							 IngestQualifiedName(t->rollup_stale), hour, hour, src),
+				 SPI_OK_INSERT);
+	else
+		exec_sql(t, psprintf("INSERT INTO %s "
+							 "SELECT NULL, pg_catalog.date_trunc('hour', min(s.\"timestamp\"), 'UTC'), "
+							 "       pg_catalog.date_trunc('hour', max(s.\"timestamp\"), 'UTC') "
+							 "       + interval '1 hour' "
+							 "  FROM %s s HAVING count(*) > 0",
+							 IngestQualifiedName(t->rollup_stale), src),
+				 SPI_OK_INSERT);
+}
+
+/* Append the rollup deltas of the rows of src. */
+void
+IngestFeedDeltas(IngestTable *t, const char *src)
+{
+	exec_sql(t, psprintf("INSERT INTO %s %s", IngestQualifiedName(t->rollup_deltas),
+						 IngestRollupAggSql(src, "true")),
+			 SPI_OK_INSERT);
+}
+
+/* UPDATE: keys that changed move in the ledger; all hours touched go stale. */
+static void
+changes_update(IngestTable *t)
+{
+	char	   *ledger = IngestQualifiedName(t->ledger);
+
+	exec_sql(t, psprintf("DELETE FROM %s k USING ("
+						 "  SELECT o.organization_id, o.transaction_id COLLATE \"C\" AS tx FROM ingest_old o "
+						 "  EXCEPT "
+						 "  SELECT n.organization_id, n.transaction_id COLLATE \"C\" FROM ingest_new n) g "
+						 " WHERE k.organization_id = g.organization_id AND k.transaction_id = g.tx",
+						 ledger),
+			 SPI_OK_DELETE);
+	IngestClaimKeysStrict(t, "(SELECT n.* FROM ingest_new n WHERE NOT EXISTS ("
+						  "   SELECT 1 FROM ingest_old o WHERE o.organization_id = n.organization_id "
+						  "      AND o.transaction_id = n.transaction_id))");
+	exec_sql(t, psprintf("UPDATE %s k SET payload_hash = n.h "
+						 "  FROM (SELECT n.organization_id, n.transaction_id COLLATE \"C\" AS tx, "
+						 "               ingest_side.payload_hash(n) AS h FROM ingest_new n) n "
+						 " WHERE k.organization_id = n.organization_id AND k.transaction_id = n.tx "
+						 "   AND k.payload_hash <> n.h",
+						 ledger),
+			 SPI_OK_UPDATE);
+	IngestMarkStale(t, "ingest_old", true);
+	IngestMarkStale(t, "ingest_new", true);
+}
+
+/*
+ * TRUNCATE (before it runs): of the table, the ledger is emptied and every
+ * hour goes stale; of a partition, its rows' keys and hours.  Truncating
+ * the table fires its partitions' triggers too: they find the ledger empty.
+ */
+static void
+changes_truncate(IngestTable *t, Relation rel)
+{
+	char	   *part;
+
+	if (RelationGetRelid(rel) == t->relid)
+	{
+		exec_sql(t, psprintf("TRUNCATE %s", IngestQualifiedName(t->ledger)), SPI_OK_UTILITY);
+		exec_sql(t, psprintf("INSERT INTO %s VALUES (NULL, '-infinity', 'infinity')",
+							 IngestQualifiedName(t->rollup_stale)),
+				 SPI_OK_INSERT);
+		return;
+	}
+	if (exec_sql(t, psprintf("SELECT 1 FROM %s LIMIT 1", IngestQualifiedName(t->ledger)),
+				 SPI_OK_SELECT) == 0)
+		return;
+	part = IngestQualifiedName(RelationGetRelid(rel));
+	IngestForgetKeys(t, part);
+	IngestMarkStale(t, part, false);
+}
+
+PG_FUNCTION_INFO_V1(ingest_track_changes);
+
+/* ingest_side.track_changes(): the statement trigger. */
+Datum
+ingest_track_changes(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TriggerEvent ev;
+	IngestTable t;
+	IngestOwnerScope scope;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ingest_side.track_changes() must be a statement trigger")));
+	ev = td->tg_event;
+	IngestRequireCurrentVersion();
+
+	/* a partition detached by hand keeps its triggers: they do nothing */
+	if (!IngestLookupTable(IngestRootOf(RelationGetRelid(td->tg_relation)), &t) || !t.ready)
+		return PointerGetDatum(NULL);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+	IngestOwnerPush(t.owner, true, &scope);
+
+	if (TRIGGER_FIRED_BY_INSERT(ev))
+	{
+		if (IngestInnermostCommand() == CMD_MERGE)
+			IngestClaimKeysStrict(&t, "ingest_new");
+		IngestFeedDeltas(&t, "ingest_new");
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(ev))
+		changes_update(&t);
+	else if (TRIGGER_FIRED_BY_DELETE(ev))
+	{
+		IngestForgetKeys(&t, "ingest_old");
+		IngestMarkStale(&t, "ingest_old", true);
+	}
+	else if (TRIGGER_FIRED_BY_TRUNCATE(ev))
+		changes_truncate(&t, td->tg_relation);
+
+	IngestOwnerPop(&scope);
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}

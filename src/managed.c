@@ -1,0 +1,296 @@
+/*-------------------------------------------------------------------------
+ *
+ * managed.c
+ *	  Which tables ingest manages, where their side state is, and running
+ *	  SQL over them as their owner.
+ *
+ * A table is managed when ingest.table_config has a row for it; it is
+ * ready when its dedup row trigger is in place too.  A pg_restore brings
+ * the configuration and the side tables' rows in its data section and the
+ * triggers last, in its post-data section: until then the table is managed
+ * but not ready, and the worker, the fold and the COPY hook leave it alone,
+ * so that nothing restored is written twice.
+ *
+ * Side state belongs to the table's owner, and so does every statement
+ * ingest runs over a user table or its side tables: as the owner, under
+ * SECURITY_RESTRICTED_OPERATION, with search_path pinned, as PostgreSQL's
+ * own VACUUM and RI triggers do.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/partition.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "loader.h"
+
+/* The owner of a relation. */
+Oid
+IngestRelationOwner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* The role the extension's internal tables belong to (needs SPI). */
+Oid
+IngestExtensionOwner(void)
+{
+	Oid			extoid = get_extension_oid("ingest", false);
+	Oid			owner = InvalidOid;
+	int			rc;
+	Datum		arg = ObjectIdGetDatum(extoid);
+	bool		isnull;
+
+	rc = SPI_execute_with_args("SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+							   1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	if (!OidIsValid(owner))
+		elog(ERROR, "could not find the owner of extension \"ingest\"");
+	return owner;
+}
+
+
+/* A relation's schema-qualified, quoted name, for SQL text. */
+char *
+IngestQualifiedName(Oid relid)
+{
+	char	   *rel = get_rel_name(relid);
+
+	if (rel == NULL)
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+}
+
+/* The partitioned table at the top of a partition's tree, or relid itself. */
+Oid
+IngestRootOf(Oid relid)
+{
+	List	   *ancestors;
+	Oid			root = relid;
+
+	if (get_rel_relispartition(relid))
+	{
+		ancestors = get_partition_ancestors(relid);
+		if (ancestors != NIL)
+			root = llast_oid(ancestors);
+		list_free(ancestors);
+	}
+	return root;
+}
+
+/*
+ * Is a function ingest's dedup row trigger?  Its C symbol tells: only a
+ * superuser can create a C function, and a name can be anyone's.
+ */
+static bool
+is_dedup_trigger_function(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	bool		ours = false;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->prolang == ClanguageId)
+	{
+		bool		srcnull;
+		bool		binnull;
+		Datum		src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &srcnull);
+		Datum		bin = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &binnull);
+
+		if (!srcnull && !binnull)
+			ours = load_external_function(TextDatumGetCString(bin), TextDatumGetCString(src),
+										  false, NULL) == (void *) ingest_dedup_row;
+	}
+	ReleaseSysCache(tup);
+	return ours;
+}
+
+static Oid
+regclass_at(int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
+
+	return *isnull ? InvalidOid : DatumGetObjectId(d);
+}
+
+/*
+ * The version of the extension in this database, NULL if absent.  Until
+ * ALTER EXTENSION ingest UPDATE, the library leaves the tables of an older
+ * version alone (their side state has another shape).
+ */
+static char *
+extension_version(void)
+{
+	int			rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension "
+								 " WHERE extname OPERATOR(pg_catalog.=) 'ingest'",
+								 true, 1);
+
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+static bool
+extension_is_current(void)
+{
+	char	   *v = extension_version();
+
+	return v != NULL && strcmp(v, INGEST_VERSION) == 0;
+}
+
+/* Refuse to write through the SQL objects of another version. */
+void
+IngestRequireCurrentVersion(void)
+{
+	char	   *v;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	v = extension_version();
+	if (v != NULL && strcmp(v, INGEST_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"ingest\" is at version %s, its library at version %s",
+						v, INGEST_VERSION),
+				 errhint("Run ALTER EXTENSION ingest UPDATE.")));
+	SPI_finish();
+}
+
+/*
+ * Look up a managed table (a partitioned table, not one of its
+ * partitions).  False when ingest does not manage it.
+ */
+bool
+IngestLookupTable(Oid relid, IngestTable *t)
+{
+	Datum		arg = ObjectIdGetDatum(relid);
+	bool		isnull;
+	bool		found = false;
+	int			rc;
+
+	memset(t, 0, sizeof(IngestTable));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!extension_is_current())
+	{
+		SPI_finish();
+		return false;
+	}
+	rc = SPI_execute_with_args(
+		"SELECT c.on_error, c.managed_by OPERATOR(pg_catalog.=) 'pg_partman', "
+		"       c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale, "
+		"       (SELECT t.tgfoid FROM pg_catalog.pg_trigger t "
+		"         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.event_table "
+		"           AND t.tgname OPERATOR(pg_catalog.=) 'ingest_dedup') "
+		"  FROM ingest.table_config c "
+		" WHERE c.event_table OPERATOR(pg_catalog.=) $1",
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the configuration of table %u: %s", relid,
+			 SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		char	   *on_error = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		Oid			tgfoid;
+
+		found = true;
+		t->relid = relid;
+		t->owner = IngestRelationOwner(relid);
+		t->abort_on_error = on_error && strcmp(on_error, "abort") == 0;
+		t->partman = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 2, &isnull));
+		t->ledger = regclass_at(3, &isnull);
+		t->rollup_hours = regclass_at(4, &isnull);
+		t->rollup_deltas = regclass_at(5, &isnull);
+		t->rollup_stale = regclass_at(6, &isnull);
+		tgfoid = regclass_at(7, &isnull);
+		/* ready: the trigger is ours (a function name can be anyone's) */
+		if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
+			t->ready = is_dedup_trigger_function(tgfoid);
+	}
+	SPI_finish();
+	return found;
+}
+
+/* The table's config, or 55000 naming it. */
+void
+IngestRequireTable(Oid relid, IngestTable *t)
+{
+	IngestRequireCurrentVersion();
+	if (!IngestLookupTable(relid, t))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not managed by ingest",
+						get_rel_name(relid) ? get_rel_name(relid) : "?"),
+				 errhint("Use ingest.create_event_table() or ingest.manage_table() first.")));
+	if (!t->ready)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not ready: its ingest triggers are missing",
+						get_rel_name(relid)),
+				 errdetail("A restore of the table may still be running.")));
+}
+
+/*
+ * Act as a table's owner.  With pin_path, also for statements parsed now:
+ * search_path is pg_catalog, pg_temp until IngestOwnerPop.  Prepared plans
+ * keep the search_path they were made with, so executing one needs no pin.
+ */
+void
+IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s)
+{
+	GetUserIdAndSecContext(&s->save_user, &s->save_sec);
+	SetUserIdAndSecContext(owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	s->guc_level = -1;
+	if (pin_path)
+	{
+		s->guc_level = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, pg_temp",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	}
+}
+
+void
+IngestOwnerPop(IngestOwnerScope *s)
+{
+	if (s->guc_level >= 0)
+		AtEOXact_GUC(false, s->guc_level);
+	SetUserIdAndSecContext(s->save_user, s->save_sec);
+}
+
+PG_FUNCTION_INFO_V1(ingest_table_ready);
+
+/* ingest_internal.ready(tbl): managed, and its triggers in place. */
+Datum
+ingest_table_ready(PG_FUNCTION_ARGS)
+{
+	IngestTable t;
+
+	PG_RETURN_BOOL(IngestLookupTable(PG_GETARG_OID(0), &t) && t.ready);
+}

@@ -1,0 +1,265 @@
+/*-------------------------------------------------------------------------
+ *
+ * partddl.c
+ *	  Partitions of a managed table attached, detached, created or dropped
+ *	  by hand.
+ *
+ * ATTACH PARTITION brings in rows no trigger saw: their keys are claimed
+ * (23505, failing the ATTACH, when one is stored already) and their rollup
+ * deltas written.  DETACH PARTITION and DROP TABLE of a partition take rows
+ * out: their keys are released and their hours go stale, so the rollups
+ * follow the events that stay.  On a pg_partman table, whose partitions
+ * leave by pg_partman's retention, their rollup hours stay as they are, as
+ * with ingest's own retention.  A new partition gets the statement triggers
+ * of changes.c.  The side tables follow the table's owner.  DETACH ... CONCURRENTLY commits halfway, so the ledger
+ * could not follow it exactly: it is refused, except for the worker's own
+ * retention (ingest_internal_ddl), which forgets the keys itself.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/lsyscache.h"
+
+#include "loader.h"
+
+/* Set while the worker runs its own partition DDL. */
+bool		ingest_internal_ddl = false;
+
+typedef enum PartAction
+{
+	PART_JOINS,					/* attached: claim its keys, feed its rows */
+	PART_CREATED,				/* a new, empty partition: triggers */
+	PART_OWNER					/* the table's owner changed: its side tables' too */
+} PartAction;
+
+typedef struct PartWork
+{
+	PartAction	action;
+	Oid			root;
+	RangeVar   *partition;
+} PartWork;
+
+/* The managed, ready root of a partitioned table, or InvalidOid. */
+static Oid
+managed_root(Oid relid, IngestTable *t)
+{
+	Oid			root;
+
+	if (!OidIsValid(relid))
+		return InvalidOid;
+	root = IngestRootOf(relid);
+	if (!IngestLookupTable(root, t) || !t->ready)
+		return InvalidOid;
+	return root;
+}
+
+/*
+ * Run an ingest_internal function of one relation as the extension owner:
+ * DDL on ingest's own triggers and side tables, which runs no user code.
+ */
+static void
+run_internal(const char *sql, Oid rel)
+{
+	Datum		arg = ObjectIdGetDatum(rel);
+	Oid			owner;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	owner = IngestExtensionOwner();
+	AS_OWNER(owner, rc = SPI_execute_with_args(sql, 1, (Oid[]) {REGCLASSOID}, &arg, NULL,
+											   false, 1));
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
+	SPI_finish();
+}
+
+static void
+track_partition(Oid part)
+{
+	run_internal("SELECT ingest_internal.track_relation($1)", part);
+}
+
+/* A partition's rows leave the table: keys released, hours stale. */
+static void
+partition_leaves(IngestTable *t, Oid part)
+{
+	IngestOwnerScope scope;
+	char	   *name = IngestQualifiedName(part);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	IngestOwnerPush(t->owner, true, &scope);
+	IngestForgetKeys(t, name);
+	if (!t->partman)
+		IngestMarkStale(t, name, false);
+	IngestOwnerPop(&scope);
+	SPI_finish();
+}
+
+/* A partition's rows join the table: keys claimed, rollups fed. */
+static void
+partition_joins(IngestTable *t, Oid part)
+{
+	IngestOwnerScope scope;
+	char	   *name = IngestQualifiedName(part);
+
+	track_partition(part);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	IngestOwnerPush(t->owner, true, &scope);
+	IngestClaimKeysStrict(t, name);
+	IngestFeedDeltas(t, name);
+	IngestOwnerPop(&scope);
+	SPI_finish();
+}
+
+static List *
+alter_table_before(AlterTableStmt *stmt)
+{
+	List	   *work = NIL;
+	ListCell   *lc;
+	IngestTable t;
+	Oid			root;
+
+	if (stmt->objtype != OBJECT_TABLE)
+		return NIL;
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+		PartitionCmd *pc;
+
+		if (cmd->subtype != AT_AttachPartition && cmd->subtype != AT_DetachPartition &&
+			cmd->subtype != AT_ChangeOwner)
+			continue;
+		pc = (PartitionCmd *) cmd->def;
+		root = managed_root(RangeVarGetRelid(stmt->relation, NoLock, true), &t);
+		if (!OidIsValid(root) || ingest_internal_ddl)
+			continue;
+		if (cmd->subtype == AT_ChangeOwner)
+		{
+			PartWork   *w = palloc(sizeof(PartWork));
+
+			w->action = PART_OWNER;
+			w->root = root;
+			w->partition = NULL;
+			work = lappend(work, w);
+		}
+		else if (cmd->subtype == AT_AttachPartition)
+		{
+			PartWork   *w = palloc(sizeof(PartWork));
+
+			w->action = PART_JOINS;
+			w->root = root;
+			w->partition = pc->name;
+			work = lappend(work, w);
+		}
+		else if (pc->concurrent)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot detach a partition of managed table \"%s\" concurrently",
+							get_rel_name(root)),
+					 errdetail("DETACH PARTITION CONCURRENTLY commits halfway; the key ledger and rollups could not follow it exactly."),
+					 errhint("Use DETACH PARTITION without CONCURRENTLY, or let retention retire the partition.")));
+		else
+		{
+			/* the rows are still readable, through the partition, after */
+			Oid			part = RangeVarGetRelid(pc->name, NoLock, true);
+
+			if (OidIsValid(part))
+				partition_leaves(&t, part);
+		}
+	}
+	return work;
+}
+
+static void
+drop_before(DropStmt *stmt)
+{
+	ListCell   *lc;
+	IngestTable t;
+
+	if (stmt->removeType != OBJECT_TABLE || ingest_internal_ddl)
+		return;
+	foreach(lc, stmt->objects)
+	{
+		RangeVar   *rv = makeRangeVarFromNameList((List *) lfirst(lc));
+		Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+		if (!OidIsValid(relid) || !get_rel_relispartition(relid))
+			continue;
+		if (OidIsValid(managed_root(relid, &t)))
+			partition_leaves(&t, relid);
+	}
+}
+
+/*
+ * Before a utility statement: the work that must see the partition as it
+ * is (DETACH, DROP), and what to do after it (ATTACH, CREATE ... PARTITION
+ * OF).  Returns the latter for IngestPartitionDDLAfter, or NULL.
+ */
+void *
+IngestPartitionDDLBefore(Node *stmt)
+{
+	IngestTable t;
+
+	if (!(IsA(stmt, AlterTableStmt) || IsA(stmt, DropStmt) || IsA(stmt, CreateStmt)) ||
+		IsBinaryUpgrade)
+		return NULL;
+	if (!OidIsValid(get_extension_oid("ingest", true)))
+		return NULL;
+
+	if (IsA(stmt, AlterTableStmt))
+		return alter_table_before((AlterTableStmt *) stmt);
+	if (IsA(stmt, DropStmt))
+	{
+		drop_before((DropStmt *) stmt);
+		return NULL;
+	}
+	else
+	{
+		CreateStmt *cs = (CreateStmt *) stmt;
+		PartWork   *w;
+		Oid			root;
+
+		if (cs->partbound == NULL || list_length(cs->inhRelations) != 1)
+			return NULL;
+		root = managed_root(RangeVarGetRelid(linitial_node(RangeVar, cs->inhRelations),
+											 NoLock, true), &t);
+		if (!OidIsValid(root))
+			return NULL;
+		w = palloc(sizeof(PartWork));
+		w->action = PART_CREATED;
+		w->root = root;
+		w->partition = cs->relation;
+		return list_make1(w);
+	}
+}
+
+void
+IngestPartitionDDLAfter(void *work)
+{
+	ListCell   *lc;
+
+	foreach(lc, (List *) work)
+	{
+		PartWork   *w = lfirst(lc);
+		IngestTable t;
+
+		if (!IngestLookupTable(w->root, &t))
+			continue;
+		if (w->action == PART_OWNER)
+			run_internal("SELECT ingest_internal.follow_owner($1)", w->root);
+		else if (w->action == PART_JOINS)
+			partition_joins(&t, RangeVarGetRelid(w->partition, NoLock, false));
+		else
+			track_partition(RangeVarGetRelid(w->partition, NoLock, false));
+	}
+}
