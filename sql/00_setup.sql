@@ -3,6 +3,10 @@ CREATE SCHEMA regress;
 -- Days are UTC; pg_regress runs sessions in PST8PDT.
 CREATE FUNCTION regress.today() RETURNS date
     LANGUAGE sql AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;
+-- An instant of day today + days (UTC), as a timestamp.
+CREATE FUNCTION regress.h(days int, hours int, minutes int DEFAULT 0) RETURNS timestamptz
+LANGUAGE sql AS $$ SELECT (regress.today() + days)::timestamp AT TIME ZONE 'UTC'
+                          + make_interval(hours => hours, mins => minutes) $$;
 -- Run a statement; return "ok" or its SQLSTATE, message and detail.
 CREATE FUNCTION regress.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE detail text;
@@ -36,3 +40,39 @@ RETURNS TABLE(event_table regclass, action text, partition text, detail text)
 LANGUAGE sql AS $$
     SELECT * FROM ingest.run_maintenance(tbl, dry_run => dry) m
      WHERE m.action IN ('create', 'detach', 'finalize', 'drop', 'warning') $$;
+-- The rule of ingest, asserted with pgTAP after every test file that
+-- writes: for every managed table, the key ledger holds exactly the keys of
+-- the stored events, and every rollup equals the raw events, before and
+-- after a fold.
+CREATE EXTENSION pgtap;
+CREATE FUNCTION regress.invariants() RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    r record;
+    n bigint;
+    pass text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_class WHERE relname = '__tcache__' AND relpersistence = 't') THEN
+        PERFORM no_plan();
+    END IF;
+    FOREACH pass IN ARRAY ARRAY['as written', 'after a fold'] LOOP
+        IF pass = 'after a fold' THEN
+            PERFORM ingest.fold_rollups();
+        END IF;
+        FOR c IN SELECT * FROM ingest.table_config ORDER BY event_table::text LOOP
+            EXECUTE format('SELECT count(*) FROM (SELECT organization_id, transaction_id COLLATE "C" FROM %s '
+                           'EXCEPT ALL SELECT organization_id, transaction_id FROM %s) x',
+                           c.event_table, c.ledger) INTO n;
+            RETURN NEXT is(n, 0::bigint, format('%s %s: every event has its key in the ledger', c.event_table, pass));
+            EXECUTE format('SELECT count(*) FROM (SELECT organization_id, transaction_id FROM %s '
+                           'EXCEPT ALL SELECT organization_id, transaction_id COLLATE "C" FROM %s) x',
+                           c.ledger, c.event_table) INTO n;
+            RETURN NEXT is(n, 0::bigint, format('%s %s: every key in the ledger has its event', c.event_table, pass));
+            FOR r IN SELECT rc.name FROM ingest.rollup_config rc WHERE rc.event_table = c.event_table ORDER BY 1 LOOP
+                RETURN NEXT is_empty(format('SELECT * FROM ingest.rollup_verify(%L, ''-infinity'', ''infinity'', %L)',
+                                            c.event_table, r.name),
+                                     format('%s %s: rollup %s equals the raw events', c.event_table, pass, r.name));
+            END LOOP;
+        END LOOP;
+    END LOOP;
+END $$;

@@ -64,3 +64,5 @@ SELECT regress.try($$SELECT ingest.create_event_table(NULL)$$);
 -- nothing half-made
 SELECT count(*) FROM pg_class WHERE relname LIKE 'e2%';
 SELECT count(*) FROM ingest.table_config WHERE event_table::text LIKE 'e2%';
+
+SELECT * FROM regress.invariants();

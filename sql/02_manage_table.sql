@@ -65,3 +65,5 @@ SELECT count(*) FROM ingest.run_maintenance('pm_events', dry_run => true);
 SELECT action FROM ingest.run_maintenance('pm_events');
 SELECT managed_by, partitions > 0 AS has_partitions FROM ingest.event_tables
  WHERE event_table = 'pm_events'::regclass;
+
+SELECT * FROM regress.invariants();

@@ -107,3 +107,5 @@ SELECT regress.try($$SELECT ingest.unmanage_table('ev')$$);
 -- DROP TABLE forgets the configuration
 DROP TABLE gap;
 SELECT count(*) FROM ingest.table_config WHERE event_table::text = 'gap';
+
+SELECT * FROM regress.invariants();

@@ -174,3 +174,5 @@ SET ROLE loader_role;
 SELECT regress.try($$SELECT * FROM ingest.load('ld', regress.csv(11, 'q', 1))$$);
 RESET ROLE;
 ALTER TABLE ld DISABLE ROW LEVEL SECURITY;
+
+SELECT * FROM regress.invariants();

@@ -46,3 +46,5 @@ COPY cp (organization_id, transaction_id, external_customer_id, code, value) FRO
 00000000-0000-0000-0000-000000000001,c9,cust,api,x
 \.
 SELECT count(*) FROM cp WHERE transaction_id IN ('c8', 'c9');
+
+SELECT * FROM regress.invariants();

@@ -76,3 +76,5 @@ SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'ingest_check
 SELECT ingest.partition_index_name('ix_old3', repeat('n', 60)) =
        ingest.partition_index_name('ix_old3', repeat('n', 59) || 'm') AS collide,
        octet_length(ingest.partition_index_name('ix_old3', repeat('n', 60))) <= 63 AS fits;
+
+SELECT * FROM regress.invariants();

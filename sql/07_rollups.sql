@@ -1,10 +1,6 @@
 -- Hourly usage rollups: every write path feeds them, exact at every
 -- snapshot, outliving raw retention.
 SELECT ingest.create_event_table('ru', premake => 1);
--- An hour of today (UTC) and of 3 days ago, as timestamps.
-CREATE FUNCTION regress.h(days int, hours int, minutes int DEFAULT 0) RETURNS timestamptz
-LANGUAGE sql AS $$ SELECT (regress.today() + days)::timestamp AT TIME ZONE 'UTC'
-                          + make_interval(hours => hours, mins => minutes) $$;
 CREATE FUNCTION regress.ev(tx text, cust text, code text, ts timestamptz, v text, d numeric DEFAULT NULL)
 RETURNS text LANGUAGE sql AS $$
     SELECT format('00000000-0000-0000-0000-0000000000aa,%s,%s,%s,%s,{},%s,%s', tx, cust, code, ts, v, d) $$;
@@ -173,3 +169,5 @@ SELECT loaded FROM ingest.load('rb', (SELECT string_agg(format('00000000-0000-00
                                         FROM generate_series(1, 70000) n));
 SELECT count(*) AS delta_rows FROM ingest_side.rb_deltas;
 SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', '-infinity', 'infinity');
+
+SELECT * FROM regress.invariants();

@@ -68,14 +68,13 @@ refuse_duplicate(IngestTable *t, const char *what)
 /*
  * Claim the keys of every row of src, as a unique index would: a key twice
  * among the rows, or stored already, is refused with 23505.  A key being
- * claimed by another transaction is waited for.
+ * claimed by another transaction is waited for.  Set operations, hashed:
+ * no plan here is quadratic in the rows of a statement.
  */
 void
 IngestClaimKeysStrict(IngestTable *t, const char *src)
 {
-	char	   *ledger = IngestQualifiedName(t->ledger);
-
-	exec_sql(t, psprintf("SELECT s.organization_id, s.transaction_id FROM %s s "
+	exec_sql(t, psprintf("SELECT s.organization_id, s.transaction_id COLLATE \"C\" FROM %s s "
 						 "GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1", src),
 			 SPI_OK_SELECT);
 	refuse_duplicate(t, "is given more than once");
@@ -86,12 +85,10 @@ IngestClaimKeysStrict(IngestTable *t, const char *src)
 						 "    FROM %s s ORDER BY 1, 2 "
 						 "  ON CONFLICT DO NOTHING "
 						 "  RETURNING k.organization_id, k.transaction_id) "
-						 "SELECT s.organization_id, s.transaction_id FROM %s s "
-						 " WHERE NOT EXISTS (SELECT 1 FROM claimed c "
-						 "                    WHERE c.organization_id = s.organization_id "
-						 "                      AND c.transaction_id = s.transaction_id COLLATE \"C\") "
-						 " LIMIT 1",
-						 ledger, src, src),
+						 "SELECT s.organization_id, s.transaction_id COLLATE \"C\" FROM %s s "
+						 "EXCEPT SELECT c.organization_id, c.transaction_id FROM claimed c "
+						 "LIMIT 1",
+						 IngestQualifiedName(t->ledger), src, src),
 			 SPI_OK_SELECT);
 	refuse_duplicate(t, "is stored already");
 }
@@ -141,22 +138,32 @@ IngestFeedDeltas(IngestTable *t, const char *src)
 			 SPI_OK_INSERT);
 }
 
-/* UPDATE: keys that changed move in the ledger; all hours touched go stale. */
+/* The keys of a transition table, in the ledger's collation. */
+#define KEYS_OF(tt) \
+	"SELECT x.organization_id, x.transaction_id COLLATE \"C\" AS transaction_id FROM " tt " x"
+
+/*
+ * UPDATE: keys that changed move in the ledger, payloads that changed are
+ * rehashed, and the hours of the old and the new rows go stale.
+ */
 static void
 changes_update(IngestTable *t)
 {
 	char	   *ledger = IngestQualifiedName(t->ledger);
 
-	exec_sql(t, psprintf("DELETE FROM %s k USING ("
-						 "  SELECT o.organization_id, o.transaction_id COLLATE \"C\" AS tx FROM ingest_old o "
-						 "  EXCEPT "
-						 "  SELECT n.organization_id, n.transaction_id COLLATE \"C\" FROM ingest_new n) g "
-						 " WHERE k.organization_id = g.organization_id AND k.transaction_id = g.tx",
+	/* keys gone, then keys new (most updates change none) */
+	exec_sql(t, psprintf("DELETE FROM %s k USING (" KEYS_OF("ingest_old") " EXCEPT "
+						 KEYS_OF("ingest_new") ") g "
+						 " WHERE k.organization_id = g.organization_id "
+						 "   AND k.transaction_id = g.transaction_id",
 						 ledger),
 			 SPI_OK_DELETE);
-	IngestClaimKeysStrict(t, "(SELECT n.* FROM ingest_new n WHERE NOT EXISTS ("
-						  "   SELECT 1 FROM ingest_old o WHERE o.organization_id = n.organization_id "
-						  "      AND o.transaction_id = n.transaction_id))");
+	if (exec_sql(t, KEYS_OF("ingest_new") " EXCEPT " KEYS_OF("ingest_old") " LIMIT 1",
+				 SPI_OK_SELECT) > 0)
+		IngestClaimKeysStrict(t, "(SELECT n.* FROM ingest_new n "
+							  "  JOIN (" KEYS_OF("ingest_new") " EXCEPT " KEYS_OF("ingest_old") ") g "
+							  "    ON g.organization_id = n.organization_id "
+							  "   AND g.transaction_id = n.transaction_id COLLATE \"C\")");
 	exec_sql(t, psprintf("UPDATE %s k SET payload_hash = n.h "
 						 "  FROM (SELECT n.organization_id, n.transaction_id COLLATE \"C\" AS tx, "
 						 "               ingest_side.payload_hash(n) AS h FROM ingest_new n) n "
@@ -164,8 +171,8 @@ changes_update(IngestTable *t)
 						 "   AND k.payload_hash <> n.h",
 						 ledger),
 			 SPI_OK_UPDATE);
-	IngestMarkStale(t, "ingest_old", true);
-	IngestMarkStale(t, "ingest_new", true);
+	IngestMarkStale(t, "(SELECT o.organization_id, o.\"timestamp\" FROM ingest_old o "
+					"  UNION ALL SELECT n.organization_id, n.\"timestamp\" FROM ingest_new n)", true);
 }
 
 /*

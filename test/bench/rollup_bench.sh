@@ -68,12 +68,12 @@ load() {
 echo "== backfill order: rollups off, then on, $COMPARE events"
 t_bf_off=$(load bf_off 0 "$ncompare" scatter)
 t_bf_on=$(load bf_on 0 "$ncompare" scatter)
-bf_deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas WHERE relid = 'bf_on'::regclass")
+bf_deltas=$(q -c "SELECT count(*) FROM ingest_side.bf_on_deltas")
 echo "== live order: rollups off, then on, $COMPARE events"
 t_off=$(load ev_off 0 "$ncompare")
 t_on=$(load ev_on 0 "$ncompare")
-live_deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas WHERE relid = 'ev_on'::regclass")
-deltas=$(q -c "SELECT count(*) FROM ingest_internal.rollup_deltas")
+live_deltas=$(q -c "SELECT count(*) FROM ingest_side.ev_on_deltas")
+deltas=$(q -c "SELECT (SELECT count(*) FROM ingest_side.ev_on_deltas) + (SELECT count(*) FROM ingest_side.bf_on_deltas)")
 t0=$(now)
 q -c "SELECT ingest.fold_rollups()" >/dev/null
 t_fold=$(echo "$(now) - $t0" | bc)
@@ -109,7 +109,7 @@ lat_raw=$(median "SELECT code, external_customer_id, count(*), sum(value::numeri
                      AND \"timestamp\" < date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day'
                    GROUP BY 1, 2")
 events=$(q -c "SELECT count(*) FROM ev_on")
-rollup_rows=$(q -c "SELECT count(*) FROM ingest_internal.rollup_hours")
+rollup_rows=$(q -c "SELECT count(*) FROM ingest_side.ev_on_rollup")
 
 rows=$(( ncompare * CHUNK ))
 out=$(cat <<EOT

@@ -1,0 +1,177 @@
+-- Every write path and operation keeps the key ledger equal to the stored
+-- events' keys and every rollup equal to the raw events: DELETE, UPDATE
+-- (key, timestamp across days, each measure and dimension), INSERT into a
+-- partition, MERGE, TRUNCATE of a partition and of the table, DETACH,
+-- ATTACH and DROP of a partition by hand.
+SELECT ingest.create_event_table('wp', premake => 1);
+SELECT ingest.create_rollup('wp', 'by_model', ARRAY['model']);
+SELECT building_xid IS NULL AS ready FROM ingest.rollup_config WHERE event_table = 'wp'::regclass AND name = 'by_model';
+SELECT ingest.fold_rollups('wp') >= 0 AS folded;
+SELECT building_xid IS NULL AS ready FROM ingest.rollup_config WHERE event_table = 'wp'::regclass AND name = 'by_model';
+
+-- a CSV row of organization ...aa
+CREATE FUNCTION regress.wp(tx text, cust text, code text, ts timestamptz, v float8,
+                           d numeric DEFAULT NULL, model text DEFAULT 'm1') RETURNS text
+LANGUAGE sql AS $$
+    SELECT format('00000000-0000-0000-0000-0000000000aa,%s,%s,%s,%s,"{""model"": ""%s""}",%s,%s',
+                  tx, cust, code, ts, model, v, d) $$;
+-- the keys in the ledger, and the events stored (key and day offset)
+CREATE FUNCTION regress.wp_keys() RETURNS text LANGUAGE sql AS $$
+    SELECT COALESCE(string_agg(transaction_id, ' ' ORDER BY transaction_id), '') FROM ingest_side.wp_keys $$;
+CREATE FUNCTION regress.wp_events() RETURNS text LANGUAGE sql AS $$
+    SELECT COALESCE(string_agg(transaction_id || '@' || ("timestamp" AT TIME ZONE 'UTC')::date - regress.today(),
+                               ' ' ORDER BY transaction_id), '') FROM wp $$;
+-- usage of today and tomorrow, per day
+CREATE FUNCTION regress.wp_usage(rollup text DEFAULT NULL)
+RETURNS TABLE(day int, code text, customer text, dims jsonb, events bigint, value_sum numeric,
+              decimal_sum numeric, value_min float8, value_max float8, latest_value float8)
+LANGUAGE sql AS $$
+    SELECT (bucket AT TIME ZONE 'UTC')::date - regress.today(), code, external_customer_id, dimensions,
+           events, value_sum, decimal_sum, value_min, value_max, latest_value
+      FROM ingest.usage('wp', '00000000-0000-0000-0000-0000000000aa', regress.h(0, 0), regress.h(2, 0),
+                        rollup => rollup, granularity => 'day') $$;
+-- the ledger equals the events and both rollups equal the raw events
+CREATE FUNCTION regress.wp_exact() RETURNS boolean LANGUAGE sql AS $$
+    SELECT regress.wp_keys() = (SELECT COALESCE(string_agg(transaction_id, ' ' ORDER BY transaction_id), '') FROM wp)
+       AND NOT EXISTS (SELECT FROM ingest.rollup_verify('wp', '-infinity', 'infinity'))
+       AND NOT EXISTS (SELECT FROM ingest.rollup_verify('wp', '-infinity', 'infinity', 'by_model')) $$;
+-- the name of the partition of day today + off
+CREATE FUNCTION regress.wp_part(off int) RETURNS text LANGUAGE sql AS $$
+    SELECT 'wp_p' || to_char(regress.today() + off, 'YYYYMMDD') $$;
+
+SELECT * FROM ingest.load('wp', concat_ws(E'\n',
+    regress.wp('e1', 'c1', 'api', regress.h(0, 1), 1, 1.5),
+    regress.wp('e2', 'c1', 'api', regress.h(0, 1, 30), 2, NULL, 'm2'),
+    regress.wp('e3', 'c2', 'tokens', regress.h(0, 2), 10, 2),
+    regress.wp('e4', 'c2', 'tokens', regress.h(0, 2, 30), 20)));
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT * FROM regress.wp_usage('by_model');
+
+-- DELETE frees the key: the corrected event, re-sent, is stored
+DELETE FROM wp WHERE transaction_id = 'e2';
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT * FROM ingest.load('wp', regress.wp('e2', 'c1', 'api', regress.h(0, 1, 30), 5, NULL, 'm2'));
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT ingest.fold_rollups('wp') > 0 AS folded, regress.wp_exact();
+SELECT * FROM regress.wp_usage('by_model');
+
+-- UPDATE of the key claims the new one and frees the old one
+UPDATE wp SET transaction_id = 'e9' WHERE transaction_id = 'e4';
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT loaded, duplicates FROM ingest.load('wp', regress.wp('e9', 'c2', 'tokens', regress.h(0, 2, 30), 20));
+SELECT loaded, duplicates FROM ingest.load('wp', regress.wp('e4', 'c2', 'tokens', regress.h(0, 3), 7));
+SELECT regress.wp_keys(), regress.wp_exact();
+-- as a unique index would: a key stored already, or given twice, is refused
+SELECT regress.try($$UPDATE wp SET transaction_id = 'e1' WHERE transaction_id = 'e9'$$);
+SELECT regress.try($$UPDATE wp SET transaction_id = 'dup' WHERE transaction_id IN ('e3', 'e9')$$);
+SELECT regress.wp_keys(), regress.wp_exact();
+
+-- UPDATE of the timestamp across days moves the event to tomorrow's
+-- partition, with its key
+UPDATE wp SET "timestamp" = "timestamp" + interval '1 day' WHERE transaction_id = 'e1';
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT loaded, duplicates, conflicts FROM ingest.load('wp', regress.wp('e1', 'c1', 'api', regress.h(0, 1), 1, 1.5));
+
+-- UPDATE of each measure and dimension moves its contribution
+UPDATE wp SET value = 100 WHERE transaction_id = 'e3';
+UPDATE wp SET decimal_value = 0.25 WHERE transaction_id = 'e2';
+UPDATE wp SET code = 'api' WHERE transaction_id = 'e9';
+UPDATE wp SET external_customer_id = 'c3' WHERE transaction_id = 'e4';
+UPDATE wp SET properties = '{"model": "m3"}' WHERE transaction_id = 'e3';
+SELECT regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT * FROM regress.wp_usage('by_model');
+SELECT ingest.fold_rollups('wp') > 0 AS folded, regress.wp_exact();
+SELECT * FROM regress.wp_usage('by_model');
+-- the ledger's payload follows the update: the new payload is a plain
+-- duplicate, the old one a conflict
+SELECT duplicates, conflicts FROM ingest.load('wp', regress.wp('e3', 'c2', 'tokens', regress.h(0, 2), 100, 2, 'm3'));
+SELECT duplicates, conflicts FROM ingest.load('wp', regress.wp('e3', 'c2', 'tokens', regress.h(0, 2), 10, 2));
+
+-- INSERT straight into a partition claims and feeds like INSERT into the
+-- table (a partition has no identity of its own: the id is given)
+SELECT regress.try(format($$INSERT INTO %I (id, organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+                           VALUES (1001, '00000000-0000-0000-0000-0000000000aa', 'p1', 'c1', 'api', %L, 3),
+                                  (1002, '00000000-0000-0000-0000-0000000000aa', 'e3', 'c1', 'api', %L, 3)$$,
+                          regress.wp_part(0), regress.h(0, 4), regress.h(0, 4)));
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+
+-- MERGE: matched rows updated or deleted, unmatched ones inserted with
+-- their keys claimed; inserting a stored key is refused
+MERGE INTO wp w
+USING (VALUES ('e9', 1), ('m1', 4), ('p1', 0)) s(tx, v)
+   ON w.organization_id = '00000000-0000-0000-0000-0000000000aa' AND w.transaction_id = s.tx
+ WHEN MATCHED AND s.v = 0 THEN DELETE
+ WHEN MATCHED THEN UPDATE SET value = s.v
+ WHEN NOT MATCHED THEN
+      INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+      VALUES ('00000000-0000-0000-0000-0000000000aa', s.tx, 'c1', 'api', regress.h(0, 5), s.v);
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT regress.try($$
+    MERGE INTO wp w USING (VALUES ('e3')) s(tx) ON false
+     WHEN NOT MATCHED THEN
+          INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp")
+          VALUES ('00000000-0000-0000-0000-0000000000aa', s.tx, 'c1', 'api', regress.h(0, 5))$$);
+SELECT regress.wp_keys(), regress.wp_exact();
+
+-- TRUNCATE of a partition: its events' keys are free, its hours recomputed
+SELECT regress.try(format('TRUNCATE %I', regress.wp_part(1)));
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT loaded FROM ingest.load('wp', regress.wp('e1', 'c1', 'api', regress.h(1, 1), 1, 1.5));
+
+-- DETACH by hand takes the partition's events out; ATTACH brings them back
+SELECT regress.try(format('ALTER TABLE wp DETACH PARTITION %I', regress.wp_part(1)));
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT regress.try(format('ALTER TABLE wp ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                          regress.wp_part(1), regress.h(1, 0), regress.h(2, 0)));
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+-- a table holding a stored key cannot come in
+SELECT regress.try(format('ALTER TABLE wp DETACH PARTITION %I', regress.wp_part(1)));
+SELECT regress.try(format($$INSERT INTO %I (id, organization_id, transaction_id, external_customer_id, code, "timestamp")
+                           VALUES (1003, '00000000-0000-0000-0000-0000000000aa', 'e3', 'c1', 'api', %L)$$,
+                          regress.wp_part(1), regress.h(1, 2)));
+SELECT regress.try(format('ALTER TABLE wp ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                          regress.wp_part(1), regress.h(1, 0), regress.h(2, 0)));
+SELECT regress.wp_keys(), regress.wp_exact();
+-- DETACH ... CONCURRENTLY commits halfway: refused
+SELECT regress.try(format('ALTER TABLE wp DETACH PARTITION %I CONCURRENTLY', regress.wp_part(0)));
+
+-- DROP of a partition by hand: its events' keys go
+SELECT regress.try(format('DELETE FROM %I WHERE transaction_id = %L', regress.wp_part(1), 'e3'));
+SELECT regress.try(format('ALTER TABLE wp ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                          regress.wp_part(1), regress.h(1, 0), regress.h(2, 0)));
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+SELECT regress.try(format('DROP TABLE %I', regress.wp_part(1)));
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+
+-- TRUNCATE of the table: every key is free, every hour recomputed
+TRUNCATE wp;
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+SELECT loaded FROM ingest.load('wp', concat_ws(E'\n',
+    regress.wp('e1', 'c1', 'api', regress.h(0, 1), 1, 1.5),
+    regress.wp('e2', 'c1', 'api', regress.h(0, 1, 30), 2, NULL, 'm2')));
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT * FROM regress.wp_usage();
+
+-- the side tables follow the table's owner, who then writes them
+CREATE ROLE wp_owner;
+ALTER TABLE wp OWNER TO wp_owner;
+SELECT DISTINCT pg_get_userbyid(c.relowner) AS side_owner
+  FROM ingest.table_config t
+  JOIN pg_class c ON c.oid IN (t.ledger, t.rollup_hours, t.rollup_deltas, t.rollup_stale, t.usage_view)
+ WHERE t.event_table = 'wp'::regclass;
+DELETE FROM wp WHERE transaction_id = 'e1';
+SELECT regress.wp_keys(), regress.wp_exact();
+
+SELECT * FROM regress.invariants();

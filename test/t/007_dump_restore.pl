@@ -1,0 +1,421 @@
+# pg_dump -Fc / pg_restore of a database with two managed tables, while the
+# worker runs in every database: table "a" with a rollup by a property key,
+# rejects and declared indexes; table "b" whose oldest rollup hours are older
+# than its raw retention.  Each restore exits 0 and brings back the same
+# events, ledger, rejects and usage; a replay of every stored event stores
+# nothing; the worker goes on managing the restored tables.  Then a dump
+# taken while loads run restores to a consistent database.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('dump');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.maintenance_interval = 1
+ingest.rollup_fold_interval = 1
+ingest.close_delay = 0
+max_worker_processes = 16
+});
+$node->start;
+
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+my @orgs = map { sprintf('00000000-0000-0000-0000-%012d', $_) } 1 .. 4;
+
+sub sql { my ($db, $q) = @_; return $node->safe_psql($db, $q); }
+sub poll
+{
+	my ($db, $query, $what) = @_;
+	ok($node->poll_query_until($db, $query), $what);
+}
+
+$node->safe_psql('postgres', 'CREATE DATABASE src');
+
+# Helpers, in the source database (a dump carries them along): UTC day
+# starts, one CSV line per event, and the events of each table.
+sql('src', q{
+	CREATE EXTENSION ingest;
+	CREATE FUNCTION d(off int) RETURNS timestamptz LANGUAGE sql STABLE
+		AS $$ SELECT ((now() AT TIME ZONE 'UTC')::date + off)::timestamp AT TIME ZONE 'UTC' $$;
+	-- attach a partition for UTC day today + off, named <table>_old<-off>
+	CREATE FUNCTION backdate(tbl regclass, off int) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		EXECUTE format('CREATE TABLE %I (LIKE %s)', tbl::text || '_old' || -off, tbl);
+		EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+					   tbl, tbl::text || '_old' || -off, d(off), d(off + 1));
+	END $$;
+	CREATE FUNCTION csv(org uuid, tx text, cust text, code text, ts timestamptz,
+						props jsonb, v float8, dv numeric) RETURNS text LANGUAGE sql STABLE
+		AS $$ SELECT format('%s,%s,%s,%s,%s,%s,%s,%s', org, tx, cust, code, ts,
+							'"' || replace(props::text, '"', '""') || '"', v, dv) $$;
+	-- every stored event of a table as one CSV payload
+	CREATE FUNCTION stored(tbl regclass) RETURNS text LANGUAGE plpgsql STABLE AS $$
+	DECLARE r text;
+	BEGIN
+		EXECUTE format('SELECT string_agg(csv(organization_id, transaction_id, external_customer_id, code,
+								"timestamp", properties, value, decimal_value), E''\n'') FROM %s', tbl) INTO r;
+		RETURN r;
+	END $$;
+	-- n events of organization "org", key prefix "pfx", every "step" from "t0"
+	CREATE FUNCTION gen(org int, pfx text, t0 timestamptz, step interval, n int) RETURNS text
+	LANGUAGE sql STABLE AS $$
+		SELECT string_agg(csv(format('00000000-0000-0000-0000-%s', lpad(org::text, 12, '0'))::uuid,
+							  pfx || '-' || org || '-' || i, 'c' || (i % 3),
+							  CASE WHEN i % 4 = 0 THEN 'tokens' ELSE 'api' END,
+							  t0 + i * step,
+							  CASE i % 4 WHEN 0 THEN '{"model": "m1"}' WHEN 1 THEN '{"model": "m2"}'
+										 WHEN 2 THEN '{"model": "m1", "region": "eu"}' ELSE '{}' END::jsonb,
+							  CASE WHEN i % 10 = 0 THEN NULL ELSE (i % 7) * 1.25 + org END,
+							  CASE WHEN i % 5 = 0 THEN NULL ELSE round(i / 3.0, 4) END), E'\n' ORDER BY i)
+		  FROM generate_series(1, n) i $$;
+	-- events of "b" on the day it will retire
+	CREATE FUNCTION b_old_events() RETURNS text LANGUAGE sql STABLE AS $$
+		SELECT gen(1, 'bo', d(-3), interval '37 minutes', 30) || E'\n'
+			|| gen(4, 'bo', d(-3), interval '41 minutes', 25) $$;
+	-- the state compared between databases
+	CREATE FUNCTION events_digest(tbl regclass) RETURNS text LANGUAGE plpgsql STABLE AS $$
+	DECLARE r text;
+	BEGIN
+		EXECUTE format('SELECT count(*) || '' '' || md5(COALESCE(string_agg(format(''%%s|%%s|%%s|%%s|%%s|%%s|%%s|%%s|%%s'',
+						   organization_id, transaction_id, external_customer_id, code, "timestamp", properties,
+						   value, decimal_value, created_at), E''\n'' ORDER BY organization_id, transaction_id COLLATE "C"), ''''))
+						FROM %s', tbl) INTO r;
+		RETURN r;
+	END $$;
+	CREATE FUNCTION ledger_digest(tbl regclass) RETURNS text LANGUAGE plpgsql STABLE AS $$
+	DECLARE r text;
+	BEGIN
+		EXECUTE format('SELECT count(*) || '' '' || md5(COALESCE(string_agg(format(''%%s|%%s|%%s'',
+						   organization_id, transaction_id, payload_hash), E''\n''
+						   ORDER BY organization_id, transaction_id COLLATE "C"), ''''))
+						FROM %s', (SELECT ledger FROM ingest.table_config WHERE event_table = tbl)) INTO r;
+		RETURN r;
+	END $$;
+	-- keys stored but not in the ledger, in the ledger but not stored, or
+	-- with another payload hash: empty when the ledger is exact
+	CREATE FUNCTION ledger_mismatch(tbl regclass) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+	DECLARE r bigint;
+	BEGIN
+		EXECUTE format('SELECT count(*) FROM (SELECT organization_id, transaction_id COLLATE "C" AS tx,
+							   ingest_side.payload_hash(e) AS h FROM %s e) e
+						  FULL JOIN %s k ON k.organization_id = e.organization_id AND k.transaction_id = e.tx
+						 WHERE e.h IS NULL OR k.payload_hash IS NULL OR k.payload_hash <> e.h',
+					   tbl, (SELECT ledger FROM ingest.table_config WHERE event_table = tbl)) INTO r;
+		RETURN r;
+	END $$;
+	CREATE FUNCTION rejects_digest() RETURNS text LANGUAGE sql STABLE AS $$
+		SELECT count(*) || E'\n' || COALESCE(string_agg(format('%s|%s|%s|%s|%s|%s|%s', event_table, source,
+				   line_number, raw, sqlstate, message, kind), E'\n' ORDER BY id), '')
+		  FROM ingest.rejects $$;
+	-- ingest.usage of one organization, by hour, for one rollup, as text
+	CREATE FUNCTION usage_text(tbl regclass, org text, lo timestamptz, hi timestamptz, ru text,
+							   gran text DEFAULT 'hour') RETURNS text LANGUAGE sql STABLE AS $$
+		SELECT COALESCE(string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', u.bucket, u.code,
+				   u.external_customer_id, u.dimensions, u.events, u.value_sum, u.decimal_sum,
+				   u.value_min, u.value_max, u.latest_value, u.latest_at), E'\n'
+				   ORDER BY u.bucket, u.code, u.external_customer_id, u.dimensions::text), '(none)')
+		  FROM ingest.usage(tbl, org::uuid, lo, hi, rollup => ru, granularity => gran) u $$;
+	CREATE FUNCTION verify_count(tbl regclass, ru text) RETURNS bigint LANGUAGE sql STABLE AS $$
+		SELECT count(*) FROM ingest.rollup_verify(tbl, '-infinity', 'infinity', ru) $$;
+});
+
+# Table "a": yesterday and today, a rollup by model, declared indexes.
+sql('src', q{SELECT ingest.create_event_table('a', premake => 1); SELECT backdate('a', -1)});
+my $r = sql('src', q{
+	-- 150 events an organization every 17 minutes from yesterday 00:00
+	SELECT string_agg(l::text, ' ' ORDER BY o)
+	  FROM generate_series(1, 3) o, ingest.load('a', gen(o, 'a', d(-1), interval '17 minutes', 150)) l;
+});
+is($r, '(150,0,0,0) (150,0,0,0) (150,0,0,0)', 'a: events of yesterday and today loaded');
+sql('src', q{SELECT ingest.create_rollup('a', 'by_model', ARRAY['model'])});
+$r = sql('src', q{
+	-- more after the rollup is declared, a duplicate, a conflict, bad rows
+	SELECT l::text FROM ingest.load('a', gen(1, 'a2', d(-1) + interval '30 minutes', interval '23 minutes', 80)
+		|| E'\n' || csv('00000000-0000-0000-0000-000000000002', 'a-2-5', 'c2', 'api', d(-1) + 5 * interval '17 minutes',
+						'{"model": "m2"}', 7.25, 1.6667)
+		|| E'\n' || split_part(gen(2, 'a', d(-1), interval '17 minutes', 6), E'\n', 6)
+		|| E'\n' || '00000000-0000-0000-0000-000000000003,bad-1,c1,api,' || d(0) || ',{},oops,'
+		|| E'\n' || csv('00000000-0000-0000-0000-000000000003', 'bad-2', 'c1', 'api', d(-10), '{}', 1, NULL)) l;
+});
+is($r, '(80,2,2,1)', 'a: one load with a duplicate, a conflict and two bad rows');
+# A bulk of today's events, so that a restore takes long enough for the
+# worker to come by meanwhile.
+$r = sql('src', q{
+	SELECT sum(l.loaded) FROM generate_series(1, 3) o,
+		ingest.load('a', gen(o, 'bulk', d(0), interval '2 seconds', 8000)) l;
+});
+is($r, '24000', 'a: a bulk of today loaded');
+sql('src', q{
+	SELECT ingest.add_index('a', ARRAY['(properties->>''model'')', 'timestamp'], name => 'model_ts');
+	SELECT ingest.add_index('a', ARRAY['code'], phase => 'always', name => 'code_always');
+});
+
+# Table "b": events three days ago, yesterday and today; then a two-day
+# retention retires the oldest day, whose hours stay in the rollup.
+sql('src', q{SELECT ingest.create_event_table('b', premake => 1);
+	SELECT backdate('b', -3); SELECT backdate('b', -1)});
+$r = sql('src', q{
+	SELECT string_agg(l::text, ' ' ORDER BY x) FROM (
+		SELECT 1 AS x, l FROM ingest.load('b', b_old_events()) l
+		UNION ALL SELECT 2, l FROM ingest.load('b', gen(1, 'b', d(-1), interval '29 minutes', 90)
+												 || E'\n' || gen(2, 'b', d(-1), interval '31 minutes', 90)) l
+		UNION ALL SELECT 3, l FROM ingest.load('b', '00000000-0000-0000-0000-000000000001,short,c1,api') l) s;
+});
+is($r, '(55,0,0,0) (180,0,0,0) (0,0,1,0)', 'b: events loaded, one short row rejected');
+
+poll('src', q{SELECT building_xid IS NULL FROM ingest.rollup_config
+			   WHERE event_table = 'a'::regclass AND name = 'by_model'},
+	'the worker builds the by_model rollup');
+poll('src', q{SELECT NOT EXISTS (SELECT FROM ingest_side.a_deltas) AND NOT EXISTS (SELECT FROM ingest_side.b_deltas)},
+	'the worker folds every delta');
+my $b_old_before = sql('src', qq{SELECT string_agg(usage_text('b', o, d(-3), d(-2), NULL), E'\n---\n' ORDER BY o)
+	FROM unnest('{$orgs[0],$orgs[3]}'::text[]) o});
+my $b_old_sums = qq{SELECT string_agg((SELECT sum(events) FROM ingest.usage('b', o, d(-3), d(-2)))::text, ' ' ORDER BY o)
+	FROM unnest('{$orgs[0],$orgs[3]}'::uuid[]) o};
+is(sql('src', $b_old_sums), '30 25', 'b: usage of the old day');
+
+sql('src', q{SELECT ingest.configure('b', retention => '2 days')});
+poll('src', q{SELECT NOT EXISTS (SELECT FROM pg_class WHERE relname = 'b_old3')},
+	'b: the worker retires the day past retention');
+is(sql('src', q{SELECT count(*) FILTER (WHERE "timestamp" < d(-2)) || ' ' || count(*) FROM b}), '0 180',
+	'b: its raw events are gone');
+is(sql('src', q{SELECT count(*) > 0 AND min(hour) < ingest_internal.raw_since('b')
+				 FROM ingest_side.b_rollup}),
+	't', 'b: its oldest rollup hours are older than its raw events');
+is(sql('src', qq{SELECT string_agg(usage_text('b', o, d(-3), d(-2), NULL), E'\n---\n' ORDER BY o)
+	FROM unnest('{$orgs[0],$orgs[3]}'::text[]) o}), $b_old_before,
+	'b: usage of the retired day still answers, from the rollup');
+is(sql('src', $b_old_sums), '30 25', 'b: the same sums');
+
+poll('src', q{SELECT count(*) > 0 AND bool_and(status = 'present' OR (status = 'deferred' AND phase = 'closed'))
+				AND bool_and(status = 'present') FILTER (WHERE partition = 'a_old1'::regclass)
+			   FROM ingest.indexes},
+	'the worker builds the declared indexes, those of closed days too');
+
+# What the source holds, to compare the restored databases with.
+my %want;
+for my $t ('a', 'b')
+{
+	$want{"events $t"} = sql('src', "SELECT events_digest('$t')");
+	$want{"ledger $t"} = sql('src', "SELECT ledger_digest('$t')");
+}
+is(sql('src', q{SELECT ledger_mismatch('a') || ' ' || ledger_mismatch('b')}), '0 0',
+	'source: the ledgers hold exactly the stored keys');
+$want{rejects} = sql('src', 'SELECT rejects_digest()');
+like($want{rejects}, qr/^4\n/, 'source: four rejects (a conflict, two bad rows, a short row)');
+$want{config} = sql('src', q{
+	SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, retention, premake, ledger, rollup_hours), E'\n'
+					  ORDER BY event_table::text) FROM ingest.table_config});
+$want{rollups} = sql('src', q{
+	SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, name, dimensions, known_from, building_xid), E'\n'
+					  ORDER BY event_table::text, name) FROM ingest.rollup_config});
+$want{index_config} = sql('src', q{
+	SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, name, columns, method, phase), E'\n'
+					  ORDER BY event_table::text, name) FROM ingest.index_config});
+my $indexes_q = q{SELECT string_agg(format('%s|%s|%s', partition, name, status), E'\n'
+								   ORDER BY partition::text, name) FROM ingest.indexes};
+$want{indexes} = sql('src', $indexes_q);
+my $pg_indexes_q = q{SELECT string_agg(indexdef, E'\n' ORDER BY indexdef) FROM pg_indexes
+					  WHERE schemaname IN ('public', 'ingest_side')};
+$want{pg_indexes} = sql('src', $pg_indexes_q);
+my @usage_q;
+for my $o (@orgs)
+{
+	push @usage_q, [ "a $o default", "SELECT usage_text('a', '$o', d(-1), d(2), NULL)" ],
+	  [ "a $o by_model", "SELECT usage_text('a', '$o', d(-1), d(2), 'by_model')" ],
+	  [ "a $o by_model daily", "SELECT usage_text('a', '$o', d(-1), d(2), 'by_model', 'day')" ],
+	  [ "b $o default", "SELECT usage_text('b', '$o', d(-5), d(2), NULL)" ],
+	  [ "b $o total", "SELECT usage_text('b', '$o', d(-5), d(2), NULL, 'total')" ],
+	  [ "b $o retired day", "SELECT usage_text('b', '$o', d(-3), d(-2), NULL)" ];
+}
+$want{"usage $_->[0]"} = sql('src', $_->[1]) for @usage_q;
+is(sql('src', q{SELECT verify_count('a', 'default') || ' ' || verify_count('a', 'by_model') || ' '
+				|| verify_count('b', 'default')}), '0 0 0', 'source: the rollups agree with the raw events');
+is($want{"usage b $orgs[3] retired day"}, (split /\n---\n/, $b_old_before)[1],
+	'source: an organization known only from retired hours has usage');
+
+poll('src', q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker'
+								AND datname = current_database())},
+	'the worker runs in the source database');
+
+# Dump; restore while the worker runs in both databases.
+sub run_cmd
+{
+	my @cmd = @_;
+	my ($out, $err) = ('', '');
+	my $ok = IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
+	return ($ok, $err);
+}
+
+sub dump_src
+{
+	my ($file) = @_;
+	my ($ok, $err) = run_cmd('pg_dump', '-Fc', '-f', $file, '-d', $node->connstr('src'));
+	ok($ok, "pg_dump to $file exits 0" . ($ok ? '' : ": $err"));
+	is($err, '', "pg_dump to $file writes no message");
+}
+
+# Restore into a new database; returns whether the database's worker was
+# seen while pg_restore ran.
+sub restore
+{
+	my ($file, $db, @opts) = @_;
+	$node->safe_psql('postgres', "CREATE DATABASE $db TEMPLATE template0");
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start([ 'pg_restore', @opts, '-d', $node->connstr($db), $file ],
+		'>', \$out, '2>', \$err);
+	my $seen = 0;
+	while ($h->pumpable)
+	{
+		$seen ||= $node->safe_psql('postgres', qq{SELECT count(*) FROM pg_stat_activity
+			WHERE backend_type = 'ingest worker' AND datname = '$db'});
+		$h->pump_nb;
+		usleep(20_000);
+	}
+	my $ok = $h->finish;
+	ok($ok, "pg_restore @opts into $db exits 0" . ($ok ? '' : ": $err"));
+	is($err, '', "pg_restore into $db writes no message");
+	return $seen;
+}
+
+my $dump = "$tmp/src.dump";
+dump_src($dump);
+
+my $seen_during = 0;
+my $n = 0;
+for my $opts ([], [], [ '-j', '4' ])
+{
+	my $db = 'dst' . ++$n;
+	my $seen = restore($dump, $db, @$opts);
+	note("$db: the worker was " . ($seen ? '' : 'not ') . 'seen during the restore');
+	$seen_during += $seen ? 1 : 0;
+
+	# The data, exactly.
+	for my $t ('a', 'b')
+	{
+		is(sql($db, "SELECT events_digest('$t')"), $want{"events $t"}, "$db: the events of $t");
+		is(sql($db, "SELECT ledger_digest('$t')"), $want{"ledger $t"}, "$db: the ledger of $t");
+		is(sql($db, "SELECT ledger_mismatch('$t')"), '0', "$db: the ledger of $t holds exactly the stored keys");
+	}
+	is(sql($db, 'SELECT rejects_digest()'), $want{rejects}, "$db: the rejects");
+	is(sql($db, q{SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, retention, premake, ledger, rollup_hours), E'\n'
+					  ORDER BY event_table::text) FROM ingest.table_config}), $want{config},
+		"$db: the table configuration names the restored side tables");
+	is(sql($db, q{SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, name, dimensions, known_from, building_xid), E'\n'
+					  ORDER BY event_table::text, name) FROM ingest.rollup_config}), $want{rollups},
+		"$db: the rollups, built, known from the same hour");
+	is(sql($db, q{SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, name, columns, method, phase), E'\n'
+					  ORDER BY event_table::text, name) FROM ingest.index_config}), $want{index_config},
+		"$db: the declared indexes");
+	is(sql($db, q{SELECT verify_count('a', 'default') || ' ' || verify_count('a', 'by_model') || ' '
+				|| verify_count('b', 'default')}), '0 0 0', "$db: the rollups agree with the raw events");
+	my @diff = grep { sql($db, $_->[1]) ne $want{"usage $_->[0]"} } @usage_q;
+	is(join(', ', map { $_->[0] } @diff), '', "$db: usage equals the source's for every organization and rollup");
+	is(sql($db, $usage_q[5][1]), $want{"usage b $orgs[0] retired day"},
+		"$db: usage of b's retired day, from the rollup");
+
+	# The worker takes the restored tables back.
+	poll($db, q{SELECT ingest_internal.ready('a') AND ingest_internal.ready('b')},
+		"$db: the restored tables are ready");
+	poll($db, q{SELECT count(*) = 2 FROM ingest.event_tables WHERE last_maintenance IS NOT NULL},
+		"$db: the worker maintains both restored tables");
+	poll($db, "SELECT ($indexes_q) = \$\$$want{indexes}\$\$", "$db: every declared index is in place");
+	is(sql($db, $pg_indexes_q), $want{pg_indexes}, "$db: the same indexes as the source");
+
+	# A replay of every stored event stores nothing; a new one is stored.
+	is(sql($db, q{SELECT l::text FROM ingest.load('a', stored('a')) l}), '(0,24530,0,0)',
+		"$db: a replay of a stores nothing, with no conflict");
+	is(sql($db, q{SELECT l::text FROM ingest.load('b', stored('b')) l}), '(0,180,0,0)',
+		"$db: a replay of b stores nothing, with no conflict");
+	is(sql($db, q{SELECT l::text FROM ingest.load('b', b_old_events()) l}), '(0,0,55,0)',
+		"$db: events of b's retired day are set aside, not stored again");
+	is(sql($db, "SELECT events_digest('a') || ' ' || events_digest('b')"),
+		"$want{'events a'} $want{'events b'}", "$db: the replays changed no event");
+	is(sql($db, "SELECT count(*) FROM ingest.rejects"), 4 + 55, "$db: only the retired day's events were rejected");
+	is(sql($db, q{SELECT l::text FROM ingest.load('a', csv('00000000-0000-0000-0000-000000000001', 'new-1', 'c1',
+					'api', d(0) + interval '1 minute', '{"model": "m9"}', 2, NULL)) l}), '(1,0,0,0)',
+		"$db: a new event is stored");
+	is(sql($db, q{SELECT ledger_mismatch('a') || ' ' || ledger_mismatch('b')}), '0 0',
+		"$db: the ledgers still hold exactly the stored keys");
+	poll($db, q{SELECT NOT EXISTS (SELECT FROM ingest_side.a_deltas)}, "$db: the worker folds the new event");
+	is(sql($db, q{SELECT count(*) FROM ingest.rollup_verify('a', d(0), d(0) + interval '1 hour')}) . ' '
+		. sql($db, q{SELECT count(*) FROM ingest.rollup_verify('a', d(0), d(0) + interval '1 hour', 'by_model')}),
+		'0 0', "$db: the rollups of its hour still agree with the raw events");
+	is(sql($db, qq{SELECT count(*) FROM ingest.usage('a', '$orgs[0]', d(0), d(0) + interval '1 hour',
+					 rollup => 'by_model') WHERE dimensions = '{"model": "m9"}' AND events = 1 AND value_sum = 2}),
+		'1', "$db: usage counts the new event once");
+	is(sql($db, $usage_q[3][1]), $want{"usage $usage_q[3][0]"}, "$db: b's usage is unchanged by the replays");
+
+	# The worker makes partitions for a larger premake and retires a day
+	# attached past retention.
+	sql($db, q{SELECT ingest.configure('a', premake => 3); SELECT backdate('b', -6)});
+	poll($db, q{SELECT newest_day = (now() AT TIME ZONE 'UTC')::date + 3 FROM ingest.event_tables
+				 WHERE event_table = 'a'::regclass}, "$db: the worker premakes days of the restored table");
+	poll($db, q{SELECT NOT EXISTS (SELECT FROM pg_class WHERE relname = 'b_old6')},
+		"$db: the worker retires a day past the restored table's retention");
+	is(sql($db, q{SELECT count(*) FROM ingest.maintenance_log WHERE status = 'error'}), '0',
+		"$db: no maintenance action failed");
+	is(sql($db, q{SELECT string_agg(DISTINCT action, ',' ORDER BY action) FROM ingest.maintenance_log
+				   WHERE status = 'ok' AND relid = 'b'::regclass AND action IN ('detach', 'drop')}),
+		'detach,drop', "$db: the retirement is logged");
+	is(sql($db, q{SELECT count(*) FROM ingest.event_tables WHERE consecutive_failures > 0 OR last_sqlstate IS NOT NULL}),
+		'0', "$db: the tables are healthy");
+}
+cmp_ok($seen_during, '>', 0, 'the worker of a database being restored was seen during its restore');
+is(sql('src', q{SELECT count(*) FROM ingest.maintenance_log WHERE status = 'error'}), '0',
+	'source: no maintenance action failed');
+
+# A dump taken while loads run: 200 loads of 500 new events each, one
+# transaction each.
+my $loader = $node->background_psql('src');
+$loader->query_until(qr/started/, q{
+	\echo started
+	DO $$
+	BEGIN
+		FOR i IN 1..200 LOOP
+			PERFORM ingest.load('a', gen(1 + i % 3, 'live' || i, d(0) + i * interval '10 seconds',
+										interval '10 milliseconds', 500));
+			COMMIT;
+			PERFORM pg_sleep(0.02);
+		END LOOP;
+	END $$;
+	\echo finished
+});
+poll('src', q{SELECT count(*) >= 5000 FROM a WHERE transaction_id LIKE 'live%'}, 'the live loads are under way');
+my $live_dump = "$tmp/live.dump";
+dump_src($live_dump);
+my $live_after = sql('src', q{SELECT count(*) FROM a WHERE transaction_id LIKE 'live%'});
+restore($live_dump, 'dst_live');
+my $live_in_dump = sql('dst_live', q{SELECT count(*) FROM a WHERE transaction_id LIKE 'live%'});
+ok($live_in_dump > 0 && $live_in_dump < 100000 && $live_in_dump % 500 == 0,
+	"the dump holds whole loads only, part of them ($live_in_dump events)");
+cmp_ok($live_after, '<', 100000, 'the loads were still running when the dump was done');
+is(sql('dst_live', q{SELECT ledger_mismatch('a') || ' ' || ledger_mismatch('b')}), '0 0',
+	'live dump: the ledgers hold exactly the stored keys');
+is(sql('dst_live', q{SELECT (SELECT count(*) FROM a) - (SELECT count(*) FROM ingest_side.a_keys)}), '0',
+	'live dump: as many keys as events');
+is(sql('dst_live', q{SELECT verify_count('a', 'default') || ' ' || verify_count('a', 'by_model') || ' '
+			|| verify_count('b', 'default')}), '0 0 0', 'live dump: the rollups agree with the raw events');
+is(sql('dst_live', q{SELECT sum(events) FROM ingest.usage('a', '00000000-0000-0000-0000-000000000002',
+					  d(-1), d(2))}),
+	sql('dst_live', q{SELECT count(*) FROM a WHERE organization_id = '00000000-0000-0000-0000-000000000002'}),
+	'live dump: usage counts every restored event once');
+my $stored_a = sql('dst_live', 'SELECT count(*) FROM a');
+is(sql('dst_live', q{SELECT l::text FROM ingest.load('a', stored('a')) l}), "(0,$stored_a,0,0)",
+	'live dump: a replay of every restored event stores nothing');
+poll('dst_live', q{SELECT count(*) = 2 FROM ingest.event_tables WHERE last_maintenance IS NOT NULL},
+	'live dump: the worker maintains the restored tables');
+
+$loader->query_until(qr/finished/, '');
+$loader->quit;
+is(sql('src', q{SELECT count(*) FROM a WHERE transaction_id LIKE 'live%'}), '100000', 'the live loads all finished');
+is(sql('src', q{SELECT ledger_mismatch('a')}), '0', 'source: the ledger is still exact after the live loads');
+
+ok(!$node->log_contains('terminated by signal'), 'no backend crashed');
+$node->stop;
+done_testing();
