@@ -6,10 +6,9 @@
  *
  * The fold itself is SQL (ingest_internal.fold): merge committed deltas,
  * recompute stale hours from raw events, build new rollups.  A new rollup
- * is built like CREATE INDEX CONCURRENTLY's second phase: once no snapshot
- * taken before its creation committed is left, every writer that could
- * have missed it has finished, and the raw events of a fresh snapshot plus
- * the deltas of later writers are exact.
+ * is built like CREATE INDEX CONCURRENTLY's later phases: once every
+ * writer that could have missed it has finished, the raw events of a fresh
+ * snapshot plus the deltas of later writers are exact.
  *
  *-------------------------------------------------------------------------
  */
@@ -69,28 +68,41 @@ IngestFoldRollups(void)
 }
 
 
-PG_FUNCTION_INFO_V1(ingest_older_snapshots);
+PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
 
 /*
- * ingest_internal.older_snapshots(xid): does another backend of this
- * database hold a snapshot that may not see transaction xid as committed?
- * Such a snapshot's xmin is at most xid.  An xid from another cluster (a
- * restored configuration) is past this one's next xid: nothing waits.
+ * ingest_internal.rollup_build_ready(created, horizon): has every writer
+ * that may have missed a rollup created by transaction "created" ended?
+ *   - no other backend of this database holds a snapshot that may not see
+ *	   "created" as committed (such a snapshot's xmin is at most "created"):
+ *	   a REPEATABLE READ writer, or a statement under way;
+ *   - no transaction with an xid below "horizon" is running: one that wrote
+ *	   before the rollup existed and has not committed yet, whose next
+ *	   statement would feed it but whose earlier rows were not.
+ * A writer whose first write comes later reads the rollups after it has an
+ * xid (the loader assigns it first), so it either feeds the new rollup or
+ * is caught here.  Transaction ids from another cluster (a restored
+ * configuration) are past this one's next xid: nothing waits for them.
  */
 Datum
-ingest_older_snapshots(PG_FUNCTION_ARGS)
+ingest_rollup_build_ready(PG_FUNCTION_ARGS)
 {
-	FullTransactionId fxid = PG_GETARG_FULLTRANSACTIONID(0);
+	FullTransactionId created = PG_GETARG_FULLTRANSACTIONID(0);
+	FullTransactionId horizon = PG_GETARG_FULLTRANSACTIONID(1);
+	FullTransactionId next = ReadNextFullTransactionId();
 	VirtualTransactionId *vxids;
+	TransactionId oldest;
 	int			n;
 	int			i;
 
-	if (!FullTransactionIdPrecedes(fxid, ReadNextFullTransactionId()))
-		PG_RETURN_BOOL(false);
-	vxids = GetCurrentVirtualXIDs(XidFromFullTransactionId(fxid), true, false,
+	if (!FullTransactionIdPrecedes(created, next) || !FullTransactionIdPrecedesOrEquals(horizon, next))
+		PG_RETURN_BOOL(true);
+	vxids = GetCurrentVirtualXIDs(XidFromFullTransactionId(created), true, false,
 								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
 	for (i = 0; i < n; i++)
 		if (VirtualTransactionIdIsValid(vxids[i]))
-			PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(false);
+			PG_RETURN_BOOL(false);
+	oldest = GetOldestActiveTransactionId();
+	PG_RETURN_BOOL(!TransactionIdIsValid(oldest) ||
+				   !TransactionIdPrecedes(oldest, XidFromFullTransactionId(horizon)));
 }

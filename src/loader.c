@@ -403,6 +403,12 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len,
 								  st.econtext);
 	st.owner = IngestExtensionOwner();
+	/*
+	 * An xid before the table's rollups are read: a rollup created after
+	 * that read waits for this transaction to end before it is built
+	 * (ingest_internal.rollup_build_ready).
+	 */
+	(void) GetCurrentTransactionId();
 	st.ledger = IngestLedgerBegin(rel, t, estate);
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
 	st.rollup = IngestRollupBegin(rel, t, estate);

@@ -156,8 +156,10 @@ CREATE TABLE ingest.rollup_config (
     dimensions  text[] NOT NULL DEFAULT '{}',
     known_from  timestamptz,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    -- set while the rollup is being built: the creating transaction
+    -- set while the rollup is being built: the creating transaction, and
+    -- the next xid when a fold first saw it committed
     building_xid xid8,
+    building_horizon xid8,
     PRIMARY KEY (event_table, name)
 );
 SELECT pg_catalog.pg_extension_config_dump('ingest.rollup_config', '');

@@ -112,13 +112,17 @@ AS $$
            + interval '1 hour'
 $$;
 
--- True while another session holds a snapshot that may not see transaction
--- xid as committed (a rollup created by it is then still being built).
-CREATE OR REPLACE FUNCTION ingest_internal.older_snapshots(xid xid8)
+-- Can a rollup created by transaction "created" be built now?  Only when
+-- every writer that could have missed it has ended: no other session holds
+-- a snapshot that may not see "created" as committed, and no transaction
+-- that had an xid before "horizon" (the next xid when a fold first saw
+-- "created" committed) is running: it may have written before the rollup
+-- existed, in a statement that fed only the rollups it knew.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_build_ready(created xid8, horizon xid8)
 RETURNS boolean
 LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'ingest_older_snapshots';
+AS 'MODULE_PATHNAME', 'ingest_rollup_build_ready';
 
 -- The rollup rows of one rollup over whole hours [lo, hi) (one organization
 -- or all, NULL), as a reader must take them: folded rows and deltas where
@@ -228,13 +232,19 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
 
-    -- 2. Rollups being built, once no snapshot that may have missed their
-    -- creation is left: every writer since feeds them, so the raw events of
-    -- this snapshot plus later deltas are exact.
-    FOR r IN SELECT rc.name, rc.building_xid FROM ingest.rollup_config rc
+    -- 2. Rollups being built, once every writer that may have missed their
+    -- creation has ended: every writer since feeds them, so the raw events
+    -- of this snapshot plus later deltas are exact.
+    FOR r IN SELECT rc.name, rc.building_xid, rc.building_horizon FROM ingest.rollup_config rc
               WHERE rc.event_table = tbl AND rc.building_xid IS NOT NULL ORDER BY rc.name
     LOOP
-        CONTINUE WHEN ingest_internal.older_snapshots(r.building_xid);
+        IF r.building_horizon IS NULL THEN
+            -- every xid assigned so far is below our own
+            r.building_horizon := pg_current_xact_id();
+            UPDATE ingest.rollup_config rc SET building_horizon = r.building_horizon
+             WHERE rc.event_table = tbl AND rc.name = r.name;
+        END IF;
+        CONTINUE WHEN NOT ingest_internal.rollup_build_ready(r.building_xid, r.building_horizon);
         EXECUTE format($q$
             WITH gone_d AS (DELETE FROM %1$s d WHERE d.rollup = $2 RETURNING 1),
             gone_h AS (DELETE FROM %2$s h WHERE h.rollup = $2 RETURNING 1),
@@ -246,7 +256,8 @@ BEGIN
           USING tbl, r.name, since;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
-        UPDATE ingest.rollup_config rc SET building_xid = NULL, known_from = COALESCE(since, rc.known_from)
+        UPDATE ingest.rollup_config rc
+           SET building_xid = NULL, building_horizon = NULL, known_from = COALESCE(since, rc.known_from)
          WHERE rc.event_table = tbl AND rc.name = r.name;
     END LOOP;
 
