@@ -92,6 +92,29 @@ AS $$
               FROM st WHERE st.org IS NOT NULL GROUP BY st.org) o$q$, src)
 $$;
 
+-- The raw events of table "tbl" in the stale pieces "pieces" (a FROM item
+-- of stale_pieces_sql rows), as a FROM item aliased e: every organization's
+-- ranges by time; one organization's hours as a hashed set, in one scan
+-- of their span, however many organizations an UPDATE or DELETE touched.
+CREATE OR REPLACE FUNCTION ingest_internal.stale_events_sql(tbl regclass, pieces text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$(
+        SELECT e.* FROM (SELECT p.r FROM %2$s p WHERE p.org IS NULL) p
+         CROSS JOIN LATERAL (SELECT e.* FROM %1$s e
+                              WHERE e."timestamp" >= lower(p.r) AND e."timestamp" < upper(p.r)) e
+        UNION ALL
+        SELECT e.* FROM %1$s e,
+               (SELECT min(lower(p.r)) AS lo, max(upper(p.r)) AS hi FROM %2$s p WHERE p.org IS NOT NULL) s
+         WHERE e."timestamp" >= s.lo AND e."timestamp" < s.hi
+           AND (e.organization_id, pg_catalog.date_trunc('hour', e."timestamp", 'UTC')) IN (
+                SELECT p.org, h FROM %2$s p,
+                       pg_catalog.generate_series(lower(p.r), upper(p.r) - interval '1 hour', interval '1 hour') h
+                 WHERE p.org IS NOT NULL))$q$, tbl, pieces)
+$$;
+
 -- The earliest instant whose raw events are still retained.
 CREATE OR REPLACE FUNCTION ingest_internal.raw_since(tbl regclass)
 RETURNS timestamptz
@@ -173,10 +196,8 @@ BEGIN
         UNION ALL
         SELECT * FROM (%3$s) raw$q$,
         cfg.rollup_hours, cfg.rollup_deltas,
-        ingest_internal.rollup_agg_sql(
-            format('(SELECT e.* FROM %s e JOIN pieces p ON e."timestamp" <@ p.r '
-                   'AND (p.org IS NULL OR p.org = e.organization_id))', tbl),
-            'rc.name = $2 AND ' || scope),
+        ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'),
+                                       'rc.name = $2 AND ' || scope),
         ingest_internal.stale_pieces_sql(
             format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
                    'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale)))
@@ -192,6 +213,8 @@ CREATE OR REPLACE FUNCTION ingest_internal.fold(tbl regclass, wait boolean DEFAU
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- compiling its large plans costs more than it saves
+SET jit = off
 AS $$
 DECLARE
     cfg   ingest.table_config;
@@ -216,17 +239,25 @@ BEGIN
     EXECUTE format($q$
         WITH marks AS (DELETE FROM %1$s x RETURNING x.*),
         pieces AS (%5$s),
-        gone_h AS (DELETE FROM %2$s h USING pieces p
-                    WHERE (p.org IS NULL OR p.org = h.organization_id) AND h.hour <@ p.r RETURNING 1),
-        gone_d AS (DELETE FROM %3$s d USING pieces p
-                    WHERE (p.org IS NULL OR p.org = d.organization_id) AND d.hour <@ p.r RETURNING 1),
+        -- one organization's hours, and every organization's ranges: disjoint
+        org_hours AS (SELECT p.org, h FROM pieces p,
+                             generate_series(lower(p.r), upper(p.r) - interval '1 hour', interval '1 hour') h
+                       WHERE p.org IS NOT NULL),
+        all_orgs AS (SELECT p.r FROM pieces p WHERE p.org IS NULL),
+        gone_h1 AS (DELETE FROM %2$s h USING org_hours o
+                     WHERE h.organization_id = o.org AND h.hour = o.h RETURNING 1),
+        gone_h2 AS (DELETE FROM %2$s h USING all_orgs a
+                     WHERE h.hour >= lower(a.r) AND h.hour < upper(a.r) RETURNING 1),
+        gone_d1 AS (DELETE FROM %3$s d USING org_hours o
+                     WHERE d.organization_id = o.org AND d.hour = o.h RETURNING 1),
+        gone_d2 AS (DELETE FROM %3$s d USING all_orgs a
+                     WHERE d.hour >= lower(a.r) AND d.hour < upper(a.r) RETURNING 1),
         raw AS (%4$s)
         INSERT INTO %2$s
-        SELECT raw.* FROM raw, (SELECT count(*) FROM gone_h) a, (SELECT count(*) FROM gone_d) b$q$,
+        SELECT raw.* FROM raw, (SELECT count(*) FROM gone_h1) a, (SELECT count(*) FROM gone_h2) b,
+                               (SELECT count(*) FROM gone_d1) c, (SELECT count(*) FROM gone_d2) d$q$,
         cfg.rollup_stale, cfg.rollup_hours, cfg.rollup_deltas,
-        ingest_internal.rollup_agg_sql(
-            format('(SELECT e.* FROM %s e JOIN pieces p ON e."timestamp" <@ p.r '
-                   'AND (p.org IS NULL OR p.org = e.organization_id))', tbl), 'true'),
+        ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'), 'true'),
         ingest_internal.stale_pieces_sql('marks'))
       USING tbl;
     GET DIAGNOSTICS n = ROW_COUNT;

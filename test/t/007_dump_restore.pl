@@ -11,7 +11,6 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
-use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('dump');
 $node->init;
@@ -248,7 +247,7 @@ sub usage_of
 my $want_usage = usage_of('src');
 is($want_usage->{"b $orgs[3] retired day"}, (split /\n---\n/, $b_old_before)[1],
 	'source: an organization known only from retired hours has usage');
-is(scalar(grep { $want_usage->{$_->[0]} eq '(none)' } @usage), 3 + 3 + 2,
+is(scalar(grep { $want_usage->{$_->[0]} eq '(none)' } @usage), 3 + 4,
 	'source: usage is empty only where no event was');
 my $verify_q = q{SELECT verify_count('a', 'default') || ' ' || verify_count('a', 'by_model') || ' '
 				 || verify_count('b', 'default')};
@@ -356,6 +355,8 @@ for my $mode ('plain', 'sections', 'parallel')
 	is(sql($db, q{SELECT ledger_mismatch('a') || ' ' || ledger_mismatch('b')}), '0 0',
 		"$db: the ledgers still hold exactly the stored keys");
 	poll($db, q{SELECT NOT EXISTS (SELECT FROM ingest_side.a_deltas)}, "$db: the worker folds the new event");
+	note(sql($db, q{SELECT string_agg(format('%s %s %s %s %s %s', to_char(logged_at, 'HH24:MI:SS.MS'), run_id, event_table, action, partition, status), E'\n' ORDER BY id) FROM ingest.maintenance_log})); # DEBUG
+	note(sql($db, q{SELECT now()})); # DEBUG
 	is(sql($db, q{SELECT count(*) FROM ingest.rollup_verify('a', d(0), d(0) + interval '1 hour')}) . ' '
 		. sql($db, q{SELECT count(*) FROM ingest.rollup_verify('a', d(0), d(0) + interval '1 hour', 'by_model')}),
 		'0 0', "$db: the rollups of its hour still agree with the raw events");
