@@ -355,8 +355,6 @@ for my $mode ('plain', 'sections', 'parallel')
 	is(sql($db, q{SELECT ledger_mismatch('a') || ' ' || ledger_mismatch('b')}), '0 0',
 		"$db: the ledgers still hold exactly the stored keys");
 	poll($db, q{SELECT NOT EXISTS (SELECT FROM ingest_side.a_deltas)}, "$db: the worker folds the new event");
-	note(sql($db, q{SELECT string_agg(format('%s %s %s %s %s %s', to_char(logged_at, 'HH24:MI:SS.MS'), run_id, event_table, action, partition, status), E'\n' ORDER BY id) FROM ingest.maintenance_log})); # DEBUG
-	note(sql($db, q{SELECT now()})); # DEBUG
 	is(sql($db, q{SELECT count(*) FROM ingest.rollup_verify('a', d(0), d(0) + interval '1 hour')}) . ' '
 		. sql($db, q{SELECT count(*) FROM ingest.rollup_verify('a', d(0), d(0) + interval '1 hour', 'by_model')}),
 		'0 0', "$db: the rollups of its hour still agree with the raw events");
