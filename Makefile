@@ -21,10 +21,11 @@ OBJS = \
 	src/rollupfeed.o \
 	src/managed.o \
 	src/changes.o \
-	src/partddl.o \
+	src/tableddl.o \
 	src/cmdstack.o \
 	src/fold.o \
-	src/usage.o
+	src/usage.o \
+	src/indexdecl.o
 
 # The library acts on the SQL objects of its own version only.
 PG_CPPFLAGS = -DINGEST_VERSION=\"$(EXTVERSION)\"

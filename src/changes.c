@@ -19,7 +19,7 @@
  * A stale hour is recomputed from raw events by the next fold (a rollup's
  * min, max and latest cannot be subtracted); until then readers take it
  * from raw events.  Everything runs in the writer's transaction, as the
- * table's owner.  partddl.c uses the same steps for partitions attached,
+ * table's owner.  tableddl.c uses the same steps for partitions attached,
  * detached or dropped by hand.
  *
  *-------------------------------------------------------------------------
@@ -248,4 +248,56 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 	IngestOwnerPop(&scope);
 	SPI_finish();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * The same steps for SQL callers (adopting a table, retention), on the
+ * rows of relation "src", as the table's owner.
+ */
+static void
+side_state_of(Oid relid, Oid src, void (*step) (IngestTable *, const char *))
+{
+	IngestTable t;
+	IngestOwnerScope scope;
+
+	if (!IngestLookupTable(relid, &t))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not managed by ingest", get_rel_name(relid))));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	IngestOwnerPush(t.owner, true, &scope);
+	step(&t, IngestQualifiedName(src));
+	IngestOwnerPop(&scope);
+	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(ingest_claim_keys);
+
+/* ingest_internal.claim_keys(tbl, src): claim the keys of src's rows. */
+Datum
+ingest_claim_keys(PG_FUNCTION_ARGS)
+{
+	side_state_of(PG_GETARG_OID(0), PG_GETARG_OID(1), IngestClaimKeysStrict);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ingest_release_keys);
+
+/* ingest_internal.release_keys(tbl, src): free the keys of src's rows. */
+Datum
+ingest_release_keys(PG_FUNCTION_ARGS)
+{
+	side_state_of(PG_GETARG_OID(0), PG_GETARG_OID(1), IngestForgetKeys);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ingest_feed_deltas);
+
+/* ingest_internal.feed_deltas(tbl, src): rollup deltas of src's rows. */
+Datum
+ingest_feed_deltas(PG_FUNCTION_ARGS)
+{
+	side_state_of(PG_GETARG_OID(0), PG_GETARG_OID(1), IngestFeedDeltas);
+	PG_RETURN_VOID();
 }

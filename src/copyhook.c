@@ -89,12 +89,16 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 				   t.abort_on_error);
 	table_close(rel, NoLock);
 
-	if (r.duplicates > 0 || r.rejected > 0)
+	if ((r.duplicates > 0 || r.rejected > 0) && IngestMayReadPayloads(relid))
 		ereport(NOTICE,
 				(errmsg("ingest: duplicate rows skipped: " INT64_FORMAT " (" INT64_FORMAT
 						" with a different payload); rows rejected: " INT64_FORMAT,
 						r.duplicates, r.conflicts, r.rejected),
 				 r.rejected > 0 ? errhint("See ingest.rejects.") : 0));
+	else if (r.duplicates > 0 || r.rejected > 0)
+		ereport(NOTICE,
+				(errmsg("ingest: duplicate rows skipped: " INT64_FORMAT "; rows rejected: " INT64_FORMAT,
+						r.duplicates, r.rejected)));
 	if (qc)
 		SetQueryCompletion(qc, CMDTAG_COPY, (uint64) r.loaded);
 	return true;

@@ -127,7 +127,12 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 		getTypeInputInfo(att->atttypid, &func, &p->typioparams[i]);
 		fmgr_info(func, &p->in_functions[i]);
 
-		/* Defaults (identity included) for columns the input may omit. */
+		/*
+		 * Defaults (identity included) for columns the input may omit; a
+		 * stored generated column is computed when the row is written.
+		 */
+		if (att->attgenerated)
+			continue;
 		expr = build_column_default(rel, i + 1);
 		if (expr != NULL)
 			p->defaults[i] = ExecInitExpr(expression_planner((Expr *) expr), NULL);

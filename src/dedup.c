@@ -571,6 +571,14 @@ trigger_target(Relation rel)
 			tt->owner = t.owner;
 			tt->org_att = column_attnum(rel, "organization_id");
 			tt->tx_att = column_attnum(rel, "transaction_id");
+			/* the shape is enforced (tableddl.c); never read a Datum amiss */
+			if (TupleDescAttr(RelationGetDescr(rel), tt->org_att - 1)->atttypid != UUIDOID ||
+				TupleDescAttr(RelationGetDescr(rel), tt->tx_att - 1)->atttypid != TEXTOID)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("table \"%s\" no longer has the shape ingest manages",
+								RelationGetRelationName(rel)),
+						 errdetail("organization_id must be uuid and transaction_id text.")));
 			payload_columns_init(RelationGetDescr(rel), &tt->payload_cols);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");

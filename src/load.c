@@ -31,6 +31,27 @@
 
 #include "loader.h"
 
+static char *
+lowercase(char *s)
+{
+	char	   *c;
+
+	for (c = s; *c; c++)
+		*c = pg_ascii_tolower((unsigned char) *c);
+	return s;
+}
+
+/*
+ * May the caller learn whether a stored event's payload differs from one it
+ * sends?  Only with SELECT on the table: the conflict count would be an
+ * oracle of stored values otherwise.
+ */
+bool
+IngestMayReadPayloads(Oid relid)
+{
+	return pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+}
+
 /* Column numbers of the columns the payload names, checked like COPY's. */
 static List *
 target_columns(Relation rel, ArrayType *columns)
@@ -138,9 +159,14 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("tbl, format and header must not be null")));
 	relid = PG_GETARG_OID(0);
-	format = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	/* option words are case-insensitive, as COPY's */
+	format = lowercase(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 	header = PG_GETARG_BOOL(3);
-	on_error = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	on_error = PG_ARGISNULL(5) ? NULL : lowercase(text_to_cstring(PG_GETARG_TEXT_PP(5)));
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 
 	if (!IngestFormatIsKnown(format))
 		ereport(ERROR,
@@ -173,6 +199,8 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 	values[1] = Int64GetDatum(r.duplicates);
 	values[2] = Int64GetDatum(r.rejected);
 	values[3] = Int64GetDatum(r.conflicts);
+	/* whether a stored payload differs is for those who may read it */
+	nulls[3] = !IngestMayReadPayloads(relid);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

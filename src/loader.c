@@ -26,6 +26,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -382,6 +383,10 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 	LoadRow    *rowbuf;
 	LoadRow   **rows;
 	bool		more;
+
+	/* as COPY FROM: no writes in a read-only transaction or parallel mode */
+	PreventCommandIfReadOnly(strcmp(source, "COPY") == 0 ? "COPY FROM" : "ingest.load");
+	PreventCommandIfParallelMode(strcmp(source, "COPY") == 0 ? "COPY FROM" : "ingest.load");
 
 	memset(&st, 0, sizeof(st));
 	loadcxt = AllocSetContextCreate(CurrentMemoryContext, "ingest load",

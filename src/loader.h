@@ -16,7 +16,7 @@
  *					a table's owner
  *	  changes.c		statement triggers: the ledger and rollups follow every
  *					other change (UPDATE, DELETE, TRUNCATE, INSERT, MERGE)
- *	  partddl.c		partitions attached, detached or dropped by hand
+ *	  tableddl.c		partitions attached, detached or dropped by hand
  *	  cmdstack.c	which executor command is running (a row moved by
  *					UPDATE from an inserted one)
  *
@@ -102,7 +102,7 @@ extern void IngestForgetKeys(IngestTable *t, const char *src);
 extern void IngestMarkStale(IngestTable *t, const char *src, bool per_org);
 extern void IngestFeedDeltas(IngestTable *t, const char *src);
 
-/* partddl.c */
+/* tableddl.c */
 extern void *IngestPartitionDDLBefore(Node *stmt);
 extern void IngestPartitionDDLAfter(void *work);
 extern bool ingest_internal_ddl;
@@ -179,6 +179,7 @@ extern IngestLoadResult IngestLoad(Relation rel, IngestTable *t,
 								   const char *source, bool abort_on_error);
 
 /* load.c: the checks ingest.load and COPY share */
+extern bool IngestMayReadPayloads(Oid relid);
 extern void IngestCheckLoadPrivileges(Relation rel, List *attnums);
 
 /* rollupfeed.c */

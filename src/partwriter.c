@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/rel.h"
@@ -120,6 +121,16 @@ open_target(IngestPartWriter *w, PartTarget *p)
 	MemoryContext old = MemoryContextSwitchTo(w->cxt);
 
 	p->rel = table_open(p->relid, RowExclusiveLock);
+	/* multi-insert writes heap tables: not a foreign or partitioned one */
+	if (p->rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot load into partition \"%s\" of table \"%s\"",
+						RelationGetRelationName(p->rel), RelationGetRelationName(w->root)),
+				 errdetail("The loader writes plain tables; this partition is a %s.",
+						   p->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE
+						   ? "partitioned table" : "foreign table"),
+				 errhint("Load with INSERT, or make the day's partition a plain table.")));
 	p->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(p->rri, p->rel, 0, NULL, 0);
 	ExecOpenIndices(p->rri, false);
@@ -200,6 +211,10 @@ IngestPartWriterAdd(IngestPartWriter *w, LoadRow *row)
 		}
 	}
 	ExecStoreVirtualTuple(slot);
+
+	/* Stored generated columns are computed as COPY computes them. */
+	if (p->rel->rd_att->constr && p->rel->rd_att->constr->has_generated_stored)
+		ExecComputeStoredGenerated(p->rri, w->estate, slot, CMD_INSERT);
 
 	/* CHECK constraints of adopted tables still hold. */
 	if (p->rel->rd_att->constr && p->rel->rd_att->constr->num_check > 0)

@@ -65,7 +65,7 @@ IngestExecuteTopLevel(const char *sql)
 		pgstat_report_activity(STATE_RUNNING, query);
 		PortalContext = stmtcxt;
 		PushActiveSnapshot(GetTransactionSnapshot());
-		/* the worker's own partition DDL: partddl.c lets it through */
+		/* the worker's own partition DDL: tableddl.c lets it through */
 		ingest_internal_ddl = true;
 		ProcessUtility(pstmt, query, false, PROCESS_UTILITY_TOPLEVEL,
 					   NULL, NULL, None_Receiver, NULL);

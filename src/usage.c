@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 
 #include "loader.h"
 
@@ -45,6 +46,15 @@ ingest_usage(PG_FUNCTION_ARGS)
 		pg_class_aclcheck(PG_GETARG_OID(0), GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE,
 					   get_rel_name(PG_GETARG_OID(0)) ? get_rel_name(PG_GETARG_OID(0)) : "?");
+
+	/* rollups aggregate every row: a caller RLS filters cannot have them */
+	if (!PG_ARGISNULL(0) && check_enable_rls(PG_GETARG_OID(0), InvalidOid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ingest.usage() cannot apply the row-level security of table \"%s\"",
+						get_rel_name(PG_GETARG_OID(0))),
+				 errdetail("Rollups aggregate every event; row-level security filters them for this role."),
+				 errhint("Aggregate the events of the table itself, which applies its policies.")));
 
 	for (k = 0; k < 9; k++)
 	{

@@ -89,6 +89,13 @@ CREATE TABLE ingest.maintenance_log (
 );
 CREATE INDEX ON ingest.maintenance_log (logged_at);
 CREATE INDEX ON ingest.maintenance_log (run_id);
+-- Error texts can quote stored values: each table's rows are its owner's.
+ALTER TABLE ingest.maintenance_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY maintenance_log_owner ON ingest.maintenance_log FOR SELECT
+    USING (pg_catalog.pg_has_role(COALESCE((SELECT c.relowner FROM pg_catalog.pg_class c
+                                             WHERE c.oid OPERATOR(pg_catalog.=) relid),
+                                            10::pg_catalog.oid),
+                                  'USAGE'));
 COMMENT ON TABLE ingest.maintenance_log IS
     'Every partition maintenance action and failure, with its SQLSTATE; trimmed by age (ingest.log_retention)';
 
@@ -106,10 +113,12 @@ CREATE TABLE ingest.rejects (
 );
 COMMENT ON TABLE ingest.rejects IS
     'Rows the loader set aside (kind rejected) and duplicates whose payload differed from the stored event (kind conflict)';
--- Everyone sees the rejects of the tables they can read.
 ALTER TABLE ingest.rejects ENABLE ROW LEVEL SECURITY;
+-- Everyone sees the rejects of the tables they can read, unless row-level
+-- security filters the table for them: a reject's raw line would bypass it.
 CREATE POLICY rejects_readable ON ingest.rejects FOR SELECT
-    USING (pg_catalog.has_table_privilege(event_table, 'SELECT'));
+    USING (pg_catalog.has_table_privilege(event_table, 'SELECT')
+           AND NOT pg_catalog.row_security_active(event_table));
 GRANT SELECT ON ingest.rejects TO PUBLIC;
 -- Rejects are the users' data: pg_dump keeps them.
 SELECT pg_catalog.pg_extension_config_dump('ingest.rejects', '');

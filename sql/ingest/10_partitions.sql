@@ -89,6 +89,7 @@ DECLARE
     keyname  name;
     col      record;
     found_t  oid;
+    gen      "char";
 BEGIN
     SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = tbl;
     IF kind IS DISTINCT FROM 'p' THEN
@@ -122,7 +123,8 @@ BEGIN
             ('created_at', 'pg_catalog.timestamptz')) AS r(attname, atttype)
     LOOP
         found_t := NULL;
-        SELECT a.atttypid INTO found_t
+        gen := NULL;
+        SELECT a.atttypid, a.attgenerated INTO found_t, gen
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = tbl AND a.attname = col.attname AND NOT a.attisdropped;
         IF found_t IS NULL THEN
@@ -132,8 +134,18 @@ BEGIN
             RAISE EXCEPTION 'column "%" of table "%" has type %, not %',
                 col.attname, tbl, found_t::regtype, col.atttype
                 USING ERRCODE = 'datatype_mismatch';
+        ELSIF gen <> '' THEN
+            RAISE EXCEPTION 'column "%" of table "%" is a generated column', col.attname, tbl
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = 'ingest deduplicates and rolls up on the values events arrive with.';
         END IF;
     END LOOP;
+    -- a temporary table goes with its session, its configuration would not
+    IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 't' THEN
+        RAISE EXCEPTION 'table "%" is a temporary table', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'ingest manages permanent tables only.';
+    END IF;
 END
 $$;
 

@@ -1,11 +1,24 @@
 -- Public functions that create, adopt, configure and release event tables.
 
+-- The schema of an unqualified name is the caller's current schema, so the
+-- public function resolves it before anything runs with search_path pinned.
 CREATE OR REPLACE FUNCTION ingest.create_event_table(table_name text,
                                           retention interval DEFAULT NULL,
                                           premake integer DEFAULT 3,
                                           time_zone text DEFAULT 'UTC')
 RETURNS regclass
+LANGUAGE sql
+AS $$
+    SELECT ingest_internal.create_event_table(pg_catalog.current_schema(), table_name, retention,
+                                              premake, time_zone)
+$$;
+
+CREATE OR REPLACE FUNCTION ingest_internal.create_event_table(current_nsp text, table_name text,
+                                                             retention interval, premake integer,
+                                                             time_zone text)
+RETURNS regclass
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parts text[];
@@ -22,7 +35,7 @@ BEGIN
 
     parts := pg_catalog.parse_ident(table_name);
     IF pg_catalog.array_length(parts, 1) = 1 THEN
-        nsp := pg_catalog.current_schema();
+        nsp := current_nsp;
         rel := parts[1];
         IF nsp IS NULL THEN
             RAISE EXCEPTION 'no schema has been selected to create in'
@@ -50,6 +63,7 @@ BEGIN
             created_at           timestamptz NOT NULL DEFAULT now()
         ) PARTITION BY RANGE ("timestamp")$ddl$, nsp, rel);
     tbl := pg_catalog.format('%I.%I', nsp, rel)::regclass;
+    PERFORM ingest_internal.check_shape(tbl);
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
     VALUES (tbl, time_zone, retention, premake);

@@ -198,6 +198,22 @@ BEGIN
 END
 $$;
 
+-- The steps of src/changes.c on the rows of a relation, as the table's
+-- owner: claim their keys (23505 for a key given twice or stored), free
+-- them, feed their rollup deltas.
+CREATE OR REPLACE FUNCTION ingest_internal.claim_keys(tbl regclass, src regclass)
+RETURNS void LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_claim_keys';
+CREATE OR REPLACE FUNCTION ingest_internal.release_keys(tbl regclass, src regclass)
+RETURNS void LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_release_keys';
+CREATE OR REPLACE FUNCTION ingest_internal.feed_deltas(tbl regclass, src regclass)
+RETURNS void LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_feed_deltas';
+
 -- Start keeping a table's side state: its stored events' keys go to the
 -- ledger (refused, 23505, when two stored events share a key) and their
 -- hours to the rollups; then the triggers.
@@ -206,25 +222,9 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    cfg  ingest.table_config := ingest_internal.require_managed(tbl);
-    dup  record;
 BEGIN
-    EXECUTE format('SELECT t.organization_id, t.transaction_id FROM %s t '
-                   'GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1', tbl) INTO dup;
-    IF dup.organization_id IS NOT NULL THEN
-        RAISE EXCEPTION 'table "%" stores more than one event with the same key', tbl
-            USING ERRCODE = 'unique_violation',
-                  DETAIL = format('Key (organization_id, transaction_id)=(%s, %s) is stored more than once.',
-                                  dup.organization_id, dup.transaction_id),
-                  HINT = 'Delete the duplicates first: ingest keeps one event per key.';
-    END IF;
-    EXECUTE format('INSERT INTO %s SELECT t.organization_id, t.transaction_id, '
-                   'ingest_side.payload_hash(t) FROM %s t ORDER BY 1, 2', cfg.ledger, tbl);
-    EXECUTE format('INSERT INTO %s %s', cfg.rollup_deltas,
-                   ingest_internal.rollup_agg_sql(tbl::text, 'true'))
-      USING tbl;
-
+    PERFORM ingest_internal.claim_keys(tbl, tbl);
+    PERFORM ingest_internal.feed_deltas(tbl, tbl);
     PERFORM ingest_internal.install_triggers(tbl);
 END
 $$;
@@ -278,15 +278,16 @@ BEGIN
                                    'ingest_side.track_changes()'::regprocedure) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
     END LOOP;
-    -- side tables and the usage view, by OID
+    -- side tables and the usage view, by OID; views anyone built on them go
+    -- too, so that nobody can keep the table's owner from dropping it
     FOREACH rel IN ARRAY ARRAY[cfg.usage_view] LOOP
         IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
-            EXECUTE format('DROP VIEW %s', rel);
+            EXECUTE format('DROP VIEW %s CASCADE', rel);
         END IF;
     END LOOP;
     FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale] LOOP
         IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
-            EXECUTE format('DROP TABLE %s', rel);
+            EXECUTE format('DROP TABLE %s CASCADE', rel);
         END IF;
     END LOOP;
 END
@@ -296,27 +297,21 @@ $$;
 -- set aside from now on) and the stale marks left in its hours, whose
 -- rollup rows now stay as they are.
 CREATE OR REPLACE FUNCTION ingest_internal.forget_keys(tbl oid, part oid)
-RETURNS bigint
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg ingest.table_config := ingest_internal.require_managed(tbl);
     r   ingest_internal.retired;
-    n   bigint;
 BEGIN
-    EXECUTE format(
-        'DELETE FROM %s k USING %s p '
-        ' WHERE k.organization_id = p.organization_id '
-        '   AND k.transaction_id = p.transaction_id COLLATE "C"', cfg.ledger, part::regclass);
-    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM ingest_internal.release_keys(tbl, part);
     SELECT * INTO r FROM ingest_internal.retired x WHERE x.partition_oid = part;
     IF FOUND THEN
         EXECUTE format('DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',
                        cfg.rollup_stale)
           USING r.lower_bound, r.upper_bound;
     END IF;
-    RETURN n;
 END
 $$;
 

@@ -4,6 +4,7 @@ CREATE OR REPLACE FUNCTION ingest.run_maintenance(tbl regclass DEFAULT NULL,
                                        dry_run boolean DEFAULT false)
 RETURNS TABLE(event_table regclass, action text, partition text, detail text)
 LANGUAGE C CALLED ON NULL INPUT VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_run_maintenance';
 COMMENT ON FUNCTION ingest.run_maintenance(regclass, boolean) IS
     'Run partition maintenance now (one table, or all when NULL) and return its actions; dry_run returns the plan without acting';
@@ -53,7 +54,8 @@ SELECT c.event_table,
        s.last_success_at AS last_maintenance,
        s.last_error_at,
        s.last_sqlstate,
-       s.last_error,
+       -- error texts can quote stored values: the table owner's to read
+       CASE WHEN pg_catalog.pg_has_role(pc.relowner, 'USAGE') THEN s.last_error END AS last_error,
        COALESCE(s.consecutive_failures, 0) AS consecutive_failures,
        s.next_attempt_at
   FROM ingest.table_config c
@@ -63,7 +65,8 @@ SELECT c.event_table,
                pg_catalog.max(v.day) AS newest_day
           FROM ingest.partitions v
          WHERE v.event_table = c.event_table AND v.state = 'attached') p ON true
-  LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table;
+  LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table
+  LEFT JOIN pg_catalog.pg_class pc ON pc.oid = c.event_table;
 COMMENT ON VIEW ingest.event_tables IS
     'Managed tables: policy, partition count, oldest and newest day, last successful maintenance and last error';
 

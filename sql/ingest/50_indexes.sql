@@ -38,24 +38,41 @@ AS $$
         (SELECT setting::int FROM pg_settings WHERE name = 'ingest.close_delay'), 3600))
 $$;
 
+-- Raises 42601 unless each piece of a declaration is one piece of one
+-- CREATE INDEX statement (src/indexdecl.c).
+CREATE OR REPLACE FUNCTION ingest_internal.check_index_declaration(columns text[], where_clause text,
+                                                                  with_options text)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_check_index_declaration';
+
 -- CREATE INDEX for a declared index on a relation (a partition, or a scratch
 -- table to check the declaration).  Column entries are names, or
--- parenthesized expressions.
+-- parenthesized expressions; every piece is checked again here, so a
+-- declaration stored by an older version is never pasted unchecked.
 CREATE OR REPLACE FUNCTION ingest_internal.index_ddl(rel regclass, index_name text, columns text[],
                                           method text, where_clause text,
                                           with_options text, concurrent boolean)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('CREATE INDEX %s%I ON %s USING %s (%s)%s%s',
+BEGIN
+    PERFORM ingest_internal.check_index_declaration(columns, where_clause, with_options);
+    IF method NOT IN ('btree', 'brin') THEN
+        RAISE EXCEPTION 'index method "%" is not supported', method
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN format('CREATE INDEX %s%I ON %s USING %s (%s)%s%s',
                   CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END,
                   index_name, rel, method,
                   (SELECT string_agg(CASE WHEN c LIKE '(%' THEN c ELSE quote_ident(c) END, ', '
                                      ORDER BY o)
                      FROM unnest(columns) WITH ORDINALITY AS u(c, o)),
                   CASE WHEN with_options IS NOT NULL THEN ' WITH (' || with_options || ')' ELSE '' END,
-                  CASE WHEN where_clause IS NOT NULL THEN ' WHERE ' || where_clause ELSE '' END)
+                  CASE WHEN where_clause IS NOT NULL THEN ' WHERE (' || where_clause || ')' ELSE '' END);
+END
 $$;
 
 -- The CREATE INDEX CONCURRENTLY statement the worker runs for one index of
@@ -138,6 +155,10 @@ BEGIN
     -- scratch copy of the table; nothing is left behind.
     scratch := 'ingest_check_' || pg_backend_pid();
     EXECUTE format('CREATE TEMP TABLE %I (LIKE %s) ON COMMIT DROP', scratch, tbl);
+    -- owned like the table, so that CREATE INDEX runs its expressions as
+    -- the table's owner, as it will on the partitions
+    EXECUTE format('ALTER TABLE pg_temp.%I OWNER TO %I', scratch,
+                   (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = tbl));
     BEGIN
         EXECUTE ingest_internal.index_ddl(format('pg_temp.%I', scratch)::regclass, 'ingest_check',
                                           columns, method, where_clause, with_options, false);
@@ -209,9 +230,12 @@ SELECT c.event_table,
          WHEN e.status = 'error' THEN 'failed'
          ELSE 'pending'
        END AS status,
+       -- error texts can quote stored values: the table owner's to read
        CASE WHEN e.status = 'error' AND (i.indisvalid IS NOT TRUE)
-            THEN e.sqlstate || ': ' || e.message END AS error
+            THEN e.sqlstate || COALESCE(': ' || CASE WHEN pg_catalog.pg_has_role(pc.relowner, 'USAGE')
+                                                     THEN e.message END, '') END AS error
   FROM cells c
+  JOIN pg_catalog.pg_class pc ON pc.oid = c.event_table
   LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.idx
   LEFT JOIN LATERAL (
         SELECT l.status, l.sqlstate, l.message FROM ingest.maintenance_log l

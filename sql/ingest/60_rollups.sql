@@ -485,6 +485,11 @@ DECLARE
     lo timestamptz;
 BEGIN
     PERFORM ingest_internal.require_managed(tbl);
+    IF row_security_active(tbl) THEN
+        RAISE EXCEPTION 'ingest.rollup_verify() cannot apply the row-level security of table "%"', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Rollups aggregate every event; row-level security filters them for this role.';
+    END IF;
     rollup := COALESCE(rollup, 'default');
     lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
     RETURN QUERY EXECUTE format($q$

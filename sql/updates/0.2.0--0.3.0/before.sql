@@ -24,3 +24,16 @@ DROP FUNCTION ingest_internal.raw_hours_sql(regclass, text);
 DROP FUNCTION ingest_internal.start_dedup(regclass);
 DROP FUNCTION ingest_internal.start_rollups(regclass);
 
+DROP FUNCTION ingest_internal.forget_keys(oid, oid);
+
+-- Error texts can quote stored values; rejects' raw lines would bypass
+-- row-level security.
+ALTER TABLE ingest.maintenance_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY maintenance_log_owner ON ingest.maintenance_log FOR SELECT
+    USING (pg_catalog.pg_has_role(COALESCE((SELECT c.relowner FROM pg_catalog.pg_class c
+                                             WHERE c.oid OPERATOR(pg_catalog.=) relid),
+                                            10::pg_catalog.oid),
+                                  'USAGE'));
+ALTER POLICY rejects_readable ON ingest.rejects
+    USING (pg_catalog.has_table_privilege(event_table, 'SELECT')
+           AND NOT pg_catalog.row_security_active(event_table));

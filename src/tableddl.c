@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * partddl.c
+ * tableddl.c
  *	  Partitions of a managed table attached, detached, created or dropped
  *	  by hand.
  *
@@ -14,6 +14,11 @@
  * of changes.c.  The side tables follow the table's owner.  DETACH ... CONCURRENTLY commits halfway, so the ledger
  * could not follow it exactly: it is refused, except for the worker's own
  * retention (ingest_internal_ddl), which forgets the keys itself.
+ *
+ * The event table's shape holds for its whole life, not only at adoption:
+ * its billing-event columns keep their names and types (ALTER COLUMN TYPE,
+ * DROP COLUMN and RENAME COLUMN of one of them are refused), so that the
+ * ledger, the rollups and the code reading them never meet another type.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +43,29 @@ typedef enum PartAction
 	PART_CREATED,				/* a new, empty partition: triggers */
 	PART_OWNER					/* the table's owner changed: its side tables' too */
 } PartAction;
+
+/* The columns ingest reads, by name: their types are checked at adoption. */
+static const char *const required_columns[] = {
+	"organization_id", "transaction_id", "external_customer_id", "code",
+	"timestamp", "properties", "value", "decimal_value", "created_at"
+};
+
+static void
+refuse_column_change(Oid root, const char *column, const char *what)
+{
+	int			i;
+
+	if (column == NULL)
+		return;
+	for (i = 0; i < (int) lengthof(required_columns); i++)
+		if (strcmp(column, required_columns[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot %s column \"%s\" of managed table \"%s\"",
+							what, column, get_rel_name(root)),
+					 errdetail("ingest keys, deduplicates and rolls up events on this column as it is."),
+					 errhint("Use ingest.unmanage_table() first.")));
+}
 
 typedef struct PartWork
 {
@@ -137,12 +165,23 @@ alter_table_before(AlterTableStmt *stmt)
 		PartitionCmd *pc;
 
 		if (cmd->subtype != AT_AttachPartition && cmd->subtype != AT_DetachPartition &&
-			cmd->subtype != AT_ChangeOwner)
+			cmd->subtype != AT_ChangeOwner && cmd->subtype != AT_AlterColumnType &&
+			cmd->subtype != AT_DropColumn)
 			continue;
 		pc = (PartitionCmd *) cmd->def;
 		root = managed_root(RangeVarGetRelid(stmt->relation, NoLock, true), &t);
 		if (!OidIsValid(root) || ingest_internal_ddl)
 			continue;
+		if (cmd->subtype == AT_AlterColumnType)
+		{
+			refuse_column_change(root, cmd->name, "change the type of");
+			continue;
+		}
+		if (cmd->subtype == AT_DropColumn)
+		{
+			refuse_column_change(root, cmd->name, "drop");
+			continue;
+		}
 		if (cmd->subtype == AT_ChangeOwner)
 		{
 			PartWork   *w = palloc(sizeof(PartWork));
@@ -210,11 +249,23 @@ IngestPartitionDDLBefore(Node *stmt)
 {
 	IngestTable t;
 
-	if (!(IsA(stmt, AlterTableStmt) || IsA(stmt, DropStmt) || IsA(stmt, CreateStmt)) ||
+	if (!(IsA(stmt, AlterTableStmt) || IsA(stmt, DropStmt) || IsA(stmt, CreateStmt) ||
+		  IsA(stmt, RenameStmt)) ||
 		IsBinaryUpgrade)
 		return NULL;
 	if (!OidIsValid(get_extension_oid("ingest", true)))
 		return NULL;
+
+	if (IsA(stmt, RenameStmt))
+	{
+		RenameStmt *rs = (RenameStmt *) stmt;
+
+		if (rs->renameType == OBJECT_COLUMN && rs->relation != NULL &&
+			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
+			refuse_column_change(IngestRootOf(RangeVarGetRelid(rs->relation, NoLock, true)),
+								 rs->subname, "rename");
+		return NULL;
+	}
 
 	if (IsA(stmt, AlterTableStmt))
 		return alter_table_before((AlterTableStmt *) stmt);
