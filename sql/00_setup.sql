@@ -1,5 +1,6 @@
 -- Helpers shared by the regression tests, in schema regress.
 CREATE SCHEMA regress;
+GRANT USAGE ON SCHEMA regress TO PUBLIC;
 -- Days are UTC; pg_regress runs sessions in PST8PDT.
 CREATE FUNCTION regress.today() RETURNS date
     LANGUAGE sql AS $$ SELECT (now() AT TIME ZONE 'UTC')::date $$;

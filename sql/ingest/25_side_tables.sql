@@ -181,7 +181,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'ingest_changes_ins') THEN
+    -- a foreign partition can have no transition tables (and the loader
+    -- refuses it)
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'ingest_changes_ins')
+       OR (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'f' THEN
         RETURN;
     END IF;
     EXECUTE format('CREATE TRIGGER ingest_changes_ins AFTER INSERT ON %s '
