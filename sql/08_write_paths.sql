@@ -164,13 +164,86 @@ SELECT loaded FROM ingest.load('wp', concat_ws(E'\n',
 SELECT regress.wp_keys(), regress.wp_exact();
 SELECT * FROM regress.wp_usage();
 
--- the side tables follow the table's owner, who then writes them
+-- a row an UPDATE moves keeps its key even while another command runs in
+-- the UPDATE (a set-returning function evaluated lazily)
+CREATE FUNCTION regress.srf() RETURNS SETOF float8 LANGUAGE sql AS 'SELECT generate_series(1, 10)::float8';
+UPDATE wp SET "timestamp" = "timestamp" + interval '1 day', value = (SELECT regress.srf() LIMIT 1)
+ WHERE transaction_id = 'e2';
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+-- and a COPY run inside an UPDATE of another table deduplicates as COPY
+CREATE TABLE regress.other (id int);
+INSERT INTO regress.other VALUES (1);
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-0000000000aa', 'e1', 'c1', 'api', %L, '{}', 1, NULL)
+                      TO %L (FORMAT csv)$q$, regress.h(0, 1), current_setting('data_directory') || '/wp_dup.csv');
+END $$;
+CREATE FUNCTION regress.import() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('COPY wp (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, '
+                   'value, decimal_value) FROM %L (FORMAT csv)', current_setting('data_directory') || '/wp_dup.csv');
+    RETURN 2;
+END $$;
+UPDATE regress.other SET id = regress.import();
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+
+-- MERGE that would move a row to another day is refused (PostgreSQL 15
+-- shows such a row in no transition table)
+SELECT regress.try($$
+    MERGE INTO wp w USING (VALUES ('e1')) s(tx)
+       ON w.organization_id = '00000000-0000-0000-0000-0000000000aa' AND w.transaction_id = s.tx
+     WHEN MATCHED THEN UPDATE SET "timestamp" = w."timestamp" + interval '1 day'
+     WHEN NOT MATCHED THEN INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp")
+          VALUES ('00000000-0000-0000-0000-0000000000aa', s.tx, 'c1', 'api', regress.h(0, 5))$$);
+-- INSERT ... ON CONFLICT could skip a row after its key was claimed, when
+-- the table has a unique index: refused there, deduplicated elsewhere
+INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'oc1', 'c1', 'api', regress.h(0, 6)),
+       ('00000000-0000-0000-0000-0000000000aa', 'e1', 'c1', 'api', regress.h(0, 6))
+ON CONFLICT DO NOTHING;
+CREATE UNIQUE INDEX wp_unique ON wp (organization_id, code, "timestamp");
+SELECT regress.try($$INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                     VALUES ('00000000-0000-0000-0000-0000000000aa', 'oc2', 'c1', 'api', regress.h(0, 6))
+                     ON CONFLICT DO NOTHING$$);
+DROP INDEX wp_unique;
+SELECT regress.wp_keys(), regress.wp_exact();
+
+-- rollup hours older than the raw events retained stay as they were,
+-- whatever happens to the retained ones later (here TRUNCATE)
+SELECT regress.backdate('wp', -3);
+SELECT loaded FROM ingest.load('wp', regress.wp('old1', 'c9', 'api', regress.h(-3, 2), 42));
+SELECT ingest.fold_rollups('wp') > 0 AS folded;
+SELECT ingest.configure('wp', retention => '2 days');
+SELECT action, regress.rel(partition) FROM regress.lifecycle('wp');
+SELECT ingest.configure('wp', retention => '0');
+SELECT events, value_sum FROM ingest.usage('wp', '00000000-0000-0000-0000-0000000000aa',
+                                           regress.h(-3, 0), regress.h(-2, 0));
+TRUNCATE wp;
+SELECT ingest.fold_rollups('wp') >= 0 AS folded;
+SELECT events, value_sum FROM ingest.usage('wp', '00000000-0000-0000-0000-0000000000aa',
+                                           regress.h(-3, 0), regress.h(-2, 0));
+SELECT loaded FROM ingest.load('wp', concat_ws(E'\n',
+    regress.wp('e1', 'c1', 'api', regress.h(0, 1), 1, 1.5),
+    regress.wp('e2', 'c1', 'api', regress.h(0, 1, 30), 2, NULL, 'm2')));
+SELECT regress.wp_keys(), regress.wp_exact();
+
+-- the side tables belong to the extension's owner; the table's owner gets
+-- their rows, follows ALTER TABLE ... OWNER TO, and writes them for its
+-- own statements, but can put nothing of its own (a trigger, a rule) on
+-- them that ingest would run
 CREATE ROLE wp_owner;
 ALTER TABLE wp OWNER TO wp_owner;
-SELECT DISTINCT pg_get_userbyid(c.relowner) AS side_owner
+SELECT c.relname, c.relowner = (SELECT extowner FROM pg_extension WHERE extname = 'ingest') AS extension_owned,
+       has_table_privilege('wp_owner', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE') AS owner_writes,
+       has_table_privilege('wp_owner', c.oid, 'TRIGGER') AS owner_triggers,
+       pg_get_userbyid(c.relowner) = 'wp_owner' AS owner_owns
   FROM ingest.table_config t
   JOIN pg_class c ON c.oid IN (t.ledger, t.rollup_hours, t.rollup_deltas, t.rollup_stale, t.usage_view)
- WHERE t.event_table = 'wp'::regclass;
+ WHERE t.event_table = 'wp'::regclass ORDER BY 1;
+CREATE FUNCTION regress.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+SET ROLE wp_owner;
+SELECT regress.try($$CREATE TRIGGER mine AFTER INSERT ON ingest_side.wp_rollup FOR EACH STATEMENT EXECUTE FUNCTION regress.noop()$$);
+SELECT regress.try($$CREATE RULE mine AS ON INSERT TO ingest_side.wp_deltas DO INSTEAD NOTHING$$);
+RESET ROLE;
 DELETE FROM wp WHERE transaction_id = 'e1';
 SELECT regress.wp_keys(), regress.wp_exact();
 

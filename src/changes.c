@@ -33,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "loader.h"
 
@@ -41,8 +42,26 @@ static uint64
 exec_sql(IngestTable *t, const char *sql, int expected)
 {
 	Datum		arg = ObjectIdGetDatum(t->relid);
-	int			rc = SPI_execute_with_args(sql, 1, (Oid[]) {REGCLASSOID}, &arg, NULL,
-										   false, 0);
+	Oid			argtype = REGCLASSOID;
+	int			rc;
+
+	/*
+	 * Steps on a whole partition (TRUNCATE, ATTACH, DETACH, DROP) read it
+	 * with the latest snapshot, as RI checks do: the DDL holds its lock by
+	 * then, and a REPEATABLE READ snapshot would miss rows committed since.
+	 */
+	if (t->latest_snapshot)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, 1, &argtype);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		rc = SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								  false, false, 0);
+		SPI_freeplan(plan);
+	}
+	else
+		rc = SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, false, 0);
 
 	if (rc != expected)
 		elog(ERROR, "could not keep the side state of table %u: %s", t->relid,
@@ -197,6 +216,7 @@ changes_truncate(IngestTable *t, Relation rel)
 				 SPI_OK_SELECT) == 0)
 		return;
 	part = IngestQualifiedName(RelationGetRelid(rel));
+	t->latest_snapshot = true;
 	IngestForgetKeys(t, part);
 	IngestMarkStale(t, part, false);
 }
@@ -231,7 +251,7 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_INSERT(ev))
 	{
-		if (IngestInnermostCommand() == CMD_MERGE)
+		if (IngestCommandWriting(RelationGetRelid(td->tg_relation), NULL) == CMD_MERGE)
 			IngestClaimKeysStrict(&t, "ingest_new");
 		IngestFeedDeltas(&t, "ingest_new");
 	}

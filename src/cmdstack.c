@@ -8,8 +8,12 @@
  * its new partition like any INSERT: nothing in the trigger's arguments
  * tells the two apart.  The dedup trigger must not claim a moved row's key
  * (the row holds it already), so the executor hooks keep a stack of the
- * commands running, and the trigger asks for the innermost one.  COPY runs
- * no executor command of its own: under it the innermost is the caller's.
+ * commands running, and the trigger asks which of them writes its relation:
+ * the innermost command whose result relations (targets, or partitions it
+ * routes rows to) include it.  Commands that only read (a lazily evaluated
+ * function, an open cursor) are passed over.  COPY runs no executor command
+ * of its own: when no command writes the relation, the row comes from COPY
+ * (or an INSERT the hooks did not see) and is treated as inserted.
  *
  * A command that fails never reaches ExecutorEnd: the frames of an aborted
  * (sub)transaction are dropped by the transaction callbacks.
@@ -20,6 +24,7 @@
 
 #include "access/xact.h"
 #include "executor/executor.h"
+#include "utils/rel.h"
 #include "utils/memutils.h"
 
 #include "loader.h"
@@ -115,11 +120,41 @@ cmdstack_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		nframes--;
 }
 
-/* The innermost executor command running, CMD_UNKNOWN outside any. */
-CmdType
-IngestInnermostCommand(void)
+static bool
+writes_relation(EState *estate, Oid relid)
 {
-	return nframes > 0 ? frames[nframes - 1].operation : CMD_UNKNOWN;
+	ListCell   *lc;
+
+	foreach(lc, estate->es_opened_result_relations)
+		if (RelationGetRelid(((ResultRelInfo *) lfirst(lc))->ri_RelationDesc) == relid)
+			return true;
+	foreach(lc, estate->es_tuple_routing_result_relations)
+		if (RelationGetRelid(((ResultRelInfo *) lfirst(lc))->ri_RelationDesc) == relid)
+			return true;
+	return false;
+}
+
+/*
+ * The innermost executor command running that writes relation relid (its
+ * QueryDesc in *query), or CMD_UNKNOWN when none does.
+ */
+CmdType
+IngestCommandWriting(Oid relid, QueryDesc **query)
+{
+	int			i;
+
+	for (i = nframes - 1; i >= 0; i--)
+	{
+		QueryDesc  *qd = frames[i].query;
+
+		if (qd->estate != NULL && writes_relation(qd->estate, relid))
+		{
+			if (query)
+				*query = qd;
+			return frames[i].operation;
+		}
+	}
+	return CMD_UNKNOWN;
 }
 
 void

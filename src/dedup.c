@@ -40,6 +40,9 @@
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
 #include "catalog/pg_type.h"
+#include "utils/syscache.h"
+#include "nodes/plannodes.h"
+#include "catalog/pg_index.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -606,6 +609,79 @@ trigger_target(Relation rel)
 	return tt;
 }
 
+/*
+ * MERGE's UPDATE action may move a row to another partition; PostgreSQL 15
+ * then shows the moved row in no transition table, so its key and hours
+ * could not be kept: a MERGE that sets "timestamp" is refused.
+ */
+static void
+refuse_merge_moving_rows(QueryDesc *query, Relation rel)
+{
+	ModifyTable *mt = (ModifyTable *) query->plannedstmt->planTree;
+	Oid			root = IngestRootOf(RelationGetRelid(rel));
+	AttrNumber	ts = get_attnum(root, "timestamp");
+	ListCell   *lc;
+	ListCell   *lc2;
+
+	if (!IsA(mt, ModifyTable))
+		return;
+	foreach(lc, mt->mergeActionLists)
+	{
+		foreach(lc2, (List *) lfirst(lc))
+		{
+			MergeAction *action = lfirst_node(MergeAction, lc2);
+			ListCell   *col;
+
+			if (action->commandType != CMD_UPDATE)
+				continue;
+			foreach(col, action->updateColnos)
+				if (lfirst_int(col) == ts)
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("MERGE cannot update \"timestamp\" of managed table \"%s\"",
+									get_rel_name(root)),
+							 errdetail("A row moved to another day by MERGE would escape the key ledger and the rollups."),
+							 errhint("Use UPDATE to change the timestamp of events.")));
+		}
+	}
+}
+
+/*
+ * INSERT ... ON CONFLICT can skip a row after this trigger claimed its key
+ * (a conflict on another unique index): on a table with unique indexes it
+ * is refused.  Without one there is nothing to conflict with but the key,
+ * which this trigger deduplicates as ON CONFLICT DO NOTHING would.
+ */
+static void
+refuse_on_conflict(QueryDesc *query, Relation rel)
+{
+	ModifyTable *mt = (ModifyTable *) query->plannedstmt->planTree;
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (!IsA(mt, ModifyTable) || mt->onConflictAction == ONCONFLICT_NONE)
+		return;
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		bool		unique;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		unique = ((Form_pg_index) GETSTRUCT(tup))->indisunique;
+		ReleaseSysCache(tup);
+		if (unique)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("INSERT ... ON CONFLICT is not supported on managed table \"%s\", which has a unique index",
+							get_rel_name(IngestRootOf(RelationGetRelid(rel)))),
+					 errdetail("A row skipped for another unique index would keep the key ingest claimed for it."),
+					 errhint("ingest skips rows whose key is stored already: use INSERT without ON CONFLICT.")));
+	}
+	list_free(indexes);
+}
+
 PG_FUNCTION_INFO_V1(ingest_dedup_row);
 
 /*
@@ -626,6 +702,7 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	Datum		args[3];
 	CmdType		cmd;
+	QueryDesc  *query = NULL;
 	int			rc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
@@ -640,11 +717,18 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 				 errhint("Add ingest to shared_preload_libraries and restart the server.")));
 
 	tuple = td->tg_trigtuple;
-	cmd = IngestInnermostCommand();
 	if (trigger_targets == NULL)
 		IngestRequireCurrentVersion();
-	if (cmd == CMD_UPDATE || cmd == CMD_MERGE)
-		return PointerGetDatum(tuple);
+	cmd = IngestCommandWriting(RelationGetRelid(td->tg_relation), &query);
+	if (cmd == CMD_UPDATE)
+		return PointerGetDatum(tuple);	/* a row moved: it holds its key */
+	if (cmd == CMD_MERGE)
+	{
+		refuse_merge_moving_rows(query, td->tg_relation);
+		return PointerGetDatum(tuple);	/* claimed by the statement trigger */
+	}
+	if (cmd == CMD_INSERT)
+		refuse_on_conflict(query, td->tg_relation);
 
 	tt = trigger_target(td->tg_relation);
 	if (!tt->managed)

@@ -27,6 +27,7 @@
 
 #include "access/attnum.h"
 #include "fmgr.h"
+#include "executor/execdesc.h"
 #include "nodes/execnodes.h"
 #include "nodes/parsenodes.h"
 #include "tcop/cmdtag.h"
@@ -73,6 +74,7 @@ typedef struct IngestTable
 	bool		ready;			/* its triggers are in place (not mid-restore) */
 	bool		partman;		/* pg_partman makes and retires its partitions */
 	bool		abort_on_error; /* on_error = 'abort' */
+	bool		latest_snapshot;	/* side-state steps read the latest rows */
 } IngestTable;
 
 typedef struct IngestOwnerScope
@@ -94,7 +96,7 @@ extern void IngestOwnerPop(IngestOwnerScope *s);
 /* cmdstack.c */
 extern void IngestInstallExecutorHooks(void);
 extern bool IngestExecutorHooksInstalled(void);
-extern CmdType IngestInnermostCommand(void);
+extern CmdType IngestCommandWriting(Oid relid, QueryDesc **query);
 
 /* changes.c: side state of the rows of "src" (a relation or transition table) */
 extern void IngestClaimKeysStrict(IngestTable *t, const char *src);

@@ -30,6 +30,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/lmgr.h"
 #include "utils/lsyscache.h"
 
 #include "loader.h"
@@ -115,16 +116,24 @@ track_partition(Oid part)
 	run_internal("SELECT ingest_internal.track_relation($1)", part);
 }
 
-/* A partition's rows leave the table: keys released, hours stale. */
+/*
+ * A partition's rows leave the table: keys released, hours stale.  The
+ * DDL's locks are taken first (the parent's, then the partition's, as the
+ * DDL takes them), so no writer adds a row after it is read; rows are read
+ * with the latest snapshot.
+ */
 static void
 partition_leaves(IngestTable *t, Oid part)
 {
 	IngestOwnerScope scope;
 	char	   *name = IngestQualifiedName(part);
 
+	LockRelationOid(t->relid, AccessExclusiveLock);
+	LockRelationOid(part, AccessExclusiveLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(t->owner, true, &scope);
+	t->latest_snapshot = true;
 	IngestForgetKeys(t, name);
 	if (!t->partman)
 		IngestMarkStale(t, name, false);
@@ -132,7 +141,8 @@ partition_leaves(IngestTable *t, Oid part)
 	SPI_finish();
 }
 
-/* A partition's rows join the table: keys claimed, rollups fed. */
+/* A partition's rows join the table (the ATTACH holds its locks): keys
+ * claimed, rollups fed. */
 static void
 partition_joins(IngestTable *t, Oid part)
 {
@@ -143,6 +153,7 @@ partition_joins(IngestTable *t, Oid part)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(t->owner, true, &scope);
+	t->latest_snapshot = true;
 	IngestClaimKeysStrict(t, name);
 	IngestFeedDeltas(t, name);
 	IngestOwnerPop(&scope);

@@ -1,7 +1,8 @@
 -- Side state of a managed table, and the triggers that keep it exact.
 --
 -- Each managed table has four side tables in schema ingest_side, owned by
--- the table's owner and dumped with it by pg_dump:
+-- the extension's owner, written as the table's owner (who may read and
+-- write their rows, nothing more) and dumped with it by pg_dump:
 --   <name>_keys    the key ledger: one row per stored (organization_id,
 --                  transaction_id), with the payload hash of its event
 --   <name>_rollup  folded hourly rollup rows
@@ -151,24 +152,40 @@ BEGIN
 END
 $$;
 
--- Give a table's side tables and usage view the table's owner (at their
--- creation, and after ALTER TABLE ... OWNER TO).
+-- The side tables belong to the extension's owner, so that no trigger,
+-- rule or constraint of anyone else ever runs when ingest writes them; the
+-- table's owner gets their rows (SELECT, INSERT, UPDATE, DELETE, TRUNCATE)
+-- and nobody else anything.  The usage view is the table owner's.  Run at
+-- their creation, and after ALTER TABLE ... OWNER TO.
 CREATE OR REPLACE FUNCTION ingest_internal.follow_owner(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cfg   ingest.table_config := ingest_internal.require_managed(tbl);
-    owner oid := (SELECT c.relowner FROM pg_class c WHERE c.oid = tbl);
-    rel   regclass;
+    cfg      ingest.table_config := ingest_internal.require_managed(tbl);
+    owner    oid := (SELECT c.relowner FROM pg_class c WHERE c.oid = tbl);
+    extowner oid := (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ingest');
+    rel      regclass;
+    grantee  oid;
 BEGIN
-    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
-                               cfg.usage_view] LOOP
-        IF (SELECT c.relowner FROM pg_class c WHERE c.oid = rel) IS DISTINCT FROM owner THEN
-            EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, pg_get_userbyid(owner));
+    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale] LOOP
+        IF (SELECT c.relowner FROM pg_class c WHERE c.oid = rel) IS DISTINCT FROM extowner THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, pg_get_userbyid(extowner));
+        END IF;
+        FOR grantee IN SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+                        WHERE c.oid = rel AND a.grantee NOT IN (extowner, owner) LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM %s', rel,
+                           CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(grantee)) END);
+        END LOOP;
+        IF owner <> extowner THEN
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %I',
+                           rel, pg_get_userbyid(owner));
         END IF;
     END LOOP;
+    IF (SELECT c.relowner FROM pg_class c WHERE c.oid = cfg.usage_view) IS DISTINCT FROM owner THEN
+        EXECUTE format('ALTER VIEW %s OWNER TO %I', cfg.usage_view, pg_get_userbyid(owner));
+    END IF;
 END
 $$;
 

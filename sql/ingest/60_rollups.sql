@@ -71,16 +71,20 @@ AS $$
 $$;
 
 -- Stale marks of "src" (columns organization_id, NULL for all, lo, hi) as
--- disjoint (org, range) pieces.  Marks in retired hours do not stay:
--- retirement folds first and drops the marks left in its day.
-CREATE OR REPLACE FUNCTION ingest_internal.stale_pieces_sql(src text)
+-- disjoint (org, range) pieces from instant "since" (an SQL expression: the
+-- first whole hour whose raw events are all retained) on.  Older hours'
+-- raw events are retired, so their rollup rows stand as they were: a day
+-- retired by the worker, or the oldest day dropped or detached by hand.
+CREATE OR REPLACE FUNCTION ingest_internal.stale_pieces_sql(src text, since text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format($q$
         WITH st AS (
-            SELECT x.organization_id AS org, pg_catalog.tstzrange(x.lo, x.hi) AS r FROM %1$s x
+            SELECT x.organization_id AS org,
+                   pg_catalog.tstzrange(GREATEST(x.lo, %2$s), x.hi) AS r
+              FROM %1$s x WHERE x.hi > %2$s
         ), every_org AS (
             SELECT COALESCE(pg_catalog.range_agg(st.r), '{}'::pg_catalog.tstzmultirange) AS m
               FROM st WHERE st.org IS NULL
@@ -89,7 +93,7 @@ AS $$
         UNION ALL
         SELECT o.org, pg_catalog.unnest(o.m) FROM (
             SELECT st.org, pg_catalog.range_agg(st.r) OPERATOR(pg_catalog.-) (SELECT a.m FROM every_org a) AS m
-              FROM st WHERE st.org IS NOT NULL GROUP BY st.org) o$q$, src)
+              FROM st WHERE st.org IS NOT NULL GROUP BY st.org) o$q$, src, since)
 $$;
 
 -- The raw events of table "tbl" in the stale pieces "pieces" (a FROM item
@@ -200,8 +204,9 @@ BEGIN
                                        'rc.name = $2 AND ' || scope),
         ingest_internal.stale_pieces_sql(
             format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
-                   'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale)))
-      USING tbl, rollup_name, org, lo, hi;
+                   'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale),
+            '$6'))
+      USING tbl, rollup_name, org, lo, hi, since;
 END
 $$;
 
@@ -258,8 +263,8 @@ BEGIN
                                (SELECT count(*) FROM gone_d1) c, (SELECT count(*) FROM gone_d2) d$q$,
         cfg.rollup_stale, cfg.rollup_hours, cfg.rollup_deltas,
         ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'), 'true'),
-        ingest_internal.stale_pieces_sql('marks'))
-      USING tbl;
+        ingest_internal.stale_pieces_sql('marks', '$2'))
+      USING tbl, since;
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
 

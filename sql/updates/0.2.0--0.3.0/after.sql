@@ -3,8 +3,10 @@
 -- tables, filled from the extension-wide ones, and its new triggers.
 DO $migrate$
 DECLARE
-    t   regclass;
-    cfg ingest.table_config;
+    t     regclass;
+    cfg   ingest.table_config;
+    n     bigint;
+    total bigint;
 BEGIN
     FOR t IN SELECT c.event_table FROM ingest.table_config c ORDER BY 1 LOOP
         -- the 0.2.0 usage view makes way for the new one
@@ -24,10 +26,18 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_deltas);
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_stale);
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP VIEW %s', cfg.usage_view);
+        -- 0.2.0 did not follow DELETE, UPDATE or TRUNCATE: the ledger is
+        -- made anew from the events, and every retained hour is recomputed
+        -- by the first fold (older rollup hours are kept as they are)
         EXECUTE pg_catalog.format(
-            'INSERT INTO %s SELECT k.organization_id, k.transaction_id, k.payload_hash '
-            '  FROM ingest_internal.event_keys k WHERE k.relid = $1 ORDER BY 1, 2', cfg.ledger)
-          USING t;
+            'INSERT INTO %s SELECT e.organization_id, e.transaction_id, ingest_side.payload_hash(e) '
+            '  FROM %s e ORDER BY 1, 2 ON CONFLICT DO NOTHING', cfg.ledger, t);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXECUTE pg_catalog.format('SELECT count(*) FROM %s', t) INTO total;
+        IF n < total THEN
+            RAISE WARNING 'table "%" stores % events whose key another event has', t, total - n
+                USING HINT = 'ingest 0.2.0 stored them after an UPDATE of transaction_id; delete the duplicates, keeping one event per key.';
+        END IF;
         EXECUTE pg_catalog.format(
             'INSERT INTO %s SELECT r.rollup, r.organization_id, r.hour, r.code, r.external_customer_id, '
             '       r.dims, r.events, r.value_sum, r.decimal_sum, r.value_min, r.value_max, '
@@ -40,6 +50,7 @@ BEGIN
             '       r.latest_value, r.latest_at, r.latest_tx '
             '  FROM ingest_internal.rollup_deltas r WHERE r.relid = $1', cfg.rollup_deltas)
           USING t;
+        PERFORM ingest_internal.mark_stale(t, NULL, ingest_internal.raw_hours_since(t), 'infinity');
         PERFORM ingest_internal.install_triggers(t);
     END LOOP;
 END
