@@ -165,7 +165,9 @@ SELECT regress.wp_keys(), regress.wp_exact();
 SELECT * FROM regress.wp_usage();
 
 -- a row an UPDATE moves keeps its key even while another command runs in
--- the UPDATE (a set-returning function evaluated lazily)
+-- the UPDATE (a set-returning function evaluated lazily); tomorrow's
+-- partition, dropped above, is made again first
+SELECT action, regress.rel(partition) FROM regress.lifecycle('wp');
 CREATE FUNCTION regress.srf() RETURNS SETOF float8 LANGUAGE sql AS 'SELECT generate_series(1, 10)::float8';
 UPDATE wp SET "timestamp" = "timestamp" + interval '1 day', value = (SELECT regress.srf() LIMIT 1)
  WHERE transaction_id = 'e2';
