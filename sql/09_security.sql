@@ -71,6 +71,43 @@ RESET default_transaction_read_only;
 SELECT loaded FROM ingest.load('sec', regress.sec('upper'), format => 'CSV', on_error => 'Reject');
 SELECT regress.try($$SELECT * FROM ingest.load(0, 'x')$$);
 
+-- "\." ends COPY's data: rows after it are refused, never silently dropped
+SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L)$$,
+                          regress.sec('m1') || E'\n\\.\n' || regress.sec('m2')));
+SELECT loaded FROM ingest.load('sec', regress.sec('m3') || E'\n\\.\n');
+-- a duplicate whose original is in an earlier batch of the same call is a
+-- conflict too
+SELECT loaded, duplicates, conflicts FROM ingest.load('sec',
+    (SELECT string_agg(regress.sec('x' || CASE WHEN n = 1500 THEN 5 ELSE n END, n), E'\n')
+       FROM generate_series(1, 2000) n));
+-- input of which no row has the table's shape fails, as COPY fails
+SELECT regress.try($$SELECT * FROM ingest.load('sec', 'a,b,c')$$);
+SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L, columns => ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'properties', 'value', 'decimal_value', 'created_at'])$$,
+                          regress.sec('shape1') || E'\n' || regress.sec('shape2')));
+
+-- foreign keys and user triggers: COPY is left to PostgreSQL, which checks
+-- and fires them (ingest's triggers deduplicate row by row);
+-- ingest.load refuses the table
+CREATE TABLE regress.customers (id text PRIMARY KEY);
+INSERT INTO regress.customers VALUES ('c1');
+CREATE TABLE fk_ev (LIKE sec INCLUDING DEFAULTS INCLUDING IDENTITY) PARTITION BY RANGE ("timestamp");
+ALTER TABLE fk_ev ADD FOREIGN KEY (external_customer_id) REFERENCES regress.customers (id);
+CREATE TABLE fk_ev_2030 (LIKE fk_ev);
+ALTER TABLE fk_ev ATTACH PARTITION fk_ev_2030 FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
+SELECT ingest.manage_table('fk_ev', premake => 0);
+SELECT regress.try($$SELECT * FROM ingest.load('fk_ev',
+    '00000000-0000-0000-0000-0000000000cc,fk0,c1,api,2030-01-01 01:00:00+00,{},1,')$$);
+COPY fk_ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
+FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000cc,fk1,c1,api,2030-01-01 01:00:00+00,{},1,
+00000000-0000-0000-0000-0000000000cc,fk1,c1,api,2030-01-01 01:00:00+00,{},1,
+\.
+COPY fk_ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
+FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000cc,fk2,c2,api,2030-01-01 01:00:00+00,{},1,
+\.
+SELECT transaction_id FROM fk_ev;
+
 -- a day partition that is not a plain table is refused, not written
 CREATE TABLE sec_sub (LIKE sec) PARTITION BY LIST (code);
 CREATE TABLE sec_sub_api PARTITION OF sec_sub FOR VALUES IN ('api');
@@ -95,7 +132,7 @@ GRANT SELECT ON sec TO sec_tenant;
 ALTER TABLE sec ENABLE ROW LEVEL SECURITY;
 CREATE POLICY sec_tenant_rows ON sec FOR SELECT TO sec_tenant
     USING (organization_id = '00000000-0000-0000-0000-0000000000cc');
-SELECT loaded FROM ingest.load('sec', 'bad,row');
+SELECT loaded FROM ingest.load('sec', 'not-a-uuid,r1,c1,api,2030-01-01,{},1,');
 SET ROLE sec_tenant;
 SELECT regress.try($$SELECT * FROM ingest.usage('sec', '00000000-0000-0000-0000-0000000000dd', regress.h(0, 0), regress.h(1, 0))$$);
 SELECT regress.try($$SELECT * FROM ingest.rollup_verify('sec', regress.h(0, 0), regress.h(1, 0))$$);

@@ -57,6 +57,53 @@ struct IngestParser
 	uint64		lineno;			/* JSON lines */
 };
 
+/*
+ * A line "\." ends COPY's data; COPY ignores whatever follows it.  An
+ * ingest.load payload is read whole, so rows after such a line would be
+ * neither loaded nor rejected: the payload is refused instead.  A "\." at
+ * its end is taken as COPY takes it.
+ */
+static void
+refuse_data_after_end_marker(const char *data, Size len)
+{
+	Size		pos = 0;
+
+	while (pos < len)
+	{
+		const char *line = data + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		Size		n = nl ? (Size) (nl - line) : len - pos;
+		Size		rest;
+
+		pos += n + (nl ? 1 : 0);
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n != 2 || line[0] != '\\' || line[1] != '.')
+			continue;
+		for (rest = pos; rest < len; rest++)
+			if (!isspace((unsigned char) data[rest]))
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("end-of-data marker \"\\.\" is followed by more data"),
+						 errdetail("COPY would stop at the marker and ignore the rest."),
+						 errhint("Remove the \"\\.\" line: ingest.load reads the whole payload.")));
+		return;
+	}
+}
+
+/* Error context of ingest.load's parsing: the table and the line. */
+static void
+load_error_callback(void *arg)
+{
+	CopyFromState cstate = (CopyFromState) arg;
+
+	if (cstate->cur_lineno > 0)
+		errcontext("ingest.load into table \"%s\", line " UINT64_FORMAT,
+				   cstate->cur_relname, cstate->cur_lineno);
+	else
+		errcontext("ingest.load into table \"%s\"", cstate->cur_relname);
+}
+
 /* BeginCopyFrom's callback takes no argument: the payload being read. */
 static IngestParser *reading = NULL;
 
@@ -158,12 +205,16 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 		for (i = 0; i < p->ntargets; i++)
 			names = lappend(names, makeString(p->target_names[i]));
 
+		if (data && !p->binary)
+			refuse_data_after_end_marker(data, len);
+
 		/* No payload: COPY FROM STDIN reads the client's COPY data. */
 		reading = p;
 		p->cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false,
 								  data ? read_payload : NULL, names, options);
 		reading = NULL;
-		p->errcallback.callback = CopyFromErrorCallback;
+		/* COPY's own context for COPY; ingest.load names itself */
+		p->errcallback.callback = data ? load_error_callback : CopyFromErrorCallback;
 		p->errcallback.arg = (void *) p->cstate;
 	}
 	else if (header)

@@ -87,6 +87,7 @@ typedef struct IngestOwnerScope
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
 extern void IngestRequireTable(Oid relid, IngestTable *t);
 extern void IngestRequireCurrentVersion(void);
+extern bool IngestTableNeedsExecutor(Oid relid);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);
 extern char *IngestQualifiedName(Oid relid);
@@ -193,6 +194,7 @@ extern void IngestRollupFeed(IngestRollup *feed, LoadRow **rows, int nrows);
 extern void IngestRollupEnd(IngestRollup *feed);
 
 extern Datum ingest_dedup_row(PG_FUNCTION_ARGS);
+extern Datum ingest_track_changes(PG_FUNCTION_ARGS);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

@@ -26,6 +26,10 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "access/relation.h"
+#include "utils/rel.h"
+#include "commands/trigger.h"
+#include "catalog/pg_inherits.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -101,11 +105,12 @@ IngestRootOf(Oid relid)
 }
 
 /*
- * Is a function ingest's dedup row trigger?  Its C symbol tells: only a
- * superuser can create a C function, and a name can be anyone's.
+ * Is a function one of ingest's trigger functions (dedup_row, or
+ * track_changes when "any")?  Its C symbol tells: only a superuser can
+ * create a C function, and a name can be anyone's.
  */
 static bool
-is_dedup_trigger_function(Oid fn)
+is_ingest_trigger_function(Oid fn, bool any)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	Form_pg_proc proc;
@@ -122,11 +127,52 @@ is_dedup_trigger_function(Oid fn)
 		Datum		bin = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &binnull);
 
 		if (!srcnull && !binnull)
-			ours = load_external_function(TextDatumGetCString(bin), TextDatumGetCString(src),
-										  false, NULL) == (void *) ingest_dedup_row;
+		{
+			void	   *addr = (void *) load_external_function(TextDatumGetCString(bin),
+															   TextDatumGetCString(src),
+															   false, NULL);
+
+			ours = addr == (void *) ingest_dedup_row ||
+				(any && addr == (void *) ingest_track_changes);
+		}
 	}
 	ReleaseSysCache(tup);
 	return ours;
+}
+
+/*
+ * Does writing the table or one of its partitions need PostgreSQL's
+ * executor: a foreign key to check, or a trigger of the user's to fire?
+ * The loader writes heap tables directly, so it leaves such tables to COPY.
+ */
+bool
+IngestTableNeedsExecutor(Oid relid)
+{
+	List	   *rels = find_all_inheritors(relid, NoLock, NULL);
+	ListCell   *lc;
+	bool		needs = false;
+
+	foreach(lc, rels)
+	{
+		Relation	rel = relation_open(lfirst_oid(lc), AccessShareLock);
+		int			i;
+
+		if (RelationGetFKeyList(rel) != NIL)
+			needs = true;
+		for (i = 0; !needs && rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
+		{
+			Trigger    *tg = &rel->trigdesc->triggers[i];
+
+			if (!tg->tgisinternal && tg->tgenabled != TRIGGER_DISABLED &&
+				!is_ingest_trigger_function(tg->tgfoid, true))
+				needs = true;
+		}
+		relation_close(rel, AccessShareLock);
+		if (needs)
+			break;
+	}
+	list_free(rels);
+	return needs;
 }
 
 static Oid
@@ -230,7 +276,7 @@ IngestLookupTable(Oid relid, IngestTable *t)
 		tgfoid = regclass_at(7, &isnull);
 		/* ready: the trigger is ours (a function name can be anyone's) */
 		if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
-			t->ready = is_dedup_trigger_function(tgfoid);
+			t->ready = is_ingest_trigger_function(tgfoid, false);
 	}
 	SPI_finish();
 	return found;
