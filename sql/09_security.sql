@@ -149,6 +149,52 @@ RESET ROLE;
 SELECT count(*) AS log_rows_seen_by_owner FROM ingest.maintenance_log WHERE relid = 'sec'::regclass;
 DELETE FROM ingest.maintenance_log WHERE run_id = 0;
 
+-- a table's owner manages its table with every function of the README;
+-- another role gets 42501 naming the table
+CREATE ROLE tenant_a;
+CREATE ROLE tenant_b;
+GRANT CREATE ON SCHEMA public TO tenant_a;
+SET ROLE tenant_a;
+SELECT ingest.create_event_table('a_events', premake => 1);
+SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'a_events'::regclass;
+SELECT loaded FROM ingest.load('a_events', format('00000000-0000-0000-0000-0000000000aa,t1,c1,api,%s,"{""model"": ""m1""}",2,', regress.h(0, 1)));
+SELECT ingest.configure('a_events', retention => '30 days');
+SELECT ingest.add_index('a_events', ARRAY['code']);
+SELECT ingest.create_rollup('a_events', 'by_model', ARRAY['model']);
+SELECT ingest.fold_rollups('a_events') >= 0 AS folded;
+SELECT dimensions, events, value_sum FROM ingest.usage('a_events', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), rollup => 'by_model');
+SELECT count(*) FROM ingest.rollup_verify('a_events', regress.h(0, 0), regress.h(1, 0));
+-- a partition added by hand gets ingest's triggers
+SELECT regress.try(format('CREATE TABLE a_events_extra PARTITION OF a_events FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(5, 0), regress.h(6, 0)));
+SELECT count(*) FROM pg_trigger WHERE tgrelid = 'a_events_extra'::regclass;
+INSERT INTO a_events (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'x1', 'c1', 'api', regress.h(5, 1), 1),
+       ('00000000-0000-0000-0000-0000000000aa', 't1', 'c1', 'api', regress.h(5, 1), 1);
+SELECT transaction_id FROM a_events ORDER BY 1;
+SELECT ingest.drop_rollup('a_events', 'by_model');
+SELECT ingest.drop_index('a_events', 'btree_code');
+RESET ROLE;
+SET ROLE tenant_b;
+SELECT regress.try($$SELECT ingest.configure('a_events', premake => 2)$$);
+SELECT regress.try($$SELECT ingest.add_index('a_events', ARRAY['code'])$$);
+SELECT regress.try($$SELECT ingest.create_rollup('a_events', 'mine', ARRAY['model'])$$);
+SELECT regress.try($$SELECT ingest.fold_rollups('a_events')$$);
+SELECT regress.try($$SELECT ingest.rollup_rebuild('a_events', '-infinity', 'infinity')$$);
+SELECT regress.try($$SELECT count(*) FROM ingest.rollup_verify('a_events', '-infinity', 'infinity')$$);
+SELECT regress.try($$SELECT ingest.unmanage_table('a_events')$$);
+SELECT regress.try($$SELECT * FROM ingest.load('a_events', 'x')$$);
+SELECT regress.try($$SELECT ingest.create_event_table('b_events')$$);
+SELECT ingest.fold_rollups() AS folded_nothing;
+SELECT regress.try($$INSERT INTO ingest_internal.retired VALUES (1, 1, 'x', now(), now())$$);
+SELECT regress.try($$SELECT * FROM ingest_side.a_events_keys$$);
+RESET ROLE;
+SET ROLE tenant_a;
+SELECT ingest.unmanage_table('a_events');
+DROP TABLE a_events;
+RESET ROLE;
+
 -- nobody can keep the owner from dropping a table by building on its
 -- usage view
 CREATE VIEW sec_usage_copy AS SELECT * FROM sec_usage_hourly;

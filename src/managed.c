@@ -34,9 +34,11 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 
 #include "loader.h"
@@ -339,4 +341,78 @@ ingest_table_ready(PG_FUNCTION_ARGS)
 	IngestTable t;
 
 	PG_RETURN_BOOL(IngestLookupTable(PG_GETARG_OID(0), &t) && t.ready);
+}
+
+/*
+ * The role that called into ingest: the management functions run as the
+ * extension's owner (SECURITY DEFINER), and check the caller first.  The
+ * outer user is the role SET ROLE or the login chose, which a SECURITY
+ * DEFINER function does not change: called through another role's
+ * function, the caller is the session's role, never more.
+ */
+static Oid
+caller(void)
+{
+	return GetOuterUserId();
+}
+
+PG_FUNCTION_INFO_V1(ingest_require_owner);
+
+/* ingest_internal.require_owner(tbl): 42501 unless the caller owns tbl. */
+Datum
+ingest_require_owner(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (!has_privs_of_role(caller(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s", get_rel_name(relid))));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ingest_caller);
+
+/* ingest_internal.caller(): the role that called the management function. */
+Datum
+ingest_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(caller());
+}
+
+PG_FUNCTION_INFO_V1(ingest_require_reader);
+
+/*
+ * ingest_internal.require_reader(tbl): 42501 unless the caller may SELECT
+ * tbl, 0A000 when row-level security filters tbl for the caller (what
+ * ingest reads from its side tables aggregates every row).
+ */
+Datum
+ingest_require_reader(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *name = get_rel_name(relid);
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (pg_class_aclcheck(relid, caller(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", name)));
+	if (check_enable_rls(relid, caller(), true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ingest cannot apply the row-level security of table \"%s\"", name),
+				 errdetail("Rollups aggregate every event; row-level security filters them for this role.")));
+	PG_RETURN_VOID();
 }
