@@ -175,6 +175,13 @@ VALUES ('00000000-0000-0000-0000-0000000000aa', 'x1', 'c1', 'api', regress.h(5, 
 SELECT transaction_id FROM a_events ORDER BY 1;
 SELECT ingest.drop_rollup('a_events', 'by_model');
 SELECT ingest.drop_index('a_events', 'btree_code');
+-- maintenance by hand, as the worker would do it
+SELECT ingest.configure('a_events', premake => 2);
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('a_events', dry_run => true)
+ WHERE action IN ('create', 'detach');
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('a_events')
+ WHERE action IN ('create', 'detach');
+SELECT action, status FROM ingest.maintenance_log WHERE relid = 'a_events'::regclass AND action = 'create';
 RESET ROLE;
 SET ROLE tenant_b;
 SELECT regress.try($$SELECT ingest.configure('a_events', premake => 2)$$);
@@ -184,6 +191,8 @@ SELECT regress.try($$SELECT ingest.fold_rollups('a_events')$$);
 SELECT regress.try($$SELECT ingest.rollup_rebuild('a_events', '-infinity', 'infinity')$$);
 SELECT regress.try($$SELECT count(*) FROM ingest.rollup_verify('a_events', '-infinity', 'infinity')$$);
 SELECT regress.try($$SELECT ingest.unmanage_table('a_events')$$);
+SELECT regress.try($$SELECT ingest.run_maintenance('a_events')$$);
+SELECT regress.try($$SELECT ingest.run_maintenance()$$);
 SELECT regress.try($$SELECT * FROM ingest.load('a_events', 'x')$$);
 SELECT regress.try($$SELECT ingest.create_event_table('b_events')$$);
 SELECT ingest.fold_rollups() AS folded_nothing;
