@@ -108,6 +108,29 @@ FROM STDIN (FORMAT csv);
 \.
 SELECT transaction_id FROM fk_ev;
 
+-- binary rows obey ingest.max_event_bytes too, and a binary row set aside
+-- is kept readable
+SET ingest.max_event_bytes = 2000;
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-0000000000cc'::uuid, 'big' || g, 'c1', 'api',
+                                   regress.h(0, 1), jsonb_build_object('pad', repeat('x', g * 1500)), 1::float8,
+                                   NULL::numeric
+                              FROM generate_series(0, 2) g)
+                      TO %L (FORMAT binary)$q$, current_setting('data_directory') || '/ingest_big.bin');
+END $$;
+SELECT loaded, rejected FROM ingest.load('sec', pg_read_binary_file(current_setting('data_directory') || '/ingest_big.bin'),
+                                         format => 'binary');
+RESET ingest.max_event_bytes;
+SELECT left(raw, 40), sqlstate FROM ingest.rejects WHERE event_table = 'sec'::regclass AND sqlstate = '54000' ORDER BY id;
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-0000000000cc'::uuid, 'nul', NULL::text, 'api',
+                                   '2030-01-01 00:00+00'::timestamptz, '{}'::jsonb, 1::float8, NULL::numeric)
+                      TO %L (FORMAT binary)$q$, current_setting('data_directory') || '/ingest_nul.bin');
+END $$;
+SELECT loaded, rejected FROM ingest.load('sec', pg_read_binary_file(current_setting('data_directory') || '/ingest_nul.bin'),
+                                         format => 'binary');
+SELECT raw, sqlstate FROM ingest.rejects WHERE event_table = 'sec'::regclass AND sqlstate = '23502';
+
 -- a day partition that is not a plain table is refused, not written
 CREATE TABLE sec_sub (LIKE sec) PARTITION BY LIST (code);
 CREATE TABLE sec_sub_api PARTITION OF sec_sub FOR VALUES IN ('api');

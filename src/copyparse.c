@@ -26,6 +26,7 @@
 #include "parser/parse_node.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -224,6 +225,57 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 	return p;
 }
 
+/* The bytes of a binary row's values: its size for ingest.max_event_bytes. */
+static Size
+binary_row_size(IngestParser *p, LoadRow *row)
+{
+	TupleDesc	desc = RelationGetDescr(p->rel);
+	Size		size = 0;
+	int			i;
+
+	for (i = 0; i < p->ntargets; i++)
+	{
+		int			a = p->targets[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (!row->nulls[a])
+			size += datumGetSize(row->values[a], att->attbyval, att->attlen);
+	}
+	return size;
+}
+
+/*
+ * A binary row as readable text, for ingest.rejects: its target columns'
+ * values in their text form, as a record literal.
+ */
+char *
+IngestParserRowText(IngestParser *p, LoadRow *row)
+{
+	TupleDesc	desc = RelationGetDescr(p->rel);
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	for (i = 0; i < p->ntargets; i++)
+	{
+		int			a = p->targets[i] - 1;
+
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		if (row->values && !row->nulls[a])
+		{
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(TupleDescAttr(desc, a)->atttypid, &out, &varlena);
+			appendStringInfoString(&buf, quote_literal_cstr(OidOutputFunctionCall(out, row->values[a])));
+		}
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
 /*
  * Read the next row's fields into "row", allocated in the current memory
  * context.  Returns false at the end of the input.  Errors here (say an
@@ -258,6 +310,7 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 				continue;
 			row->lineno = p->lineno;
 			row->raw = pnstrdup(start, n);
+			row->size = n;
 			row->nfields = -1;
 			return true;
 		}
@@ -279,7 +332,8 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 		if (!found)
 			return false;
 		row->lineno = p->cstate->cur_lineno;
-		row->raw = pstrdup("");
+		row->raw = NULL;		/* rendered as text if it is set aside */
+		row->size = binary_row_size(p, row);
 		row->nfields = -1;
 		row->state = ROW_CONVERTED;
 		return true;
@@ -302,6 +356,7 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 
 		row->lineno = p->cstate->cur_lineno;
 		row->raw = pnstrdup(p->cstate->line_buf.data, p->cstate->line_buf.len);
+		row->size = p->cstate->line_buf.len;
 		row->nfields = nfields;
 		row->fields = palloc(sizeof(char *) * Max(nfields, 1));
 		for (i = 0; i < nfields; i++)

@@ -75,7 +75,7 @@ record_reject(LoadState *st, LoadRow *row, int sqlerrcode, const char *message,
 	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
 	args[1] = CStringGetTextDatum(st->source);
 	args[2] = Int64GetDatum((int64) row->lineno);
-	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
+	args[3] = CStringGetTextDatum(row->raw ? row->raw : IngestParserRowText(st->parser, row));
 	args[4] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
 	args[5] = CStringGetTextDatum(message);
 	args[6] = CStringGetTextDatum(kind);
@@ -231,10 +231,15 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 
 		if (before_convert)
 		{
-			if (r->raw && strlen(r->raw) > (Size) ingest_max_event_bytes)
+			if (r->size > (Size) ingest_max_event_bytes)
+			{
+				/* a row this large is not kept whole in ingest.rejects */
+				if (r->raw == NULL)
+					r->raw = psprintf("(binary row of %zu bytes)", r->size);
 				reject_row(st, r, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
 						   psprintf("row of %zu bytes exceeds \"ingest.max_event_bytes\" (%d)",
-									strlen(r->raw), ingest_max_event_bytes));
+									r->size, ingest_max_event_bytes));
+			}
 			else if (r->nfields >= 0 && r->nfields != st->ntargets)
 			{
 				shape++;
@@ -355,7 +360,7 @@ read_rows(LoadState *st, void *arg)
 			break;
 		}
 		b->rows[b->n] = &b->rowbuf[b->n];
-		bytes += strlen(b->rowbuf[b->n].raw);
+		bytes += b->rowbuf[b->n].size;
 		b->n++;
 	}
 }

@@ -50,7 +50,9 @@ typedef enum LoadRowState
 typedef struct LoadRow
 {
 	uint64		lineno;			/* 1-based input line (first line of the row) */
-	char	   *raw;			/* the row's input text, for rejects */
+	char	   *raw;			/* the row's input text, for rejects (NULL:
+								 * binary, rendered when set aside) */
+	Size		size;			/* bytes of the row's input */
 	int			nfields;
 	char	  **fields;			/* raw field text; NULL entry = SQL NULL */
 	bool	   *use_default;	/* JSON lines: key absent, take the default */
@@ -123,6 +125,7 @@ extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
 extern bool IngestParserCanSkipBadInput(IngestParser *parser);
 extern void IngestParserPosition(IngestParser *parser, uint64 *lineno, char **raw);
 extern void IngestParserEnd(IngestParser *parser);
+extern char *IngestParserRowText(IngestParser *parser, LoadRow *row);
 extern bool IngestFormatIsKnown(const char *format);
 
 /* dedup.c */
