@@ -248,5 +248,20 @@ SELECT regress.try($$CREATE RULE mine AS ON INSERT TO ingest_side.wp_deltas DO I
 RESET ROLE;
 DELETE FROM wp WHERE transaction_id = 'e1';
 SELECT regress.wp_keys(), regress.wp_exact();
+-- a change of owner inside a transaction that already wrote the table:
+-- the next row claims its key as the new owner, not the old one (who has
+-- lost the ledger)
+CREATE ROLE wp_owner2;
+BEGIN;
+INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'o1', 'c1', 'api', regress.h(0, 2));
+ALTER TABLE wp OWNER TO wp_owner2;
+INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'o2', 'c1', 'api', regress.h(0, 2));
+COMMIT;
+SELECT has_table_privilege('wp_owner', t.ledger, 'INSERT') AS old_owner_writes,
+       has_table_privilege('wp_owner2', t.ledger, 'INSERT') AS new_owner_writes
+  FROM ingest.table_config t WHERE t.event_table = 'wp'::regclass;
+SELECT regress.wp_keys(), regress.wp_exact();
 
 SELECT * FROM regress.invariants();

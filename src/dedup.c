@@ -53,6 +53,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -482,6 +483,7 @@ IngestLedgerEnd(IngestLedger *l)
 typedef struct TriggerTarget
 {
 	Oid			relid;			/* the table or partition the trigger fires on */
+	bool		valid;			/* no relcache invalidation since it was made */
 	bool		managed;		/* its root is managed and ready */
 	Oid			owner;
 	SPIPlanPtr	claim;
@@ -511,6 +513,25 @@ trigger_targets_reset(XactEvent event, void *arg)
 	trigger_targets = NULL;
 }
 
+/*
+ * Any relcache invalidation (ALTER TABLE ... OWNER TO, a new partition, the
+ * table dropped and made again) may change what an entry says, its owner
+ * above all: the entry is made again at its next use.  The plan is freed
+ * there, not here, as an invalidation can arrive while it runs.
+ */
+static void
+trigger_targets_invalidate(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	TriggerTarget *tt;
+
+	if (trigger_targets == NULL)
+		return;
+	hash_seq_init(&seq, trigger_targets);
+	while ((tt = hash_seq_search(&seq)) != NULL)
+		tt->valid = false;
+}
+
 static TriggerTarget *
 trigger_target(Relation rel)
 {
@@ -527,6 +548,7 @@ trigger_target(Relation rel)
 		if (!callback_registered)
 		{
 			RegisterXactCallback(trigger_targets_reset, NULL);
+			CacheRegisterRelcacheCallback(trigger_targets_invalidate, (Datum) 0);
 			callback_registered = true;
 		}
 		ctl.keysize = sizeof(Oid);
@@ -536,9 +558,12 @@ trigger_target(Relation rel)
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	tt = hash_search(trigger_targets, &relid, HASH_ENTER, &found);
-	if (found)
+	if (found && tt->valid)
 		return tt;
+	if (found && tt->claim)
+		SPI_freeplan(tt->claim);
 
+	tt->valid = true;
 	tt->managed = false;
 	tt->claim = NULL;
 	PG_TRY();
