@@ -107,6 +107,23 @@ FROM STDIN (FORMAT csv);
 00000000-0000-0000-0000-0000000000cc,fk2,c2,api,2030-01-01 01:00:00+00,{},1,
 \.
 SELECT transaction_id FROM fk_ev;
+-- BEFORE INSERT row triggers fire in name order: one firing after
+-- ingest_dedup could change the key it claimed, so it is refused, made or
+-- renamed so; one firing before is free to change the row
+CREATE FUNCTION regress.rekey() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.transaction_id := NEW.transaction_id || '-x'; RETURN NEW; END $$;
+SELECT regress.try($$CREATE TRIGGER z_rekey BEFORE INSERT ON fk_ev FOR EACH ROW EXECUTE FUNCTION regress.rekey()$$);
+SELECT regress.try($$CREATE TRIGGER z_rekey BEFORE INSERT OR UPDATE ON fk_ev_2030 FOR EACH ROW EXECUTE FUNCTION regress.rekey()$$);
+CREATE TRIGGER a_rekey BEFORE INSERT ON fk_ev FOR EACH ROW EXECUTE FUNCTION regress.rekey();
+SELECT regress.try($$ALTER TRIGGER a_rekey ON fk_ev RENAME TO z_rekey$$);
+CREATE TRIGGER z_after AFTER INSERT ON fk_ev FOR EACH ROW EXECUTE FUNCTION regress.rekey();
+COPY fk_ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
+FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000cc,fk3,c1,api,2030-01-01 01:00:00+00,{},1,
+\.
+SELECT e.transaction_id, k.transaction_id AS ledger
+  FROM fk_ev e FULL JOIN ingest_side.fk_ev_keys k USING (organization_id, transaction_id)
+ ORDER BY 1;
 
 -- binary rows obey ingest.max_event_bytes too, and a binary row set aside
 -- is kept readable

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * tableddl.c
- *	  Partitions of a managed table attached, detached, created or dropped
- *	  by hand.
+ *	  DDL by hand on a managed table: partitions attached, detached, created
+ *	  or dropped; its owner, its columns and its row triggers.
  *
  * ATTACH PARTITION brings in rows no trigger saw: their keys are claimed
  * (23505, failing the ATTACH, when one is stored already) and their rollup
@@ -20,18 +20,29 @@
  * DROP COLUMN and RENAME COLUMN of one of them are refused), so that the
  * ledger, the rollups and the code reading them never meet another type.
  *
+ * BEFORE INSERT row triggers fire in name order, and ingest_dedup claims
+ * the row's key: a user's trigger named to fire after it could change that
+ * key or drop the row, leaving the ledger with a key no event has.  Such a
+ * trigger (made or renamed so) is refused; one that fires before is free.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/lmgr.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 
 #include "loader.h"
 
@@ -87,6 +98,70 @@ managed_root(Oid relid, IngestTable *t)
 	if (!IngestLookupTable(root, t) || !t->ready)
 		return InvalidOid;
 	return root;
+}
+
+/* The name of ingest's own row trigger (25_side_tables.sql). */
+#define DEDUP_TRIGGER "ingest_dedup"
+
+static void
+refuse_trigger_after_dedup(Oid root, const char *trigname)
+{
+	if (strcmp(trigname, DEDUP_TRIGGER) <= 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("BEFORE INSERT row trigger \"%s\" on managed table \"%s\" would fire after ingest claims the row's key",
+					trigname, get_rel_name(root)),
+			 errdetail("Row triggers fire in name order; one after \"%s\" could change the key or skip the row.",
+					   DEDUP_TRIGGER),
+			 errhint("Give the trigger a name that sorts before \"%s\".", DEDUP_TRIGGER)));
+}
+
+/* A CREATE TRIGGER on a managed table or one of its partitions. */
+static void
+create_trigger_before(CreateTrigStmt *ct)
+{
+	IngestTable t;
+	Oid			root;
+
+	if (!ct->row || !(ct->timing & TRIGGER_TYPE_BEFORE) ||
+		!(ct->events & TRIGGER_TYPE_INSERT) || ingest_internal_ddl)
+		return;
+	root = managed_root(RangeVarGetRelid(ct->relation, NoLock, true), &t);
+	if (OidIsValid(root))
+		refuse_trigger_after_dedup(root, ct->trigname);
+}
+
+/* ALTER TRIGGER ... RENAME TO on a managed table or one of its partitions. */
+static void
+rename_trigger_before(RenameStmt *rs)
+{
+	IngestTable t;
+	Oid			relid = RangeVarGetRelid(rs->relation, NoLock, true);
+	Oid			root = managed_root(relid, &t);
+	Oid			trigoid;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int16		tgtype = 0;
+
+	if (!OidIsValid(root))
+		return;
+	trigoid = get_trigger_oid(relid, rs->subname, true);
+	if (!OidIsValid(trigoid))
+		return;
+	/* pg_trigger has no syscache */
+	rel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(trigoid));
+	scan = systable_beginscan(rel, TriggerOidIndexId, true, NULL, 1, &key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+		tgtype = ((Form_pg_trigger) GETSTRUCT(tup))->tgtype;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (TRIGGER_FOR_ROW(tgtype) && TRIGGER_FOR_BEFORE(tgtype) && TRIGGER_FOR_INSERT(tgtype))
+		refuse_trigger_after_dedup(root, rs->newname);
 }
 
 /*
@@ -261,15 +336,26 @@ IngestPartitionDDLBefore(Node *stmt)
 	IngestTable t;
 
 	if (!(IsA(stmt, AlterTableStmt) || IsA(stmt, DropStmt) || IsA(stmt, CreateStmt) ||
-		  IsA(stmt, RenameStmt)) ||
+		  IsA(stmt, RenameStmt) || IsA(stmt, CreateTrigStmt)) ||
 		IsBinaryUpgrade)
 		return NULL;
 	if (!OidIsValid(get_extension_oid("ingest", true)))
 		return NULL;
 
+	if (IsA(stmt, CreateTrigStmt))
+	{
+		create_trigger_before((CreateTrigStmt *) stmt);
+		return NULL;
+	}
 	if (IsA(stmt, RenameStmt))
 	{
 		RenameStmt *rs = (RenameStmt *) stmt;
+
+		if (rs->renameType == OBJECT_TRIGGER && rs->relation != NULL)
+		{
+			rename_trigger_before(rs);
+			return NULL;
+		}
 
 		if (rs->renameType == OBJECT_COLUMN && rs->relation != NULL &&
 			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
