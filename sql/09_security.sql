@@ -124,6 +124,12 @@ FROM STDIN (FORMAT csv);
 SELECT e.transaction_id, k.transaction_id AS ledger
   FROM fk_ev e FULL JOIN ingest_side.fk_ev_keys k USING (organization_id, transaction_id)
  ORDER BY 1;
+-- nor can a table with such a trigger be adopted
+CREATE TABLE trg_ev (LIKE sec INCLUDING DEFAULTS INCLUDING IDENTITY) PARTITION BY RANGE ("timestamp");
+CREATE TABLE trg_ev_2030 PARTITION OF trg_ev FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
+CREATE TRIGGER z_rekey BEFORE INSERT ON trg_ev_2030 FOR EACH ROW EXECUTE FUNCTION regress.rekey();
+SELECT regress.try($$SELECT ingest.manage_table('trg_ev', premake => 0)$$);
+DROP TABLE trg_ev;
 
 -- binary rows obey ingest.max_event_bytes too, and a binary row set aside
 -- is kept readable

@@ -122,6 +122,21 @@ BEGIN
         RAISE EXCEPTION 'table "%" is already managed by ingest', tbl
             USING ERRCODE = 'duplicate_object';
     END IF;
+    -- a BEFORE INSERT row trigger firing after ingest_dedup (name order)
+    -- could change a claimed key or skip the row (as refused in tableddl.c)
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I on %s', t.tgname, t.tgrelid::regclass), ', '
+                                 ORDER BY t.tgname) INTO bad
+      FROM pg_catalog.pg_partition_tree(tbl) p
+      JOIN pg_catalog.pg_trigger t ON t.tgrelid = p.relid
+     WHERE NOT t.tgisinternal
+       AND t.tgtype::int & 7 = 7        -- ROW, BEFORE, INSERT
+       AND t.tgname > 'ingest_dedup' COLLATE "C";
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'table "%" has a BEFORE INSERT row trigger that would fire after ingest claims the key', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = pg_catalog.format('Triggers: %s.', bad),
+                  HINT = 'Rename the trigger to a name that sorts before "ingest_dedup".';
+    END IF;
 
     partman := ingest_internal.partman_manages(tbl);
     IF partman THEN
