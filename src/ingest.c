@@ -29,6 +29,7 @@ char	   *ingest_maintenance_role = NULL;
 int			ingest_lock_timeout = 1000;
 int			ingest_max_drops_per_run = 7;
 int			ingest_log_retention = 7 * 24 * 3600;
+int			ingest_rejects_retention = 30 * 24 * 3600;
 int			ingest_max_event_bytes = 1024 * 1024;
 bool		ingest_copy_hook = true;
 int			ingest_close_delay = 3600;
@@ -110,6 +111,14 @@ define_settings(void)
 							NULL,
 							&ingest_log_retention,
 							7 * 24 * 3600, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ingest.rejects_retention",
+							"Sets how long rows of ingest.rejects are kept.",
+							NULL,
+							&ingest_rejects_retention,
+							30 * 24 * 3600, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

@@ -30,6 +30,7 @@ extern char *ingest_maintenance_role;
 extern int	ingest_lock_timeout;	/* milliseconds */
 extern int	ingest_max_drops_per_run;
 extern int	ingest_log_retention;	/* seconds */
+extern int	ingest_rejects_retention;	/* seconds */
 extern int	ingest_max_event_bytes;
 extern bool ingest_copy_hook;
 extern int	ingest_close_delay;	/* seconds */

@@ -635,7 +635,10 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 	MemoryContextDelete(runcxt);
 }
 
-/* Trim the maintenance log to ingest.log_retention. */
+/*
+ * Trim the maintenance log to ingest.log_retention and the rejects to
+ * ingest.rejects_retention (by rejected_at's index: rejects can be many).
+ */
 void
 IngestTrimLog(void)
 {
@@ -645,6 +648,10 @@ IngestTrimLog(void)
 	xact_begin();
 	(void) exec_scalar("DELETE FROM ingest.maintenance_log "
 					   " WHERE logged_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+					   1, (Oid[]) {INT4OID}, &arg, NULL, &isnull);
+	arg = Int32GetDatum(ingest_rejects_retention);
+	(void) exec_scalar("DELETE FROM ingest.rejects "
+					   " WHERE rejected_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
 					   1, (Oid[]) {INT4OID}, &arg, NULL, &isnull);
 	xact_end();
 }

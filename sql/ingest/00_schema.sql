@@ -112,7 +112,9 @@ CREATE TABLE ingest.rejects (
     kind        text NOT NULL DEFAULT 'rejected' CHECK (kind IN ('rejected', 'conflict'))
 );
 COMMENT ON TABLE ingest.rejects IS
-    'Rows the loader set aside (kind rejected) and duplicates whose payload differed from the stored event (kind conflict)';
+    'Rows the loader set aside (kind rejected) and duplicates whose payload differed from the stored event (kind conflict); trimmed by age (ingest.rejects_retention)';
+-- the worker trims by age
+CREATE INDEX rejects_rejected_at ON ingest.rejects (rejected_at);
 ALTER TABLE ingest.rejects ENABLE ROW LEVEL SECURITY;
 -- Everyone sees the rejects of the tables they can read, unless row-level
 -- security filters the table for them: a reject's raw line would bypass it.

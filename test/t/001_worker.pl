@@ -146,6 +146,17 @@ poll(q{SELECT count(*) = 0 FROM ingest.maintenance_log WHERE logged_at < now() -
 poll(q{SELECT count(*) > 0 FROM ingest.maintenance_log WHERE relid = 'bad'::regclass},
 	'recent rows are kept');
 
+# So do ingest.rejects, by ingest.rejects_retention: an old reject goes, a
+# new one stays.
+sql(q{SELECT ingest.load('adopted', E'bad1,t1,c,k,2030-01-01,{},1,\nbad2,t2,c,k,2030-01-01,{},1,');
+	UPDATE ingest.rejects SET rejected_at = now() - interval '2 days'
+	 WHERE id = (SELECT min(id) FROM ingest.rejects WHERE event_table = 'adopted'::regclass)});
+is(sql(q{SELECT count(*) FROM ingest.rejects WHERE event_table = 'adopted'::regclass}), '2',
+	'two rejects');
+sql(q{ALTER SYSTEM SET ingest.rejects_retention = '1d'; SELECT pg_reload_conf()});
+poll(q{SELECT count(*) = 1 FROM ingest.rejects WHERE event_table = 'adopted'::regclass},
+	'the old reject is trimmed, the new one kept');
+
 # DROP EXTENSION ends the database's worker; DROP DATABASE is not blocked by it.
 poll(q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker' AND datname = 'late')},
 	'the late database has a worker');

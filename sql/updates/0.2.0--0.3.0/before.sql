@@ -16,6 +16,10 @@ ALTER TABLE ingest.table_config
 ALTER TABLE ingest.rollup_config ADD COLUMN building_xid xid8, ADD COLUMN building_horizon xid8;
 
 SELECT pg_catalog.pg_extension_config_dump('ingest.rejects', '');
+COMMENT ON TABLE ingest.rejects IS
+    'Rows the loader set aside (kind rejected) and duplicates whose payload differed from the stored event (kind conflict); trimmed by age (ingest.rejects_retention)';
+-- the worker trims by age
+CREATE INDEX rejects_rejected_at ON ingest.rejects (rejected_at);
 SELECT pg_catalog.pg_extension_config_dump('ingest.rejects_id_seq', '');
 
 -- Replaced by functions of another signature or schema.
