@@ -108,4 +108,34 @@ SELECT regress.try($$SELECT ingest.unmanage_table('ev')$$);
 DROP TABLE gap;
 SELECT count(*) FROM ingest.table_config WHERE event_table::text = 'gap';
 
+-- backfill: partitions of past days with every declared index, so that
+-- history loads; days that exist are skipped; a day not yet closed keeps
+-- the hot phase's indexes; refused past retention, to others, and on
+-- nonsense
+SELECT ingest.create_event_table('bf', retention => '60 days', premake => 0);
+SELECT ingest.add_index('bf', ARRAY['external_customer_id']);
+SELECT count(*) FROM ingest.create_partitions('bf', regress.today() - 31, regress.today() - 29);
+SELECT count(*) FROM ingest.create_partitions('bf', regress.today() - 30, regress.today() + 1);
+-- the partitions, by their indexes
+WITH ix AS (
+    SELECT v.day - regress.today() AS day,
+           string_agg(regexp_replace(i.relname, '^bf_p\d{8}_', ''), ' ' ORDER BY i.relname) AS indexes
+      FROM ingest.partitions v JOIN pg_index x ON x.indrelid = v.partition
+      JOIN pg_class i ON i.oid = x.indexrelid
+     WHERE v.event_table = 'bf'::regclass GROUP BY v.day)
+SELECT min(day) AS first, max(day) AS last, count(*), indexes FROM ix GROUP BY indexes ORDER BY 1;
+SELECT loaded, rejected FROM ingest.load('bf', format(
+    '00000000-0000-0000-0000-0000000000bf,old1,c1,api,%s,{},1,', regress.h(-30, 12)));
+SELECT transaction_id, "timestamp" = regress.h(-30, 12) AS at_day_minus_30 FROM bf;
+SELECT left(r, 6) AS sqlstate, r ~ 'is past its retention' AS past_retention
+  FROM regress.try($$SELECT ingest.create_partitions('bf', regress.today() - 61, regress.today() - 59)$$) r;
+SELECT regress.try($$SELECT ingest.create_partitions('bf', regress.today(), regress.today() - 1)$$);
+SELECT regress.try($$SELECT ingest.create_partitions('bf', NULL, regress.today())$$);
+CREATE ROLE bf_stranger;
+SET ROLE bf_stranger;
+SELECT regress.try($$SELECT ingest.create_partitions('bf', regress.today() - 40, regress.today() - 40)$$);
+RESET ROLE;
+-- the worker's plan takes the backfilled days as its own: nothing to redo
+SELECT action, regress.rel(partition) FROM regress.lifecycle('bf', true);
+
 SELECT * FROM regress.invariants();

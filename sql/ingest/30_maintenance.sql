@@ -9,6 +9,76 @@ AS 'MODULE_PATHNAME', 'ingest_run_maintenance';
 COMMENT ON FUNCTION ingest.run_maintenance(regclass, boolean) IS
     'Run partition maintenance now (one table, or all when NULL) and return its actions; dry_run returns the plan without acting';
 
+-- Backfill: past days' partitions, made now so that history can be loaded.
+-- A closed day gets every declared index at once (on an empty table: no
+-- wait).  Retention still applies: a day it would retire
+-- at once is refused.  SHARE UPDATE EXCLUSIVE on the table (what ATTACH
+-- takes) serializes it with maintenance and blocks no loader.
+CREATE OR REPLACE FUNCTION ingest.create_partitions(tbl regclass, from_day date, to_day date)
+RETURNS SETOF regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg    ingest.table_config;
+    cutoff timestamptz;
+    d      date;
+    part   regclass;
+    ix     ingest.index_config;
+BEGIN
+    IF tbl IS NOT NULL THEN
+        PERFORM ingest_internal.require_owner(tbl);
+    END IF;
+    IF tbl IS NULL OR from_day IS NULL OR to_day IS NULL THEN
+        RAISE EXCEPTION 'tbl, from_day and to_day must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    cfg := ingest_internal.require_managed(tbl);
+    IF cfg.managed_by <> 'ingest' THEN
+        RAISE EXCEPTION 'the partitions of table "%" are made by %', tbl, cfg.managed_by
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF from_day > to_day OR to_day - from_day >= 1000 THEN
+        RAISE EXCEPTION 'from_day must not be after to_day, nor 1000 days or more before it'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cfg.retention IS NOT NULL THEN
+        cutoff := pg_catalog.timezone(cfg.time_zone,
+                                      pg_catalog.timezone(cfg.time_zone, pg_catalog.now()) - cfg.retention);
+        IF ingest_internal.day_start(from_day + 1, cfg.time_zone) <= cutoff THEN
+            RAISE EXCEPTION 'day % of table "%" is past its retention', from_day, tbl
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = pg_catalog.format('Retention (%s) retires every day that ends by %s.',
+                                                 cfg.retention, cutoff);
+        END IF;
+    END IF;
+
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
+    FOR d IN SELECT g::date FROM pg_catalog.generate_series(from_day, to_day, interval '1 day') g LOOP
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM ingest_internal.bounds b
+             WHERE b.relid = tbl AND NOT b.is_default
+               AND b.lower_bound < ingest_internal.day_start(d + 1, cfg.time_zone)
+               AND b.upper_bound > ingest_internal.day_start(d, cfg.time_zone));
+        part := ingest_internal.create_partition(tbl, d)::regclass;
+        -- a day not yet closed keeps the lean indexes of the hot phase
+        FOR ix IN SELECT * FROM ingest.index_config c
+                   WHERE c.event_table = tbl AND c.phase <> 'always'
+                     AND ingest_internal.day_start(d + 1, cfg.time_zone)
+                         + ingest_internal.close_delay() <= pg_catalog.now()
+                   ORDER BY c.name
+        LOOP
+            EXECUTE ingest_internal.index_ddl(part, ingest.partition_index_name(part, ix.name),
+                                              ix.columns, ix.method, ix.where_clause,
+                                              ix.with_options, false);
+        END LOOP;
+        RETURN NEXT part;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ingest.create_partitions(regclass, date, date) IS
+    'Make the missing partitions of past (or future) days, with every declared index, so that history can be loaded; refused past retention';
+
 -- Views: policy and health per table, and every partition.
 
 CREATE OR REPLACE VIEW ingest.partitions AS
