@@ -58,6 +58,7 @@
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "loader.h"
 
 /* Columns whose values make up an event's payload, for conflict detection. */
@@ -252,7 +253,7 @@ claim_speculative(IngestLedger *l, Datum org, Datum tx, uint64 hash)
 	table_tuple_insert_speculative(l->keys, slot, GetCurrentCommandId(true), 0,
 								   l->bistate, token);
 	list_free(ExecInsertIndexTuples(l->rri, slot, l->estate, false, true,
-									&conflict, NIL));
+									&conflict, NIL, false));
 	table_tuple_complete_speculative(l->keys, slot, token, !conflict);
 	SpeculativeInsertionLockRelease(xid);
 
