@@ -71,8 +71,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-ifneq ($(MAJORVERSION),15)
-$(error ingest is built for PostgreSQL 15, found $(MAJORVERSION))
+ifeq ($(filter $(MAJORVERSION),15 16 17 18),)
+$(error ingest is built for PostgreSQL 15 to 18, found $(MAJORVERSION))
 endif
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
