@@ -71,11 +71,13 @@ RESET default_transaction_read_only;
 SELECT loaded FROM ingest.load('sec', regress.sec('upper'), format => 'CSV', on_error => 'Reject');
 SELECT regress.try($$SELECT * FROM ingest.load(0, 'x')$$);
 
--- a day partition that is not a plain table is refused, not written
+-- a day partition that is not a plain table is refused, not written (its
+-- own partition made after ATTACH: PostgreSQL 17 and 18 fail to DETACH a
+-- partitioned table attached with partitions, whose identity they skip)
 CREATE TABLE sec_sub (LIKE sec) PARTITION BY LIST (code);
-CREATE TABLE sec_sub_api PARTITION OF sec_sub FOR VALUES IN ('api');
 SELECT regress.try(format('ALTER TABLE sec ATTACH PARTITION sec_sub FOR VALUES FROM (%L) TO (%L)',
                           regress.h(-1, 0), regress.h(0, 0)));
+CREATE TABLE sec_sub_api PARTITION OF sec_sub FOR VALUES IN ('api');
 SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L)$$,
                           replace(regress.sec('sub'), regress.h(0, 1)::text, regress.h(-1, 1)::text)));
 SELECT regress.try('ALTER TABLE sec DETACH PARTITION sec_sub');
