@@ -81,7 +81,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
 $(UPDATE_SCRIPT): $(UPDATE_DIR)/before.sql $(SQL_CODE) $(UPDATE_DIR)/after.sql
 	cat $^ > $@
 
-.PHONY: test demo deps regresscheck isolationcheck tapcheck
+.PHONY: test test-all demo deps regresscheck isolationcheck tapcheck
 # The suites one by one, against the installed build (run-all.sh calls them).
 regresscheck:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -95,6 +95,10 @@ tapcheck:
 # Everything, from a fresh machine, as root or as a user who can build.
 test:
 	test/run-all.sh
+# Every suite on 15 here, then on 17 and 18 in Debian root filesystems built
+# once and cached (test/versions/; needs root and Debian's archive).
+test-all:
+	test/versions/test-all.sh
 demo:
 	test/demo.sh
 deps:
