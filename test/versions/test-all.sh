@@ -34,8 +34,9 @@ else
 fi
 
 # shellcheck disable=SC2086
-"$here/run.sh" $majors > "$logdir/chroots.out" 2>&1 || status=1
-grep -v '^PostgreSQL [0-9]*:' "$logdir/chroots.out"
+"$here/run.sh" $majors 2>&1 | tee "$logdir/chroots.out"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+echo "=== summary"
 [ -z "$host" ] || echo "$host"
 grep '^PostgreSQL [0-9]*:' "$logdir/chroots.out"
 exit $status
