@@ -55,7 +55,7 @@ DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPT)
 # Released versions' install scripts, frozen, and the upgrade scripts.
 DATA = $(wildcard sql/released/$(EXTENSION)--*.sql) \
 	$(wildcard sql/updates/$(EXTENSION)--*--*.sql)
-EXTRA_CLEAN = $(DATA_built)
+EXTRA_CLEAN = $(DATA_built) .deps
 
 # pg_regress: sql/*.sql against expected/*.out in a temporary instance.
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/[0-9]*.sql)))
@@ -66,6 +66,9 @@ ISOLATION_OPTS = --inputdir=test --temp-instance=tmp_check_iso \
 	--temp-config=test/regress.conf --load-extension=ingest
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+
+# Objects follow the headers they include.
+override autodepend = yes
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

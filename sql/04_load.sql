@@ -90,7 +90,7 @@ SELECT regress.try($$SELECT * FROM ingest.load('ld', E'00000000-0000-0000-0000-0
                                                    || E'00000000-0000-0000-0000-000000000007,x2,c,k,not-a-date,{},1,\n', on_error => 'abort')$$);
 SELECT ingest.configure('ld', on_error => 'abort');
 SELECT regress.try($$SELECT * FROM ingest.load('ld', E'bad\n')$$);
-SELECT * FROM ingest.load('ld', E'bad\n', on_error => 'reject');
+SELECT * FROM ingest.load('ld', E'00000000-0000-0000-0000-000000000007,x3,c,k,not-a-date,{},1,\n', on_error => 'reject');
 SELECT ingest.configure('ld', on_error => 'reject');
 SELECT count(*) FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000007';
 

@@ -71,6 +71,66 @@ RESET default_transaction_read_only;
 SELECT loaded FROM ingest.load('sec', regress.sec('upper'), format => 'CSV', on_error => 'Reject');
 SELECT regress.try($$SELECT * FROM ingest.load(0, 'x')$$);
 
+-- "\." ends COPY's data: rows after it are refused, never silently dropped
+SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L)$$,
+                          regress.sec('m1') || E'\n\\.\n' || regress.sec('m2')));
+SELECT loaded FROM ingest.load('sec', regress.sec('m3') || E'\n\\.\n');
+-- a duplicate whose original is in an earlier batch of the same call is a
+-- conflict too
+SELECT loaded, duplicates, conflicts FROM ingest.load('sec',
+    (SELECT string_agg(regress.sec('x' || CASE WHEN n = 1500 THEN 5 ELSE n END, n), E'\n')
+       FROM generate_series(1, 2000) n));
+-- input of which no row has the table's shape fails, as COPY fails
+SELECT regress.try($$SELECT * FROM ingest.load('sec', 'a,b,c')$$);
+SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L, columns => ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'properties', 'value', 'decimal_value', 'created_at'])$$,
+                          regress.sec('shape1') || E'\n' || regress.sec('shape2')));
+
+-- foreign keys and user triggers: COPY is left to PostgreSQL, which checks
+-- and fires them (ingest's triggers deduplicate row by row);
+-- ingest.load refuses the table
+CREATE TABLE regress.customers (id text PRIMARY KEY);
+INSERT INTO regress.customers VALUES ('c1');
+CREATE TABLE fk_ev (LIKE sec INCLUDING DEFAULTS INCLUDING IDENTITY) PARTITION BY RANGE ("timestamp");
+ALTER TABLE fk_ev ADD FOREIGN KEY (external_customer_id) REFERENCES regress.customers (id);
+CREATE TABLE fk_ev_2030 (LIKE fk_ev);
+ALTER TABLE fk_ev ATTACH PARTITION fk_ev_2030 FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
+SELECT ingest.manage_table('fk_ev', premake => 0);
+SELECT regress.try($$SELECT * FROM ingest.load('fk_ev',
+    '00000000-0000-0000-0000-0000000000cc,fk0,c1,api,2030-01-01 01:00:00+00,{},1,')$$);
+COPY fk_ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
+FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000cc,fk1,c1,api,2030-01-01 01:00:00+00,{},1,
+00000000-0000-0000-0000-0000000000cc,fk1,c1,api,2030-01-01 01:00:00+00,{},1,
+\.
+COPY fk_ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
+FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000cc,fk2,c2,api,2030-01-01 01:00:00+00,{},1,
+\.
+SELECT transaction_id FROM fk_ev;
+
+-- binary rows obey ingest.max_event_bytes too, and a binary row set aside
+-- is kept readable
+SET ingest.max_event_bytes = 2000;
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-0000000000cc'::uuid, 'big' || g, 'c1', 'api',
+                                   regress.h(0, 1), jsonb_build_object('pad', repeat('x', g * 1500)), 1::float8,
+                                   NULL::numeric
+                              FROM generate_series(0, 2) g)
+                      TO %L (FORMAT binary)$q$, current_setting('data_directory') || '/ingest_big.bin');
+END $$;
+SELECT loaded, rejected FROM ingest.load('sec', pg_read_binary_file(current_setting('data_directory') || '/ingest_big.bin'),
+                                         format => 'binary');
+RESET ingest.max_event_bytes;
+SELECT left(raw, 40), sqlstate FROM ingest.rejects WHERE event_table = 'sec'::regclass AND sqlstate = '54000' ORDER BY id;
+DO $$ BEGIN
+    EXECUTE format($q$COPY (SELECT '00000000-0000-0000-0000-0000000000cc'::uuid, 'nul', NULL::text, 'api',
+                                   '2030-01-01 00:00+00'::timestamptz, '{}'::jsonb, 1::float8, NULL::numeric)
+                      TO %L (FORMAT binary)$q$, current_setting('data_directory') || '/ingest_nul.bin');
+END $$;
+SELECT loaded, rejected FROM ingest.load('sec', pg_read_binary_file(current_setting('data_directory') || '/ingest_nul.bin'),
+                                         format => 'binary');
+SELECT raw, sqlstate FROM ingest.rejects WHERE event_table = 'sec'::regclass AND sqlstate = '23502';
+
 -- a day partition that is not a plain table is refused, not written (its
 -- own partition made after ATTACH: PostgreSQL 17 and 18 fail to DETACH a
 -- partitioned table attached with partitions, whose identity they skip)
@@ -97,7 +157,7 @@ GRANT SELECT ON sec TO sec_tenant;
 ALTER TABLE sec ENABLE ROW LEVEL SECURITY;
 CREATE POLICY sec_tenant_rows ON sec FOR SELECT TO sec_tenant
     USING (organization_id = '00000000-0000-0000-0000-0000000000cc');
-SELECT loaded FROM ingest.load('sec', 'bad,row');
+SELECT loaded FROM ingest.load('sec', 'not-a-uuid,r1,c1,api,2030-01-01,{},1,');
 SET ROLE sec_tenant;
 SELECT regress.try($$SELECT * FROM ingest.usage('sec', '00000000-0000-0000-0000-0000000000dd', regress.h(0, 0), regress.h(1, 0))$$);
 SELECT regress.try($$SELECT * FROM ingest.rollup_verify('sec', regress.h(0, 0), regress.h(1, 0))$$);
@@ -113,6 +173,61 @@ SELECT count(*) AS log_rows_seen FROM ingest.maintenance_log WHERE relid = 'sec'
 RESET ROLE;
 SELECT count(*) AS log_rows_seen_by_owner FROM ingest.maintenance_log WHERE relid = 'sec'::regclass;
 DELETE FROM ingest.maintenance_log WHERE run_id = 0;
+
+-- a table's owner manages its table with every function of the README;
+-- another role gets 42501 naming the table
+CREATE ROLE tenant_a;
+CREATE ROLE tenant_b;
+GRANT CREATE ON SCHEMA public TO tenant_a;
+SET ROLE tenant_a;
+SELECT ingest.create_event_table('a_events', premake => 1);
+SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'a_events'::regclass;
+SELECT loaded FROM ingest.load('a_events', format('00000000-0000-0000-0000-0000000000aa,t1,c1,api,%s,"{""model"": ""m1""}",2,', regress.h(0, 1)));
+SELECT ingest.configure('a_events', retention => '30 days');
+SELECT ingest.add_index('a_events', ARRAY['code']);
+SELECT ingest.create_rollup('a_events', 'by_model', ARRAY['model']);
+SELECT ingest.fold_rollups('a_events') >= 0 AS folded;
+SELECT dimensions, events, value_sum FROM ingest.usage('a_events', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), rollup => 'by_model');
+SELECT count(*) FROM ingest.rollup_verify('a_events', regress.h(0, 0), regress.h(1, 0));
+-- a partition added by hand gets ingest's triggers
+SELECT regress.try(format('CREATE TABLE a_events_extra PARTITION OF a_events FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(5, 0), regress.h(6, 0)));
+SELECT count(*) FROM pg_trigger WHERE tgrelid = 'a_events_extra'::regclass;
+INSERT INTO a_events (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'x1', 'c1', 'api', regress.h(5, 1), 1),
+       ('00000000-0000-0000-0000-0000000000aa', 't1', 'c1', 'api', regress.h(5, 1), 1);
+SELECT transaction_id FROM a_events ORDER BY 1;
+SELECT ingest.drop_rollup('a_events', 'by_model');
+SELECT ingest.drop_index('a_events', 'btree_code');
+-- maintenance by hand, as the worker would do it
+SELECT ingest.configure('a_events', premake => 2);
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('a_events', dry_run => true)
+ WHERE action IN ('create', 'detach');
+SELECT action, regress.rel(partition) FROM ingest.run_maintenance('a_events')
+ WHERE action IN ('create', 'detach');
+SELECT action, status FROM ingest.maintenance_log WHERE relid = 'a_events'::regclass AND action = 'create';
+RESET ROLE;
+SET ROLE tenant_b;
+SELECT regress.try($$SELECT ingest.configure('a_events', premake => 2)$$);
+SELECT regress.try($$SELECT ingest.add_index('a_events', ARRAY['code'])$$);
+SELECT regress.try($$SELECT ingest.create_rollup('a_events', 'mine', ARRAY['model'])$$);
+SELECT regress.try($$SELECT ingest.fold_rollups('a_events')$$);
+SELECT regress.try($$SELECT ingest.rollup_rebuild('a_events', '-infinity', 'infinity')$$);
+SELECT regress.try($$SELECT count(*) FROM ingest.rollup_verify('a_events', '-infinity', 'infinity')$$);
+SELECT regress.try($$SELECT ingest.unmanage_table('a_events')$$);
+SELECT regress.try($$SELECT ingest.run_maintenance('a_events')$$);
+SELECT regress.try($$SELECT ingest.run_maintenance()$$);
+SELECT regress.try($$SELECT * FROM ingest.load('a_events', 'x')$$);
+SELECT regress.try($$SELECT ingest.create_event_table('b_events')$$);
+SELECT ingest.fold_rollups() AS folded_nothing;
+SELECT regress.try($$INSERT INTO ingest_internal.retired VALUES (1, 1, 'x', now(), now())$$);
+SELECT regress.try($$SELECT * FROM ingest_side.a_events_keys$$);
+RESET ROLE;
+SET ROLE tenant_a;
+SELECT ingest.unmanage_table('a_events');
+DROP TABLE a_events;
+RESET ROLE;
 
 -- nobody can keep the owner from dropping a table by building on its
 -- usage view

@@ -77,8 +77,12 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
-	/* a table being restored (not ready) takes COPY as it is */
-	if (!IngestLookupTable(relid, &t) || !t.ready)
+	/*
+	 * A table being restored (not ready) takes COPY as it is; so does one
+	 * with foreign keys or triggers of the user's, which PostgreSQL's COPY
+	 * checks and fires (and where ingest's triggers deduplicate row by row).
+	 */
+	if (!IngestLookupTable(relid, &t) || !t.ready || IngestTableNeedsExecutor(relid))
 		return false;
 
 	rel = table_open(relid, RowExclusiveLock);

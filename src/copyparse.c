@@ -26,6 +26,7 @@
 #include "parser/parse_node.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -56,6 +57,53 @@ struct IngestParser
 	Size		pos;
 	uint64		lineno;			/* JSON lines */
 };
+
+/*
+ * A line "\." ends COPY's data; COPY ignores whatever follows it.  An
+ * ingest.load payload is read whole, so rows after such a line would be
+ * neither loaded nor rejected: the payload is refused instead.  A "\." at
+ * its end is taken as COPY takes it.
+ */
+static void
+refuse_data_after_end_marker(const char *data, Size len)
+{
+	Size		pos = 0;
+
+	while (pos < len)
+	{
+		const char *line = data + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		Size		n = nl ? (Size) (nl - line) : len - pos;
+		Size		rest;
+
+		pos += n + (nl ? 1 : 0);
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n != 2 || line[0] != '\\' || line[1] != '.')
+			continue;
+		for (rest = pos; rest < len; rest++)
+			if (!isspace((unsigned char) data[rest]))
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("end-of-data marker \"\\.\" is followed by more data"),
+						 errdetail("COPY would stop at the marker and ignore the rest."),
+						 errhint("Remove the \"\\.\" line: ingest.load reads the whole payload.")));
+		return;
+	}
+}
+
+/* Error context of ingest.load's parsing: the table and the line. */
+static void
+load_error_callback(void *arg)
+{
+	CopyFromState cstate = (CopyFromState) arg;
+
+	if (cstate->cur_lineno > 0)
+		errcontext("ingest.load into table \"%s\", line " UINT64_FORMAT,
+				   cstate->cur_relname, cstate->cur_lineno);
+	else
+		errcontext("ingest.load into table \"%s\"", cstate->cur_relname);
+}
 
 /* BeginCopyFrom's callback takes no argument: the payload being read. */
 static IngestParser *reading = NULL;
@@ -158,12 +206,16 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 		for (i = 0; i < p->ntargets; i++)
 			names = lappend(names, makeString(p->target_names[i]));
 
+		if (data && !p->binary)
+			refuse_data_after_end_marker(data, len);
+
 		/* No payload: COPY FROM STDIN reads the client's COPY data. */
 		reading = p;
 		p->cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false,
 								  data ? read_payload : NULL, names, options);
 		reading = NULL;
-		p->errcallback.callback = CopyFromErrorCallback;
+		/* COPY's own context for COPY; ingest.load names itself */
+		p->errcallback.callback = data ? load_error_callback : CopyFromErrorCallback;
 		p->errcallback.arg = (void *) p->cstate;
 	}
 	else if (header)
@@ -171,6 +223,57 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("format \"jsonl\" has no header line")));
 	return p;
+}
+
+/* The bytes of a binary row's values: its size for ingest.max_event_bytes. */
+static Size
+binary_row_size(IngestParser *p, LoadRow *row)
+{
+	TupleDesc	desc = RelationGetDescr(p->rel);
+	Size		size = 0;
+	int			i;
+
+	for (i = 0; i < p->ntargets; i++)
+	{
+		int			a = p->targets[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (!row->nulls[a])
+			size += datumGetSize(row->values[a], att->attbyval, att->attlen);
+	}
+	return size;
+}
+
+/*
+ * A binary row as readable text, for ingest.rejects: its target columns'
+ * values in their text form, as a record literal.
+ */
+char *
+IngestParserRowText(IngestParser *p, LoadRow *row)
+{
+	TupleDesc	desc = RelationGetDescr(p->rel);
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	for (i = 0; i < p->ntargets; i++)
+	{
+		int			a = p->targets[i] - 1;
+
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		if (row->values && !row->nulls[a])
+		{
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(TupleDescAttr(desc, a)->atttypid, &out, &varlena);
+			appendStringInfoString(&buf, quote_literal_cstr(OidOutputFunctionCall(out, row->values[a])));
+		}
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
 }
 
 /*
@@ -207,6 +310,7 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 				continue;
 			row->lineno = p->lineno;
 			row->raw = pnstrdup(start, n);
+			row->size = n;
 			row->nfields = -1;
 			return true;
 		}
@@ -228,7 +332,8 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 		if (!found)
 			return false;
 		row->lineno = p->cstate->cur_lineno;
-		row->raw = pstrdup("");
+		row->raw = NULL;		/* rendered as text if it is set aside */
+		row->size = binary_row_size(p, row);
 		row->nfields = -1;
 		row->state = ROW_CONVERTED;
 		return true;
@@ -251,6 +356,7 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 
 		row->lineno = p->cstate->cur_lineno;
 		row->raw = pnstrdup(p->cstate->line_buf.data, p->cstate->line_buf.len);
+		row->size = p->cstate->line_buf.len;
 		row->nfields = nfields;
 		row->fields = palloc(sizeof(char *) * Max(nfields, 1));
 		for (i = 0; i < nfields; i++)

@@ -458,7 +458,8 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 		uint64		k;
 
 		key_args(args, orgs, txs, nwin);
-		AS_OWNER(l->owner, rc = SPI_execute_plan(l->lookup, args, NULL, true, 0));
+		/* not read-only: a fresh snapshot sees our own earlier batches' keys */
+		AS_OWNER(l->owner, rc = SPI_execute_plan(l->lookup, args, NULL, false, 0));
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not look up keys: %s", SPI_result_code_string(rc));
 		/* one row per key offered, in order */

@@ -52,7 +52,7 @@ extern PGDLLEXPORT void ingest_launcher_main(Datum main_arg);
 /* worker.c */
 extern PGDLLEXPORT void ingest_worker_main(Datum main_arg);
 extern BackgroundWorkerHandle *IngestStartDatabaseWorker(Oid dboid, Oid roleid);
-extern void IngestRunManual(Oid relid, int64 run_id);
+extern void IngestRunManual(Oid relid, int64 run_id, Oid roleid);
 
 /* maintenance.c */
 extern void IngestMaintainDatabase(Oid relid, int64 run_id, bool background);

@@ -184,6 +184,13 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 				 errhint("Use \"reject\" or \"abort\".")));
 
 	IngestRequireTable(relid, &t);
+	if (IngestTableNeedsExecutor(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ingest.load() cannot check the foreign keys or fire the triggers of table \"%s\"",
+						get_rel_name(relid)),
+				 errdetail("The loader writes rows without PostgreSQL's executor, which COPY uses for them."),
+				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
 	abort_on_error = on_error ? strcmp(on_error, "abort") == 0 : t.abort_on_error;
 
 	rel = table_open(relid, RowExclusiveLock);

@@ -60,6 +60,7 @@ typedef struct LoadState
 	bool		abort_on_error;
 	AttrNumber	ts_att;
 	int			ntargets;
+	int			batches;		/* batches loaded so far */
 	IngestLoadResult result;
 } LoadState;
 
@@ -74,7 +75,7 @@ record_reject(LoadState *st, LoadRow *row, int sqlerrcode, const char *message,
 	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
 	args[1] = CStringGetTextDatum(st->source);
 	args[2] = Int64GetDatum((int64) row->lineno);
-	args[3] = CStringGetTextDatum(row->raw ? row->raw : "");
+	args[3] = CStringGetTextDatum(row->raw ? row->raw : IngestParserRowText(st->parser, row));
 	args[4] = CStringGetTextDatum(unpack_sql_state(sqlerrcode));
 	args[5] = CStringGetTextDatum(message);
 	args[6] = CStringGetTextDatum(kind);
@@ -212,11 +213,15 @@ convert_rows(LoadState *st, LoadRow **rows, int lo, int hi)
 	convert_rows(st, rows, mid, hi);
 }
 
-/* Checks that need no subtransaction: size, field count, NOT NULL, day. */
-static void
+/*
+ * Checks that need no subtransaction: size, field count, NOT NULL, day.
+ * Returns how many rows had the wrong number of fields.
+ */
+static int
 check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 {
 	TupleDesc	desc = RelationGetDescr(st->rel);
+	int			shape = 0;
 	int			i;
 	int			a;
 
@@ -226,17 +231,24 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 
 		if (before_convert)
 		{
-			if (r->raw && strlen(r->raw) > (Size) ingest_max_event_bytes)
+			if (r->size > (Size) ingest_max_event_bytes)
+			{
+				/* a row this large is not kept whole in ingest.rejects */
+				if (r->raw == NULL)
+					r->raw = psprintf("(binary row of %zu bytes)", r->size);
 				reject_row(st, r, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
 						   psprintf("row of %zu bytes exceeds \"ingest.max_event_bytes\" (%d)",
-									strlen(r->raw), ingest_max_event_bytes));
-			else if (r->nfields >= 0 && r->nfields < st->ntargets)
+									r->size, ingest_max_event_bytes));
+			}
+			else if (r->nfields >= 0 && r->nfields != st->ntargets)
+			{
+				shape++;
 				reject_row(st, r, ERRCODE_BAD_COPY_FILE_FORMAT,
-						   psprintf("missing data: %d of %d columns", r->nfields, st->ntargets));
-			else if (r->nfields > st->ntargets)
-				reject_row(st, r, ERRCODE_BAD_COPY_FILE_FORMAT,
-						   psprintf("extra data after last expected column: %d of %d columns",
-									r->nfields, st->ntargets));
+						   r->nfields < st->ntargets
+						   ? psprintf("missing data: %d of %d columns", r->nfields, st->ntargets)
+						   : psprintf("extra data after last expected column: %d of %d columns",
+									  r->nfields, st->ntargets));
+			}
 			continue;
 		}
 
@@ -267,6 +279,7 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 		}
 		r->hash = IngestLedgerHash(st->ledger, r->values, r->nulls);
 	}
+	return shape;
 }
 
 static void
@@ -276,13 +289,25 @@ load_batch(LoadState *st, LoadRow **rows, int n)
 	int			nlive = 0;
 	int			i;
 
-	check_rows(st, rows, n, true);
+	/*
+	 * Input whose first batch has not one row of the expected shape is not
+	 * this table's data (a column list is missing, say): it fails the load,
+	 * as COPY fails, instead of setting every row aside.
+	 */
+	if (check_rows(st, rows, n, true) == n && st->batches == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+				 errmsg("no row of the input has the %d fields expected for table \"%s\"",
+						st->ntargets, RelationGetRelationName(st->rel)),
+				 errdetail("The first row has %d fields.", rows[0]->nfields),
+				 errhint("Name the input's columns: a column list in COPY, or columns => ARRAY[...] in ingest.load().")));
+	st->batches++;
 	/* binary rows arrive converted */
 	for (i = 0; i < n; i++)
 		if (rows[i]->state == ROW_PARSED || rows[i]->state == ROW_CONVERTED)
 			live[nlive++] = rows[i];
 	convert_rows(st, live, 0, nlive);
-	check_rows(st, live, nlive, false);
+	(void) check_rows(st, live, nlive, false);
 
 	n = nlive;
 	nlive = 0;
@@ -335,7 +360,7 @@ read_rows(LoadState *st, void *arg)
 			break;
 		}
 		b->rows[b->n] = &b->rowbuf[b->n];
-		bytes += strlen(b->rowbuf[b->n].raw);
+		bytes += b->rowbuf[b->n].size;
 		b->n++;
 	}
 }

@@ -50,7 +50,9 @@ typedef enum LoadRowState
 typedef struct LoadRow
 {
 	uint64		lineno;			/* 1-based input line (first line of the row) */
-	char	   *raw;			/* the row's input text, for rejects */
+	char	   *raw;			/* the row's input text, for rejects (NULL:
+								 * binary, rendered when set aside) */
+	Size		size;			/* bytes of the row's input */
 	int			nfields;
 	char	  **fields;			/* raw field text; NULL entry = SQL NULL */
 	bool	   *use_default;	/* JSON lines: key absent, take the default */
@@ -87,6 +89,7 @@ typedef struct IngestOwnerScope
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
 extern void IngestRequireTable(Oid relid, IngestTable *t);
 extern void IngestRequireCurrentVersion(void);
+extern bool IngestTableNeedsExecutor(Oid relid);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);
 extern char *IngestQualifiedName(Oid relid);
@@ -122,6 +125,7 @@ extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
 extern bool IngestParserCanSkipBadInput(IngestParser *parser);
 extern void IngestParserPosition(IngestParser *parser, uint64 *lineno, char **raw);
 extern void IngestParserEnd(IngestParser *parser);
+extern char *IngestParserRowText(IngestParser *parser, LoadRow *row);
 extern bool IngestFormatIsKnown(const char *format);
 
 /* dedup.c */
@@ -193,6 +197,7 @@ extern void IngestRollupFeed(IngestRollup *feed, LoadRow **rows, int nrows);
 extern void IngestRollupEnd(IngestRollup *feed);
 
 extern Datum ingest_dedup_row(PG_FUNCTION_ARGS);
+extern Datum ingest_track_changes(PG_FUNCTION_ARGS);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

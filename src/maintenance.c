@@ -30,6 +30,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -37,6 +38,7 @@
 #include "utils/snapmgr.h"
 
 #include "ingest.h"
+#include "loader.h"
 
 /* Key space of our session advisory locks: "ing\0" in the high half. */
 #define MAINTENANCE_LOCK_KEY(relid) ((((int64) 0x696E6700) << 32) | (int64) (relid))
@@ -693,11 +695,29 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 	char		nulls[2] = {OidIsValid(relid) ? ' ' : 'n', ' '};
 	bool		isnull;
 	int64		run_id;
+	Oid			extowner;
 
 	InitMaterializedSRF(fcinfo, 0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * A table's owner runs its table's maintenance; a superuser every
+	 * table's.  The run itself acts as the extension's owner, as the
+	 * worker does.
+	 */
+	if (OidIsValid(relid) && get_rel_name(relid) != NULL &&
+		!has_privs_of_role(GetUserId(), IngestRelationOwner(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s", get_rel_name(relid))));
+	if (!OidIsValid(relid) && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be superuser to run the maintenance of every table"),
+				 errhint("Name one of your tables.")));
+	extowner = IngestExtensionOwner();
 
 	values[0] = ObjectIdGetDatum(relid);
 	if (OidIsValid(relid))
@@ -729,24 +749,25 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 	if (dry_run)
 	{
 		values[1] = Int32GetDatum(ingest_max_drops_per_run);
-		emit_rows(rsinfo,
+		AS_OWNER(extowner, emit_rows(rsinfo,
 				  "SELECT p.event_table, p.action, p.partition, p.detail "
 				  "  FROM ingest.table_config c, "
 				  "       LATERAL ingest_internal.plan(c.event_table, pg_catalog.now(), $2) "
 				  "       WITH ORDINALITY AS p "
 				  " WHERE $1 IS NULL OR c.event_table = $1 "
 				  " ORDER BY c.event_table::pg_catalog.oid, p.ordinality",
-				  2, (Oid[]) {OIDOID, INT4OID}, values, nulls);
+				  2, (Oid[]) {OIDOID, INT4OID}, values, nulls));
 		SPI_finish();
 		return (Datum) 0;
 	}
 
-	run_id = next_run_id();
-	IngestRunManual(relid, run_id);
+	AS_OWNER(extowner, run_id = next_run_id());
+	IngestRunManual(relid, run_id, extowner);
 
 	values[0] = Int64GetDatum(run_id);
-	(void) exec_scalar("DELETE FROM ingest_internal.run_done WHERE run_id = $1 RETURNING 1",
-					   1, (Oid[]) {INT8OID}, values, NULL, &isnull);
+	AS_OWNER(extowner,
+			 (void) exec_scalar("DELETE FROM ingest_internal.run_done WHERE run_id = $1 RETURNING 1",
+								1, (Oid[]) {INT8OID}, values, NULL, &isnull));
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),

@@ -26,13 +26,19 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "access/relation.h"
+#include "utils/rel.h"
+#include "commands/trigger.h"
+#include "catalog/pg_inherits.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 
 #include "loader.h"
@@ -101,11 +107,12 @@ IngestRootOf(Oid relid)
 }
 
 /*
- * Is a function ingest's dedup row trigger?  Its C symbol tells: only a
- * superuser can create a C function, and a name can be anyone's.
+ * Is a function one of ingest's trigger functions (dedup_row, or
+ * track_changes when "any")?  Its C symbol tells: only a superuser can
+ * create a C function, and a name can be anyone's.
  */
 static bool
-is_dedup_trigger_function(Oid fn)
+is_ingest_trigger_function(Oid fn, bool any)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	Form_pg_proc proc;
@@ -122,11 +129,52 @@ is_dedup_trigger_function(Oid fn)
 		Datum		bin = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &binnull);
 
 		if (!srcnull && !binnull)
-			ours = load_external_function(TextDatumGetCString(bin), TextDatumGetCString(src),
-										  false, NULL) == (void *) ingest_dedup_row;
+		{
+			void	   *addr = (void *) load_external_function(TextDatumGetCString(bin),
+															   TextDatumGetCString(src),
+															   false, NULL);
+
+			ours = addr == (void *) ingest_dedup_row ||
+				(any && addr == (void *) ingest_track_changes);
+		}
 	}
 	ReleaseSysCache(tup);
 	return ours;
+}
+
+/*
+ * Does writing the table or one of its partitions need PostgreSQL's
+ * executor: a foreign key to check, or a trigger of the user's to fire?
+ * The loader writes heap tables directly, so it leaves such tables to COPY.
+ */
+bool
+IngestTableNeedsExecutor(Oid relid)
+{
+	List	   *rels = find_all_inheritors(relid, NoLock, NULL);
+	ListCell   *lc;
+	bool		needs = false;
+
+	foreach(lc, rels)
+	{
+		Relation	rel = relation_open(lfirst_oid(lc), AccessShareLock);
+		int			i;
+
+		if (RelationGetFKeyList(rel) != NIL)
+			needs = true;
+		for (i = 0; !needs && rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
+		{
+			Trigger    *tg = &rel->trigdesc->triggers[i];
+
+			if (!tg->tgisinternal && tg->tgenabled != TRIGGER_DISABLED &&
+				!is_ingest_trigger_function(tg->tgfoid, true))
+				needs = true;
+		}
+		relation_close(rel, AccessShareLock);
+		if (needs)
+			break;
+	}
+	list_free(rels);
+	return needs;
 }
 
 static Oid
@@ -230,7 +278,7 @@ IngestLookupTable(Oid relid, IngestTable *t)
 		tgfoid = regclass_at(7, &isnull);
 		/* ready: the trigger is ours (a function name can be anyone's) */
 		if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
-			t->ready = is_dedup_trigger_function(tgfoid);
+			t->ready = is_ingest_trigger_function(tgfoid, false);
 	}
 	SPI_finish();
 	return found;
@@ -293,4 +341,78 @@ ingest_table_ready(PG_FUNCTION_ARGS)
 	IngestTable t;
 
 	PG_RETURN_BOOL(IngestLookupTable(PG_GETARG_OID(0), &t) && t.ready);
+}
+
+/*
+ * The role that called into ingest: the management functions run as the
+ * extension's owner (SECURITY DEFINER), and check the caller first.  The
+ * outer user is the role SET ROLE or the login chose, which a SECURITY
+ * DEFINER function does not change: called through another role's
+ * function, the caller is the session's role, never more.
+ */
+static Oid
+caller(void)
+{
+	return GetOuterUserId();
+}
+
+PG_FUNCTION_INFO_V1(ingest_require_owner);
+
+/* ingest_internal.require_owner(tbl): 42501 unless the caller owns tbl. */
+Datum
+ingest_require_owner(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (!has_privs_of_role(caller(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s", get_rel_name(relid))));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ingest_caller);
+
+/* ingest_internal.caller(): the role that called the management function. */
+Datum
+ingest_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(caller());
+}
+
+PG_FUNCTION_INFO_V1(ingest_require_reader);
+
+/*
+ * ingest_internal.require_reader(tbl): 42501 unless the caller may SELECT
+ * tbl, 0A000 when row-level security filters tbl for the caller (what
+ * ingest reads from its side tables aggregates every row).
+ */
+Datum
+ingest_require_reader(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *name = get_rel_name(relid);
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (pg_class_aclcheck(relid, caller(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", name)));
+	if (check_enable_rls(relid, caller(), true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ingest cannot apply the row-level security of table \"%s\"", name),
+				 errdetail("Rollups aggregate every event; row-level security filters them for this role.")));
+	PG_RETURN_VOID();
 }

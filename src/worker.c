@@ -89,14 +89,14 @@ IngestStartDatabaseWorker(Oid dboid, Oid roleid)
  * role, and wait for it to finish.
  */
 void
-IngestRunManual(Oid relid, int64 run_id)
+IngestRunManual(Oid relid, int64 run_id, Oid roleid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	IngestWorkerArgs args = {0};
 	BgwHandleStatus status;
 
-	args.roleid = GetUserId();
+	args.roleid = roleid;
 	args.manual = true;
 	args.relid = relid;
 	args.run_id = run_id;

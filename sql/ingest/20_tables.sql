@@ -1,13 +1,15 @@
 -- Public functions that create, adopt, configure and release event tables.
 
 -- The schema of an unqualified name is the caller's current schema, so the
--- public function resolves it before anything runs with search_path pinned.
+-- public function resolves it with the caller's search_path (its body names
+-- nothing unqualified) before anything runs with search_path pinned.  The
+-- table is the caller's, in a schema where the caller may create.
 CREATE OR REPLACE FUNCTION ingest.create_event_table(table_name text,
                                           retention interval DEFAULT NULL,
                                           premake integer DEFAULT 3,
                                           time_zone text DEFAULT 'UTC')
 RETURNS regclass
-LANGUAGE sql
+LANGUAGE sql SECURITY DEFINER
 AS $$
     SELECT ingest_internal.create_event_table(pg_catalog.current_schema(), table_name, retention,
                                               premake, time_zone)
@@ -49,6 +51,15 @@ BEGIN
             USING ERRCODE = 'syntax_error';
     END IF;
 
+    IF nsp = 'pg_temp' OR nsp LIKE 'pg\_temp\_%' THEN
+        RAISE EXCEPTION 'table "%" would be a temporary table', rel
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'ingest manages permanent tables only.';
+    END IF;
+    IF NOT has_schema_privilege(ingest_internal.caller(), nsp, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', nsp
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     EXECUTE pg_catalog.format($ddl$
         CREATE TABLE %I.%I (
             id                   bigint GENERATED ALWAYS AS IDENTITY,
@@ -63,6 +74,9 @@ BEGIN
             created_at           timestamptz NOT NULL DEFAULT now()
         ) PARTITION BY RANGE ("timestamp")$ddl$, nsp, rel);
     tbl := pg_catalog.format('%I.%I', nsp, rel)::regclass;
+    IF ingest_internal.caller() <> current_user::regrole THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO %s', tbl, ingest_internal.caller());
+    END IF;
     PERFORM ingest_internal.check_shape(tbl);
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
@@ -88,13 +102,16 @@ CREATE OR REPLACE FUNCTION ingest.manage_table(tbl regclass,
                                     premake integer DEFAULT 3,
                                     time_zone text DEFAULT 'UTC')
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     partman boolean;
     bad     text;
 BEGIN
+    IF tbl IS NOT NULL THEN
+        PERFORM ingest_internal.require_owner(tbl);
+    END IF;
     IF tbl IS NULL OR premake IS NULL OR time_zone IS NULL THEN
         RAISE EXCEPTION 'tbl, premake and time_zone must not be null'
             USING ERRCODE = 'null_value_not_allowed';
@@ -154,10 +171,13 @@ CREATE OR REPLACE FUNCTION ingest.configure(tbl regclass,
                                  on_error text DEFAULT NULL,
                                  rollup_retention interval DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF tbl IS NOT NULL THEN
+        PERFORM ingest_internal.require_owner(tbl);
+    END IF;
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'tbl must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -195,10 +215,11 @@ COMMENT ON FUNCTION ingest.configure(regclass, interval, integer, text, text, in
 
 CREATE OR REPLACE FUNCTION ingest.unmanage_table(tbl regclass)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.require_managed(tbl);
     PERFORM ingest_internal.forget_table(tbl);
 END

@@ -42,6 +42,30 @@ LANGUAGE C STRICT STABLE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_table_ready';
 
+-- The management functions run as the extension's owner (SECURITY
+-- DEFINER) for the table's owner: they check the calling role first.
+-- 42501 unless the caller owns the table (or is a member of its owner).
+CREATE OR REPLACE FUNCTION ingest_internal.require_owner(tbl regclass)
+RETURNS void
+LANGUAGE C STRICT STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_require_owner';
+
+-- 42501 unless the caller may SELECT the table, 0A000 when row-level
+-- security filters it for the caller.
+CREATE OR REPLACE FUNCTION ingest_internal.require_reader(tbl regclass)
+RETURNS void
+LANGUAGE C STRICT STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_require_reader';
+
+-- The role that called the management function.
+CREATE OR REPLACE FUNCTION ingest_internal.caller()
+RETURNS regrole
+LANGUAGE C STRICT STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_caller';
+
 -- The configuration of a managed table; 55000 for any other table.  The one
 -- definition of "managed" for SQL callers.
 CREATE OR REPLACE FUNCTION ingest_internal.require_managed(tbl regclass)

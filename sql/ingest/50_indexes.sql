@@ -112,12 +112,15 @@ CREATE OR REPLACE FUNCTION ingest.add_index(tbl regclass, columns text[], method
                                  phase text DEFAULT 'closed', where_clause text DEFAULT NULL,
                                  with_options text DEFAULT NULL, name text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     scratch text;
 BEGIN
+    IF tbl IS NOT NULL THEN
+        PERFORM ingest_internal.require_owner(tbl);
+    END IF;
     IF tbl IS NULL OR columns IS NULL OR method IS NULL OR phase IS NULL THEN
         RAISE EXCEPTION 'tbl, columns, method and phase must not be null'
             USING ERRCODE = 'null_value_not_allowed';
@@ -179,10 +182,11 @@ COMMENT ON FUNCTION ingest.add_index(regclass, text[], text, text, text, text, t
 
 CREATE OR REPLACE FUNCTION ingest.drop_index(tbl regclass, name text)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM ingest_internal.require_owner(tbl);
     DELETE FROM ingest.index_config c WHERE c.event_table = tbl AND c.name = drop_index.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table "%" has no declared index "%"', tbl, name

@@ -326,15 +326,21 @@ $$;
 
 CREATE OR REPLACE FUNCTION ingest.fold_rollups(tbl regclass DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     total bigint := 0;
     t     regclass;
 BEGIN
-    FOR t IN SELECT c.event_table FROM ingest.table_config c
-              WHERE tbl IS NULL OR c.event_table = tbl ORDER BY 1
+    IF tbl IS NOT NULL THEN
+        PERFORM ingest_internal.require_owner(tbl);
+    END IF;
+    -- all: the tables the caller owns
+    FOR t IN SELECT c.event_table FROM ingest.table_config c JOIN pg_class pc ON pc.oid = c.event_table
+              WHERE (tbl IS NULL OR c.event_table = tbl)
+                AND pg_has_role(ingest_internal.caller(), pc.relowner, 'USAGE')
+              ORDER BY 1
     LOOP
         total := total + ingest_internal.fold(t);
     END LOOP;
@@ -483,18 +489,14 @@ CREATE OR REPLACE FUNCTION ingest.rollup_verify(tbl regclass, from_ts timestampt
                                      rollup text DEFAULT NULL)
 RETURNS TABLE(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
               hour timestamptz, measure text, rollup_value text, raw_value text)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     lo timestamptz;
 BEGIN
+    PERFORM ingest_internal.require_reader(tbl);
     PERFORM ingest_internal.require_managed(tbl);
-    IF row_security_active(tbl) THEN
-        RAISE EXCEPTION 'ingest.rollup_verify() cannot apply the row-level security of table "%"', tbl
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Rollups aggregate every event; row-level security filters them for this role.';
-    END IF;
     rollup := COALESCE(rollup, 'default');
     lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
     RETURN QUERY EXECUTE format($q$
@@ -535,10 +537,11 @@ COMMENT ON FUNCTION ingest.rollup_verify(regclass, timestamptz, timestamptz, tex
 CREATE OR REPLACE FUNCTION ingest.rollup_rebuild(tbl regclass, from_ts timestamptz, to_ts timestamptz,
                                       rollup text DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.require_managed(tbl);
     PERFORM ingest_internal.mark_stale(tbl, NULL,
         ingest_internal.rollup_horizon(tbl, COALESCE(rollup, 'default'), from_ts), to_ts);
@@ -554,10 +557,13 @@ COMMENT ON FUNCTION ingest.rollup_rebuild(regclass, timestamptz, timestamptz, te
 -- Until then readers compute it from raw events.  Writers never wait.
 CREATE OR REPLACE FUNCTION ingest.create_rollup(tbl regclass, name text, dimensions text[])
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF tbl IS NOT NULL THEN
+        PERFORM ingest_internal.require_owner(tbl);
+    END IF;
     IF tbl IS NULL OR name IS NULL OR dimensions IS NULL THEN
         RAISE EXCEPTION 'tbl, name and dimensions must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -579,12 +585,13 @@ COMMENT ON FUNCTION ingest.create_rollup(regclass, text, text[]) IS
 
 CREATE OR REPLACE FUNCTION ingest.drop_rollup(tbl regclass, name text)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg ingest.table_config := ingest_internal.require_managed(tbl);
 BEGIN
+    PERFORM ingest_internal.require_owner(tbl);
     IF name = 'default' THEN
         RAISE EXCEPTION 'the default rollup cannot be dropped' USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;

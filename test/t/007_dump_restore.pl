@@ -163,7 +163,7 @@ $r = sql('src', q{
 		SELECT 1 AS x, l FROM ingest.load('b', b_old_events()) l
 		UNION ALL SELECT 2, l FROM ingest.load('b', gen(1, 'b', d(-1), interval '29 minutes', 90)
 												 || E'\n' || gen(2, 'b', d(-1), interval '31 minutes', 90)) l
-		UNION ALL SELECT 3, l FROM ingest.load('b', '00000000-0000-0000-0000-000000000001,short,c1,api') l) s;
+		UNION ALL SELECT 3, l FROM ingest.load('b', '00000000-0000-0000-0000-000000000001,short,c1,api,not-a-time,{},1,') l) s;
 });
 is($r, '(55,0,0,0) (180,0,0,0) (0,0,1,0)', 'b: events loaded, one short row rejected');
 
