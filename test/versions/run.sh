@@ -35,9 +35,11 @@ run_major() {
         return 1
     fi
     local t_setup=$((SECONDS - t0))
-    # A fresh copy of the tree, without build products of the host's major.
-    src=$chroot_root/ingest
+    # A fresh copy of the tree, without build products of the host's major,
+    # and an empty /tmp (run-all.sh leaves its copies of the tree there).
+    src=${chroot_root:?}/ingest
     rm -rf --one-file-system "$src"
+    find "$chroot_root/tmp" -mindepth 1 -xdev -delete 2>/dev/null
     mkdir -p "$src"
     (cd "$top" && git ls-files -z --cached --others --exclude-standard \
         | xargs -0 cp --parents -t "$src" 2>/dev/null) \
