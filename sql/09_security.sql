@@ -142,6 +142,38 @@ SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L)$$,
                           replace(regress.sec('sub'), regress.h(0, 1)::text, regress.h(-1, 1)::text)));
 SELECT regress.try('ALTER TABLE sec DETACH PARTITION sec_sub');
 
+-- an operator shadowing pg_catalog's earlier on the search_path runs
+-- nowhere inside ingest: every statement it runs pins search_path or
+-- qualifies its operators
+CREATE SCHEMA shadow;
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['oid', 'regclass', 'uuid', 'text', 'name', 'timestamptz'] LOOP
+        EXECUTE format($f$CREATE FUNCTION shadow.trap(%1$s, %1$s) RETURNS boolean LANGUAGE plpgsql AS
+                          $b$ BEGIN RAISE EXCEPTION 'shadow operator called'; END $b$ $f$, t);
+        EXECUTE format('CREATE OPERATOR shadow.= (LEFTARG = %1$s, RIGHTARG = %1$s, FUNCTION = shadow.trap)', t);
+    END LOOP;
+END $$;
+CREATE TABLE sec_2030 (LIKE sec INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED);
+ALTER TABLE sec ATTACH PARTITION sec_2030 FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
+SET search_path = shadow, pg_catalog, public;
+COPY sec (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
+FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-0000000000cc,shadow1,c1,api,2030-01-01 01:00:00+00,{},1,
+00000000-0000-0000-0000-0000000000cc,shadow1,c1,api,2030-01-01 01:00:00+00,{},2,
+\.
+SELECT loaded, duplicates FROM ingest.load('sec',
+    '00000000-0000-0000-0000-0000000000cc,shadow2,c1,api,2030-01-01 01:00:00+00,{},1,');
+SELECT count(*) >= 0 AS planned FROM ingest.run_maintenance('sec', dry_run => true);
+SELECT events FROM ingest.usage('sec', '00000000-0000-0000-0000-0000000000cc',
+                                '2030-01-01 00:00+00', '2030-01-02 00:00+00');
+SELECT ingest.fold_rollups('sec') >= 0 AS folded;
+RESET search_path;
+DELETE FROM sec WHERE transaction_id = 'shadow2';
+SELECT transaction_id FROM sec_2030 ORDER BY 1;
+DROP SCHEMA shadow CASCADE;
+
 -- callers see what SELECT on the table shows them
 CREATE ROLE sec_writer;
 GRANT INSERT ON sec TO sec_writer;

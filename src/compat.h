@@ -50,4 +50,17 @@ object_ownercheck(Oid classid, Oid objectid, Oid roleid)
 
 #endif							/* PG_VERSION_NUM < 160000 */
 
+#if PG_VERSION_NUM < 180000
+
+/*
+ * 18 added tupleid, the tuple to leave out of the check (an update's old
+ * version); a probe before inserting has none and passes NULL.
+ */
+#define ExecCheckIndexConstraints(rri, slot, estate, conflictTid, tupleid, \
+								  arbiterIndexes) \
+	ExecCheckIndexConstraints((rri), (slot), (estate), (conflictTid), \
+							  (arbiterIndexes))
+
+#endif							/* PG_VERSION_NUM < 180000 */
+
 #endif							/* INGEST_COMPAT_H */

@@ -22,6 +22,7 @@
 #include "commands/extension.h"
 #include "storage/lmgr.h"
 #include "tcop/cmdtag.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -60,6 +61,7 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	const char *format;
 	Oid			relid;
 	IngestTable t;
+	int			guc_level;
 	Relation	rel;
 	List	   *attnums;
 	IngestLoadResult r;
@@ -89,8 +91,13 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);
 	IngestCheckLoadPrivileges(rel, attnums);
 
+	/* nothing the caller's search_path finds runs inside the load */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	r = IngestLoad(rel, &t, format, false, stmt->options, attnums, NULL, 0, "COPY",
 				   t.abort_on_error);
+	AtEOXact_GUC(true, guc_level);
 	table_close(rel, NoLock);
 
 	if ((r.duplicates > 0 || r.rejected > 0) && IngestMayReadPayloads(relid))

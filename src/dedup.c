@@ -16,14 +16,15 @@
  *
  * The loader claims a batch's keys sorted in the ledger index's order (uuid
  * bytes, then transaction_id in the "C" collation), so the B-tree is written
- * in order instead of at random.  Most keys are new, so it first inserts
- * each one speculatively, as INSERT ... ON CONFLICT does, but without that
- * statement's probe before the insert: the unique index's own check during
- * the insertion finds a conflict, and the speculative tuple is then killed.
- * Keys that conflicted (stored, or being claimed by another session) go
- * through INSERT ... ON CONFLICT DO NOTHING, which waits for the other
- * claimant as usual.  When most keys of a batch conflict (a replay), the
- * next batch goes straight to that statement.  Plain INSERT and COPY claim
+ * in order instead of at random, one key after the other as INSERT ... ON
+ * CONFLICT DO NOTHING does, in C: most keys are new, so each is inserted
+ * speculatively without that statement's probe first; the unique index's
+ * own check during the insertion finds a conflict, the speculative tuple is
+ * then killed, and the key's claimant is waited for if its transaction is
+ * in progress.  A loader never holds a key while waiting for one that sorts
+ * before it, so loaders whose keys arrive in the same order never
+ * deadlock.  When most keys of a batch conflict (a replay), the next batch
+ * checks before inserting.  Plain INSERT and COPY claim
  * through a row trigger; every other change keeps the ledger through the
  * statement triggers of changes.c.  Retention forgets the keys of retired
  * partitions.  The ledger is written as the table's owner.
@@ -74,7 +75,6 @@ struct IngestLedger
 	Oid			owner;			/* ledger statements run as the table's owner */
 	AttrNumber	org_att;
 	AttrNumber	tx_att;
-	SPIPlanPtr	claim;
 	SPIPlanPtr	lookup;
 	MemoryContext cxt;
 	/* the speculative path */
@@ -194,15 +194,6 @@ IngestLedgerBegin(Relation rel, IngestTable *t, EState *estate)
 	l->cxt = CurrentMemoryContext;
 
 	IngestOwnerPush(l->owner, true, &scope);
-	l->claim = SPI_prepare(psprintf(
-		"INSERT INTO %s AS k (organization_id, transaction_id, payload_hash) "
-		"SELECT u.o, u.t, u.h "
-		"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), "
-		"                 pg_catalog.unnest($2::pg_catalog.text[]), "
-		"                 pg_catalog.unnest($3::pg_catalog.int8[])) AS u(o, t, h) "
-		"ON CONFLICT DO NOTHING "
-		"RETURNING k.organization_id, k.transaction_id", ledger),
-		3, (Oid[]) {UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID});
 	/* a subplan: one index probe per key, never a hash of the whole ledger */
 	l->lookup = SPI_prepare(psprintf(
 		"SELECT (SELECT k.payload_hash FROM %s k "
@@ -212,7 +203,7 @@ IngestLedgerBegin(Relation rel, IngestTable *t, EState *estate)
 		"                 pg_catalog.unnest($2::pg_catalog.text[])) AS u(o, t)", ledger),
 		2, (Oid[]) {UUIDARRAYOID, TEXTARRAYOID});
 	IngestOwnerPop(&scope);
-	if (l->claim == NULL || l->lookup == NULL)
+	if (l->lookup == NULL)
 		elog(ERROR, "could not prepare ledger statements: %s",
 			 SPI_result_code_string(SPI_result));
 
@@ -229,38 +220,64 @@ IngestLedgerBegin(Relation rel, IngestTable *t, EState *estate)
 }
 
 /*
- * Claim one key by speculative insertion, without a probe first.  False
- * when the unique index holds the key already (committed or not): the
- * tuple is then killed, as ExecInsert does, for the caller to decide.
+ * Claim one key as INSERT ... ON CONFLICT DO NOTHING claims it, without its
+ * probe before the insert when most keys are new: a speculative insertion
+ * that the unique index checks.  On a conflict the tuple is killed, and
+ * ExecCheckIndexConstraints waits for the key's claimant if its
+ * transaction is in progress: if the key is still held it is a duplicate
+ * (false), if the claimant aborted the insertion is tried again.  With
+ * probe_first (a replay: mostly duplicates) the wait-and-check comes first.
+ *
+ * Keys are claimed in the batch's sorted order, each settled before the
+ * next: a session waits for a key holding only keys that sort before it,
+ * so loaders whose keys arrive in the same order never deadlock.
  */
 static bool
-claim_speculative(IngestLedger *l, Datum org, Datum tx, uint64 hash)
+claim_key(IngestLedger *l, Datum org, Datum tx, uint64 hash, bool probe_first)
 {
 	TupleTableSlot *slot = l->slot;
 	TransactionId xid = GetCurrentTransactionId();
-	uint32		token;
-	bool		conflict = false;
+	bool		claimed = false;
 	MemoryContext old = MemoryContextSwitchTo(l->keycxt);
 
-	ExecClearTuple(slot);
-	slot->tts_values[0] = org;
-	slot->tts_values[1] = tx;
-	slot->tts_values[2] = Int64GetDatum((int64) hash);
-	memset(slot->tts_isnull, 0, sizeof(bool) * 3);
-	ExecStoreVirtualTuple(slot);
+	for (;;)
+	{
+		ItemPointerData conflict_tid;
+		uint32		token;
+		bool		conflict = false;
 
-	token = SpeculativeInsertionLockAcquire(xid);
-	table_tuple_insert_speculative(l->keys, slot, GetCurrentCommandId(true), 0,
-								   l->bistate, token);
-	list_free(ExecInsertIndexTuples(l->rri, slot, l->estate, false, true,
-									&conflict, NIL, false));
-	table_tuple_complete_speculative(l->keys, slot, token, !conflict);
-	SpeculativeInsertionLockRelease(xid);
+		CHECK_FOR_INTERRUPTS();
+		ExecClearTuple(slot);
+		slot->tts_values[0] = org;
+		slot->tts_values[1] = tx;
+		slot->tts_values[2] = Int64GetDatum((int64) hash);
+		memset(slot->tts_isnull, 0, sizeof(bool) * 3);
+		ExecStoreVirtualTuple(slot);
 
+		if (probe_first &&
+			!ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid,
+									   NULL, NIL))
+			break;				/* held: a duplicate */
+
+		token = SpeculativeInsertionLockAcquire(xid);
+		table_tuple_insert_speculative(l->keys, slot, GetCurrentCommandId(true), 0,
+									   l->bistate, token);
+		list_free(ExecInsertIndexTuples(l->rri, slot, l->estate, false, true,
+										&conflict, NIL, false));
+		table_tuple_complete_speculative(l->keys, slot, token, !conflict);
+		SpeculativeInsertionLockRelease(xid);
+		ResetPerTupleExprContext(l->estate);
+		if (!conflict)
+		{
+			claimed = true;
+			break;
+		}
+		probe_first = true;		/* wait for the claimant, then look again */
+	}
+	ResetPerTupleExprContext(l->estate);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(l->keycxt);
-	ResetPerTupleExprContext(l->estate);
-	return !conflict;
+	return claimed;
 }
 
 /* Sort context: rows by key in the ledger index's order, then input order. */
@@ -331,11 +348,9 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	int			nwin = 0;
 	Datum	   *orgs;
 	Datum	   *txs;
-	Datum	   *hashes;
-	Datum		args[3];
+	Datum		args[2];
 	bool	   *claimed;
-	int		   *pending;		/* by position: index in cand */
-	int			npending = 0;
+	int			nheld = 0;
 	int		   *cand_losers;
 	int			i;
 	int			rc;
@@ -377,61 +392,24 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	for (i = 0; i < ncand; i++)
 		ref_hash[i] = rows[cand[i]]->hash;
 
-	orgs = palloc(sizeof(Datum) * ncand);
-	txs = palloc(sizeof(Datum) * ncand);
-	hashes = palloc(sizeof(Datum) * ncand);
-	claimed = palloc0(sizeof(bool) * ncand);
-	pending = palloc(sizeof(int) * Max(ncand, 1));
+	orgs = palloc(sizeof(Datum) * Max(ncand, 1));
+	txs = palloc(sizeof(Datum) * Max(ncand, 1));
+	claimed = palloc0(sizeof(bool) * Max(ncand, 1));
 
-	/* New keys, the common case: one index descent each. */
+	/* In key order; new keys, the common case, take one index descent. */
 	for (i = 0; i < ncand; i++)
 	{
 		LoadRow    *r = rows[cand[i]];
 
-		CHECK_FOR_INTERRUPTS();
-		if (!l->probe_first &&
-			claim_speculative(l, r->values[l->org_att - 1], r->values[l->tx_att - 1], r->hash))
+		if (claim_key(l, r->values[l->org_att - 1], r->values[l->tx_att - 1], r->hash,
+					  l->probe_first))
 			claimed[i] = true;
 		else
-		{
-			pending[npending] = i;
-			orgs[npending] = r->values[l->org_att - 1];
-			txs[npending] = r->values[l->tx_att - 1];
-			hashes[npending] = Int64GetDatum((int64) r->hash);
-			npending++;
-		}
+			nheld++;
 	}
 	/* Mostly known keys (a replay): probe before inserting next time. */
-	l->probe_first = (npending > ncand / 2);
+	l->probe_first = (nheld > ncand / 2);
 
-	/*
-	 * The rest through ON CONFLICT DO NOTHING, which waits for a session
-	 * claiming the same key; RETURNING gives those claimed, in order.
-	 */
-	if (npending > 0)
-	{
-		int			j = 0;
-		uint64		k;
-
-		key_args(args, orgs, txs, npending);
-		args[2] = PointerGetDatum(construct_array(hashes, npending, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		AS_OWNER(l->owner, rc = SPI_execute_plan(l->claim, args, NULL, false, 0));
-		if (rc != SPI_OK_INSERT_RETURNING)
-			elog(ERROR, "could not claim keys: %s", SPI_result_code_string(rc));
-		for (k = 0; k < SPI_processed; k++)
-		{
-			bool		isnull;
-			Datum		org = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
-			Datum		tx = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull);
-
-			while (j < npending && key_cmp(orgs[j], txs[j], org, tx) != 0)
-				j++;
-			if (j == npending)
-				elog(ERROR, "claimed key not found in batch");
-			claimed[pending[j++]] = true;
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
 	for (i = 0; i < ncand; i++)
 	{
 		orgs[i] = rows[cand[i]]->values[l->org_att - 1];
@@ -490,7 +468,6 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 void
 IngestLedgerEnd(IngestLedger *l)
 {
-	SPI_freeplan(l->claim);
 	SPI_freeplan(l->lookup);
 	FreeBulkInsertState(l->bistate);
 	ExecDropSingleTupleTableSlot(l->slot);

@@ -67,7 +67,8 @@ IngestExtensionOwner(void)
 	Datum		arg = ObjectIdGetDatum(extoid);
 	bool		isnull;
 
-	rc = SPI_execute_with_args("SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+	rc = SPI_execute_with_args("SELECT extowner FROM pg_catalog.pg_extension "
+							   " WHERE oid OPERATOR(pg_catalog.=) $1",
 							   1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
