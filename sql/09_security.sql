@@ -155,7 +155,7 @@ BEGIN
         EXECUTE format('CREATE OPERATOR shadow.= (LEFTARG = %1$s, RIGHTARG = %1$s, FUNCTION = shadow.trap)', t);
     END LOOP;
 END $$;
-CREATE TABLE sec_2030 (LIKE sec INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED);
+CREATE TABLE sec_2030 (LIKE sec INCLUDING DEFAULTS INCLUDING GENERATED);
 ALTER TABLE sec ATTACH PARTITION sec_2030 FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
 SET search_path = shadow, pg_catalog, public;
 COPY sec (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)
