@@ -74,8 +74,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-ifneq ($(MAJORVERSION),15)
-$(error ingest is built for PostgreSQL 15, found $(MAJORVERSION))
+ifeq ($(filter $(MAJORVERSION),15 16 17 18),)
+$(error ingest is built for PostgreSQL 15 to 18, found $(MAJORVERSION))
 endif
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
@@ -84,7 +84,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
 $(UPDATE_SCRIPT): $(UPDATE_DIR)/before.sql $(SQL_CODE) $(UPDATE_DIR)/after.sql
 	cat $^ > $@
 
-.PHONY: test demo deps regresscheck isolationcheck tapcheck
+.PHONY: test test-all demo deps regresscheck isolationcheck tapcheck
 # The suites one by one, against the installed build (run-all.sh calls them).
 regresscheck:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
@@ -98,6 +98,10 @@ tapcheck:
 # Everything, from a fresh machine, as root or as a user who can build.
 test:
 	test/run-all.sh
+# Every suite on 15 here, then on 17 and 18 in Debian root filesystems built
+# once and cached (test/versions/; needs root and Debian's archive).
+test-all:
+	test/versions/test-all.sh
 demo:
 	test/demo.sh
 deps:

@@ -54,11 +54,16 @@ CREATE TABLE with_default_d PARTITION OF with_default DEFAULT;
 SELECT regress.try($$SELECT ingest.manage_table('with_default')$$);
 SELECT event_table FROM ingest.table_config ORDER BY 1;
 
--- pg_partman 4.7's tables are adopted, and left to pg_partman
+-- pg_partman's tables are adopted, and left to pg_partman: 4.7 on
+-- PostgreSQL 15, 5.x on 17 and 18, whose create_parent takes '1 day' and
+-- 'range' where 4.7 takes 'daily' and 'native'
 CREATE SCHEMA partman;
 CREATE EXTENSION pg_partman SCHEMA partman;
 CREATE TABLE pm_events (LIKE billing) PARTITION BY RANGE ("timestamp");
-SELECT partman.create_parent('public.pm_events', 'timestamp', 'native', 'daily', p_premake => 2);
+SELECT partman.create_parent('public.pm_events', 'timestamp', p_premake => 2,
+                             p_interval => CASE WHEN v4 THEN 'daily' ELSE '1 day' END,
+                             p_type => CASE WHEN v4 THEN 'native' ELSE 'range' END)
+  FROM (SELECT extversion LIKE '4.%' AS v4 FROM pg_extension WHERE extname = 'pg_partman') v;
 SELECT ingest.manage_table('pm_events');
 SELECT event_table, managed_by FROM ingest.table_config WHERE event_table = 'pm_events'::regclass;
 SELECT count(*) FROM ingest.run_maintenance('pm_events', dry_run => true);

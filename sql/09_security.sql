@@ -154,11 +154,13 @@ SELECT loaded, rejected FROM ingest.load('sec', pg_read_binary_file(current_sett
                                          format => 'binary');
 SELECT raw, sqlstate FROM ingest.rejects WHERE event_table = 'sec'::regclass AND sqlstate = '23502';
 
--- a day partition that is not a plain table is refused, not written
+-- a day partition that is not a plain table is refused, not written (its
+-- own partition made after ATTACH: PostgreSQL 17 and 18 fail to DETACH a
+-- partitioned table attached with partitions, whose identity they skip)
 CREATE TABLE sec_sub (LIKE sec) PARTITION BY LIST (code);
-CREATE TABLE sec_sub_api PARTITION OF sec_sub FOR VALUES IN ('api');
 SELECT regress.try(format('ALTER TABLE sec ATTACH PARTITION sec_sub FOR VALUES FROM (%L) TO (%L)',
                           regress.h(-1, 0), regress.h(0, 0)));
+CREATE TABLE sec_sub_api PARTITION OF sec_sub FOR VALUES IN ('api');
 SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L)$$,
                           replace(regress.sec('sub'), regress.h(0, 1)::text, regress.h(-1, 1)::text)));
 SELECT regress.try('ALTER TABLE sec DETACH PARTITION sec_sub');
@@ -176,7 +178,7 @@ BEGIN
         EXECUTE format('CREATE OPERATOR shadow.= (LEFTARG = %1$s, RIGHTARG = %1$s, FUNCTION = shadow.trap)', t);
     END LOOP;
 END $$;
-CREATE TABLE sec_2030 (LIKE sec INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED);
+CREATE TABLE sec_2030 (LIKE sec INCLUDING DEFAULTS INCLUDING GENERATED);
 ALTER TABLE sec ATTACH PARTITION sec_2030 FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
 SET search_path = shadow, pg_catalog, public;
 COPY sec (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value)

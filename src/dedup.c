@@ -60,6 +60,7 @@
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "loader.h"
 
 /* Columns whose values make up an event's payload, for conflict detection. */
@@ -255,14 +256,15 @@ claim_key(IngestLedger *l, Datum org, Datum tx, uint64 hash, bool probe_first)
 		ExecStoreVirtualTuple(slot);
 
 		if (probe_first &&
-			!ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid, NIL))
+			!ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid,
+									   NULL, NIL))
 			break;				/* held: a duplicate */
 
 		token = SpeculativeInsertionLockAcquire(xid);
 		table_tuple_insert_speculative(l->keys, slot, GetCurrentCommandId(true), 0,
 									   l->bistate, token);
 		list_free(ExecInsertIndexTuples(l->rri, slot, l->estate, false, true,
-										&conflict, NIL));
+										&conflict, NIL, false));
 		table_tuple_complete_speculative(l->keys, slot, token, !conflict);
 		SpeculativeInsertionLockRelease(xid);
 		ResetPerTupleExprContext(l->estate);

@@ -27,6 +27,7 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "loader.h"
 
 typedef struct PartTarget
@@ -135,7 +136,7 @@ open_target(IngestPartWriter *w, PartTarget *p)
 	InitResultRelInfo(p->rri, p->rel, 0, NULL, 0);
 	ExecOpenIndices(p->rri, false);
 	p->map = build_attrmap_by_name_if_req(RelationGetDescr(w->root),
-										  RelationGetDescr(p->rel));
+										  RelationGetDescr(p->rel), false);
 	p->bistate = GetBulkInsertState();
 	MemoryContextSwitchTo(old);
 }
@@ -155,7 +156,8 @@ IngestMultiInsert(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots,
 	{
 		if (rri->ri_NumIndices > 0)
 		{
-			list_free(ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL));
+			list_free(ExecInsertIndexTuples(rri, slots[i], estate, false, false,
+										   NULL, NIL, false));
 			ResetPerTupleExprContext(estate);
 		}
 		ExecClearTuple(slots[i]);

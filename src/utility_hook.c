@@ -22,6 +22,7 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 
+#include "compat.h"
 #include "ingest.h"
 #include "loader.h"
 
@@ -35,7 +36,7 @@ stop_database_worker(const char *dbname)
 	int			i;
 
 	/* Only the database's owner may make us stop its worker. */
-	if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, GetUserId()))
+	if (!OidIsValid(dboid) || !object_ownercheck(DatabaseRelationId, dboid, GetUserId()))
 		return;
 
 	pid = IngestRegistryWorkerPid(dboid);

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Install what building and testing ingest needs (Debian 12), if missing.
+# PG_MAJOR picks another major (test/versions/ installs it in a chroot).
 set -euo pipefail
 
-pkgs=(make gcc clang-14 postgresql-15 postgresql-server-dev-15
-      postgresql-15-pgtap postgresql-15-partman libipc-run-perl
+v=${PG_MAJOR:-15}
+pkgs=(make gcc postgresql-$v postgresql-server-dev-$v
+      postgresql-$v-pgtap postgresql-$v-partman libipc-run-perl
       libtap-parser-sourcehandler-pgtap-perl)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,11 +1,12 @@
 # Sourced by the test and demo scripts: build, install, and pick the user
-# that runs PostgreSQL (initdb refuses root).
+# that runs PostgreSQL (initdb refuses root).  PG_MAJOR picks the major
+# (default 15, Debian 12's).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
 source test/cluster.sh
 test/deps.sh
-export PATH=/usr/lib/postgresql/15/bin:$PATH
+export PATH=/usr/lib/postgresql/${PG_MAJOR:-15}/bin:$PATH
 make -s >/dev/null
 if [ "$(id -u)" -eq 0 ]; then
     make -s install >/dev/null

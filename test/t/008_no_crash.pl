@@ -71,11 +71,13 @@ like($err, qr/cannot change the type of column "transaction_id" of managed table
 is($rc, 0, 'INSERT after the refused retype') or diag($err);
 
 # a day partition that is partitioned, then one that is a foreign table
+# (ev_sub's own partition is made after ATTACH: PostgreSQL 17 and 18 fail
+# to DETACH a partitioned table attached with partitions)
 $node->safe_psql('postgres', qq{
 	CREATE TABLE ev_sub (LIKE ev INCLUDING GENERATED) PARTITION BY LIST (code);
-	CREATE TABLE ev_sub_api PARTITION OF ev_sub FOR VALUES IN ('api');
 	ALTER TABLE ev ATTACH PARTITION ev_sub FOR VALUES FROM ('$day'::timestamptz - interval '1 day' - interval '1 hour')
 	                                                  TO ('$day'::timestamptz - interval '1 hour');
+	CREATE TABLE ev_sub_api PARTITION OF ev_sub FOR VALUES IN ('api');
 });
 ($rc, $out, $err) = load_as_writer(
 	qq{SELECT loaded FROM ingest.load('ev', '$org,sub-1,c,api,' || ('$day'::timestamptz - interval '1 day') || ',{},1,')});
