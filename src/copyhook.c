@@ -7,9 +7,9 @@
  * CopyManager, pg-copy-streams) then gets the loader's dedup, rejects and
  * multi-insert, with the COPY data streamed from the client in batches.
  * The command tag reports the rows loaded; a NOTICE reports duplicates and
- * rejects.  COPY forms the loader does not take (binary, WHERE, FREEZE,
- * files, programs) run as plain COPY, where ingest's row trigger still
- * deduplicates.  Off with ingest.copy_hook.
+ * rejects.  COPY forms the loader does not take (WHERE, FREEZE, files,
+ * programs, and PostgreSQL 17's ON_ERROR, REJECT_LIMIT and LOG_VERBOSITY)
+ * run as plain COPY, where ingest's row trigger still deduplicates.  Off with ingest.copy_hook.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,8 +42,11 @@ copy_format(List *options)
 
 		if (strcmp(opt->defname, "format") == 0)
 			format = defGetString(opt);
-		else if (strcmp(opt->defname, "freeze") == 0)
-			return NULL;
+		else if (strcmp(opt->defname, "freeze") == 0 ||
+				 strcmp(opt->defname, "on_error") == 0 ||
+				 strcmp(opt->defname, "reject_limit") == 0 ||
+				 strcmp(opt->defname, "log_verbosity") == 0)
+			return NULL;		/* PostgreSQL 17's own error handling: plain COPY */
 	}
 	if (strcmp(format, "csv") != 0 && strcmp(format, "text") != 0 &&
 		strcmp(format, "binary") != 0)

@@ -60,7 +60,12 @@ _PG_init(void)
 
 	IngestInstallUtilityHook();
 	IngestInstallExecutorHooks();
-	IngestRegisterLauncher();
+	/*
+	 * pg_upgrade's new server (binary-upgrade mode) must get exactly the
+	 * old cluster's objects: no worker may make or retire a partition.
+	 */
+	if (!IsBinaryUpgrade)
+		IngestRegisterLauncher();
 }
 
 static void
