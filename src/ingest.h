@@ -57,7 +57,7 @@ extern void IngestRunManual(Oid relid, int64 run_id, Oid roleid);
 
 /* maintenance.c */
 extern void IngestMaintainDatabase(Oid relid, int64 run_id, bool background);
-extern void IngestTrimLog(void);
+extern void IngestTrimByAge(void);
 
 /* fold.c */
 extern void IngestFoldRollups(void);

@@ -640,7 +640,7 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
  * ingest.rejects_retention (by rejected_at's index: rejects can be many).
  */
 void
-IngestTrimLog(void)
+IngestTrimByAge(void)
 {
 	Datum		arg = Int32GetDatum(ingest_log_retention);
 	bool		isnull;

@@ -214,7 +214,7 @@ database_loop(void)
 		if (now >= next_run)
 		{
 			IngestMaintainDatabase(InvalidOid, 0, true);
-			IngestTrimLog();
+			IngestTrimByAge();
 			now = GetCurrentTimestamp();
 			next_run = TimestampTzPlusMilliseconds(now,
 												   ingest_maintenance_interval * 1000L);

@@ -178,6 +178,16 @@ BEGIN
 END
 $$;
 
+-- The instant before which a table's retention retires a day (its days and
+-- months, across DST), or NULL when it keeps everything.
+CREATE OR REPLACE FUNCTION ingest_internal.retention_cutoff(cfg ingest.table_config, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.timezone(cfg.time_zone, pg_catalog.timezone(cfg.time_zone, at) - cfg.retention)
+$$;
+
 -- Make the partition for one day: a standalone table, then ATTACH, which
 -- takes only SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE ... PARTITION
 -- OF would take ACCESS EXCLUSIVE and queue every loader behind it).
@@ -305,11 +315,7 @@ BEGIN
         RETURN;
     END IF;
     event_table := tbl;
-    IF cfg.retention IS NOT NULL THEN
-        -- days and months of retention are the table's days, across DST
-        cutoff := pg_catalog.timezone(cfg.time_zone,
-                                      pg_catalog.timezone(cfg.time_zone, at) - cfg.retention);
-    END IF;
+    cutoff := ingest_internal.retention_cutoff(cfg, at);
 
     -- pg_partman makes and retires this table's partitions; indexes and
     -- closing days (5, 6) are still ours.

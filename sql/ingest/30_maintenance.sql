@@ -42,9 +42,8 @@ BEGIN
         RAISE EXCEPTION 'from_day must not be after to_day, nor 1000 days or more before it'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF cfg.retention IS NOT NULL THEN
-        cutoff := pg_catalog.timezone(cfg.time_zone,
-                                      pg_catalog.timezone(cfg.time_zone, pg_catalog.now()) - cfg.retention);
+    cutoff := ingest_internal.retention_cutoff(cfg, pg_catalog.now());
+    IF cutoff IS NOT NULL THEN
         IF ingest_internal.day_start(from_day + 1, cfg.time_zone) <= cutoff THEN
             RAISE EXCEPTION 'day % of table "%" is past its retention', from_day, tbl
                 USING ERRCODE = 'invalid_parameter_value',
@@ -54,7 +53,7 @@ BEGIN
     END IF;
 
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
-    FOR d IN SELECT g::date FROM pg_catalog.generate_series(from_day, to_day, interval '1 day') g LOOP
+    FOR d IN SELECT from_day + i FROM pg_catalog.generate_series(0, to_day - from_day) i LOOP
         CONTINUE WHEN EXISTS (
             SELECT 1 FROM ingest_internal.bounds b
              WHERE b.relid = tbl AND NOT b.is_default
