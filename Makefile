@@ -24,6 +24,7 @@ OBJS = \
 	src/tableddl.o \
 	src/cmdstack.o \
 	src/fold.o \
+	src/loadstats.o \
 	src/usage.o \
 	src/indexdecl.o
 

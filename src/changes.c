@@ -253,6 +253,14 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 	{
 		if (IngestCommandWriting(RelationGetRelid(td->tg_relation), NULL) == CMD_MERGE)
 			IngestClaimKeysStrict(&t, "ingest_new");
+		else
+		{
+			/* an INSERT or plain COPY: its rows were counted by dedup_row */
+			IngestLoadCounts counts = {0};
+
+			counts.calls = 1;
+			IngestCountLoad(t.relid, &counts);
+		}
 		IngestFeedDeltas(&t, "ingest_new");
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))

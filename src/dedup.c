@@ -488,6 +488,7 @@ typedef struct TriggerTarget
 	bool		valid;			/* no relcache invalidation since it was made */
 	bool		managed;		/* its root is managed and ready */
 	Oid			owner;
+	Oid			root;			/* the managed table */
 	SPIPlanPtr	claim;
 	AttrNumber	org_att;
 	AttrNumber	tx_att;
@@ -576,6 +577,7 @@ trigger_target(Relation rel)
 			SPIPlanPtr	p;
 
 			tt->owner = t.owner;
+			tt->root = t.relid;
 			tt->org_att = column_attnum(rel, "organization_id");
 			tt->tx_att = column_attnum(rel, "transaction_id");
 			/* the shape is enforced (tableddl.c); never read a Datum amiss */
@@ -757,6 +759,18 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	rc = (int) SPI_processed;
 	SPI_finish();
 
+	/* the statement trigger counts the call (changes.c) */
+	if (ingest_track_loads)
+	{
+		IngestLoadCounts counts = {0};
+
+		if (rc == 1)
+			counts.loaded = 1;
+		else
+			counts.duplicates = 1;
+		counts.bytes = tuple->t_len;
+		IngestCountLoad(tt->root, &counts);
+	}
 	return rc == 1 ? PointerGetDatum(tuple) : PointerGetDatum(NULL);
 }
 

@@ -167,6 +167,14 @@ define_settings(void)
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("ingest.track_loads",
+							 "Collects load statistics (ingest.load_stats).",
+							 NULL,
+							 &ingest_track_loads,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("ingest");
 }
 
@@ -176,6 +184,7 @@ ingest_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	IngestRegistryShmemRequest();
+	IngestLoadStatsShmemRequest();
 }
 
 static void
@@ -184,4 +193,5 @@ ingest_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	IngestRegistryShmemInit();
+	IngestLoadStatsShmemInit();
 }

@@ -10,6 +10,8 @@
  *	  worker.c		 per-database worker loop; workers for manual runs
  *	  maintenance.c  carries out the partition maintenance plan of a database
  *	  fold.c		 the worker's fold of the hourly rollups
+ *	  loadstats.c	 load statistics: counted per transaction, published at
+ *					 commit, stored by the worker
  *	  usage.c		 ingest.usage(): usage from the rollups
  *	  toplevel.c	 runs a utility statement as a top-level command
  *	  utility_hook.c stops a database's worker before DROP DATABASE; routes
@@ -45,6 +47,11 @@ extern void IngestRegistrySetLauncher(void);
 extern void IngestWakeLauncher(void);
 extern bool IngestRegistryClaimDatabase(Oid dboid);
 extern pid_t IngestRegistryWorkerPid(Oid dboid);
+
+/* loadstats.c */
+extern void IngestLoadStatsShmemRequest(void);
+extern void IngestLoadStatsShmemInit(void);
+extern void IngestFlushLoadStats(void);
 
 /* launcher.c */
 extern void IngestRegisterLauncher(void);

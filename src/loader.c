@@ -61,6 +61,7 @@ typedef struct LoadState
 	AttrNumber	ts_att;
 	int			ntargets;
 	int			batches;		/* batches loaded so far */
+	int64		bytes;			/* input read */
 	IngestLoadResult result;
 } LoadState;
 
@@ -361,6 +362,7 @@ read_rows(LoadState *st, void *arg)
 		}
 		b->rows[b->n] = &b->rowbuf[b->n];
 		bytes += b->rowbuf[b->n].size;
+		st->bytes += b->rowbuf[b->n].size;
 		b->n++;
 	}
 }
@@ -408,6 +410,8 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 	LoadRow    *rowbuf;
 	LoadRow   **rows;
 	bool		more;
+	TimestampTz started = GetCurrentTimestamp();
+	IngestLoadCounts counts = {0};
 
 	/* as COPY FROM: no writes in a read-only transaction or parallel mode */
 	PreventCommandIfReadOnly(strcmp(source, "COPY") == 0 ? "COPY FROM" : "ingest.load");
@@ -479,5 +483,14 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	MemoryContextDelete(loadcxt);
+
+	counts.calls = 1;
+	counts.loaded = st.result.loaded;
+	counts.duplicates = st.result.duplicates;
+	counts.conflicts = st.result.conflicts;
+	counts.rejected = st.result.rejected;
+	counts.bytes = st.bytes;
+	counts.seconds = (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC;
+	IngestCountLoad(RelationGetRelid(rel), &counts);
 	return st.result;
 }

@@ -19,6 +19,7 @@
  *	  tableddl.c		partitions attached, detached or dropped by hand
  *	  cmdstack.c	which executor command is running (a row moved by
  *					UPDATE from an inserted one)
+ *	  loadstats.c	per table and hour counts of every write path
  *
  *-------------------------------------------------------------------------
  */
@@ -33,6 +34,7 @@
 #include "tcop/cmdtag.h"
 #include "nodes/pg_list.h"
 #include "utils/relcache.h"
+#include "utils/timestamp.h"
 
 /* Rows per batch: one subtransaction, one ledger probe, one flush each. */
 #define INGEST_BATCH_ROWS	1000
@@ -198,6 +200,22 @@ extern void IngestRollupEnd(IngestRollup *feed);
 
 extern Datum ingest_dedup_row(PG_FUNCTION_ARGS);
 extern Datum ingest_track_changes(PG_FUNCTION_ARGS);
+
+/* loadstats.c */
+typedef struct IngestLoadCounts
+{
+	int64		calls;
+	int64		loaded;
+	int64		duplicates;
+	int64		conflicts;
+	int64		rejected;
+	int64		bytes;
+	double		seconds;
+	TimestampTz last_load_at;
+} IngestLoadCounts;
+
+extern bool ingest_track_loads;
+extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

@@ -636,8 +636,9 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 }
 
 /*
- * Trim the maintenance log to ingest.log_retention and the rejects to
- * ingest.rejects_retention (by rejected_at's index: rejects can be many).
+ * Trim the maintenance log and the load statistics to ingest.log_retention
+ * and the rejects to ingest.rejects_retention (by rejected_at's index:
+ * rejects can be many).
  */
 void
 IngestTrimByAge(void)
@@ -648,6 +649,10 @@ IngestTrimByAge(void)
 	xact_begin();
 	(void) exec_scalar("DELETE FROM ingest.maintenance_log "
 					   " WHERE logged_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+					   1, (Oid[]) {INT4OID}, &arg, NULL, &isnull);
+	/* an hour's counts go once the whole hour is older than the horizon */
+	(void) exec_scalar("DELETE FROM ingest_internal.load_stats "
+					   " WHERE hour < pg_catalog.now() - pg_catalog.make_interval(hours => 1, secs => $1)",
 					   1, (Oid[]) {INT4OID}, &arg, NULL, &isnull);
 	arg = Int32GetDatum(ingest_rejects_retention);
 	(void) exec_scalar("DELETE FROM ingest.rejects "

@@ -221,6 +221,7 @@ database_loop(void)
 		}
 		if (now >= next_fold)
 		{
+			IngestFlushLoadStats();
 			IngestFoldRollups();
 			now = GetCurrentTimestamp();
 			next_fold = TimestampTzPlusMilliseconds(now,

@@ -110,6 +110,38 @@ SELECT c.event_table,
 COMMENT ON VIEW ingest.partitions IS
     'Partitions of managed tables (and detached ones kept by retention_action = ''detach''), with day, size and row estimate';
 
+-- Load statistics (loadstats.c): counts published at commit and not yet
+-- stored by the worker, of the tables the caller may read.
+CREATE OR REPLACE FUNCTION ingest_side.load_stats_pending(
+    OUT event_table oid, OUT hour timestamptz, OUT calls bigint, OUT loaded bigint,
+    OUT duplicates bigint, OUT conflicts bigint, OUT rejected bigint, OUT bytes bigint,
+    OUT seconds double precision, OUT last_load_at timestamptz)
+RETURNS SETOF record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'ingest_load_stats_pending';
+
+CREATE OR REPLACE VIEW ingest.load_stats WITH (security_barrier) AS
+SELECT s.event_table::pg_catalog.regclass AS event_table,
+       s.hour,
+       pg_catalog.sum(s.calls)::bigint AS calls,
+       pg_catalog.sum(s.loaded)::bigint AS loaded,
+       pg_catalog.sum(s.duplicates)::bigint AS duplicates,
+       pg_catalog.sum(s.conflicts)::bigint AS conflicts,
+       pg_catalog.sum(s.rejected)::bigint AS rejected,
+       pg_catalog.sum(s.bytes)::bigint AS bytes,
+       pg_catalog.sum(s.seconds) AS seconds,
+       pg_catalog.max(s.last_load_at) AS last_load_at
+  FROM (SELECT * FROM ingest_internal.load_stats
+         WHERE pg_catalog.pg_has_role('pg_monitor', 'USAGE')
+            OR pg_catalog.has_table_privilege(event_table, 'SELECT')
+        UNION ALL
+        SELECT * FROM ingest_side.load_stats_pending()) s
+ WHERE EXISTS (SELECT 1 FROM ingest.table_config c
+                WHERE c.event_table OPERATOR(pg_catalog.=) s.event_table)
+ GROUP BY s.event_table, s.hour;
+COMMENT ON VIEW ingest.load_stats IS
+    'Per managed table and hour: load calls, rows loaded, duplicates skipped, conflicts, rows rejected, input bytes and seconds, from every write path; trimmed by age (ingest.log_retention)';
+
 CREATE OR REPLACE VIEW ingest.event_tables AS
 SELECT c.event_table,
        c.managed_by,
@@ -126,7 +158,9 @@ SELECT c.event_table,
        -- error texts can quote stored values: the table owner's to read
        CASE WHEN pg_catalog.pg_has_role(pc.relowner, 'USAGE') THEN s.last_error END AS last_error,
        COALESCE(s.consecutive_failures, 0) AS consecutive_failures,
-       s.next_attempt_at
+       s.next_attempt_at,
+       l.last_load_at,
+       COALESCE(l.loads_last_hour, 0) AS loads_last_hour
   FROM ingest.table_config c
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) AS partitions,
@@ -135,11 +169,20 @@ SELECT c.event_table,
           FROM ingest.partitions v
          WHERE v.event_table = c.event_table AND v.state = 'attached') p ON true
   LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table
-  LEFT JOIN pg_catalog.pg_class pc ON pc.oid = c.event_table;
+  LEFT JOIN pg_catalog.pg_class pc ON pc.oid = c.event_table
+  -- hour buckets: the current clock hour and the one before
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.max(ls.last_load_at) AS last_load_at,
+               pg_catalog.sum(ls.calls) FILTER (
+                   WHERE ls.hour >= pg_catalog.date_trunc('hour', pg_catalog.now() - interval '1 hour', 'UTC')
+               )::bigint AS loads_last_hour
+          FROM ingest.load_stats ls
+         WHERE ls.event_table = c.event_table) l ON true;
 COMMENT ON VIEW ingest.event_tables IS
-    'Managed tables: policy, partition count, oldest and newest day, last successful maintenance and last error';
+    'Managed tables: policy, partition count, oldest and newest day, last successful maintenance and last error, last load and loads of this and the previous hour';
 
 GRANT USAGE ON SCHEMA ingest TO PUBLIC;
 GRANT SELECT ON ingest.event_tables, ingest.partitions, ingest.maintenance_log,
-                ingest.table_config TO PUBLIC;
+                ingest.table_config, ingest.load_stats TO PUBLIC;
+GRANT EXECUTE ON FUNCTION ingest_side.load_stats_pending() TO PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

@@ -157,6 +157,22 @@ sql(q{ALTER SYSTEM SET ingest.rejects_retention = '1d'; SELECT pg_reload_conf()}
 poll(q{SELECT count(*) = 1 FROM ingest.rejects WHERE event_table = 'adopted'::regclass},
 	'the old reject is trimmed, the new one kept');
 
+# Load statistics: the worker stores the counts published at commit, and
+# trims them by ingest.log_retention once their hour is past it.
+poll(q{SELECT NOT EXISTS (SELECT FROM ingest_side.load_stats_pending())
+		  AND EXISTS (SELECT FROM ingest_internal.load_stats
+					   WHERE event_table = 'adopted'::regclass AND rejected >= 2)},
+	'the worker stores load statistics');
+is(sql(q{SELECT sum(rejected) FROM ingest.load_stats WHERE event_table = 'adopted'::regclass}),
+	sql(q{SELECT count(*) FROM ingest.rejects WHERE event_table = 'adopted'::regclass AND kind = 'rejected'})
+	  + 1, 'the stored counts are those of the loads (one reject trimmed since)');
+sql(q{INSERT INTO ingest_internal.load_stats
+	  VALUES ('adopted'::regclass, date_trunc('hour', now() - interval '3 hours'), 1, 1, 0, 0, 0, 1, 0, now() - interval '3 hours')});
+poll(q{SELECT NOT EXISTS (SELECT FROM ingest_internal.load_stats WHERE hour < now() - interval '2 hours')},
+	'an old hour of load statistics is trimmed');
+is(sql(q{SELECT count(*) > 0 FROM ingest_internal.load_stats WHERE event_table = 'adopted'::regclass}), 't',
+	'the current hour is kept');
+
 # DROP EXTENSION ends the database's worker; DROP DATABASE is not blocked by it.
 poll(q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ingest worker' AND datname = 'late')},
 	'the late database has a worker');

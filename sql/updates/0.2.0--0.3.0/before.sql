@@ -22,6 +22,24 @@ COMMENT ON TABLE ingest.rejects IS
 CREATE INDEX rejects_rejected_at ON ingest.rejects (rejected_at);
 SELECT pg_catalog.pg_extension_config_dump('ingest.rejects_id_seq', '');
 
+-- Load statistics per table and hour, stored by the worker from the counts
+-- every write path publishes at commit (loadstats.c); read through
+-- ingest.load_stats.  Statistics, like pg_stat_*: not dumped.  Trimmed by
+-- age (ingest.log_retention).
+CREATE TABLE ingest_internal.load_stats (
+    event_table  oid NOT NULL,
+    hour         timestamptz NOT NULL,
+    calls        bigint NOT NULL,
+    loaded       bigint NOT NULL,
+    duplicates   bigint NOT NULL,
+    conflicts    bigint NOT NULL,
+    rejected     bigint NOT NULL,
+    bytes        bigint NOT NULL,
+    seconds      double precision NOT NULL,
+    last_load_at timestamptz NOT NULL,
+    PRIMARY KEY (event_table, hour)
+);
+
 -- Replaced by functions of another signature or schema.
 DROP FUNCTION ingest_internal.fold(oid);
 DROP FUNCTION ingest_internal.raw_hours_sql(regclass, text);
