@@ -8,7 +8,9 @@
  * recompute stale hours from raw events, build new rollups.  A new rollup
  * is built like CREATE INDEX CONCURRENTLY's later phases: once every
  * writer that could have missed it has finished, the raw events of a fresh
- * snapshot plus the deltas of later writers are exact.
+ * snapshot plus the deltas of later writers are exact.  The worker folds
+ * each table in a transaction of its own and records the outcome in
+ * ingest_internal.fold_state (ingest.rollup_health).
  *
  *-------------------------------------------------------------------------
  */
@@ -16,54 +18,170 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
+#include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/xid8.h"
 
 #include "ingest.h"
 
+/* The managed tables of this database whose fold is due. */
+static List *
+folds_due(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	List	   *due = NIL;
+	uint64		i;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT ingest_internal.folds_due()", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the tables to fold");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		/* the list outlives the transaction */
+		due = lappend_oid(due, DatumGetObjectId(d));
+		MemoryContextSwitchTo(old);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	return due;
+}
+
 /*
- * Fold the committed deltas of every table of this database, in a
- * transaction of its own.  A failure is logged and retried next time.
+ * Fold one table and record the outcome, in a transaction of its own; with
+ * a sqlstate, only record that failure (its SQLSTATE, message and backoff).
+ */
+static void
+fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char *message)
+{
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', sqlstate ? ' ' : 'n', message ? ' ' : 'n', ' '};
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	args[0] = ObjectIdGetDatum(relid);
+	if (sqlstate == NULL &&
+		SPI_execute_with_args("SELECT ingest_internal.fold($1)", 1, (Oid[]) {REGCLASSOID},
+							  args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not fold the rollups of table %u", relid);
+	args[1] = TimestampTzGetDatum(started);
+	args[2] = sqlstate ? CStringGetTextDatum(sqlstate) : (Datum) 0;
+	args[3] = message ? CStringGetTextDatum(message) : (Datum) 0;
+	args[4] = Int32GetDatum(ingest_rollup_fold_interval);
+	if (SPI_execute_with_args("SELECT ingest_internal.record_fold($1, $2, $3, $4, $5)", 5,
+							  (Oid[]) {OIDOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID},
+							  args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not record the fold of table %u", relid);
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
+/* Run fold_table, catching its error: returns it (copied), or NULL. */
+static ErrorData *
+try_fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char *message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata = NULL;
+
+	PG_TRY();
+	{
+		fold_table(relid, started, sqlstate, message);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
+/*
+ * The worker's fold: the committed deltas of each table whose fold is due,
+ * each table in a transaction of its own, so that one table's failing fold
+ * (a lock it cannot get, a broken side table) holds up no other's.  A
+ * failure is recorded in ingest.rollup_health and retried with backoff.
  */
 void
 IngestFoldRollups(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	List	   *due;
+	ErrorData  *edata;
+	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "folding rollups");
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_execute("SELECT ingest.fold_rollups()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not fold rollups");
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
+		due = folds_due();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ereport(LOG,
 				(errcode(edata->sqlerrcode),
-				 errmsg("could not fold rollups: %s", edata->message)));
+				 errmsg("could not list the tables to fold: %s", edata->message)));
 		FreeErrorData(edata);
+		due = NIL;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
+
+	foreach(lc, due)
+	{
+		Oid			relid = lfirst_oid(lc);
+		TimestampTz started = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		edata = try_fold_table(relid, started, NULL, NULL);
+		if (edata == NULL)
+			continue;
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not fold the rollups of table %u: %s", relid, edata->message)));
+		/* the failure is recorded in a transaction of its own */
+		{
+			ErrorData  *again = try_fold_table(relid, started,
+											   unpack_sql_state(edata->sqlerrcode),
+											   edata->message);
+
+			if (again != NULL)
+			{
+				ereport(LOG,
+						(errcode(again->sqlerrcode),
+						 errmsg("could not record the failed fold of table %u: %s",
+								relid, again->message)));
+				FreeErrorData(again);
+			}
+		}
+		FreeErrorData(edata);
+	}
+	list_free(due);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -144,6 +144,20 @@ CREATE TABLE ingest_internal.load_stats (
     PRIMARY KEY (event_table, hour)
 );
 
+-- The worker's fold of each table's rollups (fold.c), each table in a
+-- transaction of its own: last outcome and next attempt, with backoff.
+CREATE TABLE ingest_internal.fold_state (
+    relid                oid PRIMARY KEY,
+    last_fold_at         timestamptz,
+    last_fold_seconds    double precision,
+    last_success_at      timestamptz,
+    last_error_at        timestamptz,
+    last_sqlstate        text,
+    last_error           text,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    next_attempt_at      timestamptz
+);
+
 -- Index management (50_indexes.sql).
 CREATE TABLE ingest.index_config (
     event_table  regclass NOT NULL,

@@ -313,6 +313,7 @@ BEGIN
     DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl;
     DELETE FROM ingest.rejects r WHERE r.event_table = tbl;
     DELETE FROM ingest_internal.load_stats l WHERE l.event_table = tbl;
+    DELETE FROM ingest_internal.fold_state f WHERE f.relid = tbl;
 
     -- our triggers, on the table and its partitions, while it exists
     FOR trg IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t

@@ -606,4 +606,100 @@ $$;
 COMMENT ON FUNCTION ingest.drop_rollup(regclass, text) IS
     'Remove a rollup made by ingest.create_rollup() and its data';
 
+
+-- The worker folds each table in a transaction of its own (fold.c): the
+-- tables whose fold is due, and the outcome of one, with the backoff of
+-- partition maintenance (one failing table never holds up another's).
+CREATE OR REPLACE FUNCTION ingest_internal.folds_due()
+RETURNS SETOF oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.event_table::oid FROM ingest.table_config c
+      LEFT JOIN ingest_internal.fold_state f ON f.relid = c.event_table
+     WHERE f.next_attempt_at IS NULL OR f.next_attempt_at <= pg_catalog.now()
+     ORDER BY 1
+$$;
+
+CREATE OR REPLACE FUNCTION ingest_internal.record_fold(tbl oid, started timestamptz,
+                                            err_state text, err_message text,
+                                            interval_s integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO ingest_internal.fold_state (relid) VALUES (tbl)
+    ON CONFLICT (relid) DO NOTHING;
+    UPDATE ingest_internal.fold_state f
+       SET last_fold_at = started,
+           last_fold_seconds = EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started),
+           last_success_at = CASE WHEN err_state IS NULL THEN started ELSE f.last_success_at END,
+           last_error_at = CASE WHEN err_state IS NULL THEN f.last_error_at ELSE started END,
+           last_sqlstate = COALESCE(err_state, f.last_sqlstate),
+           last_error = COALESCE(err_message, f.last_error),
+           consecutive_failures = CASE WHEN err_state IS NULL THEN 0 ELSE f.consecutive_failures + 1 END,
+           -- a fold has no runway: backoff up to an hour
+           next_attempt_at = CASE WHEN err_state IS NULL THEN NULL
+                                  ELSE pg_catalog.now() + ingest_internal.retry_delay(
+                                           f.consecutive_failures + 1, interval_s, interval '4 hours') END
+     WHERE f.relid = tbl;
+END
+$$;
+
+-- Rollup rows waiting for a fold, per rollup: deltas, and the table's stale
+-- hour marks.  For the table's readers and pg_monitor.
+CREATE OR REPLACE FUNCTION ingest_side.rollup_backlog(tbl regclass,
+                                       OUT rollup text, OUT deltas bigint, OUT stale_marks bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config;
+    who regrole := ingest_internal.caller();
+BEGIN
+    SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF NOT FOUND OR NOT (pg_has_role(who, 'pg_monitor', 'USAGE')
+                         OR has_table_privilege(who, tbl, 'SELECT')) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT rc.name, (SELECT count(*) FROM %s d WHERE d.rollup = rc.name), '
+        '       (SELECT count(*) FROM %s s) '
+        '  FROM ingest.rollup_config rc WHERE rc.event_table = $1',
+        cfg.rollup_deltas, cfg.rollup_stale)
+      USING tbl;
+END
+$$;
+REVOKE ALL ON FUNCTION ingest_side.rollup_backlog(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ingest_side.rollup_backlog(regclass) TO PUBLIC;
+
+CREATE OR REPLACE VIEW ingest.rollup_health AS
+SELECT rc.event_table,
+       rc.name AS rollup,
+       rc.building_xid IS NOT NULL AS building,
+       b.deltas AS deltas_waiting,
+       b.stale_marks AS stale_hours_waiting,
+       -- what waits was committed after the last successful fold began
+       CASE WHEN b.deltas > 0 OR b.stale_marks > 0
+            THEN pg_catalog.now() - COALESCE(f.last_success_at, rc.created_at)
+            ELSE interval '0' END AS fold_lag,
+       f.last_fold_at,
+       f.last_fold_seconds,
+       f.last_success_at,
+       f.last_error_at,
+       f.last_sqlstate,
+       -- error texts can quote stored values: the table owner's to read
+       CASE WHEN pg_catalog.pg_has_role(pc.relowner, 'USAGE') THEN f.last_error END AS last_error,
+       COALESCE(f.consecutive_failures, 0) AS consecutive_failures,
+       f.next_attempt_at
+  FROM ingest.rollup_config rc
+  JOIN pg_catalog.pg_class pc ON pc.oid = rc.event_table
+  LEFT JOIN ingest_internal.fold_state f ON f.relid = rc.event_table
+  LEFT JOIN LATERAL ingest_side.rollup_backlog(rc.event_table) b ON b.rollup = rc.name;
+COMMENT ON VIEW ingest.rollup_health IS
+    'Per managed table and rollup: deltas and stale hours waiting for a fold, fold lag, the last fold''s time, duration and error with SQLSTATE, and the next attempt';
+GRANT SELECT ON ingest.rollup_health TO PUBLIC;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

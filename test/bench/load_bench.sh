@@ -26,6 +26,9 @@ q <<SQL
 CREATE EXTENSION ingest;
 -- ingest: the ledger is the only index
 SELECT ingest.create_event_table('ev_ingest', premake => 3);
+-- the same with load statistics off (ingest.track_loads), chunk by chunk
+-- alternating with ev_ingest so that both see the same machine
+SELECT ingest.create_event_table('ev_nostats', premake => 3);
 -- ingest.load's growth curve, last, from an empty table
 SELECT ingest.create_event_table('ev_growth', premake => 3);
 -- COPY FROM STDIN through the hook: the same loader
@@ -97,12 +100,26 @@ nrows=$(chunks_for "$ROWS")
 
 
 settle
-echo "== ingest.load"
-t0=$(now)
+echo "== ingest.load, load statistics on and off"
+# Each chunk into both tables, the first alternating, so that neither side
+# gets the machine's quieter moments.
+t_ingest=0
+t_nostats=0
+load_timed() {
+    local t0=$(now)
+    q -c "SET ingest.track_loads = $1" -c "SELECT * FROM ingest.load('$2', pg_read_file('$3'))" >/dev/null
+    echo "$(now) - $t0" | bc
+}
 for ((c = 0; c < nrows; c++)); do
-    q -c "SELECT * FROM ingest.load('ev_ingest', pg_read_file('$(printf '%s/chunk%05d.csv' "$dir" "$c")'))" >/dev/null
+    f=$(printf '%s/chunk%05d.csv' "$dir" "$c")
+    if (( c % 2 == 0 )); then
+        t_ingest=$(echo "$t_ingest + $(load_timed on ev_ingest "$f")" | bc)
+        t_nostats=$(echo "$t_nostats + $(load_timed off ev_nostats "$f")" | bc)
+    else
+        t_nostats=$(echo "$t_nostats + $(load_timed off ev_nostats "$f")" | bc)
+        t_ingest=$(echo "$t_ingest + $(load_timed on ev_ingest "$f")" | bc)
+    fi
 done
-t_ingest=$(echo "$(now) - $t0" | bc)
 
 settle
 echo "== COPY FROM STDIN through the hook"
@@ -182,6 +199,8 @@ Input: $rows_loaded rows per method in chunks of $CHUNK (about 5% duplicate keys
 | plain COPY, no index at all (the ceiling) | $(rate "$rows_loaded" "$t_bare") | $(awk -v a="$t_copy" -v b="$t_bare" 'BEGIN { printf "%.2f", a / b }') | none |
 | COPY to staging + INSERT ... ON CONFLICT | $(rate "$rows_loaded" "$t_stage") | $(awk -v a="$t_copy" -v b="$t_stage" 'BEGIN { printf "%.2f", a / b }') | per (org, tx, ts) |
 | multi-row INSERT ... ON CONFLICT | $(rate "$rows_loaded" "$t_multi") | $(awk -v a="$t_copy" -v b="$t_multi" 'BEGIN { printf "%.2f", a / b }') | per (org, tx, ts) |
+
+Load statistics (ingest.track_loads) cost ingest.load $(awk -v on="$t_ingest" -v off="$t_nostats" 'BEGIN { printf "%+.2f", (on - off) * 100 / off }')% ($(rate "$rows_loaded" "$t_ingest") rows/s on, $(rate "$rows_loaded" "$t_nostats") rows/s off, chunk by chunk alternating).
 
 ingest.load against the staging pattern: $(awk -v a="$t_stage" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }')x.
 

@@ -40,6 +40,20 @@ CREATE TABLE ingest_internal.load_stats (
     PRIMARY KEY (event_table, hour)
 );
 
+-- The worker's fold of each table's rollups (fold.c), each table in a
+-- transaction of its own: last outcome and next attempt, with backoff.
+CREATE TABLE ingest_internal.fold_state (
+    relid                oid PRIMARY KEY,
+    last_fold_at         timestamptz,
+    last_fold_seconds    double precision,
+    last_success_at      timestamptz,
+    last_error_at        timestamptz,
+    last_sqlstate        text,
+    last_error           text,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    next_attempt_at      timestamptz
+);
+
 -- Replaced by functions of another signature or schema.
 DROP FUNCTION ingest_internal.fold(oid);
 DROP FUNCTION ingest_internal.raw_hours_sql(regclass, text);
