@@ -16,6 +16,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 
 #include "ingest.h"
@@ -58,6 +59,17 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = ingest_shmem_startup;
 
+	/*
+	 * A library loaded before ingest that hooks utility statements is
+	 * called by ingest's hook, after it: COPYs that ingest loads never reach
+	 * it (pg_stat_statements would not count them).
+	 */
+	if (ProcessUtility_hook != NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("ingest is loaded after another library that hooks utility statements"),
+				 errdetail("COPY into managed tables, which ingest loads itself, does not reach that library; pg_stat_statements would not count it."),
+				 errhint("List ingest first in \"shared_preload_libraries\".")));
 	IngestInstallUtilityHook();
 	IngestInstallExecutorHooks();
 	/*
