@@ -46,8 +46,8 @@ SELECT count(*) AS disagreements FROM ingest.rollup_verify('usage_events', now()
 -- A partition 40 days old: the worker retires it (DETACH CONCURRENTLY, then DROP).
 CREATE TABLE usage_events_old (LIKE usage_events);
 SELECT format('ALTER TABLE usage_events ATTACH PARTITION usage_events_old FOR VALUES FROM (%L) TO (%L)',
-              ingest_internal.day_start(current_date - 40, 'UTC'),
-              ingest_internal.day_start(current_date - 39, 'UTC')) \gexec
+              (current_date - 40)::timestamp AT TIME ZONE 'UTC',
+              (current_date - 39)::timestamp AT TIME ZONE 'UTC') \gexec
 SELECT * FROM ingest.run_maintenance('usage_events', dry_run => true);
 SELECT pg_sleep(3);
 SELECT logged_at, action, partition, status, message FROM ingest.maintenance_log ORDER BY id;
