@@ -63,4 +63,13 @@ object_ownercheck(Oid classid, Oid objectid, Oid roleid)
 
 #endif							/* PG_VERSION_NUM < 180000 */
 
+/* PostgreSQL 18 dropped PortalRun's run_once argument. */
+#if PG_VERSION_NUM < 180000
+#define IngestPortalRun(portal, count, toplevel, dest, altdest, qc) \
+	PortalRun((portal), (count), (toplevel), true, (dest), (altdest), (qc))
+#else
+#define IngestPortalRun(portal, count, toplevel, dest, altdest, qc) \
+	PortalRun((portal), (count), (toplevel), (dest), (altdest), (qc))
+#endif
+
 #endif							/* INGEST_COMPAT_H */

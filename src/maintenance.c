@@ -65,6 +65,7 @@ static List *plan_table(Oid relid, MemoryContext cxt);
 static void unlock_table(Oid relid, int failures, const char *sqlstate,
 						 const char *message);
 static void do_detach(Oid relid, int64 run_id, MaintAction *a);
+static void toplevel_as_owner(Oid rel, const char *sql);
 static void log_action(int64 run_id, Oid relid, const char *action,
 					   const char *partition, const char *status,
 					   const char *sqlstate, const char *message);
@@ -299,7 +300,7 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY",
 					 parent_name, part_name);
-	IngestExecuteTopLevel(sql.data);
+	toplevel_as_owner(relid, sql.data);
 
 	/* The day is out of the table: its keys leave the dedup ledger. */
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -316,6 +317,25 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 }
 
 /*
+ * Run a top-level statement on a relation as its owner, as owner_ddl does
+ * for the others (the worker session's search_path is pinned already).
+ * An error leaves the user to run_guarded, which restores it.
+ */
+static void
+toplevel_as_owner(Oid rel, const char *sql)
+{
+	Oid			save_user;
+	int			save_sec;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(IngestRelationOwner(rel),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	IngestExecuteTopLevel(sql);
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+/*
  * Run a top-level statement, then log the action (and run "after", an SQL
  * call taking the partition's OID, if any) in the transaction it returns in.
  */
@@ -327,7 +347,7 @@ toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	IngestExecuteTopLevel(sql);
+	toplevel_as_owner(OidIsValid(a->partition_oid) ? a->partition_oid : relid, sql);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -478,7 +498,10 @@ run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *volatile edata = NULL;
+	Oid			save_user;
+	int			save_sec;
 
+	GetUserIdAndSecContext(&save_user, &save_sec);
 	pgstat_report_activity(STATE_RUNNING, action);
 	PG_TRY();
 	{
@@ -490,6 +513,8 @@ run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		/* a step that failed as the table's owner leaves us as the worker */
+		SetUserIdAndSecContext(save_user, save_sec);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);

@@ -333,6 +333,39 @@ IngestOwnerPop(IngestOwnerScope *s)
 	SetUserIdAndSecContext(s->save_user, s->save_sec);
 }
 
+PG_FUNCTION_INFO_V1(ingest_owner_ddl);
+
+/*
+ * ingest_internal.owner_ddl(rel, ddl): a statement ingest built (names
+ * quoted, values as literals) on a relation of a managed table, run as that
+ * relation's owner, as PostgreSQL runs VACUUM and index builds: under
+ * SECURITY_RESTRICTED_OPERATION with search_path pinned.  The worker and the
+ * management functions make partitions, triggers and indexes through it, so
+ * nothing they do to a table has more privilege than its owner.
+ */
+Datum
+ingest_owner_ddl(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *ddl = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	IngestOwnerScope scope;
+	int			rc;
+
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	IngestOwnerPush(IngestRelationOwner(relid), true, &scope);
+	rc = SPI_execute(ddl, false, 0);
+	IngestOwnerPop(&scope);
+	if (rc < 0)
+		elog(ERROR, "could not run \"%s\": %s", ddl, SPI_result_code_string(rc));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
 PG_FUNCTION_INFO_V1(ingest_table_ready);
 
 /* ingest_internal.ready(tbl): managed, and its triggers in place. */

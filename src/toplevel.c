@@ -3,13 +3,13 @@
  * toplevel.c
  *	  Run a utility statement as a top-level command from a worker.
  *
- * ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY refuses to run inside a
- * function or transaction block: it commits its first transaction and starts
- * a second one itself.  We run it the way the simple query protocol does,
- * through ProcessUtility with PROCESS_UTILITY_TOPLEVEL, but without a
- * portal, which keeps clear of portal-lifetime checks in the server.  What a
- * portal would provide and the command relies on is a PortalContext that
- * survives its internal commit; ours is the statement's own context.
+ * ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY and CREATE INDEX
+ * CONCURRENTLY refuse to run inside a function or transaction block: they
+ * commit their first transaction and start others themselves.  We run them
+ * as the simple query protocol does, in an unnamed portal: an active portal
+ * survives those commits, gives the command its PortalContext, and lets
+ * whatever runs after the last commit (a user's ddl_command_end event
+ * trigger) take a snapshot from it.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,11 +19,13 @@
 #include "nodes/plannodes.h"
 #include "pgstat.h"
 #include "tcop/dest.h"
+#include "tcop/pquery.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "ingest.h"
 #include "loader.h"
 
@@ -36,7 +38,8 @@ void
 IngestExecuteTopLevel(const char *sql)
 {
 	MemoryContext stmtcxt;
-	MemoryContext save_portal_context = PortalContext;
+	Portal		portal;
+	QueryCompletion qc;
 
 	/* The trees must outlive the transaction the statement may commit. */
 	stmtcxt = AllocSetContextCreate(TopMemoryContext,
@@ -63,20 +66,20 @@ IngestExecuteTopLevel(const char *sql)
 			elog(ERROR, "not a utility statement: %s", query);
 
 		pgstat_report_activity(STATE_RUNNING, query);
-		PortalContext = stmtcxt;
-		PushActiveSnapshot(GetTransactionSnapshot());
+		portal = CreatePortal("", true, true);
+		portal->visible = false;
+		PortalDefineQuery(portal, NULL, query,
+						  CreateCommandTag(linitial_node(RawStmt, parsetrees)->stmt),
+						  plantrees, NULL);
+		PortalStart(portal, NULL, 0, InvalidSnapshot);
 		/* the worker's own partition DDL: tableddl.c lets it through */
 		ingest_internal_ddl = true;
-		ProcessUtility(pstmt, query, false, PROCESS_UTILITY_TOPLEVEL,
-					   NULL, NULL, None_Receiver, NULL);
-		/* a concurrent detach has already popped our snapshot */
-		if (ActiveSnapshotSet())
-			PopActiveSnapshot();
+		(void) IngestPortalRun(portal, FETCH_ALL, true, None_Receiver, None_Receiver, &qc);
+		PortalDrop(portal, false);
 	}
 	PG_FINALLY();
 	{
 		ingest_internal_ddl = false;
-		PortalContext = save_portal_context;
 		if (IsTransactionState())
 			MemoryContextSwitchTo(TopTransactionContext);
 		else

@@ -213,6 +213,13 @@ BEGIN
 END
 $$;
 
+-- A statement built here on a relation of a managed table, run as the
+-- relation's owner (SECURITY_RESTRICTED_OPERATION, pinned search_path).
+CREATE OR REPLACE FUNCTION ingest_internal.owner_ddl(rel regclass, ddl text)
+RETURNS void LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_owner_ddl';
+
 -- The statement triggers that follow every change to a table's rows, on
 -- the table or one of its partitions: a statement names one of them and
 -- fires only that one's triggers.
@@ -228,17 +235,17 @@ BEGIN
        OR (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'f' THEN
         RETURN;
     END IF;
-    EXECUTE format('CREATE TRIGGER ingest_changes_ins AFTER INSERT ON %s '
+    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_ins AFTER INSERT ON %s '
                    'REFERENCING NEW TABLE AS ingest_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
-    EXECUTE format('CREATE TRIGGER ingest_changes_upd AFTER UPDATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
+    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_upd AFTER UPDATE ON %s '
                    'REFERENCING OLD TABLE AS ingest_old NEW TABLE AS ingest_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
-    EXECUTE format('CREATE TRIGGER ingest_changes_del AFTER DELETE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
+    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_del AFTER DELETE ON %s '
                    'REFERENCING OLD TABLE AS ingest_old '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
-    EXECUTE format('CREATE TRIGGER ingest_changes_trunc BEFORE TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
+    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_trunc BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
 END
 $$;
 
@@ -287,8 +294,8 @@ BEGIN
     FOR part IN SELECT b.partition FROM ingest_internal.bounds b WHERE b.relid = tbl LOOP
         PERFORM ingest_internal.track_relation(part);
     END LOOP;
-    EXECUTE format('CREATE TRIGGER ingest_dedup BEFORE INSERT ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION ingest_side.dedup_row()', tbl);
+    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE TRIGGER ingest_dedup BEFORE INSERT ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION ingest_side.dedup_row()', tbl));
 END
 $$;
 

@@ -102,8 +102,9 @@ BEGIN
     FOR d IN SELECT * FROM ingest.index_config c
               WHERE c.event_table = tbl AND c.phase = 'always' ORDER BY c.name
     LOOP
-        EXECUTE ingest_internal.index_ddl(part, ingest.partition_index_name(part, d.name),
-                                          d.columns, d.method, d.where_clause, d.with_options, false);
+        PERFORM ingest_internal.owner_ddl(part, ingest_internal.index_ddl(
+            part, ingest.partition_index_name(part, d.name),
+            d.columns, d.method, d.where_clause, d.with_options, false));
     END LOOP;
 END
 $$;
@@ -265,10 +266,11 @@ BEGIN
                    JOIN pg_am a ON a.oid = c.relam
                   WHERE x.indrelid = part AND a.amname = 'brin' AND x.indisvalid
         LOOP
-            PERFORM brin_summarize_new_values(i);
+            PERFORM ingest_internal.owner_ddl(part::regclass,
+                        format('SELECT pg_catalog.brin_summarize_new_values(%s::pg_catalog.regclass)', i::oid));
         END LOOP;
     ELSIF step = 'analyze' THEN
-        EXECUTE format('ANALYZE %s', part::regclass);
+        PERFORM ingest_internal.owner_ddl(part::regclass, format('ANALYZE %s', part::regclass));
     END IF;
     -- "freeze" runs VACUUM at top level before this records it.
     INSERT INTO ingest_internal.partition_closed (partition_oid, step) VALUES (part, step)

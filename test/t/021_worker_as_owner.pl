@@ -1,0 +1,77 @@
+# The worker and the management functions act on a table as its owner:
+# every DDL statement ingest runs on a non-superuser's managed table (its
+# partitions made and retired, triggers, declared indexes built by phase)
+# is run as that owner, as an event trigger recording current_user shows.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('asowner');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.maintenance_interval = 1
+ingest.close_delay = 0
+max_worker_processes = 16
+});
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION ingest;
+	CREATE ROLE alice LOGIN;
+	CREATE SCHEMA alice AUTHORIZATION alice;
+	-- who ran each DDL statement on alice's objects
+	CREATE TABLE public.ddl_log (tag text, role name, object text);
+	GRANT INSERT ON public.ddl_log TO PUBLIC;
+	CREATE FUNCTION public.log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+	DECLARE r record;
+	BEGIN
+		FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() WHERE object_identity LIKE '%alice.%' LOOP
+			INSERT INTO public.ddl_log VALUES (r.command_tag, current_user, r.object_identity);
+		END LOOP;
+	END $$;
+	CREATE FUNCTION public.log_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
+	DECLARE r record;
+	BEGIN
+		FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects()
+		          WHERE schema_name = 'alice' AND object_type = 'table' LOOP
+			INSERT INTO public.ddl_log VALUES ('DROP TABLE', current_user, r.object_identity);
+		END LOOP;
+	END $$;
+	CREATE EVENT TRIGGER log_ddl ON ddl_command_end EXECUTE FUNCTION public.log_ddl();
+	CREATE EVENT TRIGGER log_drop ON sql_drop EXECUTE FUNCTION public.log_drop();
+});
+
+$node->safe_psql('postgres', q{
+	SET search_path = alice;
+	SELECT ingest.create_event_table('ev', retention => '10 days', premake => 2);
+	SELECT ingest.add_index('ev', ARRAY['organization_id', 'code'], phase => 'always');
+	SELECT ingest.add_index('ev', ARRAY['external_customer_id'], phase => 'closed');
+	-- days the worker will close (yesterday) and retire (20 days ago)
+	SELECT ingest.create_partitions('ev', current_date - 1, current_date - 1);
+	CREATE TABLE alice.ev_old (LIKE alice.ev);
+	SELECT format('ALTER TABLE alice.ev ATTACH PARTITION alice.ev_old FOR VALUES FROM (%L) TO (%L)',
+	              (current_date - 20)::timestamp AT TIME ZONE 'UTC',
+	              (current_date - 19)::timestamp AT TIME ZONE 'UTC') \gexec
+}, extra_params => ['-U', 'alice']);
+
+ok($node->poll_query_until('postgres', q{ -- a user's event trigger (above) must not break CREATE INDEX or DETACH ... CONCURRENTLY
+
+	SELECT NOT EXISTS (SELECT FROM pg_class WHERE relname = 'ev_old')
+	   AND EXISTS (SELECT FROM ingest.indexes WHERE event_table = 'alice.ev'::regclass
+	                AND phase = 'closed' AND status = 'valid')
+	   AND (SELECT count(*) FROM ingest.partitions WHERE event_table = 'alice.ev'::regclass) >= 4}),
+	'the worker made, closed and retired partitions');
+
+my %seen = map { my ($t, $r) = split /\|/; ("$t|$r" => 1) }
+	split /\n/, $node->safe_psql('postgres', q{SELECT DISTINCT tag, role FROM public.ddl_log ORDER BY 1, 2});
+diag(join(', ', sort keys %seen));
+for my $tag ('CREATE TABLE', 'CREATE INDEX', 'CREATE TRIGGER', 'ALTER TABLE', 'DROP TABLE')
+{
+	ok($seen{"$tag|alice"}, "$tag on alice's objects ran as alice");
+}
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT tag || ' as ' || role, ', ')
+	FROM public.ddl_log WHERE role <> 'alice'}), '', 'nothing ran as another role');
+
+done_testing();
