@@ -11,9 +11,14 @@
  * follow the events that stay.  On a pg_partman table, whose partitions
  * leave by pg_partman's retention, their rollup hours stay as they are, as
  * with ingest's own retention.  A new partition gets the statement triggers
- * of changes.c.  The side tables follow the table's owner.  DETACH ... CONCURRENTLY commits halfway, so the ledger
- * could not follow it exactly: it is refused, except for the worker's own
- * retention (ingest_internal_ddl), which forgets the keys itself.
+ * of changes.c and the table's replica identity (PostgreSQL gives a new
+ * partition DEFAULT, and ALTER TABLE ... REPLICA IDENTITY on the table does
+ * not recurse: without this, a published DELETE on it fails), and the
+ * table's own REPLICA IDENTITY, set by hand, reaches its partitions.  The
+ * side tables follow the table's owner.  DETACH ... CONCURRENTLY commits
+ * halfway, so the ledger could not follow it exactly: it is refused, except
+ * for the worker's own retention (ingest_internal_ddl), which forgets the
+ * keys itself.
  *
  * The event table's shape holds for its whole life, not only at adoption:
  * its billing-event columns keep their names and types (ALTER COLUMN TYPE,
@@ -53,7 +58,8 @@ typedef enum PartAction
 {
 	PART_JOINS,					/* attached: claim its keys, feed its rows */
 	PART_CREATED,				/* a new, empty partition: triggers */
-	PART_OWNER					/* the table's owner changed: its side tables' too */
+	PART_OWNER,					/* the table's owner changed: its side tables' too */
+	PART_IDENTITY				/* the table's replica identity changed */
 } PartAction;
 
 /* The columns ingest reads, by name: their types are checked at adoption. */
@@ -192,6 +198,17 @@ track_partition(Oid part)
 }
 
 /*
+ * A partition made or attached by hand takes its table's replica identity.
+ * Its ACCESS EXCLUSIVE lock is the DDL's already (CREATE TABLE made it;
+ * ATTACH holds it on the table it attaches).
+ */
+static void
+inherit_replica_identity(Oid part)
+{
+	run_internal("SELECT ingest_internal.inherit_replica_identity($1)", part);
+}
+
+/*
  * A partition's rows leave the table: keys released, hours stale.  The
  * DDL's locks are taken first (the parent's, then the partition's, as the
  * DDL takes them), so no writer adds a row after it is read; rows are read
@@ -249,15 +266,31 @@ alter_table_before(AlterTableStmt *stmt)
 	{
 		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
 		PartitionCmd *pc;
+		Oid			relid;
 
 		if (cmd->subtype != AT_AttachPartition && cmd->subtype != AT_DetachPartition &&
 			cmd->subtype != AT_ChangeOwner && cmd->subtype != AT_AlterColumnType &&
-			cmd->subtype != AT_DropColumn)
+			cmd->subtype != AT_DropColumn && cmd->subtype != AT_ReplicaIdentity)
 			continue;
 		pc = (PartitionCmd *) cmd->def;
-		root = managed_root(RangeVarGetRelid(stmt->relation, NoLock, true), &t);
+		relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+		root = managed_root(relid, &t);
 		if (!OidIsValid(root) || ingest_internal_ddl)
 			continue;
+		if (cmd->subtype == AT_ReplicaIdentity)
+		{
+			PartWork   *w;
+
+			/* on the table itself, without ONLY: a partition may differ */
+			if (relid != root || !stmt->relation->inh)
+				continue;
+			w = palloc(sizeof(PartWork));
+			w->action = PART_IDENTITY;
+			w->root = root;
+			w->partition = NULL;
+			work = lappend(work, w);
+			continue;
+		}
 		if (cmd->subtype == AT_AlterColumnType)
 		{
 			refuse_column_change(root, cmd->name, "change the type of");
@@ -405,9 +438,17 @@ IngestPartitionDDLAfter(void *work)
 			continue;
 		if (w->action == PART_OWNER)
 			run_internal("SELECT ingest_internal.follow_owner($1)", w->root);
-		else if (w->action == PART_JOINS)
-			partition_joins(&t, RangeVarGetRelid(w->partition, NoLock, false));
+		else if (w->action == PART_IDENTITY)
+			run_internal("SELECT ingest_internal.propagate_replica_identity($1)", w->root);
 		else
-			track_partition(RangeVarGetRelid(w->partition, NoLock, false));
+		{
+			Oid			part = RangeVarGetRelid(w->partition, NoLock, false);
+
+			if (w->action == PART_JOINS)
+				partition_joins(&t, part);
+			else
+				track_partition(part);
+			inherit_replica_identity(part);
+		}
 	}
 }

@@ -225,7 +225,107 @@ BEGIN
         'ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
         tbl, nsp, part,
         ingest_internal.day_start(d, tz), ingest_internal.day_start(d + 1, tz));
+    -- after ATTACH, which makes the partition's copy of a USING INDEX
+    -- index; the table is still this transaction's alone, so its ACCESS
+    -- EXCLUSIVE lock blocks no one
+    PERFORM ingest_internal.inherit_replica_identity(pg_catalog.format('%I.%I', nsp, part)::regclass);
     RETURN pg_catalog.format('%I.%I', nsp, part);
+END
+$$;
+
+-- Replica identity, for logical replication (README: "Streaming events
+-- out").  PostgreSQL keeps it per relation: ALTER TABLE ... REPLICA
+-- IDENTITY on a partitioned table does not reach its partitions, and a new
+-- partition starts with DEFAULT, which without a primary key makes the
+-- first published UPDATE or DELETE on it fail (55000).  So every partition
+-- ingest sees made (the worker's, create_partitions', CREATE TABLE ...
+-- PARTITION OF and ATTACH by hand, pg_partman's) takes its parent's setting.
+
+-- Give a partition its parent's replica identity; for USING INDEX, the
+-- partition's index attached to the parent's.  True when it changed.  ALTER
+-- TABLE ... REPLICA IDENTITY takes ACCESS EXCLUSIVE on the partition:
+-- callers do it on new partitions, or at adoption, or when asked to.
+CREATE OR REPLACE FUNCTION ingest_internal.inherit_replica_identity(part regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent oid;
+    want   "char";
+    have   "char";
+    idx    name;
+BEGIN
+    SELECT i.inhparent INTO parent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part;
+    IF parent IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT c.relreplident INTO want FROM pg_catalog.pg_class c WHERE c.oid = parent;
+    SELECT c.relreplident INTO have FROM pg_catalog.pg_class c WHERE c.oid = part;
+    IF want = 'i' THEN
+        SELECT ic.relname INTO idx
+          FROM pg_catalog.pg_index pi
+          JOIN pg_catalog.pg_inherits ii ON ii.inhparent = pi.indexrelid
+          JOIN pg_catalog.pg_index ci ON ci.indexrelid = ii.inhrelid
+          JOIN pg_catalog.pg_class ic ON ic.oid = ci.indexrelid
+         WHERE pi.indrelid = parent AND pi.indisreplident AND ci.indrelid = part
+           AND NOT ci.indisreplident;
+        IF idx IS NULL THEN
+            RETURN false;       -- it has it already (or no such index yet)
+        END IF;
+        EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', part, idx);
+        RETURN true;
+    END IF;
+    IF have = want THEN
+        RETURN false;
+    END IF;
+    EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY %s', part,
+                              CASE want WHEN 'f' THEN 'FULL' WHEN 'n' THEN 'NOTHING'
+                                        ELSE 'DEFAULT' END);
+    RETURN true;
+END
+$$;
+
+-- Every partition of a managed table takes the table's replica identity,
+-- in partition order (the order DDL on the table locks them).
+CREATE OR REPLACE FUNCTION ingest_internal.propagate_replica_identity(tbl regclass)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part    regclass;
+    changed integer := 0;
+BEGIN
+    FOR part IN SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+                 WHERE i.inhparent = tbl ORDER BY i.inhrelid LOOP
+        IF ingest_internal.inherit_replica_identity(part) THEN
+            changed := changed + 1;
+        END IF;
+    END LOOP;
+    RETURN changed;
+END
+$$;
+
+-- At creation, adoption and upgrade: a table left at DEFAULT with no
+-- primary key has no replica identity at all; billing events have no
+-- unique key of their own (dedup is the key ledger's), so it gets FULL:
+-- the old row in full is the identity.  A setting of the owner's (FULL,
+-- NOTHING, USING INDEX, or DEFAULT over a primary key) is kept.  Then the
+-- partitions follow.  ACCESS EXCLUSIVE on the table and on each partition
+-- that changes, held to the end of the caller's transaction.
+CREATE OR REPLACE FUNCTION ingest_internal.start_replica_identity(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'd'
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                        WHERE i.indrelid = tbl AND i.indisprimary) THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl);
+    END IF;
+    PERFORM ingest_internal.propagate_replica_identity(tbl);
 END
 $$;
 

@@ -78,6 +78,8 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO %s', tbl, ingest_internal.caller());
     END IF;
     PERFORM ingest_internal.check_shape(tbl);
+    -- REPLICA IDENTITY FULL, which each partition made below inherits
+    PERFORM ingest_internal.start_replica_identity(tbl);
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake)
     VALUES (tbl, time_zone, retention, premake);
@@ -165,6 +167,11 @@ BEGIN
                       DETAIL = pg_catalog.format('Partitions: %s.', bad);
         END IF;
     END IF;
+
+    -- A replica identity that every partition shares and new ones inherit.
+    -- ACCESS EXCLUSIVE on the table and on each partition that changes,
+    -- once, at adoption (the worker never alters a live partition).
+    PERFORM ingest_internal.start_replica_identity(tbl);
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake, managed_by)
     VALUES (tbl, time_zone, retention, premake,

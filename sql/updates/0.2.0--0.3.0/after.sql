@@ -56,6 +56,12 @@ BEGIN
 END
 $migrate$;
 
+-- 0.3.0 gives managed tables a replica identity that new partitions
+-- inherit (FULL where the table had none): ACCESS EXCLUSIVE on each table
+-- and its partitions for the rest of the update's transaction.
+SELECT ingest_internal.start_replica_identity(c.event_table)
+  FROM ingest.table_config c ORDER BY c.event_table;
+
 DROP TABLE ingest_internal.event_keys;
 DROP TABLE ingest_internal.rollup_deltas;
 DROP TABLE ingest_internal.rollup_hours;
