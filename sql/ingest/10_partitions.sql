@@ -199,7 +199,6 @@ AS $$
 DECLARE
     tz    text;
     nsp   name;
-    owner name;
     part  text := ingest_internal.partition_name(tbl, d);
 BEGIN
     SELECT c.time_zone INTO tz FROM ingest.table_config c WHERE c.event_table = tbl;
@@ -207,24 +206,22 @@ BEGIN
         RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    SELECT n.nspname, pg_catalog.pg_get_userbyid(c.relowner) INTO nsp, owner
+    SELECT n.nspname INTO nsp
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = tbl;
 
-    EXECUTE pg_catalog.format(
+    -- as the table's owner, who needs CREATE on its schema
+    PERFORM ingest_internal.owner_ddl(tbl, pg_catalog.format(
         'CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
         'INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS)',
-        nsp, part, tbl);
-    IF owner IS DISTINCT FROM current_user THEN
-        EXECUTE pg_catalog.format('ALTER TABLE %I.%I OWNER TO %I', nsp, part, owner);
-    END IF;
+        nsp, part, tbl));
     PERFORM ingest_internal.create_always_indexes(tbl, pg_catalog.format('%I.%I', nsp, part)::regclass);
     PERFORM ingest_internal.track_relation(pg_catalog.format('%I.%I', nsp, part)::regclass);
-    EXECUTE pg_catalog.format(
+    PERFORM ingest_internal.owner_ddl(tbl, pg_catalog.format(
         'ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
         tbl, nsp, part,
-        ingest_internal.day_start(d, tz), ingest_internal.day_start(d + 1, tz));
+        ingest_internal.day_start(d, tz), ingest_internal.day_start(d + 1, tz)));
     -- after ATTACH, which makes the partition's copy of a USING INDEX
     -- index; the table is still this transaction's alone, so its ACCESS
     -- EXCLUSIVE lock blocks no one
@@ -273,15 +270,15 @@ BEGIN
         IF idx IS NULL THEN
             RETURN false;       -- it has it already (or no such index yet)
         END IF;
-        EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', part, idx);
+        PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY USING INDEX %I', part, idx));
         RETURN true;
     END IF;
     IF have = want THEN
         RETURN false;
     END IF;
-    EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY %s', part,
+    PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY %s', part,
                               CASE want WHEN 'f' THEN 'FULL' WHEN 'n' THEN 'NOTHING'
-                                        ELSE 'DEFAULT' END);
+                                        ELSE 'DEFAULT' END));
     RETURN true;
 END
 $$;
@@ -364,8 +361,8 @@ BEGIN
         RAISE EXCEPTION 'partition % has no pending detach', part
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    EXECUTE pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
-                              parent::regclass, part::regclass);
+    PERFORM ingest_internal.owner_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
+                                                                parent::regclass, part::regclass));
     PERFORM ingest_internal.forget_keys(parent, part);
 END
 $$;
@@ -382,7 +379,7 @@ BEGIN
         RAISE EXCEPTION 'partition "%" is still attached', part::regclass
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    EXECUTE pg_catalog.format('DROP TABLE %s', part::regclass);
+    PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('DROP TABLE %s', part::regclass));
     DELETE FROM ingest_internal.retired WHERE partition_oid = part;
 END
 $$;
