@@ -180,7 +180,8 @@ echo "VPATH install: server loads its ingest.so, CREATE EXTENSION $control, upda
     mapfile -t conf < <(grep -v '^\s*\(#\|$\)' test/regress.conf)
     throwaway_cluster 54392 "${conf[@]}"
     make -s installcheck > "$tmp/installcheck.out" 2>&1 || { cat "$tmp/installcheck.out"; exit 1; }
-    grep -E '^(\+\+\+|[[:space:]]*All [0-9]+ tests passed)' "$tmp/installcheck.out"
+    # Its summary lines (their form depends on the major): display only.
+    grep -E '\+\+\+|tests passed' "$tmp/installcheck.out" || true
     n=$(psql -X -Atc "SELECT count(*) FROM pg_database WHERE datname IN ('contrib_regression', 'isolation_regression')" postgres)
     [ "$n" = 2 ] || { echo "make installcheck did not use the running server"; exit 1; }
 )
