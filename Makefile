@@ -1,7 +1,13 @@
 # ingest: PGXS build, tests and demo.
 
+# Builds in the source tree (make) or in another directory (make -C build
+# -f ../Makefile VPATH=.., as Debian's pg_buildext does).  Source files are
+# named from $(srcdir), which PGXS sets ("." in-tree); the generated scripts
+# and objects go to the current directory.  A VPATH build needs a source
+# tree without build products, as PostgreSQL's own does.
+
 EXTENSION  = ingest
-EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ingest.control)
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/ingest.control)
 
 MODULE_big = ingest
 OBJS = \
@@ -54,19 +60,23 @@ UPDATE_SCRIPT = sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPT)
 # Released versions' install scripts, frozen, and the upgrade scripts.
-DATA = $(wildcard sql/released/$(EXTENSION)--*.sql) \
-	$(wildcard sql/updates/$(EXTENSION)--*--*.sql)
-EXTRA_CLEAN = $(DATA_built) .deps
+# PGXS installs DATA from $(srcdir), so the names are relative to it.
+DATA = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/sql/released/$(EXTENSION)--*.sql) \
+	$(wildcard $(srcdir)/sql/updates/$(EXTENSION)--*--*.sql))
+EXTRA_CLEAN = $(DATA_built) .deps $(EXTENSION)-$(EXTVERSION).zip
 
-# pg_regress: sql/*.sql against expected/*.out in a temporary instance.
-REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/[0-9]*.sql)))
-REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf \
-	--load-extension=ingest
-ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test --temp-instance=tmp_check_iso \
-	--temp-config=test/regress.conf --load-extension=ingest
-TAP_TESTS = 1
-PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+# pg_regress (sql/*.sql against expected/*.out) and the isolation specs.
+# make installcheck runs them against a running server, which must be
+# configured as test/regress.conf says (README, "Packaging and installing");
+# regresscheck and isolationcheck run them in a temporary instance with it.
+REGRESS = $(patsubst $(srcdir)/sql/%.sql,%,$(sort $(wildcard $(srcdir)/sql/[0-9]*.sql)))
+REGRESS_OPTS = --load-extension=ingest
+ISOLATION = $(patsubst $(srcdir)/test/specs/%.spec,%,$(sort $(wildcard $(srcdir)/test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --load-extension=ingest
+TEMP_INSTANCE_OPTS = --temp-config=$(srcdir)/test/regress.conf
+# The TAP tests make their own clusters: make tapcheck runs them, not
+# installcheck (TAP_TESTS is left unset for that).  prove runs in $(srcdir).
+PROVE_TESTS = $(patsubst $(srcdir)/%,%,$(sort $(wildcard $(srcdir)/test/t/*.pl)))
 
 # Objects follow the headers they include.
 override autodepend = yes
@@ -79,31 +89,47 @@ ifeq ($(filter $(MAJORVERSION),15 16 17 18),)
 $(error ingest is built for PostgreSQL 15 to 18, found $(MAJORVERSION))
 endif
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS)
+# The generated scripts are made in the build directory (the fragments are
+# found through VPATH); objects too, so it needs src/ and sql/.
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_FRAGMENTS) | build-dirs
 	cat $^ > $@
 
-$(UPDATE_SCRIPT): $(UPDATE_DIR)/before.sql $(SQL_CODE) $(UPDATE_DIR)/after.sql
+$(UPDATE_SCRIPT): $(UPDATE_DIR)/before.sql $(SQL_CODE) $(UPDATE_DIR)/after.sql | build-dirs
 	cat $^ > $@
 
-.PHONY: test test-all demo deps regresscheck isolationcheck tapcheck
-# The suites one by one, against the installed build (run-all.sh calls them).
+$(OBJS) $(OBJS:.o=.bc): | build-dirs
+build-dirs:
+	@mkdir -p src sql
+
+.PHONY: test test-all demo deps regresscheck isolationcheck tapcheck dist build-dirs
+# The suites one by one, against the installed build, each in a temporary
+# instance (run-all.sh calls them).
 regresscheck:
-	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+	$(pg_regress_installcheck) $(REGRESS_OPTS) --temp-instance=tmp_check \
+		$(TEMP_INSTANCE_OPTS) $(REGRESS)
 isolationcheck:
 ifneq ($(ISOLATION),)
-	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) \
+		--temp-instance=tmp_check_iso $(TEMP_INSTANCE_OPTS) $(ISOLATION)
 endif
 tapcheck:
 	$(prove_installcheck)
 
 # Everything, from a fresh machine, as root or as a user who can build.
 test:
-	test/run-all.sh
+	$(srcdir)/test/run-all.sh
 # Every suite on 15 here, then on 17 and 18 in Debian root filesystems built
 # once and cached (test/versions/; needs root and Debian's archive).
 test-all:
-	test/versions/test-all.sh
+	$(srcdir)/test/versions/test-all.sh
 demo:
-	test/demo.sh
+	$(srcdir)/test/demo.sh
 deps:
-	test/deps.sh
+	$(srcdir)/test/deps.sh
+
+# The PGXN distribution: the committed tree (HEAD) as a zip whose files are
+# under $(EXTENSION)-$(EXTVERSION)/.
+DIST = $(EXTENSION)-$(EXTVERSION)
+dist:
+	git -C $(srcdir) archive --format=zip --prefix=$(DIST)/ -o $(CURDIR)/$(DIST).zip HEAD
+	@echo "$(DIST).zip"

@@ -4,9 +4,11 @@
 set -euo pipefail
 
 v=${PG_MAJOR:-15}
-pkgs=(make gcc postgresql-$v postgresql-server-dev-$v
+pkgs=(make gcc git python3 postgresql-$v postgresql-server-dev-$v
       postgresql-$v-pgtap postgresql-$v-partman libipc-run-perl
       libtap-parser-sourcehandler-pgtap-perl)
+# The .deb is built and installed by root only (test/check-deb.sh).
+[ "$(id -u)" -ne 0 ] || pkgs+=(build-essential debhelper dpkg-dev postgresql-server-dev-all)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

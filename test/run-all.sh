@@ -7,9 +7,11 @@ cd "$work"
 passed=0
 failed=0
 suite() {
-    local name=$1; shift
+    local name=$1 run=as_pg; shift
+    # --root: the suite runs as root (it installs a package).
+    if [ "$1" = --root ]; then run=; shift; fi
     echo "=== $name"
-    if as_pg "$@"; then
+    if $run "$@"; then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))
@@ -26,6 +28,12 @@ suite "pg_regress" make -s regresscheck
 suite "isolation" make -s isolationcheck
 suite "pgTAP" test/pgtap.sh
 suite "TAP" make -s tapcheck PROVE_FLAGS="--timer"
+# Last: it replaces the installed files with the .deb's for a while.
+if [ "$(id -u)" -eq 0 ]; then
+    suite "debian package" --root test/check-deb.sh
+else
+    echo "=== debian package: skipped (dpkg -i needs root)"
+fi
 
 echo "test suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -22,13 +22,15 @@ chroot_suite_for() {
     esac
 }
 
-# What building and every suite need, for major $1.
+# What building and every suite need, for major $1; the last line builds
+# the .deb (test/check-deb.sh) and the PGXN zip (test/check-packaging.sh).
 chroot_packages() {
     local v=$1
     echo make gcc perl python3 \
         postgresql-$v postgresql-server-dev-$v \
         postgresql-$v-pgtap postgresql-$v-partman \
-        libipc-run-perl libtap-parser-sourcehandler-pgtap-perl
+        libipc-run-perl libtap-parser-sourcehandler-pgtap-perl \
+        git build-essential debhelper dpkg-dev postgresql-server-dev-all
 }
 
 # chroot_ensure MAJOR: sets $chroot_root to a finished root filesystem.
