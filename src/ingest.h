@@ -14,7 +14,8 @@
  *					 commit, stored by the worker
  *	  usage.c		 ingest.usage(): usage from the rollups
  *	  toplevel.c	 runs a utility statement as a top-level command
- *	  utility_hook.c stops a database's worker before DROP DATABASE; routes
+ *	  utility_hook.c stops a database's worker before DROP DATABASE, a copy
+ *					 from it, a rename or a move; routes
  *					 COPY and partition DDL of managed tables
  *	  the loader and the side state of managed tables: see loader.h
  *

@@ -147,6 +147,9 @@ BEGIN
     EXECUTE format('CREATE TABLE ingest_side.%I (LIKE ingest_side.%I)',
                    cand || '_deltas', cand || '_rollup');
     EXECUTE format('CREATE INDEX ON ingest_side.%I (organization_id, hour)', cand || '_deltas');
+    -- the fold deletes deltas and stale marks, which have no key: in a FOR
+    -- ALL TABLES publication a delete needs an identity
+    EXECUTE format('ALTER TABLE ingest_side.%I REPLICA IDENTITY FULL', cand || '_deltas');
     -- organization_id NULL: every organization
     EXECUTE format($t$
         CREATE TABLE ingest_side.%I (
@@ -155,6 +158,7 @@ BEGIN
             hi              timestamptz NOT NULL,
             CHECK (lo < hi)
         )$t$, cand || '_stale');
+    EXECUTE format('ALTER TABLE ingest_side.%I REPLICA IDENTITY FULL', cand || '_stale');
 
     -- The usage view of the folded rollup, next to the table.
     view := left(rel, 49) || '_usage_hourly';
