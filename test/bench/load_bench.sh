@@ -6,6 +6,8 @@
 #
 #   test/bench/load_bench.sh                 # 2M rows per method, growth to 20M
 #   ROWS=200000 GROWTH=1000000 test/bench/load_bench.sh   # a quick run
+#   STATS_ONLY=1 ROWS=2000000 GROWTH=2000000 CHUNK=50000 test/bench/load_bench.sh
+#                                       # only load statistics on against off
 #
 # Prints a markdown table; writes it to test/bench/out/load_bench.md too.
 source "$(dirname "$0")/lib.sh"
@@ -120,6 +122,13 @@ for ((c = 0; c < nrows; c++)); do
         t_ingest=$(echo "$t_ingest + $(load_timed on ev_ingest "$f")" | bc)
     fi
 done
+stats_line="Load statistics (ingest.track_loads) cost ingest.load $(awk -v on="$t_ingest" -v off="$t_nostats" 'BEGIN { printf "%+.2f", (on - off) * 100 / off }')% ($(rate "$((nrows * CHUNK))" "$t_ingest") rows/s on, $(rate "$((nrows * CHUNK))" "$t_nostats") rows/s off, $nrows chunks of $CHUNK, each into both tables, the first alternating)."
+if [ -n "${STATS_ONLY:-}" ]; then
+    # STATS_ONLY=1: just this comparison, for a quick and long-enough run
+    mkdir -p "$top/test/bench/out"
+    echo "$stats_line (PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores)" | tee "$top/test/bench/out/load_stats_cost.md"
+    exit 0
+fi
 
 settle
 echo "== COPY FROM STDIN through the hook"
@@ -200,7 +209,7 @@ Input: $rows_loaded rows per method in chunks of $CHUNK (about 5% duplicate keys
 | COPY to staging + INSERT ... ON CONFLICT | $(rate "$rows_loaded" "$t_stage") | $(awk -v a="$t_copy" -v b="$t_stage" 'BEGIN { printf "%.2f", a / b }') | per (org, tx, ts) |
 | multi-row INSERT ... ON CONFLICT | $(rate "$rows_loaded" "$t_multi") | $(awk -v a="$t_copy" -v b="$t_multi" 'BEGIN { printf "%.2f", a / b }') | per (org, tx, ts) |
 
-Load statistics (ingest.track_loads) cost ingest.load $(awk -v on="$t_ingest" -v off="$t_nostats" 'BEGIN { printf "%+.2f", (on - off) * 100 / off }')% ($(rate "$rows_loaded" "$t_ingest") rows/s on, $(rate "$rows_loaded" "$t_nostats") rows/s off, chunk by chunk alternating).
+$stats_line
 
 ingest.load against the staging pattern: $(awk -v a="$t_stage" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }')x.
 
