@@ -88,7 +88,7 @@ nchunks=$(( (GROWTH + CHUNK - 1) / CHUNK ))
 for ((c = 0; c < nchunks; c++)); do
     f=$(printf '%s/chunk%05d.csv' "$dir" "$c")
     q -c "COPY (SELECT * FROM bench_rows($((c * CHUNK + 1)), $(((c + 1) * CHUNK)))) TO '$f' CSV"
-    if (( c * CHUNK < ROWS )); then
+    if (( c * CHUNK < ROWS )) && [ -z "${STATS_ONLY:-}" ]; then
         q -c "COPY (SELECT 'INSERT INTO ev_multi ($cols) VALUES ' ||
                    string_agg(format('(%L,%L,%L,%L,%L,%L,%s,%s)', organization_id, transaction_id,
                                      external_customer_id, code, ts, properties, value, decimal_value), ',')
