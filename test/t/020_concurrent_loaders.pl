@@ -1,11 +1,11 @@
 # Four loaders at once for a bounded time, each through another path
-# (ingest.load csv, ingest.load jsonl, COPY FROM STDIN through the hook, a
-# multi-row INSERT through the dedup trigger), every call with 200 keys in
-# the same order ("C" collation), 10% of them shared with whichever calls
-# of the other sessions run in the same half second.  Afterwards: no key
-# stored twice, every row a call reported loaded is stored (and no other),
-# the ledger equals the events and the rollup the raw events, as written
-# and after ingest.fold_rollups() (regress.invariants() of
+# (ingest.load csv, ingest.load jsonl, COPY FROM STDIN through the hook, an
+# INSERT ... SELECT through the dedup trigger), every call with 200 keys
+# in the same order ("C" collation), 10% of them shared with whichever
+# calls of the other sessions run in the same half second.  Afterwards: no
+# key stored twice, every row a call reported loaded is stored (and no
+# other), the ledger equals the events and the rollup the raw events, as
+# written and after ingest.fold_rollups() (regress.invariants() of
 # sql/00_setup.sql, read from that file), and no deadlock (40P01) nor any
 # other error in the server log.
 use strict;
