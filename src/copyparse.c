@@ -12,15 +12,24 @@
  * convert (a type input error) can then be retried on its own and set aside,
  * without losing the position in the input.
  *
+ * A server-side file is read in chunks, never whole: COPY's reader takes it
+ * through the same callback as a payload, and JSON lines are cut from the
+ * chunks.  What ingest.load checks on a whole payload before reading it (its
+ * encoding, no data after a "\." line) is checked as the chunks go by, and
+ * such an error fails the load as it would have before any row was read.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <ctype.h>
 
 #include "catalog/pg_type.h"
 #include "commands/copy.h"
 #include "commands/copyfrom_internal.h"
 #include "executor/executor.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_node.h"
@@ -51,12 +60,32 @@ struct IngestParser
 	CopyFromState cstate;
 	ErrorContextCallback errcallback;
 
-	/* the payload */
-	const char *data;
-	Size		len;
-	Size		pos;
+	/* the input */
+	IngestInput input;
+	const char *caller;			/* for error context: ingest.load(_file) */
+	Size		pos;			/* in a payload */
 	uint64		lineno;			/* JSON lines */
+	bool		fatal;			/* an error of the whole input: no skipping */
+
+	/* a file: FILE_CHUNK bytes read, handed out once checked */
+	char	   *fbuf;
+	int			fstart;			/* next byte to hand out */
+	int			fready;			/* bytes before this one are checked */
+	int			fend;			/* bytes read */
+	bool		feof;
+	bool		fbad;			/* invalid bytes at fready */
+	bool		fverify;		/* text formats: in the database encoding */
+	int			mlen;			/* the current line's length, up to 4 */
+	char		mline[3];		/* and its first bytes */
+	bool		marker;			/* a "\." line went by */
+	StringInfoData line;		/* a JSON line */
+	MemoryContext cxt;			/* where the line buffer lives */
 };
+
+/* A file's bytes are read this many at a time. */
+#define FILE_CHUNK			(64 * 1024)
+/* A JSON line buffer grown past this is given back after its line. */
+#define LINE_KEEP_BYTES		(1024 * 1024)
 
 /*
  * A line "\." ends COPY's data; COPY ignores whatever follows it.  An
@@ -92,17 +121,25 @@ refuse_data_after_end_marker(const char *data, Size len)
 	}
 }
 
-/* Error context of ingest.load's parsing: the table and the line. */
+/*
+ * Error context of ingest.load's and ingest.load_file's parsing: the
+ * function, the table and the line.
+ */
 static void
 load_error_callback(void *arg)
 {
-	CopyFromState cstate = (CopyFromState) arg;
+	IngestParser *p = (IngestParser *) arg;
+	CopyFromState cstate = p->cstate;
 
-	if (cstate->cur_lineno > 0)
-		errcontext("ingest.load into table \"%s\", line " UINT64_FORMAT,
-				   cstate->cur_relname, cstate->cur_lineno);
+	/* JSON lines from a file: the line being read */
+	if (cstate == NULL)
+		errcontext("%s into table \"%s\", line " UINT64_FORMAT,
+				   p->caller, RelationGetRelationName(p->rel), p->lineno + 1);
+	else if (cstate->cur_lineno > 0)
+		errcontext("%s into table \"%s\", line " UINT64_FORMAT,
+				   p->caller, cstate->cur_relname, cstate->cur_lineno);
 	else
-		errcontext("ingest.load into table \"%s\"", cstate->cur_relname);
+		errcontext("%s into table \"%s\"", p->caller, cstate->cur_relname);
 }
 
 /* BeginCopyFrom's callback takes no argument: the payload being read. */
@@ -115,10 +152,179 @@ read_payload(void *outbuf, int minread, int maxread)
 	Size		n;
 
 	Assert(p != NULL);
-	n = Min((Size) maxread, p->len - p->pos);
-	memcpy(outbuf, p->data + p->pos, n);
+	n = Min((Size) maxread, p->input.len - p->pos);
+	memcpy(outbuf, p->input.data + p->pos, n);
 	p->pos += n;
 	return (int) n;
+}
+
+/*
+ * The file's next chunk.  Only whole valid characters are handed out: a
+ * character cut by the chunk's end waits for the next one; invalid bytes
+ * are reported when the reader reaches them (file_available).
+ */
+static void
+file_fill(IngestParser *p)
+{
+	size_t		n;
+	int			pending;
+	int			valid;
+
+	CHECK_FOR_INTERRUPTS();
+	Assert(p->fstart == p->fready && !p->fbad && !p->feof);
+	memmove(p->fbuf, p->fbuf + p->fstart, p->fend - p->fstart);
+	p->fend -= p->fstart;
+	p->fready = p->fstart = 0;
+
+	n = fread(p->fbuf + p->fend, 1, FILE_CHUNK - p->fend, p->input.file);
+	if (ferror(p->input.file))
+	{
+		p->fatal = true;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m", p->input.path)));
+	}
+	p->fend += (int) n;
+	p->feof = (n == 0 || feof(p->input.file));
+	if (!p->fverify)
+	{
+		p->fready = p->fend;
+		return;
+	}
+	pending = p->fend - p->fready;
+	valid = pg_encoding_verifymbstr(GetDatabaseEncoding(), p->fbuf + p->fready, pending);
+	p->fready += valid;
+	if (valid < pending &&
+		(p->feof || pg_encoding_mblen(GetDatabaseEncoding(), p->fbuf + p->fready) <= pending - valid))
+		p->fbad = true;
+}
+
+/* Whether checked bytes are ready to hand out; false at the file's end. */
+static bool
+file_available(IngestParser *p)
+{
+	while (p->fstart == p->fready)
+	{
+		if (p->fbad)
+		{
+			/* the error ingest.load gives such a payload, for the whole load */
+			p->fatal = true;
+			(void) pg_verify_mbstr(GetDatabaseEncoding(), p->fbuf + p->fready,
+								   p->fend - p->fready, false);
+			elog(ERROR, "invalid input in file \"%s\" was not reported", p->input.path);
+		}
+		if (p->feof)
+			return false;
+		file_fill(p);
+	}
+	return true;
+}
+
+/*
+ * Follow the lines going by as refuse_data_after_end_marker reads a
+ * payload: once a line is "\.", only white space may follow.
+ */
+static void
+scan_end_marker(IngestParser *p, const char *s, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		char		c = s[i];
+
+		if (p->marker)
+		{
+			if (!isspace((unsigned char) c))
+			{
+				p->fatal = true;
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("end-of-data marker \"\\.\" is followed by more data"),
+						 errdetail("COPY would stop at the marker and ignore the rest."),
+						 errhint("Remove the \"\\.\" line: ingest.load_file reads the whole file.")));
+			}
+			continue;
+		}
+		if (c == '\n')
+		{
+			if (p->mline[0] == '\\' && p->mline[1] == '.' &&
+				(p->mlen == 2 || (p->mlen == 3 && p->mline[2] == '\r')))
+				p->marker = true;
+			p->mlen = 0;
+			continue;
+		}
+		if (p->mlen < 3)
+			p->mline[p->mlen] = c;
+		if (p->mlen < 4)
+			p->mlen++;
+	}
+}
+
+/* COPY's reader callback for a file: at least minread bytes but at its end. */
+static int
+read_file(void *outbuf, int minread, int maxread)
+{
+	IngestParser *p = reading;
+	int			total = 0;
+
+	Assert(p != NULL);
+	while (total < minread && file_available(p))
+	{
+		int			n = Min(maxread - total, p->fready - p->fstart);
+
+		memcpy((char *) outbuf + total, p->fbuf + p->fstart, n);
+		if (!p->binary)
+			scan_end_marker(p, p->fbuf + p->fstart, n);
+		p->fstart += n;
+		total += n;
+	}
+	return total;
+}
+
+/*
+ * COPY stopped: at the file's end, or at a "\." line; then the rest of the
+ * file must be white space, as for a payload.
+ */
+static void
+file_check_rest(IngestParser *p)
+{
+	while (file_available(p))
+	{
+		scan_end_marker(p, p->fbuf + p->fstart, p->fready - p->fstart);
+		p->fstart = p->fready;
+	}
+}
+
+/* A file's next line into p->line, without its newline; false at the end. */
+static bool
+file_next_line(IngestParser *p)
+{
+	bool		any = false;
+
+	if (p->line.maxlen > LINE_KEEP_BYTES)
+	{
+		MemoryContext old = MemoryContextSwitchTo(p->cxt);
+
+		pfree(p->line.data);
+		initStringInfo(&p->line);
+		MemoryContextSwitchTo(old);
+	}
+	resetStringInfo(&p->line);
+	while (file_available(p))
+	{
+		const char *start = p->fbuf + p->fstart;
+		int			avail = p->fready - p->fstart;
+		const char *nl = memchr(start, '\n', avail);
+		int			n = nl ? (int) (nl - start) : avail;
+
+		appendBinaryStringInfo(&p->line, start, n);
+		p->fstart += n + (nl ? 1 : 0);
+		any = true;
+		if (nl)
+			break;
+	}
+	return any;
 }
 
 bool
@@ -130,7 +336,7 @@ IngestFormatIsKnown(const char *format)
 
 IngestParser *
 IngestParserBegin(Relation rel, const char *format, bool header,
-				  List *copy_options, List *attnums, const char *data, Size len,
+				  List *copy_options, List *attnums, const IngestInput *input,
 				  ExprContext *econtext)
 {
 	IngestParser *p = palloc0(sizeof(IngestParser));
@@ -143,8 +349,15 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 	p->jsonl = strcmp(format, "jsonl") == 0;
 	p->binary = strcmp(format, "binary") == 0;
 	p->econtext = econtext;
-	p->data = data;
-	p->len = len;
+	p->input = *input;
+	p->caller = input->file ? "ingest.load_file" : "ingest.load";
+	p->cxt = CurrentMemoryContext;
+	if (input->file)
+	{
+		p->fbuf = palloc(FILE_CHUNK);
+		p->fverify = !p->binary;
+		initStringInfo(&p->line);
+	}
 	p->ntargets = list_length(attnums);
 	p->targets = palloc(sizeof(AttrNumber) * p->ntargets);
 	p->target_names = palloc(sizeof(char *) * p->ntargets);
@@ -206,22 +419,42 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 		for (i = 0; i < p->ntargets; i++)
 			names = lappend(names, makeString(p->target_names[i]));
 
-		if (data && !p->binary)
-			refuse_data_after_end_marker(data, len);
+		if (input->data && !p->binary)
+			refuse_data_after_end_marker(input->data, input->len);
 
-		/* No payload: COPY FROM STDIN reads the client's COPY data. */
+		/*
+		 * Neither payload nor file: COPY FROM STDIN reads the client's COPY
+		 * data.  A file goes through a callback rather than COPY's own file
+		 * reading, whose errors speak of COPY, and whose bytes we could not
+		 * check on the way.
+		 */
 		reading = p;
 		p->cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false,
-								  data ? read_payload : NULL, names, options);
+								  input->data ? read_payload :
+								  input->file ? read_file : NULL,
+								  names, options);
 		reading = NULL;
-		/* COPY's own context for COPY; ingest.load names itself */
-		p->errcallback.callback = data ? load_error_callback : CopyFromErrorCallback;
-		p->errcallback.arg = (void *) p->cstate;
+		/* COPY's own context for COPY; ingest.load(_file) names itself */
+		if (input->data || input->file)
+		{
+			p->errcallback.callback = load_error_callback;
+			p->errcallback.arg = (void *) p;
+		}
+		else
+		{
+			p->errcallback.callback = CopyFromErrorCallback;
+			p->errcallback.arg = (void *) p->cstate;
+		}
 	}
 	else if (header)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("format \"jsonl\" has no header line")));
+	else
+	{
+		p->errcallback.callback = load_error_callback;
+		p->errcallback.arg = (void *) p;
+	}
 	return p;
 }
 
@@ -293,15 +526,32 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 		for (;;)
 		{
 			const char *start;
-			const char *nl;
 			Size		n;
 
-			if (p->pos >= p->len)
-				return false;
-			start = p->data + p->pos;
-			nl = memchr(start, '\n', p->len - p->pos);
-			n = nl ? (Size) (nl - start) : p->len - p->pos;
-			p->pos += n + (nl ? 1 : 0);
+			if (p->input.file)
+			{
+				bool		found;
+
+				p->errcallback.previous = error_context_stack;
+				error_context_stack = &p->errcallback;
+				found = file_next_line(p);
+				error_context_stack = p->errcallback.previous;
+				if (!found)
+					return false;
+				start = p->line.data;
+				n = p->line.len;
+			}
+			else
+			{
+				const char *nl;
+
+				if (p->pos >= p->input.len)
+					return false;
+				start = p->input.data + p->pos;
+				nl = memchr(start, '\n', p->input.len - p->pos);
+				n = nl ? (Size) (nl - start) : p->input.len - p->pos;
+				p->pos += n + (nl ? 1 : 0);
+			}
 			p->lineno++;
 			if (n > 0 && start[n - 1] == '\r')
 				n--;
@@ -349,6 +599,8 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 		p->errcallback.previous = error_context_stack;
 		error_context_stack = &p->errcallback;
 		found = NextCopyFromRawFields(p->cstate, &fields, &nfields);
+		if (!found && p->input.file)
+			file_check_rest(p);
 		error_context_stack = p->errcallback.previous;
 		reading = NULL;
 		if (!found)
@@ -368,12 +620,15 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 /*
  * Whether the parser can go on after input it could not split: not from a
  * client's COPY stream (the rest of it cannot be skipped here), nor in
- * binary, where a bad field leaves the position inside its row.
+ * binary, where a bad field leaves the position inside its row, nor after
+ * an error of the whole input (a file's encoding or its reading).
  */
 bool
 IngestParserCanSkipBadInput(IngestParser *p)
 {
-	return p->jsonl || (p->data != NULL && !p->binary);
+	if (p->fatal)
+		return false;
+	return p->jsonl || ((p->input.data != NULL || p->input.file != NULL) && !p->binary);
 }
 
 /*
@@ -506,5 +761,10 @@ IngestParserEnd(IngestParser *p)
 {
 	if (p->cstate)
 		EndCopyFrom(p->cstate);
+	if (p->fbuf)
+	{
+		pfree(p->fbuf);
+		pfree(p->line.data);
+	}
 	pfree(p);
 }

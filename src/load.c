@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * load.c
- *	  SQL entry points of the bulk loader: ingest.load(text|bytea).
+ *	  SQL entry points of the bulk loader: ingest.load(text|bytea) and
+ *	  ingest.load_file, which streams a server-side file in batches.
  *
  * These check the arguments and the caller's rights as COPY FROM would
  * (INSERT on the table and the named columns, no row-level security) and
@@ -10,8 +11,6 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <sys/stat.h>
 
 #include "access/table.h"
 #include "catalog/pg_authid.h"
@@ -138,7 +137,7 @@ IngestCheckLoadPrivileges(Relation rel, List *attnums)
 
 /* Shared by the text, bytea and file forms. */
 static Datum
-load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *source,
+load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *source,
 			bool binary_ok)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -187,8 +186,8 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 	if (IngestTableNeedsExecutor(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("ingest.load() cannot check the foreign keys or fire the triggers of table \"%s\"",
-						get_rel_name(relid)),
+				 errmsg("%s() cannot check the foreign keys or fire the triggers of table \"%s\"",
+						input->file ? "ingest.load_file" : "ingest.load", get_rel_name(relid)),
 				 errdetail("The loader writes rows without PostgreSQL's executor, which COPY uses for them."),
 				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
 	abort_on_error = on_error ? strcmp(on_error, "abort") == 0 : t.abort_on_error;
@@ -197,8 +196,8 @@ load_common(FunctionCallInfo fcinfo, const char *data, Size len, const char *sou
 	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));
 	IngestCheckLoadPrivileges(rel, attnums);
 
-	r = IngestLoad(rel, &t, format, header, NIL, attnums, data, len, source,
-				   abort_on_error);
+	r = IngestLoadInput(rel, &t, format, header, NIL, attnums, input, source,
+						abort_on_error);
 	table_close(rel, NoLock);
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -218,14 +217,16 @@ Datum
 ingest_load_text(PG_FUNCTION_ARGS)
 {
 	text	   *data;
+	IngestInput input = {0};
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("data must not be null")));
 	data = PG_GETARG_TEXT_PP(1);
-	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
-					   "ingest.load", false);
+	input.data = VARDATA_ANY(data);
+	input.len = VARSIZE_ANY_EXHDR(data);
+	return load_common(fcinfo, &input, "ingest.load", false);
 }
 
 PG_FUNCTION_INFO_V1(ingest_load_bytea);
@@ -235,6 +236,7 @@ Datum
 ingest_load_bytea(PG_FUNCTION_ARGS)
 {
 	bytea	   *data;
+	IngestInput input = {0};
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -245,24 +247,26 @@ ingest_load_bytea(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(2) || strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "binary") != 0)
 		(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA_ANY(data),
 							   VARSIZE_ANY_EXHDR(data), false);
-	return load_common(fcinfo, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data),
-					   "ingest.load", true);
+	input.data = VARDATA_ANY(data);
+	input.len = VARSIZE_ANY_EXHDR(data);
+	return load_common(fcinfo, &input, "ingest.load", true);
 }
 
 PG_FUNCTION_INFO_V1(ingest_load_file);
 
 /*
  * ingest.load_file(tbl, path, ...): a server-side file, for members of
- * pg_read_server_files, as for COPY FROM a file.
+ * pg_read_server_files, as for COPY FROM a file.  The file is read in
+ * chunks as the batches need them (copyparse.c), so memory does not grow
+ * with its size and there is no limit to it; its encoding is checked as it
+ * is read, and invalid bytes fail the call as for ingest.load.
  */
 Datum
 ingest_load_file(PG_FUNCTION_ARGS)
 {
+	IngestInput input = {0};
 	char	   *path;
-	FILE	   *file;
-	struct stat st;
-	char	   *buf;
-	size_t		nread;
+	Datum		result;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -275,30 +279,14 @@ ingest_load_file(PG_FUNCTION_ARGS)
 				 errdetail("Only roles with privileges of the \"pg_read_server_files\" role may load from a file.")));
 
 	path = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	file = AllocateFile(path, PG_BINARY_R);
-	if (file == NULL)
+	/* closed at transaction end on error */
+	input.file = AllocateFile(path, PG_BINARY_R);
+	if (input.file == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not open file \"%s\" for reading: %m", path)));
-	if (fstat(fileno(file), &st) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat file \"%s\": %m", path)));
-	/* the same bound as a text argument */
-	if ((Size) st.st_size >= MaxAllocSize)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("file \"%s\" is too large", path),
-				 errhint("Split it into files under 1 GB.")));
-	buf = palloc((Size) st.st_size + 1);
-	nread = fread(buf, 1, (size_t) st.st_size, file);
-	if (ferror(file))
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not read file \"%s\": %m", path)));
-	FreeFile(file);
-	buf[nread] = '\0';
-	if (PG_ARGISNULL(2) || strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "binary") != 0)
-		(void) pg_verify_mbstr(GetDatabaseEncoding(), buf, (int) nread, false);
-	return load_common(fcinfo, buf, nread, psprintf("file %s", path), true);
+	input.path = path;
+	result = load_common(fcinfo, &input, psprintf("file %s", path), true);
+	FreeFile(input.file);
+	return result;
 }

@@ -397,11 +397,24 @@ read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 	return false;
 }
 
+/* A payload in memory, or the client's COPY data when data is NULL. */
 IngestLoadResult
 IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *copy_options,
 		   List *attnums, const char *data, Size len, const char *source,
 		   bool abort_on_error)
 {
+	IngestInput input = {data, len, NULL, NULL};
+
+	return IngestLoadInput(rel, t, format, header, copy_options, attnums, &input,
+						   source, abort_on_error);
+}
+
+IngestLoadResult
+IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
+				List *copy_options, List *attnums, const IngestInput *input,
+				const char *source, bool abort_on_error)
+{
+	const char *command;
 	MemoryContext loadcxt;
 	MemoryContext batchcxt;
 	MemoryContext old;
@@ -414,8 +427,9 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 	IngestLoadCounts counts = {0};
 
 	/* as COPY FROM: no writes in a read-only transaction or parallel mode */
-	PreventCommandIfReadOnly(strcmp(source, "COPY") == 0 ? "COPY FROM" : "ingest.load");
-	PreventCommandIfParallelMode(strcmp(source, "COPY") == 0 ? "COPY FROM" : "ingest.load");
+	command = input->file ? "ingest.load_file" : input->data ? "ingest.load" : "COPY FROM";
+	PreventCommandIfReadOnly(command);
+	PreventCommandIfParallelMode(command);
 
 	memset(&st, 0, sizeof(st));
 	loadcxt = AllocSetContextCreate(CurrentMemoryContext, "ingest load",
@@ -434,7 +448,7 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 	st.ts_att = get_attnum(RelationGetRelid(rel), "timestamp");
 	estate = CreateExecutorState();
 	st.econtext = CreateExprContext(estate);
-	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, data, len,
+	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, input,
 								  st.econtext);
 	st.owner = IngestExtensionOwner();
 	/*

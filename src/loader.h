@@ -114,12 +114,25 @@ extern void *IngestPartitionDDLBefore(Node *stmt);
 extern void IngestPartitionDDLAfter(void *work);
 extern bool ingest_internal_ddl;
 
+/*
+ * Where the loader's input comes from: a payload in memory (ingest.load), a
+ * server-side file read in chunks (ingest.load_file), or, with neither, the
+ * client's COPY data (COPY FROM STDIN).
+ */
+typedef struct IngestInput
+{
+	const char *data;
+	Size		len;
+	FILE	   *file;			/* opened by the caller, which closes it */
+	const char *path;
+} IngestInput;
+
 /* copyparse.c */
 typedef struct IngestParser IngestParser;
 
 extern IngestParser *IngestParserBegin(Relation rel, const char *format,
 									   bool header, List *copy_options,
-									   List *attnums, const char *data, Size len,
+									   List *attnums, const IngestInput *input,
 									   ExprContext *econtext);
 extern bool IngestParserNext(IngestParser *parser, LoadRow *row);
 extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
@@ -185,6 +198,11 @@ extern IngestLoadResult IngestLoad(Relation rel, IngestTable *t,
 								   List *copy_options, List *attnums,
 								   const char *data, Size len,
 								   const char *source, bool abort_on_error);
+extern IngestLoadResult IngestLoadInput(Relation rel, IngestTable *t,
+										const char *format, bool header,
+										List *copy_options, List *attnums,
+										const IngestInput *input,
+										const char *source, bool abort_on_error);
 
 /* load.c: the checks ingest.load and COPY share */
 extern bool IngestMayReadPayloads(Oid relid);

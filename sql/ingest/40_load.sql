@@ -38,6 +38,6 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_load_file';
 COMMENT ON FUNCTION ingest.load_file(regclass, text, text, boolean, text[], text) IS
-    'Load events from a server-side file (members of pg_read_server_files), like ingest.load';
+    'Load events from a server-side file of any size, streamed in batches (members of pg_read_server_files), like ingest.load';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;
