@@ -186,15 +186,15 @@ SELECT regress.lf_write('huge.csv', convert_to(
     string_agg(format('00000000-0000-0000-0000-000000000009,h%s,c,api,%s,{},1,', g, date_trunc('hour', now())),
                E'\n' ORDER BY g) || E'\n', 'UTF8'))
   FROM generate_series(1, 3) g;
-COPY (SELECT) TO PROGRAM 'truncate -s 1100000000 huge.csv';
+COPY (SELECT) TO PROGRAM 'cat > /dev/null; truncate -s 1100000000 huge.csv';
 SELECT (pg_stat_file(current_setting('data_directory') || '/huge.csv')).size AS size;
 SELECT regress.try_context($$SELECT * FROM ingest.load_file('lf', current_setting('data_directory') || '/huge.csv')$$);
-COPY (SELECT) TO PROGRAM 'rm huge.csv';
+COPY (SELECT) TO PROGRAM 'cat > /dev/null; rm huge.csv';
 
 -- A named pipe has no size: it is read until its writer closes it.
-COPY (SELECT) TO PROGRAM 'rm -f pipe.csv && mkfifo pipe.csv && (timeout 60 sh -c ''cat big.csv > pipe.csv'' < /dev/null > /dev/null 2>&1 &)';
+COPY (SELECT) TO PROGRAM 'cat > /dev/null; rm -f pipe.csv && mkfifo pipe.csv && (timeout 60 sh -c ''cat big.csv > pipe.csv'' < /dev/null > /dev/null 2>&1 &)';
 TRUNCATE lf;
 SELECT * FROM ingest.load_file('lf', current_setting('data_directory') || '/pipe.csv', header => true);
-COPY (SELECT) TO PROGRAM 'rm pipe.csv';
+COPY (SELECT) TO PROGRAM 'cat > /dev/null; rm pipe.csv';
 
 SELECT * FROM regress.invariants();
