@@ -54,11 +54,15 @@ export PG_SUPPORTED_VERSIONS=$v
 deb=$(ls "$tmp"/"${pkg}"_*.deb)
 echo "built $(basename "$deb") ($(stat -c %s "$deb") bytes)"
 
-# The package holds what make install installs, under the same names.
+# The package holds what make install installs, under the same names (the
+# list from a staged install: files left by older builds may lie around).
+make -s -C "$top" install DESTDIR="$tmp/staged" >/dev/null
+wanted=$(cd "$tmp/staged" && find . -type f | sed 's|^\.||' \
+         | grep -E "^($sharedir/extension|$pkglibdir)/" | sort)
 pkgfiles=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\.||' \
            | grep -E "^($sharedir/extension|$pkglibdir)/.*[^/]$" | sort)
-[ "$pkgfiles" = "$(echo "$before" | awk '{print $2}' | sort)" ] \
-    || { echo "$pkg files differ from make install's:"; diff <(echo "$before" | awk '{print $2}' | sort) <(echo "$pkgfiles"); exit 1; }
+[ "$pkgfiles" = "$wanted" ] \
+    || { echo "$pkg files differ from make install's:"; diff <(echo "$wanted") <(echo "$pkgfiles"); exit 1; }
 
 dpkg -i "$deb" > "$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log"; exit 1; }
 # The scripts it installed are this tree's.
