@@ -366,6 +366,56 @@ ingest_owner_ddl(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+PG_FUNCTION_INFO_V1(ingest_owner_exec);
+
+/*
+ * ingest_internal.owner_exec(rel, sql, VARIADIC args): a statement ingest
+ * built over a managed table and its side tables, with parameters $1..$n,
+ * run as the table's owner like owner_ddl, and with row_security off, so
+ * that it reads every event or fails (42501) rather than aggregate what a
+ * policy leaves.  The fold runs its statements over the events through it.
+ * Returns the rows the statement processed.
+ */
+Datum
+ingest_owner_exec(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int			nargs = PG_NARGS() - 2;
+	Oid		   *types = palloc(sizeof(Oid) * Max(nargs, 1));
+	Datum	   *values = palloc(sizeof(Datum) * Max(nargs, 1));
+	char	   *nulls = palloc(sizeof(char) * Max(nargs, 1));
+	IngestOwnerScope scope;
+	uint64		processed;
+	int			rc;
+	int			i;
+
+	for (i = 0; i < nargs; i++)
+	{
+		types[i] = get_fn_expr_argtype(fcinfo->flinfo, i + 2);
+		if (!OidIsValid(types[i]))
+			elog(ERROR, "could not determine the type of argument %d", i + 3);
+		nulls[i] = PG_ARGISNULL(i + 2) ? 'n' : ' ';
+		values[i] = PG_ARGISNULL(i + 2) ? (Datum) 0 : PG_GETARG_DATUM(i + 2);
+	}
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	IngestOwnerPush(IngestRelationOwner(relid), true, &scope);
+	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	processed = SPI_processed;
+	IngestOwnerPop(&scope);
+	if (rc < 0)
+		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
+	SPI_finish();
+	PG_RETURN_INT64((int64) processed);
+}
+
 PG_FUNCTION_INFO_V1(ingest_table_ready);
 
 /* ingest_internal.ready(tbl): managed, and its triggers in place. */

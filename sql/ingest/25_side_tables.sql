@@ -224,6 +224,13 @@ RETURNS void LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_ddl';
 
+-- A statement over a managed table and its side tables, with parameters,
+-- run as the table's owner with row_security off; returns rows processed.
+CREATE OR REPLACE FUNCTION ingest_internal.owner_exec(rel regclass, sql text, VARIADIC args "any")
+RETURNS bigint LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_owner_exec';
+
 -- The statement triggers that follow every change to a table's rows, on
 -- the table or one of its partitions: a statement names one of them and
 -- fires only that one's triggers.

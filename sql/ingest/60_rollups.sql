@@ -241,7 +241,8 @@ BEGIN
 
     -- 1. Stale hours: rollup rows and deltas this snapshot sees go, the raw
     -- aggregation of the same snapshot comes in; the marks are consumed.
-    EXECUTE format($q$
+    -- Statements over the events run as the table's owner (owner_exec).
+    n := ingest_internal.owner_exec(tbl, format($q$
         WITH marks AS (DELETE FROM %1$s x RETURNING x.*),
         pieces AS (%5$s),
         -- one organization's hours, and every organization's ranges: disjoint
@@ -263,9 +264,7 @@ BEGIN
                                (SELECT count(*) FROM gone_d1) c, (SELECT count(*) FROM gone_d2) d$q$,
         cfg.rollup_stale, cfg.rollup_hours, cfg.rollup_deltas,
         ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'), 'true'),
-        ingest_internal.stale_pieces_sql('marks', '$2'))
-      USING tbl, since;
-    GET DIAGNOSTICS n = ROW_COUNT;
+        ingest_internal.stale_pieces_sql('marks', '$2')), tbl, since);
     total := total + n;
 
     -- 2. Rollups being built, once every writer that may have missed their
@@ -281,16 +280,15 @@ BEGIN
              WHERE rc.event_table = tbl AND rc.name = r.name;
         END IF;
         CONTINUE WHEN NOT ingest_internal.rollup_build_ready(r.building_xid, r.building_horizon);
-        EXECUTE format($q$
+        n := ingest_internal.owner_exec(tbl, format($q$
             WITH gone_d AS (DELETE FROM %1$s d WHERE d.rollup = $2 RETURNING 1),
             gone_h AS (DELETE FROM %2$s h WHERE h.rollup = $2 RETURNING 1),
             raw AS (%3$s)
             INSERT INTO %2$s
             SELECT raw.* FROM raw, (SELECT count(*) FROM gone_d) a, (SELECT count(*) FROM gone_h) b$q$,
             cfg.rollup_deltas, cfg.rollup_hours,
-            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $3'))
-          USING tbl, r.name, since;
-        GET DIAGNOSTICS n = ROW_COUNT;
+            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $3')),
+            tbl, r.name::text, since);
         total := total + n;
         UPDATE ingest.rollup_config rc
            SET building_xid = NULL, building_horizon = NULL, known_from = COALESCE(since, rc.known_from)

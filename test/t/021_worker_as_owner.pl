@@ -11,7 +11,9 @@ use Test::More;
 my $node = PostgreSQL::Test::Cluster->new('asowner');
 $node->init;
 $node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'ingest'
+shared_preload_libraries = 'ingest, pg_stat_statements'
+pg_stat_statements.track = all
+ingest.rollup_fold_interval = 1
 ingest.maintenance_interval = 1
 ingest.close_delay = 0
 ingest.enabled = off
@@ -20,6 +22,7 @@ max_worker_processes = 16
 $node->start;
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION ingest;
+	CREATE EXTENSION pg_stat_statements;
 	CREATE ROLE alice LOGIN;
 	CREATE SCHEMA alice AUTHORIZATION alice;
 	-- who ran each DDL statement on alice's objects
@@ -82,5 +85,23 @@ for my $tag ('CREATE INDEX', 'ALTER TABLE', 'DROP TABLE')
 }
 is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT tag || ' as ' || role, ', ')
 	FROM public.ddl_log WHERE role <> 'alice'}), '', 'nothing the worker did ran as another role');
+
+# The fold reads the events as their owner too: after a DELETE, the stale
+# hour is recomputed from raw events by a statement that runs as alice.
+$node->safe_psql('postgres', q{
+	SELECT ingest.load('alice.ev', format(E'00000000-0000-0000-0000-000000000001,f1,c,api,%1$s,{},1,\n'
+	                                       '00000000-0000-0000-0000-000000000001,f2,c,api,%1$s,{},2,', now()));
+	DELETE FROM alice.ev WHERE transaction_id = 'f1';
+}, extra_params => ['-U', 'alice']);
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_statements
+	 WHERE ltrim(query, E' \n') LIKE 'WITH marks AS (DELETE FROM%' AND userid = 'alice'::regrole}),
+	"the fold's recomputation of stale hours ran as alice");
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_statements
+	 WHERE ltrim(query, E' \n') LIKE 'WITH marks AS (DELETE FROM%' AND userid <> 'alice'::regrole}),
+	'0', 'and as nobody else');
+is($node->safe_psql('postgres', q{SELECT sum(events) FROM ingest.usage('alice.ev', '00000000-0000-0000-0000-000000000001',
+	date_trunc('day', now(), 'UTC'), date_trunc('day', now(), 'UTC') + interval '1 day')}),
+	'1', 'and the rollup is exact');
 
 done_testing();
