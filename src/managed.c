@@ -333,22 +333,19 @@ IngestOwnerPop(IngestOwnerScope *s)
 	SetUserIdAndSecContext(s->save_user, s->save_sec);
 }
 
-PG_FUNCTION_INFO_V1(ingest_owner_ddl);
-
 /*
- * ingest_internal.owner_ddl(rel, ddl): a statement ingest built (names
- * quoted, values as literals) on a relation of a managed table, run as that
+ * Run a statement ingest built on a relation of a managed table as that
  * relation's owner, as PostgreSQL runs VACUUM and index builds: under
- * SECURITY_RESTRICTED_OPERATION with search_path pinned.  The worker and the
- * management functions make partitions, triggers and indexes through it, so
- * nothing they do to a table has more privilege than its owner.
+ * SECURITY_RESTRICTED_OPERATION with search_path pinned; with
+ * row_security_off, it reads every row or fails (42501) rather than see
+ * what a policy leaves.  Returns the rows processed.
  */
-Datum
-ingest_owner_ddl(PG_FUNCTION_ARGS)
+static uint64
+run_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
+			 const char *nulls, bool row_security_off)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	char	   *ddl = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	IngestOwnerScope scope;
+	uint64		processed;
 	int			rc;
 
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
@@ -358,11 +355,32 @@ ingest_owner_ddl(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(IngestRelationOwner(relid), true, &scope);
-	rc = SPI_execute(ddl, false, 0);
+	if (row_security_off)
+		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	processed = SPI_processed;
 	IngestOwnerPop(&scope);
 	if (rc < 0)
-		elog(ERROR, "could not run \"%s\": %s", ddl, SPI_result_code_string(rc));
+		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
 	SPI_finish();
+	return processed;
+}
+
+PG_FUNCTION_INFO_V1(ingest_owner_ddl);
+
+/*
+ * ingest_internal.owner_ddl(rel, ddl): a statement ingest built (names
+ * quoted, values as literals) on a relation of a managed table, run as that
+ * relation's owner.  The worker and the management functions make
+ * partitions, triggers and indexes through it, so nothing they do to a
+ * table has more privilege than its owner.
+ */
+Datum
+ingest_owner_ddl(PG_FUNCTION_ARGS)
+{
+	(void) run_as_owner(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+						0, NULL, NULL, NULL, false);
 	PG_RETURN_VOID();
 }
 
@@ -371,23 +389,16 @@ PG_FUNCTION_INFO_V1(ingest_owner_exec);
 /*
  * ingest_internal.owner_exec(rel, sql, VARIADIC args): a statement ingest
  * built over a managed table and its side tables, with parameters $1..$n,
- * run as the table's owner like owner_ddl, and with row_security off, so
- * that it reads every event or fails (42501) rather than aggregate what a
- * policy leaves.  The fold runs its statements over the events through it.
- * Returns the rows the statement processed.
+ * run as the table's owner with row_security off.  The fold runs its
+ * statements over the events through it.  Returns the rows processed.
  */
 Datum
 ingest_owner_exec(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int			nargs = PG_NARGS() - 2;
 	Oid		   *types = palloc(sizeof(Oid) * Max(nargs, 1));
 	Datum	   *values = palloc(sizeof(Datum) * Max(nargs, 1));
 	char	   *nulls = palloc(sizeof(char) * Max(nargs, 1));
-	IngestOwnerScope scope;
-	uint64		processed;
-	int			rc;
 	int			i;
 
 	for (i = 0; i < nargs; i++)
@@ -398,22 +409,9 @@ ingest_owner_exec(PG_FUNCTION_ARGS)
 		nulls[i] = PG_ARGISNULL(i + 2) ? 'n' : ' ';
 		values[i] = PG_ARGISNULL(i + 2) ? (Datum) 0 : PG_GETARG_DATUM(i + 2);
 	}
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	IngestOwnerPush(IngestRelationOwner(relid), true, &scope);
-	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	processed = SPI_processed;
-	IngestOwnerPop(&scope);
-	if (rc < 0)
-		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
-	SPI_finish();
-	PG_RETURN_INT64((int64) processed);
+	PG_RETURN_INT64((int64) run_as_owner(PG_GETARG_OID(0),
+										 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+										 nargs, types, values, nulls, true));
 }
 
 PG_FUNCTION_INFO_V1(ingest_table_ready);
