@@ -26,6 +26,7 @@ OBJS = \
 	src/copyhook.o \
 	src/rollupfeed.o \
 	src/managed.o \
+	src/asowner.o \
 	src/changes.o \
 	src/tableddl.o \
 	src/cmdstack.o \

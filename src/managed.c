@@ -11,11 +11,6 @@
  * but not ready, and the worker, the fold and the COPY hook leave it alone,
  * so that nothing restored is written twice.
  *
- * Side state belongs to the table's owner, and so does every statement
- * ingest runs over a user table or its side tables: as the owner, under
- * SECURITY_RESTRICTED_OPERATION, with search_path pinned, as PostgreSQL's
- * own VACUUM and RI triggers do.
- *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -302,116 +297,6 @@ IngestRequireTable(Oid relid, IngestTable *t)
 				 errmsg("table \"%s\" is not ready: its ingest triggers are missing",
 						get_rel_name(relid)),
 				 errdetail("A restore of the table may still be running.")));
-}
-
-/*
- * Act as a table's owner.  With pin_path, also for statements parsed now:
- * search_path is pg_catalog, pg_temp until IngestOwnerPop.  Prepared plans
- * keep the search_path they were made with, so executing one needs no pin.
- */
-void
-IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s)
-{
-	GetUserIdAndSecContext(&s->save_user, &s->save_sec);
-	SetUserIdAndSecContext(owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	s->guc_level = -1;
-	if (pin_path)
-	{
-		s->guc_level = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, pg_temp",
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-	}
-}
-
-void
-IngestOwnerPop(IngestOwnerScope *s)
-{
-	if (s->guc_level >= 0)
-		AtEOXact_GUC(false, s->guc_level);
-	SetUserIdAndSecContext(s->save_user, s->save_sec);
-}
-
-/*
- * Run a statement ingest built on a relation of a managed table as that
- * relation's owner, as PostgreSQL runs VACUUM and index builds: under
- * SECURITY_RESTRICTED_OPERATION with search_path pinned; with
- * row_security_off, it reads every row or fails (42501) rather than see
- * what a policy leaves.  Returns the rows processed.
- */
-static uint64
-run_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
-			 const char *nulls, bool row_security_off)
-{
-	IngestOwnerScope scope;
-	uint64		processed;
-	int			rc;
-
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	IngestOwnerPush(IngestRelationOwner(relid), true, &scope);
-	if (row_security_off)
-		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	processed = SPI_processed;
-	IngestOwnerPop(&scope);
-	if (rc < 0)
-		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
-	SPI_finish();
-	return processed;
-}
-
-PG_FUNCTION_INFO_V1(ingest_owner_ddl);
-
-/*
- * ingest_internal.owner_ddl(rel, ddl): a statement ingest built (names
- * quoted, values as literals) on a relation of a managed table, run as that
- * relation's owner.  The worker and the management functions make
- * partitions, triggers and indexes through it, so nothing they do to a
- * table has more privilege than its owner.
- */
-Datum
-ingest_owner_ddl(PG_FUNCTION_ARGS)
-{
-	(void) run_as_owner(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
-						0, NULL, NULL, NULL, false);
-	PG_RETURN_VOID();
-}
-
-PG_FUNCTION_INFO_V1(ingest_owner_exec);
-
-/*
- * ingest_internal.owner_exec(rel, sql, VARIADIC args): a statement ingest
- * built over a managed table and its side tables, with parameters $1..$n,
- * run as the table's owner with row_security off.  The fold runs its
- * statements over the events through it.  Returns the rows processed.
- */
-Datum
-ingest_owner_exec(PG_FUNCTION_ARGS)
-{
-	int			nargs = PG_NARGS() - 2;
-	Oid		   *types = palloc(sizeof(Oid) * Max(nargs, 1));
-	Datum	   *values = palloc(sizeof(Datum) * Max(nargs, 1));
-	char	   *nulls = palloc(sizeof(char) * Max(nargs, 1));
-	int			i;
-
-	for (i = 0; i < nargs; i++)
-	{
-		types[i] = get_fn_expr_argtype(fcinfo->flinfo, i + 2);
-		if (!OidIsValid(types[i]))
-			elog(ERROR, "could not determine the type of argument %d", i + 3);
-		nulls[i] = PG_ARGISNULL(i + 2) ? 'n' : ' ';
-		values[i] = PG_ARGISNULL(i + 2) ? (Datum) 0 : PG_GETARG_DATUM(i + 2);
-	}
-	PG_RETURN_INT64((int64) run_as_owner(PG_GETARG_OID(0),
-										 text_to_cstring(PG_GETARG_TEXT_PP(1)),
-										 nargs, types, values, nulls, true));
 }
 
 PG_FUNCTION_INFO_V1(ingest_table_ready);

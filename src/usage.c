@@ -5,7 +5,8 @@
  *
  * The rows come from ingest_internal.usage_rows() (SQL), which reads the
  * table's rollup side tables as readers must (folded rows and deltas where
- * an hour is not stale, raw events where it is) in one statement.
+ * an hour is not stale, raw events where it is, as the table's owner) in
+ * one statement.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,7 +27,8 @@ PG_FUNCTION_INFO_V1(ingest_usage);
 /*
  * ingest.usage(...): the caller needs SELECT on the event table; the rows
  * come from ingest_internal.usage_rows(), run as the extension owner, whose
- * tables users have no grants on.
+ * side tables users have no grants on; it reads raw events through
+ * ingest_internal.owner_query(), as the table's owner.
  */
 Datum
 ingest_usage(PG_FUNCTION_ARGS)

@@ -231,6 +231,14 @@ RETURNS bigint LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_exec';
 
+-- A query over a managed table and its side tables, with parameters, run
+-- as the table's owner with row_security off in the caller's snapshot; its
+-- rows as the call's column definition list says.
+CREATE OR REPLACE FUNCTION ingest_internal.owner_query(rel regclass, sql text, VARIADIC args "any")
+RETURNS SETOF record LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_owner_query';
+
 -- The statement triggers that follow every change to a table's rows, on
 -- the table or one of its partitions: a statement names one of them and
 -- fires only that one's triggers.

@@ -52,6 +52,23 @@ AS $$
          GROUP BY 1, 2, 3, 4, 5, 6$q$, src, cond)
 $$;
 
+-- A FROM item (alias e) of the rollup rows that query "agg" (rollup_agg_sql
+-- over the events of table $1, with parameters $1..$nparams) returns, read
+-- as the table's owner: raw events are read with no more privilege than
+-- their owner has, and in the caller's snapshot.
+CREATE OR REPLACE FUNCTION ingest_internal.owner_agg_sql(agg text, nparams int)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$ingest_internal.owner_query($1, %L, %s) AS e(
+               rollup text, organization_id uuid, hour timestamptz, code text,
+               external_customer_id text, dims jsonb, events bigint, value_sum numeric,
+               decimal_sum numeric, value_min double precision, value_max double precision,
+               latest_value double precision, latest_at timestamptz, latest_tx text)$q$,
+           agg, (SELECT string_agg('$' || i, ', ' ORDER BY i) FROM generate_series(1, nparams) i))
+$$;
+
 -- The merge of rollup rows (alias s) of one key: the measures' select list.
 CREATE OR REPLACE FUNCTION ingest_internal.rollup_merge_sql()
 RETURNS text
@@ -171,6 +188,7 @@ DECLARE
     since    timestamptz := ingest_internal.raw_hours_since(tbl);
     scope    text := '($3::pg_catalog.uuid IS NULL OR e.organization_id = $3) '
                      'AND e."timestamp" >= $4 AND e."timestamp" < $5';
+    pieces   text;
 BEGIN
     SELECT rc.building_xid IS NOT NULL INTO building
       FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
@@ -179,11 +197,15 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     IF building THEN
-        RETURN QUERY EXECUTE ingest_internal.rollup_agg_sql(tbl::text,
-            'rc.name = $2 AND e."timestamp" >= $6 AND ' || scope)
+        RETURN QUERY EXECUTE 'SELECT e.* FROM ' || ingest_internal.owner_agg_sql(
+            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $6 AND ' || scope), 6)
           USING tbl, rollup_name, org, lo, hi, since;
         RETURN;
     END IF;
+    pieces := ingest_internal.stale_pieces_sql(
+        format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
+               'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale),
+        '$6');
     RETURN QUERY EXECUTE format($q$
         WITH pieces AS (%4$s)
         SELECT r.* FROM %1$s r
@@ -198,14 +220,14 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM pieces p WHERE (p.org IS NULL OR p.org = d.organization_id)
                                                     AND d.hour <@ p.r)
         UNION ALL
-        SELECT * FROM (%3$s) raw$q$,
+        SELECT e.* FROM %3$s$q$,
         cfg.rollup_hours, cfg.rollup_deltas,
-        ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'),
-                                       'rc.name = $2 AND ' || scope),
-        ingest_internal.stale_pieces_sql(
-            format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
-                   'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale),
-            '$6'))
+        -- the raw events of the stale pieces, read as the owner (the pieces
+        -- again, in the same snapshot)
+        ingest_internal.owner_agg_sql(format('WITH pieces AS (%s) %s', pieces,
+            ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'),
+                                           'rc.name = $2 AND ' || scope)), 6),
+        pieces)
       USING tbl, rollup_name, org, lo, hi, since;
 END
 $$;
@@ -415,9 +437,9 @@ BEGIN
         WITH src AS (
             SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $7)
             UNION ALL
-            SELECT * FROM (%1$s) edge_lo WHERE $4 < LEAST($6, $8)
+            SELECT e.* FROM %1$s WHERE $4 < LEAST($6, $8)
             UNION ALL
-            SELECT * FROM (%2$s) edge_hi WHERE $7 < $8
+            SELECT e.* FROM %2$s WHERE $7 < $8
         )
         SELECT m.code, m.external_customer_id, m.dims, m.bucket, m.events, m.value_sum,
                m.decimal_sum, m.value_min, m.value_max, m.latest_value, m.latest_at
@@ -427,8 +449,10 @@ BEGIN
                    AND ($10::text IS NULL OR s.external_customer_id = $10)
                  GROUP BY 1, 2, 3, 4) m
          ORDER BY 4, 1, 2, 3$q$,
-        ingest_internal.rollup_agg_sql(tbl::text, format(edge, '$4', 'LEAST($6, $8)')),
-        ingest_internal.rollup_agg_sql(tbl::text, format(edge, '$7', '$8')),
+        ingest_internal.owner_agg_sql(ingest_internal.rollup_agg_sql(tbl::text,
+                                      format(edge, '$4', 'LEAST($6, $8)')), 8),
+        ingest_internal.owner_agg_sql(ingest_internal.rollup_agg_sql(tbl::text,
+                                      format(edge, '$7', '$8')), 8),
         bucket_expr, ingest_internal.rollup_merge_sql())
     USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
           external_customer_id;
@@ -502,7 +526,7 @@ BEGIN
             SELECT s.organization_id, s.hour, s.code, s.external_customer_id, s.dims, %1$s
               FROM ingest_internal.rollup_rows($1, $2, NULL, $3, $4) s
              GROUP BY 1, 2, 3, 4, 5
-        ), raw AS (%2$s)
+        ), raw AS (SELECT e.* FROM %2$s)
         SELECT COALESCE(ro.organization_id, raw.organization_id), COALESCE(ro.code, raw.code),
                COALESCE(ro.external_customer_id, raw.external_customer_id), COALESCE(ro.dims, raw.dims),
                COALESCE(ro.hour, raw.hour), m.measure, m.a, m.b
@@ -521,8 +545,8 @@ BEGIN
          WHERE m.a IS DISTINCT FROM m.b
          ORDER BY 5, 1, 2, 3, 4, 6$q$,
         ingest_internal.rollup_merge_sql(),
-        ingest_internal.rollup_agg_sql(tbl::text,
-            'rc.name = $2 AND e."timestamp" >= $3 AND e."timestamp" < $4'))
+        ingest_internal.owner_agg_sql(ingest_internal.rollup_agg_sql(tbl::text,
+            'rc.name = $2 AND e."timestamp" >= $3 AND e."timestamp" < $4'), 4))
     USING tbl, rollup, lo, to_ts;
 END
 $$;

@@ -2,6 +2,8 @@
 # every DDL statement ingest runs on a non-superuser's managed table (its
 # partitions made and retired, triggers, declared indexes built by phase)
 # is run as that owner, as an event trigger recording current_user shows.
+# Every statement that reads its raw events (the fold, ingest.usage,
+# ingest.rollup_verify) runs as that owner too, as pg_stat_statements shows.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -103,5 +105,36 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_statements
 is($node->safe_psql('postgres', q{SELECT sum(events) FROM ingest.usage('alice.ev', '00000000-0000-0000-0000-000000000001',
 	date_trunc('day', now(), 'UTC'), date_trunc('day', now(), 'UTC') + interval '1 day')}),
 	'1', 'and the rollup is exact');
+
+# Readers: ingest.usage (partial hours at the edges, and a stale hour not
+# folded yet: the fold is kept out by its advisory lock), ingest.rollup_verify.
+my $org = '00000000-0000-0000-0000-000000000001';
+my %reads = (
+	'ingest.usage, edges' => [qq{SELECT sum(events) FROM ingest.usage('alice.ev', '$org',
+		now() - interval '90 minutes', now() + interval '90 minutes')},
+		'%rc.name = $3 AND e.organization_id = $2%'],
+	'ingest.usage, a stale hour' => [qq{SELECT pg_advisory_lock(1768843009, 'alice.ev'::regclass::oid::int4);
+		DELETE FROM alice.ev WHERE transaction_id = 'f2';
+		SELECT sum(events) FROM ingest.usage('alice.ev', '$org', date_trunc('day', now(), 'UTC'),
+		                                     date_trunc('day', now(), 'UTC') + interval '1 day')},
+		'WITH pieces AS%'],
+	'ingest.rollup_verify' => [q{SELECT count(*) FROM ingest.rollup_verify('alice.ev', now() - interval '1 day', now() + interval '1 day')},
+		'%rc.name = $2 AND e."timestamp" >= $3 AND e."timestamp" < $4%'],
+);
+for my $what (sort keys %reads)
+{
+	my ($sql, $pattern) = @{ $reads{$what} };
+	$node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
+	$node->safe_psql('postgres', $sql, extra_params => ['-U', 'alice']);
+	# the statements that read alice.ev's raw events, not those that ask
+	# owner_query to
+	my $raw = q{ltrim(query, E' \n') NOT LIKE '%owner_query%' AND query LIKE '%FROM alice.ev e%'};
+	ok($node->safe_psql('postgres', qq{SELECT count(*) > 0 FROM pg_stat_statements
+		 WHERE $raw AND query LIKE '$pattern' AND userid = 'alice'::regrole}) eq 't',
+		"$what reads raw events as alice");
+	is($node->safe_psql('postgres', qq{SELECT string_agg(DISTINCT userid::regrole::text, ', ')
+		 FROM pg_stat_statements WHERE $raw AND userid <> 'alice'::regrole}),
+		'', "$what reads them as nobody else");
+}
 
 done_testing();
