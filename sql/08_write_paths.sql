@@ -2,7 +2,8 @@
 -- events' keys and every rollup equal to the raw events: DELETE, UPDATE
 -- (key, timestamp across days, each measure and dimension), INSERT into a
 -- partition, MERGE, TRUNCATE of a partition and of the table, DETACH,
--- ATTACH and DROP of a partition by hand.
+-- ATTACH and DROP of a partition by hand, also by DROP SCHEMA ... CASCADE
+-- and DROP OWNED BY.
 SELECT ingest.create_event_table('wp', premake => 1);
 SELECT ingest.create_rollup('wp', 'by_model', ARRAY['model']);
 SELECT building_xid IS NULL AS ready FROM ingest.rollup_config WHERE event_table = 'wp'::regclass AND name = 'by_model';
@@ -265,5 +266,50 @@ SELECT has_table_privilege('wp_owner', t.ledger, 'INSERT') AS old_owner_writes,
        has_table_privilege('wp_owner2', t.ledger, 'INSERT') AS new_owner_writes
   FROM ingest.table_config t WHERE t.event_table = 'wp'::regclass;
 SELECT regress.wp_keys(), regress.wp_exact();
+
+-- A partition can go without a DROP TABLE naming it: by DROP SCHEMA ...
+-- CASCADE, or DROP OWNED BY its owner.  Its events' keys go all the same
+-- (the events can be sent again) and its hours are recomputed.
+CREATE SCHEMA wp_elsewhere;
+SELECT regress.try(format('CREATE TABLE wp_elsewhere.wp_p5 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(5, 0), regress.h(6, 0)));
+SELECT loaded FROM ingest.load('wp', concat_ws(E'\n',
+    regress.wp('s1', 'c1', 'api', regress.h(5, 1), 1), regress.wp('s2', 'c1', 'api', regress.h(5, 2), 2)));
+SELECT regress.wp_keys(), regress.wp_exact();
+DROP SCHEMA wp_elsewhere CASCADE;
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT loaded, duplicates FROM ingest.load('wp', regress.wp('s1', 'c1', 'api', regress.h(0, 3), 1));
+SELECT regress.wp_keys(), regress.wp_exact();
+CREATE ROLE wp_part_owner;
+SELECT regress.try(format('CREATE TABLE wp_p6 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(6, 0), regress.h(7, 0)));
+ALTER TABLE wp_p6 OWNER TO wp_part_owner;
+SELECT loaded FROM ingest.load('wp', regress.wp('s2', 'c1', 'api', regress.h(6, 1), 2));
+SELECT regress.wp_keys(), regress.wp_exact();
+DROP OWNED BY wp_part_owner;
+SELECT regress.wp_keys(), regress.wp_exact();
+SELECT loaded, duplicates FROM ingest.load('wp', regress.wp('s2', 'c1', 'api', regress.h(0, 3), 2));
+SELECT regress.wp_keys(), regress.wp_exact();
+-- DROP TABLE by the owner of a partition who has no right to the table:
+-- the keys are read through the table, as its owner
+SELECT regress.try(format('CREATE TABLE wp_p7 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(7, 0), regress.h(8, 0)));
+ALTER TABLE wp_p7 OWNER TO wp_part_owner;
+SELECT loaded FROM ingest.load('wp', regress.wp('s3', 'c1', 'api', regress.h(7, 1), 2));
+SET ROLE wp_part_owner;
+DROP TABLE wp_p7;
+RESET ROLE;
+SELECT regress.wp_keys(), regress.wp_exact();
+DROP ROLE wp_part_owner;
+-- a managed table that goes with its schema, a partition of it elsewhere:
+-- its whole state goes with it
+CREATE SCHEMA wp_gone;
+SELECT ingest.create_event_table('wp_gone.gev', premake => 0) IS NOT NULL AS made;
+SELECT regress.try(format('CREATE TABLE public.gev_elsewhere PARTITION OF wp_gone.gev FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(5, 0), regress.h(6, 0)));
+SELECT loaded FROM ingest.load('wp_gone.gev', regress.wp('g1', 'c1', 'api', regress.h(5, 1), 1));
+DROP SCHEMA wp_gone CASCADE;
+SELECT count(*) AS config_left FROM ingest.table_config WHERE event_table::text LIKE '%gev%';
+SELECT to_regclass('public.gev_elsewhere') IS NULL AS partition_gone;
 
 SELECT * FROM regress.invariants();

@@ -71,6 +71,7 @@ _PG_init(void)
 				 errdetail("COPY into managed tables, which ingest loads itself, does not reach that library; pg_stat_statements would not count it."),
 				 errhint("List ingest first in \"shared_preload_libraries\".")));
 	IngestInstallUtilityHook();
+	IngestInstallDropHook();
 	IngestInstallExecutorHooks();
 	/*
 	 * pg_upgrade's new server (binary-upgrade mode) must get exactly the

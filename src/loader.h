@@ -112,6 +112,9 @@ extern void IngestFeedDeltas(IngestTable *t, const char *src);
 /* tableddl.c */
 extern void *IngestPartitionDDLBefore(Node *stmt);
 extern void IngestPartitionDDLAfter(void *work);
+extern void IngestInstallDropHook(void);
+extern void *IngestStatementEnter(Node *stmt);
+extern void IngestStatementLeave(void *outer);
 extern bool ingest_internal_ddl;
 
 /*

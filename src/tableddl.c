@@ -18,7 +18,10 @@
  * side tables follow the table's owner.  DETACH ... CONCURRENTLY commits
  * halfway, so the ledger could not follow it exactly: it is refused, except
  * for the worker's own retention (ingest_internal_ddl), which forgets the
- * keys itself.
+ * keys itself.  A partition can also go without a DROP TABLE naming it
+ * (DROP SCHEMA ... CASCADE, DROP OWNED BY its owner, DROP EXTENSION of an
+ * extension it was added to): the object access hook sees it dropped, its
+ * rows still readable, and its rows leave the same way.
  *
  * The event table's shape holds for its whole life, not only at adoption:
  * its billing-event columns keep their names and types (ALTER COLUMN TYPE,
@@ -36,8 +39,13 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaccess.h"
+#include "catalog/partition.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -46,13 +54,22 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/lmgr.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/fmgroids.h"
+#include "utils/partcache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "loader.h"
 
 /* Set while the worker runs its own partition DDL. */
 bool		ingest_internal_ddl = false;
+
+/* The utility statement being run, for the object access hook. */
+static Node *running_stmt = NULL;
+
+static object_access_hook_type prev_object_access_hook = NULL;
 
 typedef enum PartAction
 {
@@ -208,6 +225,76 @@ inherit_replica_identity(Oid part)
 	run_internal("SELECT ingest_internal.inherit_replica_identity($1)", part);
 }
 
+/* A bound of a range partition as an SQL literal of its type, or NULL. */
+static char *
+range_bound_literal(List *datums)
+{
+	PartitionRangeDatum *d;
+	Const	   *c;
+	Oid			out;
+	bool		varlena;
+
+	if (list_length(datums) != 1)
+		return NULL;
+	d = linitial_node(PartitionRangeDatum, datums);
+	if (d->kind != PARTITION_RANGE_DATUM_VALUE || !IsA(d->value, Const) ||
+		((Const *) d->value)->constisnull)
+		return NULL;
+	c = (Const *) d->value;
+	getTypeOutputInfo(c->consttype, &out, &varlena);
+	return psprintf("%s::%s", quote_literal_cstr(OidOutputFunctionCall(out, c->constvalue)),
+					format_type_be_qualified(c->consttype));
+}
+
+/*
+ * The rows of partition "part" of managed table t, as a FROM item.  They
+ * are read through the table, whose owner ingest acts as: that role may
+ * have no right to a partition another role owns, or to its schema.  The
+ * partition's range, when it is one of the table's own on "timestamp",
+ * prunes the scan to it.
+ */
+static char *
+partition_rows(IngestTable *t, Oid part)
+{
+	StringInfoData buf;
+	Relation	root = relation_open(t->relid, NoLock);
+	PartitionKey key = RelationGetPartitionKey(root);
+	HeapTuple	tup;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "(SELECT p.* FROM %s p WHERE p.tableoid IN "
+					 "(SELECT x.relid FROM pg_catalog.pg_partition_tree(%u::pg_catalog.oid::pg_catalog.regclass) x)",
+					 IngestQualifiedName(t->relid), part);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(part));
+	if (HeapTupleIsValid(tup) && key != NULL && key->partnatts == 1 &&
+		key->strategy == PARTITION_STRATEGY_RANGE &&
+		key->partattrs[0] != 0 &&
+		strcmp(get_attname(t->relid, key->partattrs[0], false), "timestamp") == 0 &&
+		get_partition_parent(part, true) == t->relid)
+	{
+		bool		isnull;
+		Datum		bound = SysCacheGetAttr(RELOID, tup, Anum_pg_class_relpartbound, &isnull);
+
+		if (!isnull)
+		{
+			PartitionBoundSpec *spec = castNode(PartitionBoundSpec,
+												stringToNode(TextDatumGetCString(bound)));
+			char	   *lo = spec->is_default ? NULL : range_bound_literal(spec->lowerdatums);
+			char	   *hi = spec->is_default ? NULL : range_bound_literal(spec->upperdatums);
+
+			if (lo)
+				appendStringInfo(&buf, " AND p.\"timestamp\" >= %s", lo);
+			if (hi)
+				appendStringInfo(&buf, " AND p.\"timestamp\" < %s", hi);
+		}
+	}
+	if (HeapTupleIsValid(tup))
+		ReleaseSysCache(tup);
+	relation_close(root, NoLock);
+	appendStringInfoString(&buf, ")");
+	return buf.data;
+}
+
 /*
  * A partition's rows leave the table: keys released, hours stale.  The
  * DDL's locks are taken first (the parent's, then the partition's, as the
@@ -218,10 +305,11 @@ static void
 partition_leaves(IngestTable *t, Oid part)
 {
 	IngestOwnerScope scope;
-	char	   *name = IngestQualifiedName(part);
+	char	   *name;
 
 	LockRelationOid(t->relid, AccessExclusiveLock);
 	LockRelationOid(part, AccessExclusiveLock);
+	name = partition_rows(t, part);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(t->owner, true, &scope);
@@ -356,6 +444,104 @@ drop_before(DropStmt *stmt)
 		if (OidIsValid(managed_root(relid, &t)))
 			partition_leaves(&t, relid);
 	}
+}
+
+/* The owner of a relation's schema. */
+static Oid
+namespace_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID,
+									  ObjectIdGetDatum(get_rel_namespace(relid)));
+	Oid			owner = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+		ReleaseSysCache(tup);
+	}
+	return owner;
+}
+
+/*
+ * Does the running statement drop managed table "root" too (its state then
+ * goes with it, and its partitions need no work)?  DROP SCHEMA drops what is
+ * in the schemas named; DROP OWNED what the roles own, and, with CASCADE,
+ * what is in their schemas.
+ */
+static bool
+root_dropped_too(Oid root)
+{
+	ListCell   *lc;
+
+	if (running_stmt == NULL)
+		return false;
+	if (IsA(running_stmt, DropStmt) &&
+		((DropStmt *) running_stmt)->removeType == OBJECT_SCHEMA)
+	{
+		foreach(lc, ((DropStmt *) running_stmt)->objects)
+			if (get_namespace_oid(strVal(lfirst(lc)), true) == get_rel_namespace(root))
+				return true;
+	}
+	else if (IsA(running_stmt, DropOwnedStmt))
+	{
+		foreach(lc, ((DropOwnedStmt *) running_stmt)->roles)
+		{
+			Oid			role = get_rolespec_oid(lfirst(lc), true);
+
+			if (OidIsValid(role) &&
+				(role == IngestRelationOwner(root) || role == namespace_owner(root)))
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * A relation is being dropped: if it is a partition of a managed table that
+ * stays, and no DROP TABLE naming it did the work before (drop_before), its
+ * rows leave now.  Its indexes and triggers are gone already, its rows not.
+ */
+static void
+ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+					 int subId, void *arg)
+{
+	IngestTable t;
+
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access != OAT_DROP || classId != RelationRelationId || subId != 0 ||
+		ingest_internal_ddl || IsBinaryUpgrade || !get_rel_relispartition(objectId))
+		return;
+	if (running_stmt != NULL && IsA(running_stmt, DropStmt) &&
+		((DropStmt *) running_stmt)->removeType == OBJECT_TABLE)
+		return;
+	if (!OidIsValid(get_extension_oid("ingest", true)))
+		return;
+	if (OidIsValid(managed_root(objectId, &t)) && !root_dropped_too(t.relid))
+		partition_leaves(&t, objectId);
+}
+
+void
+IngestInstallDropHook(void)
+{
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = ingest_object_access;
+}
+
+/* The utility statement about to run; returns the one it interrupts. */
+void *
+IngestStatementEnter(Node *stmt)
+{
+	Node	   *outer = running_stmt;
+
+	running_stmt = stmt;
+	return outer;
+}
+
+void
+IngestStatementLeave(void *outer)
+{
+	running_stmt = (Node *) outer;
 }
 
 /*

@@ -143,6 +143,7 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					  DestReceiver *dest, QueryCompletion *qc)
 {
 	void	   *partition_work;
+	void	   *outer;
 	const char *alone;
 	LOCKMODE	mode;
 
@@ -154,12 +155,21 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		return;
 	partition_work = IngestPartitionDDLBefore(pstmt->utilityStmt);
 
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-							params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+	outer = IngestStatementEnter(pstmt->utilityStmt);
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		IngestStatementLeave(outer);
+	}
+	PG_END_TRY();
 
 	if (partition_work)
 		IngestPartitionDDLAfter(partition_work);
