@@ -126,10 +126,30 @@ managed_root(Oid relid, IngestTable *t)
 /* The name of ingest's own row trigger (25_side_tables.sql). */
 #define DEDUP_TRIGGER "ingest_dedup"
 
-static void
-refuse_trigger_after_dedup(Oid root, const char *trigname)
+/*
+ * The rule: a BEFORE INSERT row trigger fires after ingest_dedup when its
+ * name sorts after it (triggers fire in name order, byte by byte).
+ */
+static bool
+fires_after_dedup(int16 tgtype, const char *trigname)
 {
-	if (strcmp(trigname, DEDUP_TRIGGER) <= 0)
+	return TRIGGER_FOR_ROW(tgtype) && TRIGGER_FOR_BEFORE(tgtype) &&
+		TRIGGER_FOR_INSERT(tgtype) && strcmp(trigname, DEDUP_TRIGGER) > 0;
+}
+
+PG_FUNCTION_INFO_V1(ingest_fires_after_dedup);
+
+/* ingest_internal.fires_after_dedup(tgtype, tgname), for manage_table. */
+Datum
+ingest_fires_after_dedup(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(fires_after_dedup(PG_GETARG_INT16(0), NameStr(*PG_GETARG_NAME(1))));
+}
+
+static void
+refuse_trigger_after_dedup(Oid root, int16 tgtype, const char *trigname)
+{
+	if (!fires_after_dedup(tgtype, trigname))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -147,12 +167,12 @@ create_trigger_before(CreateTrigStmt *ct)
 	IngestTable t;
 	Oid			root;
 
-	if (!ct->row || !(ct->timing & TRIGGER_TYPE_BEFORE) ||
-		!(ct->events & TRIGGER_TYPE_INSERT) || ingest_internal_ddl)
+	if (ingest_internal_ddl)
 		return;
 	root = managed_root(RangeVarGetRelid(ct->relation, NoLock, true), &t);
 	if (OidIsValid(root))
-		refuse_trigger_after_dedup(root, ct->trigname);
+		refuse_trigger_after_dedup(root, (ct->row ? TRIGGER_TYPE_ROW : 0) | ct->timing | ct->events,
+								   ct->trigname);
 }
 
 /* ALTER TRIGGER ... RENAME TO on a managed table or one of its partitions. */
@@ -183,8 +203,7 @@ rename_trigger_before(RenameStmt *rs)
 		tgtype = ((Form_pg_trigger) GETSTRUCT(tup))->tgtype;
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	if (TRIGGER_FOR_ROW(tgtype) && TRIGGER_FOR_BEFORE(tgtype) && TRIGGER_FOR_INSERT(tgtype))
-		refuse_trigger_after_dedup(root, rs->newname);
+	refuse_trigger_after_dedup(root, tgtype, rs->newname);
 }
 
 /*

@@ -99,6 +99,15 @@ $$;
 COMMENT ON FUNCTION ingest.create_event_table(text, interval, integer, text) IS
     'Create an event table partitioned by day in time_zone, with today''s and premake future partitions';
 
+-- Would a trigger (type and name of pg_trigger) fire after ingest's
+-- BEFORE INSERT row trigger, which claims the row's key?  The rule of
+-- src/tableddl.c, which refuses such a trigger on a managed table.
+CREATE OR REPLACE FUNCTION ingest_internal.fires_after_dedup(tgtype int2, tgname name)
+RETURNS boolean
+LANGUAGE C STRICT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_fires_after_dedup';
+
 CREATE OR REPLACE FUNCTION ingest.manage_table(tbl regclass,
                                     retention interval DEFAULT NULL,
                                     premake integer DEFAULT 3,
@@ -130,9 +139,7 @@ BEGIN
                                  ORDER BY t.tgname) INTO bad
       FROM pg_catalog.pg_partition_tree(tbl) p
       JOIN pg_catalog.pg_trigger t ON t.tgrelid = p.relid
-     WHERE NOT t.tgisinternal
-       AND t.tgtype::int & 7 = 7        -- ROW, BEFORE, INSERT
-       AND t.tgname > 'ingest_dedup' COLLATE "C";
+     WHERE NOT t.tgisinternal AND ingest_internal.fires_after_dedup(t.tgtype, t.tgname);
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'table "%" has a BEFORE INSERT row trigger that would fire after ingest claims the key', tbl
             USING ERRCODE = 'feature_not_supported',
