@@ -3,7 +3,7 @@
 -- (key, timestamp across days, each measure and dimension), INSERT into a
 -- partition, MERGE, TRUNCATE of a partition and of the table, DETACH,
 -- ATTACH and DROP of a partition by hand, also by DROP SCHEMA ... CASCADE
--- and DROP OWNED BY.
+-- and DROP OWNED BY; writes in replica mode are refused.
 SELECT ingest.create_event_table('wp', premake => 1);
 SELECT ingest.create_rollup('wp', 'by_model', ARRAY['model']);
 SELECT building_xid IS NULL AS ready FROM ingest.rollup_config WHERE event_table = 'wp'::regclass AND name = 'by_model';
@@ -311,5 +311,19 @@ SELECT loaded FROM ingest.load('wp_gone.gev', regress.wp('g1', 'c1', 'api', regr
 DROP SCHEMA wp_gone CASCADE;
 SELECT count(*) AS config_left FROM ingest.table_config WHERE event_table::text LIKE '%gev%';
 SELECT to_regclass('public.gev_elsewhere') IS NULL AS partition_gone;
+
+-- session_replication_role = replica (logical replication's apply, or a
+-- session that sets it): ingest's triggers do not fire, so writes other
+-- than the loader's are refused; the loader keeps the side state itself
+SET session_replication_role = replica;
+SELECT regress.try(format($$INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                            VALUES ('00000000-0000-0000-0000-0000000000aa', 'r0', 'c1', 'api', %L)$$, regress.h(0, 2)));
+SELECT regress.try($$UPDATE wp SET value = 9 WHERE transaction_id = 'e2'$$);
+SELECT regress.try($$DELETE FROM wp WHERE transaction_id = 'e2'$$);
+SELECT regress.try(format('TRUNCATE %I', regress.wp_part(0)));
+SELECT regress.try('TRUNCATE wp');
+SELECT loaded FROM ingest.load('wp', regress.wp('r1', 'c1', 'api', regress.h(0, 3), 1));
+RESET session_replication_role;
+SELECT regress.wp_keys(), regress.wp_exact();
 
 SELECT * FROM regress.invariants();

@@ -22,6 +22,10 @@
  * table's owner.  tableddl.c uses the same steps for partitions attached,
  * detached or dropped by hand.
  *
+ * With session_replication_role = replica these triggers do not fire, and
+ * logical replication's apply worker fires no statement trigger at all: a
+ * guard enabled for replica mode only refuses such writes.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -219,6 +223,39 @@ changes_truncate(IngestTable *t, Relation rel)
 	t->latest_snapshot = true;
 	IngestForgetKeys(t, part);
 	IngestMarkStale(t, part, false);
+}
+
+PG_FUNCTION_INFO_V1(ingest_replica_guard);
+
+/*
+ * ingest_side.replica_guard(): a row trigger (INSERT, UPDATE, DELETE) and
+ * a TRUNCATE statement trigger enabled only for session_replication_role
+ * = replica (ENABLE REPLICA), the mode of logical replication's apply and
+ * table sync workers and of sessions that set it.  ingest's own triggers
+ * do not fire there, so the ledger and rollups could not follow: refused.
+ * Free of cost otherwise: it does not fire.
+ */
+Datum
+ingest_replica_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	IngestTable t;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ingest_side.replica_guard() must be a trigger")));
+	/* a partition detached by hand keeps its triggers: they do nothing */
+	if (IngestLookupTable(IngestRootOf(RelationGetRelid(td->tg_relation)), &t) && t.ready)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot write managed table \"%s\" with session_replication_role = replica",
+						get_rel_name(t.relid)),
+				 errdetail("ingest's triggers do not fire in replica mode (logical replication's apply, or a session that sets it), so the key ledger and rollups could not follow."),
+				 errhint("Replicate into a table ingest does not manage, or write with session_replication_role = origin.")));
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		return PointerGetDatum(NULL);
+	return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple);
 }
 
 PG_FUNCTION_INFO_V1(ingest_track_changes);

@@ -221,6 +221,7 @@ extern void IngestRollupEnd(IngestRollup *feed);
 
 extern Datum ingest_dedup_row(PG_FUNCTION_ARGS);
 extern Datum ingest_track_changes(PG_FUNCTION_ARGS);
+extern Datum ingest_replica_guard(PG_FUNCTION_ARGS);
 
 /* loadstats.c */
 typedef struct IngestLoadCounts

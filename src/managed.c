@@ -131,7 +131,8 @@ is_ingest_trigger_function(Oid fn, bool any)
 															   false, NULL);
 
 			ours = addr == (void *) ingest_dedup_row ||
-				(any && addr == (void *) ingest_track_changes);
+				(any && (addr == (void *) ingest_track_changes ||
+						 addr == (void *) ingest_replica_guard));
 		}
 	}
 	ReleaseSysCache(tup);

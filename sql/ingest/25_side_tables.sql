@@ -30,7 +30,15 @@ RETURNS trigger
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_track_changes';
-GRANT EXECUTE ON FUNCTION ingest_side.dedup_row(), ingest_side.track_changes() TO PUBLIC;
+-- The guard of replica mode (session_replication_role = replica), where
+-- the triggers above do not fire: enabled for that mode only, it refuses.
+CREATE OR REPLACE FUNCTION ingest_side.replica_guard()
+RETURNS trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_replica_guard';
+GRANT EXECUTE ON FUNCTION ingest_side.dedup_row(), ingest_side.track_changes(),
+                          ingest_side.replica_guard() TO PUBLIC;
 
 -- Is the table managed and its side state complete?  A restore brings the
 -- configuration and the side tables' rows before the triggers (pg_dump puts
@@ -265,6 +273,9 @@ BEGIN
                    'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
     PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_trunc BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
+    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_replica_trunc BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.replica_guard()', rel));
+    PERFORM ingest_internal.owner_ddl(rel, format('ALTER TABLE %s ENABLE REPLICA TRIGGER ingest_replica_trunc', rel));
 END
 $$;
 
@@ -313,6 +324,12 @@ BEGIN
     FOR part IN SELECT b.partition FROM ingest_internal.bounds b WHERE b.relid = tbl LOOP
         PERFORM ingest_internal.track_relation(part);
     END LOOP;
+    -- on the table: every partition, also one made later, gets a clone,
+    -- enabled as it is
+    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE TRIGGER ingest_replica_guard '
+                   'BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION ingest_side.replica_guard()', tbl));
+    PERFORM ingest_internal.owner_ddl(tbl, format('ALTER TABLE %s ENABLE REPLICA TRIGGER ingest_replica_guard', tbl));
     PERFORM ingest_internal.owner_ddl(tbl, format('CREATE TRIGGER ingest_dedup BEFORE INSERT ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION ingest_side.dedup_row()', tbl));
 END
@@ -347,7 +364,8 @@ BEGIN
                                                           WHERE b.relid = tbl))
                   AND NOT t.tgisinternal AND t.tgparentid = 0
                   AND t.tgfoid IN ('ingest_side.dedup_row()'::regprocedure,
-                                   'ingest_side.track_changes()'::regprocedure) LOOP
+                                   'ingest_side.track_changes()'::regprocedure,
+                                   'ingest_side.replica_guard()'::regprocedure) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
     END LOOP;
     -- side tables and the usage view, by OID; views anyone built on them go

@@ -7,6 +7,8 @@
 # subscriber.  Then: a replica identity set by hand on the table reaches its
 # partitions, manage_table adopts with FULL, the update from 0.2.0 sets it,
 # and what a FOR ALL TABLES publication does to ingest's side tables.
+# Last, a subscriber whose target table ingest manages: its apply workers
+# fire none of ingest's triggers, so they are refused, loudly.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -211,6 +213,26 @@ my ($rc, $out, $err) = $pub->psql('alltables', q{UPDATE ev SET value = 2; SELECT
 is($rc, 0, 'FOR ALL TABLES: the fold deletes deltas and stale marks') or diag($err);
 psql_ok($pub, 'alltables', q{DELETE FROM ev WHERE transaction_id = 'a'},
 	'FOR ALL TABLES: a DELETE of events still succeeds (ledger has a primary key)');
+
+# A subscriber that runs ingest and manages the target table (here a
+# database of the publisher's own cluster, which has ingest loaded): the
+# table sync worker runs in replica mode, where ingest's triggers do not
+# fire, and is refused; nothing reaches the table or its ledger.
+$pub->safe_psql('postgres', q{SELECT pg_create_logical_replication_slot('to_managed', 'pgoutput')});
+$pub->safe_psql('postgres', q{CREATE DATABASE managed_sub});
+$pub->safe_psql('managed_sub', q{CREATE EXTENSION ingest;
+	SELECT ingest.create_event_table('usage_events', premake => 2);
+	SELECT ingest.create_partitions('usage_events', current_date - 10, current_date + 10)});
+my $log_offset = -s $pub->logfile;
+$pub->safe_psql('managed_sub', qq{CREATE SUBSCRIPTION into_managed CONNECTION '$connstr'
+	PUBLICATION warehouse WITH (create_slot = false, slot_name = 'to_managed')});
+ok($pub->wait_for_log(qr/cannot write managed table "usage_events" with session_replication_role = replica/,
+	$log_offset), 'a subscription into a managed table is refused with a clear error');
+is($pub->safe_psql('managed_sub', q{SELECT (SELECT count(*) FROM usage_events) || ' ' ||
+	(SELECT count(*) FROM ingest_side.usage_events_keys)}), '0 0', 'and nothing was written');
+$pub->safe_psql('managed_sub', q{ALTER SUBSCRIPTION into_managed DISABLE;
+	ALTER SUBSCRIPTION into_managed SET (slot_name = NONE); DROP SUBSCRIPTION into_managed});
+$pub->safe_psql('postgres', q{SELECT pg_drop_replication_slot('to_managed')});
 
 ok(!$pub->log_contains('terminated by signal'), 'no crash on the publisher');
 $sub->stop;
