@@ -273,9 +273,9 @@ BEGIN
                    'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
     PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_trunc BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.track_changes()', rel));
-    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_replica_trunc BEFORE TRUNCATE ON %s '
+    PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_block_replica_trunc BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION ingest_side.replica_guard()', rel));
-    PERFORM ingest_internal.owner_ddl(rel, format('ALTER TABLE %s ENABLE REPLICA TRIGGER ingest_replica_trunc', rel));
+    PERFORM ingest_internal.owner_ddl(rel, format('ALTER TABLE %s ENABLE REPLICA TRIGGER ingest_block_replica_trunc', rel));
 END
 $$;
 
@@ -325,11 +325,11 @@ BEGIN
         PERFORM ingest_internal.track_relation(part);
     END LOOP;
     -- on the table: every partition, also one made later, gets a clone,
-    -- enabled as it is
-    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE TRIGGER ingest_replica_guard '
+    -- enabled as it is; named to sort before ingest_dedup (tableddl.c)
+    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE TRIGGER ingest_block_replica '
                    'BEFORE INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION ingest_side.replica_guard()', tbl));
-    PERFORM ingest_internal.owner_ddl(tbl, format('ALTER TABLE %s ENABLE REPLICA TRIGGER ingest_replica_guard', tbl));
+    PERFORM ingest_internal.owner_ddl(tbl, format('ALTER TABLE %s ENABLE REPLICA TRIGGER ingest_block_replica', tbl));
     PERFORM ingest_internal.owner_ddl(tbl, format('CREATE TRIGGER ingest_dedup BEFORE INSERT ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION ingest_side.dedup_row()', tbl));
 END
