@@ -8,7 +8,8 @@
  * SECURITY_RESTRICTED_OPERATION, with search_path pinned, as PostgreSQL's
  * own VACUUM, CREATE INDEX and RI triggers do.  The management functions
  * and the worker run as the extension's owner and come here for anything
- * that touches the table: DDL (owner_ddl), the fold's statements
+ * that touches the table: DDL (owner_ddl; caller_ddl makes a new table as
+ * the caller), the fold's statements
  * (owner_exec), and the raw-event reads of usage and verification
  * (owner_query).
  *
@@ -88,8 +89,8 @@ put_rows(ReturnSetInfo *into, int rc)
 }
 
 /*
- * Run a statement ingest built on a relation of a managed table as that
- * relation's owner, as PostgreSQL runs VACUUM and index builds: under
+ * Run a statement ingest built as "role" (a relation's owner, or the caller
+ * of a management function), as PostgreSQL runs VACUUM and index builds: under
  * SECURITY_RESTRICTED_OPERATION with search_path pinned; with
  * row_security_off, it reads every row or fails (42501) rather than see
  * what a policy leaves.  Returns the rows processed.
@@ -99,20 +100,16 @@ put_rows(ReturnSetInfo *into, int rc)
  * else that statement reads, and its rows go to into->setResult.
  */
 static uint64
-run_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
-			 const char *nulls, bool row_security_off, ReturnSetInfo *into)
+run_as(Oid role, const char *sql, int nargs, Oid *types, Datum *values,
+	   const char *nulls, bool row_security_off, ReturnSetInfo *into)
 {
 	IngestOwnerScope scope;
 	uint64		processed;
 	int			rc;
 
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	IngestOwnerPush(IngestRelationOwner(relid), true, &scope);
+	IngestOwnerPush(role, true, &scope);
 	if (row_security_off)
 		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
@@ -125,6 +122,19 @@ run_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
 		put_rows(into, rc);
 	SPI_finish();
 	return processed;
+}
+
+/* run_as() the owner of relation relid. */
+static uint64
+run_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
+			 const char *nulls, bool row_security_off, ReturnSetInfo *into)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	return run_as(IngestRelationOwner(relid), sql, nargs, types, values, nulls,
+				  row_security_off, into);
 }
 
 /* Arguments first..n of a VARIADIC "any" call, for SPI. */
@@ -162,6 +172,22 @@ ingest_owner_ddl(PG_FUNCTION_ARGS)
 {
 	(void) run_as_owner(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 						0, NULL, NULL, NULL, false, NULL);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ingest_caller_ddl);
+
+/*
+ * ingest_internal.caller_ddl(ddl): a statement ingest built (names quoted),
+ * run as the role that called into ingest (the session's role, not the
+ * SECURITY DEFINER function's): create_event_table makes the table so, as
+ * the caller would with CREATE TABLE, owner and privileges included.
+ */
+Datum
+ingest_caller_ddl(PG_FUNCTION_ARGS)
+{
+	(void) run_as(IngestCaller(), text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				  0, NULL, NULL, NULL, false, NULL);
 	PG_RETURN_VOID();
 }
 

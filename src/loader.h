@@ -94,6 +94,7 @@ extern void IngestRequireCurrentVersion(void);
 extern bool IngestTableNeedsExecutor(Oid relid);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);
+extern Oid	IngestCaller(void);
 extern char *IngestQualifiedName(Oid relid);
 extern void IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s);
 extern void IngestOwnerPop(IngestOwnerScope *s);

@@ -318,8 +318,8 @@ ingest_table_ready(PG_FUNCTION_ARGS)
  * DEFINER function does not change: called through another role's
  * function, the caller is the session's role, never more.
  */
-static Oid
-caller(void)
+Oid
+IngestCaller(void)
 {
 	return GetOuterUserId();
 }
@@ -340,7 +340,7 @@ ingest_require_owner(PG_FUNCTION_ARGS)
 				 errmsg("relation with OID %u does not exist", relid)));
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
-	if (!has_privs_of_role(caller(), owner))
+	if (!has_privs_of_role(IngestCaller(), owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of table %s", get_rel_name(relid))));
@@ -353,7 +353,7 @@ PG_FUNCTION_INFO_V1(ingest_caller);
 Datum
 ingest_caller(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_OID(caller());
+	PG_RETURN_OID(IngestCaller());
 }
 
 PG_FUNCTION_INFO_V1(ingest_require_reader);
@@ -373,11 +373,11 @@ ingest_require_reader(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	if (pg_class_aclcheck(relid, caller(), ACL_SELECT) != ACLCHECK_OK)
+	if (pg_class_aclcheck(relid, IngestCaller(), ACL_SELECT) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", name)));
-	if (check_enable_rls(relid, caller(), true) == RLS_ENABLED)
+	if (check_enable_rls(relid, IngestCaller(), true) == RLS_ENABLED)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("ingest cannot apply the row-level security of table \"%s\"", name),

@@ -320,7 +320,7 @@ BEGIN
     IF (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'd'
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                         WHERE i.indrelid = tbl AND i.indisprimary) THEN
-        EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl);
+        PERFORM ingest_internal.owner_ddl(tbl, pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl));
     END IF;
     PERFORM ingest_internal.propagate_replica_identity(tbl);
 END

@@ -60,7 +60,8 @@ BEGIN
         RAISE EXCEPTION 'permission denied for schema %', nsp
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    EXECUTE pg_catalog.format($ddl$
+    -- made by the caller, as their own CREATE TABLE would be
+    PERFORM ingest_internal.caller_ddl(pg_catalog.format($ddl$
         CREATE TABLE %I.%I (
             id                   bigint GENERATED ALWAYS AS IDENTITY,
             organization_id      uuid NOT NULL,
@@ -72,11 +73,8 @@ BEGIN
             value                double precision,
             decimal_value        numeric,
             created_at           timestamptz NOT NULL DEFAULT now()
-        ) PARTITION BY RANGE ("timestamp")$ddl$, nsp, rel);
+        ) PARTITION BY RANGE ("timestamp")$ddl$, nsp, rel));
     tbl := pg_catalog.format('%I.%I', nsp, rel)::regclass;
-    IF ingest_internal.caller() <> current_user::regrole THEN
-        EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO %s', tbl, ingest_internal.caller());
-    END IF;
     PERFORM ingest_internal.check_shape(tbl);
     -- REPLICA IDENTITY FULL, which each partition made below inherits
     PERFORM ingest_internal.start_replica_identity(tbl);

@@ -232,6 +232,12 @@ RETURNS void LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_ddl';
 
+-- A statement ingest built, run as the role that called into ingest.
+CREATE OR REPLACE FUNCTION ingest_internal.caller_ddl(ddl text)
+RETURNS void LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_caller_ddl';
+
 -- A statement over a managed table and its side tables, with parameters,
 -- run as the table's owner with row_security off; returns rows processed.
 CREATE OR REPLACE FUNCTION ingest_internal.owner_exec(rel regclass, sql text, VARIADIC args "any")

@@ -67,9 +67,9 @@ BEGIN
                          + ingest_internal.close_delay() <= pg_catalog.now()
                    ORDER BY c.name
         LOOP
-            EXECUTE ingest_internal.index_ddl(part, ingest.partition_index_name(part, ix.name),
-                                              ix.columns, ix.method, ix.where_clause,
-                                              ix.with_options, false);
+            PERFORM ingest_internal.owner_ddl(part, ingest_internal.index_ddl(part,
+                        ingest.partition_index_name(part, ix.name), ix.columns, ix.method,
+                        ix.where_clause, ix.with_options, false));
         END LOOP;
         RETURN NEXT part;
     END LOOP;
