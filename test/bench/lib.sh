@@ -31,6 +31,7 @@ rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%d", n / t }'; }
 # Before each timed method: no autovacuum still busy with an earlier
 # method's tables, no dirty pages of it left to write.
 settle() {
+    local i
     for ((i = 0; i < 300; i++)); do
         [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && break
         sleep 1

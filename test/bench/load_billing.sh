@@ -101,8 +101,8 @@ timed() {
 settle
 echo "== loading: each batch by every method, the order rotating"
 for ((c = 0; c < nchunks; c++)); do
-    for ((i = 0; i < ${#methods[@]}; i++)); do
-        m=${methods[$(( (c + i) % ${#methods[@]} ))]}
+    for ((mi = 0; mi < ${#methods[@]}; mi++)); do
+        m=${methods[$(( (c + mi) % ${#methods[@]} ))]}
         timed "$m" "$dir/b$c.csv"
     done
     printf '.'
