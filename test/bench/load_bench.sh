@@ -9,7 +9,25 @@
 #   STATS_ONLY=1 ROWS=2000000 GROWTH=2000000 CHUNK=50000 test/bench/load_bench.sh
 #                                       # only load statistics on against off
 #
-# Prints a markdown table; writes it to test/bench/out/load_bench.md too.
+#   DATA=billing ROWS=200000 test/bench/load_bench.sh
+#                                       # billing-shaped data instead (load_billing.sh)
+#   DATA=both ROWS=200000 GROWTH=200000 test/bench/load_bench.sh
+#                                       # this data set, then the billing-shaped one
+#
+# Prints a markdown table; writes it to test/bench/out/load_bench.md too
+# (DATA=billing: load_bench_billing.md; DATA=both: both, and the two
+# together in load_bench_both.md).
+case ${DATA:=live} in
+    live) ;;
+    billing) exec "$(dirname "$0")/load_billing.sh" ;;
+    both)
+        DATA=live "$0"
+        DATA=billing "$0"
+        out=$(dirname "$0")/out
+        cat "$out/load_bench.md" - "$out/load_bench_billing.md" <<<"" > "$out/load_bench_both.md"
+        exit 0 ;;
+    *) echo "DATA must be live, billing or both" >&2; exit 2 ;;
+esac
 source "$(dirname "$0")/lib.sh"
 
 ROWS=${ROWS:-2000000}
