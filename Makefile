@@ -27,6 +27,7 @@ OBJS = \
 	src/rollupfeed.o \
 	src/managed.o \
 	src/asowner.o \
+	src/caller.o \
 	src/changes.o \
 	src/tableddl.o \
 	src/cmdstack.o \

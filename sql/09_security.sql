@@ -292,4 +292,36 @@ DROP TABLE sec;
 SELECT to_regclass('sec_usage_copy') IS NULL AS dropped_with_it,
        NOT EXISTS (SELECT FROM ingest.table_config WHERE event_table::text = 'sec') AS forgotten;
 
+-- Another role's code running in between: a maintenance operation that
+-- acts as a table's owner (here ANALYZE evaluating an index expression, as
+-- autovacuum would too) and a SECURITY DEFINER function of another role.
+-- The management functions would take the session's role (a superuser) for
+-- their caller, so both are refused (42501).
+SELECT ingest.create_event_table('sec_victim', premake => 0) IS NOT NULL AS made;
+CREATE ROLE sec_mallory;
+CREATE SCHEMA sec_m AUTHORIZATION sec_mallory;
+SET ROLE sec_mallory;
+CREATE TABLE sec_m.bait (x int);
+CREATE FUNCTION sec_m.f(x int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF current_setting('sec_m.go', true) = 'on' THEN
+        PERFORM ingest.configure('public.sec_victim'::regclass, retention => '1 day');
+    END IF;
+    RETURN x;
+END $$;
+INSERT INTO sec_m.bait SELECT generate_series(1, 10);
+CREATE INDEX ON sec_m.bait (sec_m.f(x));
+CREATE FUNCTION sec_m.make() RETURNS regclass LANGUAGE sql SECURITY DEFINER
+AS $$ SELECT ingest.create_event_table('sec_m.made_by_mallory', premake => 0) $$;
+RESET ROLE;
+SET sec_m.go = on;
+SELECT regress.try('ANALYZE sec_m.bait');
+RESET sec_m.go;
+SELECT regress.try('SELECT sec_m.make()');
+SELECT retention FROM ingest.table_config WHERE event_table = 'sec_victim'::regclass;
+SELECT to_regclass('sec_m.made_by_mallory') AS made_by_mallory;
+DROP TABLE sec_victim;
+DROP SCHEMA sec_m CASCADE;
+DROP ROLE sec_mallory;
+
 SELECT * FROM regress.invariants();

@@ -72,6 +72,7 @@ _PG_init(void)
 				 errhint("List ingest first in \"shared_preload_libraries\".")));
 	IngestInstallUtilityHook();
 	IngestInstallDropHook();
+	IngestInstallCallerHook();
 	IngestInstallExecutorHooks();
 	/*
 	 * pg_upgrade's new server (binary-upgrade mode) must get exactly the

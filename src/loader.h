@@ -95,6 +95,7 @@ extern bool IngestTableNeedsExecutor(Oid relid);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);
 extern Oid	IngestCaller(void);
+extern void IngestInstallCallerHook(void);
 extern char *IngestQualifiedName(Oid relid);
 extern void IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s);
 extern void IngestOwnerPop(IngestOwnerScope *s);

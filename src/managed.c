@@ -311,19 +311,6 @@ ingest_table_ready(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(IngestLookupTable(PG_GETARG_OID(0), &t) && t.ready);
 }
 
-/*
- * The role that called into ingest: the management functions run as the
- * extension's owner (SECURITY DEFINER), and check the caller first.  The
- * outer user is the role SET ROLE or the login chose, which a SECURITY
- * DEFINER function does not change: called through another role's
- * function, the caller is the session's role, never more.
- */
-Oid
-IngestCaller(void)
-{
-	return GetOuterUserId();
-}
-
 PG_FUNCTION_INFO_V1(ingest_require_owner);
 
 /* ingest_internal.require_owner(tbl): 42501 unless the caller owns tbl. */
@@ -345,15 +332,6 @@ ingest_require_owner(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of table %s", get_rel_name(relid))));
 	PG_RETURN_VOID();
-}
-
-PG_FUNCTION_INFO_V1(ingest_caller);
-
-/* ingest_internal.caller(): the role that called the management function. */
-Datum
-ingest_caller(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_OID(IngestCaller());
 }
 
 PG_FUNCTION_INFO_V1(ingest_require_reader);
