@@ -301,6 +301,37 @@ DROP TABLE wp_p7;
 RESET ROLE;
 SELECT regress.wp_keys(), regress.wp_exact();
 DROP ROLE wp_part_owner;
+-- the partition's rows are read before its TOAST table goes (large
+-- properties, stored out of line), and its bounds mean the same whatever
+-- DateStyle and TimeZone say
+CREATE SCHEMA wp_elsewhere;
+SELECT regress.try(format('CREATE TABLE wp_elsewhere.wp_p8 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(8, 0), regress.h(9, 0)));
+SELECT loaded FROM ingest.load('wp', concat_ws(E'\n',
+    format('00000000-0000-0000-0000-0000000000aa,s4,c1,api,%s,"{""big"": ""%s""}",1,', regress.h(8, 0, 30),
+           (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i)),
+    regress.wp('s5', 'c1', 'api', regress.h(8, 23, 30), 1)));
+SELECT pg_relation_size(reltoastrelid) > 0 AS stored_out_of_line FROM pg_class WHERE oid = 'wp_elsewhere.wp_p8'::regclass;
+SET DateStyle = 'SQL, MDY';
+SET TimeZone = 'Asia/Shanghai';
+DROP SCHEMA wp_elsewhere CASCADE;
+RESET DateStyle;
+RESET TimeZone;
+SELECT regress.wp_keys(), regress.wp_exact();
+-- rows a policy would hide from the table's owner (FORCE ROW LEVEL
+-- SECURITY) cannot be read to take them out: refused, not half done
+SELECT regress.try(format('CREATE TABLE wp_p9 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(9, 0), regress.h(10, 0)));
+SELECT loaded FROM ingest.load('wp', regress.wp('s6', 'c1', 'hidden', regress.h(9, 1), 1));
+ALTER TABLE wp ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wp FORCE ROW LEVEL SECURITY;
+CREATE POLICY wp_hide ON wp USING (code <> 'hidden');
+SELECT regress.try('DROP TABLE wp_p9');
+DROP POLICY wp_hide ON wp;
+ALTER TABLE wp NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE wp DISABLE ROW LEVEL SECURITY;
+DROP TABLE wp_p9;
+SELECT regress.wp_keys(), regress.wp_exact();
 -- a managed table that goes with its schema, a partition of it elsewhere:
 -- its whole state goes with it
 CREATE SCHEMA wp_gone;

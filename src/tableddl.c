@@ -45,6 +45,8 @@
 #include "catalog/objectaccess.h"
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_depend.h"
+#include "catalog/dependency.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
@@ -55,6 +57,10 @@
 #include "nodes/parsenodes.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/lsyscache.h"
 #include "utils/fmgroids.h"
 #include "utils/partcache.h"
@@ -68,6 +74,9 @@ bool		ingest_internal_ddl = false;
 
 /* The utility statement being run, for the object access hook. */
 static Node *running_stmt = NULL;
+
+/* Partitions whose rows the hook took out in this top-level statement. */
+static List *partitions_left = NIL;
 
 static object_access_hook_type prev_object_access_hook = NULL;
 
@@ -244,25 +253,34 @@ inherit_replica_identity(Oid part)
 	run_internal("SELECT ingest_internal.inherit_replica_identity($1)", part);
 }
 
-/* A bound of a range partition as an SQL literal of its type, or NULL. */
+/*
+ * A timestamptz bound of a range partition as an SQL expression, or NULL:
+ * whole seconds since the Unix epoch and microseconds, so that neither
+ * DateStyle nor TimeZone can change what it reads back as.
+ */
 static char *
-range_bound_literal(List *datums)
+range_bound_sql(List *datums)
 {
 	PartitionRangeDatum *d;
 	Const	   *c;
-	Oid			out;
-	bool		varlena;
+	int64		us;
+	int64		secs;
 
 	if (list_length(datums) != 1)
 		return NULL;
 	d = linitial_node(PartitionRangeDatum, datums);
-	if (d->kind != PARTITION_RANGE_DATUM_VALUE || !IsA(d->value, Const) ||
-		((Const *) d->value)->constisnull)
+	if (d->kind != PARTITION_RANGE_DATUM_VALUE || !IsA(d->value, Const))
 		return NULL;
 	c = (Const *) d->value;
-	getTypeOutputInfo(c->consttype, &out, &varlena);
-	return psprintf("%s::%s", quote_literal_cstr(OidOutputFunctionCall(out, c->constvalue)),
-					format_type_be_qualified(c->consttype));
+	if (c->constisnull || c->consttype != TIMESTAMPTZOID ||
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(c->constvalue)))
+		return NULL;
+	us = DatumGetTimestampTz(c->constvalue) +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	secs = us / USECS_PER_SEC - (us % USECS_PER_SEC < 0 ? 1 : 0);
+	return psprintf("(pg_catalog.to_timestamp(" INT64_FORMAT "::pg_catalog.float8)"
+					" OPERATOR(pg_catalog.+) (" INT64_FORMAT " OPERATOR(pg_catalog.*) interval '1 microsecond'))",
+					secs, us - secs * USECS_PER_SEC);
 }
 
 /*
@@ -298,8 +316,8 @@ partition_rows(IngestTable *t, Oid part)
 		{
 			PartitionBoundSpec *spec = castNode(PartitionBoundSpec,
 												stringToNode(TextDatumGetCString(bound)));
-			char	   *lo = spec->is_default ? NULL : range_bound_literal(spec->lowerdatums);
-			char	   *hi = spec->is_default ? NULL : range_bound_literal(spec->upperdatums);
+			char	   *lo = spec->is_default ? NULL : range_bound_sql(spec->lowerdatums);
+			char	   *hi = spec->is_default ? NULL : range_bound_sql(spec->upperdatums);
 
 			if (lo)
 				appendStringInfo(&buf, " AND p.\"timestamp\" >= %s", lo);
@@ -332,6 +350,9 @@ partition_leaves(IngestTable *t, Oid part)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(t->owner, true, &scope);
+	/* every row or an error (42501), never what a policy leaves */
+	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	t->latest_snapshot = true;
 	IngestForgetKeys(t, name);
 	if (!t->partman)
@@ -515,29 +536,74 @@ root_dropped_too(Oid root)
 	return false;
 }
 
+/* The table a TOAST table belongs to (its internal dependency). */
+static Oid
+toast_owner(Oid toast)
+{
+	Relation	dep = table_open(DependRelationId, AccessShareLock);
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	ScanKeyInit(&key[0], Anum_pg_depend_classid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(RelationRelationId));
+	ScanKeyInit(&key[1], Anum_pg_depend_objid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(toast));
+	scan = systable_beginscan(dep, DependDependerIndexId, true, NULL, 2, key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend d = (Form_pg_depend) GETSTRUCT(tup);
+
+		if (d->deptype == DEPENDENCY_INTERNAL && d->refclassid == RelationRelationId)
+		{
+			owner = d->refobjid;
+			break;
+		}
+	}
+	systable_endscan(scan);
+	table_close(dep, AccessShareLock);
+	return owner;
+}
+
 /*
  * A relation is being dropped: if it is a partition of a managed table that
  * stays, and no DROP TABLE naming it did the work before (drop_before), its
- * rows leave now.  Its indexes and triggers are gone already, its rows not.
+ * rows leave now, at the drop of its TOAST table, which goes first (or of
+ * the partition, if it has none).  Its indexes and triggers are gone
+ * already, its rows not.
  */
 static void
 ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 					 int subId, void *arg)
 {
 	IngestTable t;
+	Oid			part = objectId;
+	MemoryContext old;
 
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 	if (access != OAT_DROP || classId != RelationRelationId || subId != 0 ||
-		ingest_internal_ddl || IsBinaryUpgrade || !get_rel_relispartition(objectId))
+		ingest_internal_ddl || IsBinaryUpgrade)
 		return;
 	if (running_stmt != NULL && IsA(running_stmt, DropStmt) &&
 		((DropStmt *) running_stmt)->removeType == OBJECT_TABLE)
 		return;
+	/* a table's TOAST table goes before it: its rows must be read then */
+	if (get_rel_relkind(objectId) == RELKIND_TOASTVALUE)
+		part = toast_owner(objectId);
+	if (!OidIsValid(part) || !get_rel_relispartition(part) ||
+		list_member_oid(partitions_left, part))
+		return;
 	if (!OidIsValid(get_extension_oid("ingest", true)))
 		return;
-	if (OidIsValid(managed_root(objectId, &t)) && !root_dropped_too(t.relid))
-		partition_leaves(&t, objectId);
+	if (OidIsValid(managed_root(part, &t)) && !root_dropped_too(t.relid))
+	{
+		partition_leaves(&t, part);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		partitions_left = lappend_oid(partitions_left, part);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 void
@@ -553,6 +619,11 @@ IngestStatementEnter(Node *stmt)
 {
 	Node	   *outer = running_stmt;
 
+	if (outer == NULL)
+	{
+		list_free(partitions_left);
+		partitions_left = NIL;
+	}
 	running_stmt = stmt;
 	return outer;
 }
