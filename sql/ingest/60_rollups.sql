@@ -391,18 +391,17 @@ BEGIN
     -- rows once these are written, a statement later (a statement does not
     -- see its own writes).  So the marks are read first, and the statement
     -- consumes those alone, by value: a mark committed in between stays for
-    -- the next fold, and one equal to a mark read has the same days.
+    -- the next fold, and one equal to a mark read has the same days.  (The
+    -- organization of a mark of all is '' there: a key a hash join can use.)
     EXECUTE format('SELECT array_agg(x.organization_id), array_agg(x.lo), array_agg(x.hi) FROM %s x',
                    cfg.rollup_stale)
        INTO orgs, los, his;
     n := ingest_internal.owner_exec(tbl, format($q$
-        WITH m AS (SELECT DISTINCT * FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)),
-        marks_o AS (DELETE FROM %1$s x USING m
-                     WHERE x.organization_id = m.org AND x.lo = m.lo AND x.hi = m.hi RETURNING x.*),
-        marks_a AS (DELETE FROM %1$s x USING m
-                     WHERE x.organization_id IS NULL AND m.org IS NULL AND x.lo = m.lo AND x.hi = m.hi
-                    RETURNING x.*),
-        marks AS (SELECT * FROM marks_o UNION ALL SELECT * FROM marks_a),
+        WITH marks AS (DELETE FROM %1$s x
+                        USING (SELECT DISTINCT COALESCE(m.org::text, '') AS org, m.lo, m.hi
+                                 FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)) m
+                        WHERE COALESCE(x.organization_id::text, '') = m.org AND x.lo = m.lo AND x.hi = m.hi
+                       RETURNING x.*),
         pieces AS (%5$s),
         -- one organization's hours, and every organization's ranges: disjoint
         org_hours AS (SELECT p.org, h FROM pieces p,
