@@ -1,6 +1,6 @@
 -- Side state of a managed table, and the triggers that keep it exact.
 --
--- Each managed table has four side tables in schema ingest_side, owned by
+-- Each managed table has five side tables in schema ingest_side, owned by
 -- the extension's owner, written as the table's owner (who may read and
 -- write their rows, nothing more) and dumped with it by pg_dump:
 --   <name>_keys    the key ledger: one row per stored (organization_id,

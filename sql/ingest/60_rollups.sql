@@ -287,6 +287,8 @@ AS $$
 DECLARE
     cfg      ingest.table_config := ingest_internal.require_managed(tbl);
     building boolean;
+    marked   boolean;
+    since    timestamptz;
 BEGIN
     SELECT rc.building_xid IS NOT NULL INTO building
       FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
@@ -299,7 +301,17 @@ BEGIN
         RETURN;
     END IF;
     -- the stale pieces are those rollup_rows sees: a day without one is
-    -- exactly the merge of its hours' folded rows and deltas
+    -- exactly the merge of its hours' folded rows and deltas.  Where the
+    -- range has no mark, the first retained hour (costly to find, and a
+    -- bound on marks only) is not needed.  A STABLE function's statements
+    -- all read its caller's snapshot.
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE ($1::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
+                   'OR x.organization_id = $1) AND x.hi > $2 AND x.lo < $3)', cfg.rollup_stale)
+       INTO marked
+      USING org, lo, hi;
+    IF marked THEN
+        since := ingest_internal.raw_hours_since(tbl);
+    END IF;
     RETURN QUERY EXECUTE format($q$
         WITH pieces AS (%3$s),
         stale_days AS (
@@ -336,7 +348,7 @@ BEGIN
             format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
                    'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale),
             '$6'))
-      USING tbl, rollup_name, org, lo, hi, ingest_internal.raw_hours_since(tbl);
+      USING tbl, rollup_name, org, lo, hi, since;
 END
 $$;
 
@@ -549,6 +561,10 @@ RETURNS TABLE(u_code text, u_customer text, u_dimensions jsonb, u_bucket timesta
               u_latest_value double precision, u_latest_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- its statement aggregates at most two partial hours of raw events, but
+-- their estimates would have JIT compile it (the rest is in the functions
+-- it calls, with their own settings)
+SET jit = off
 AS $$
 DECLARE
     h_from timestamptz;
@@ -618,7 +634,7 @@ BEGIN
 
     RETURN QUERY EXECUTE format($q$
         WITH src AS (
-            SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $11)
+            SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $11) WHERE $6 < $11
             UNION ALL
             SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12) WHERE $11 < $12
             UNION ALL
