@@ -43,9 +43,24 @@ LANGUAGE sql AS $$
      WHERE m.action IN ('create', 'detach', 'finalize', 'drop', 'warning') $$;
 -- The rule of ingest, asserted with pgTAP after every test file that
 -- writes: for every managed table, the key ledger holds exactly the keys of
--- the stored events, and every rollup equals the raw events, before and
--- after a fold.
+-- the stored events, every rollup equals the raw events, and the daily rows
+-- are the merge of the hourly rows of their day, before and after a fold.
 CREATE EXTENSION pgtap;
+-- The daily rows that are not the merge of their day's hourly rows, and the
+-- merges that have no equal daily row.
+CREATE FUNCTION regress.daily_mismatch(tbl regclass) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE c ingest.table_config;
+BEGIN
+    SELECT * INTO c FROM ingest.table_config t WHERE t.event_table = tbl;
+    RETURN QUERY EXECUTE format($q$
+        WITH m AS (SELECT s.rollup, s.organization_id, date_trunc('day', s.hour, 'UTC') AS day, s.code,
+                          s.external_customer_id, s.dims, %s
+                     FROM %s s GROUP BY 1, 2, 3, 4, 5, 6)
+        (SELECT 'missing ' || m::text FROM m EXCEPT ALL SELECT 'missing ' || y::text FROM %s y)
+        UNION ALL
+        (SELECT 'extra ' || y::text FROM %s y EXCEPT ALL SELECT 'extra ' || m::text FROM m)$q$,
+        ingest_internal.rollup_merge_sql(), c.rollup_hours, c.rollup_days, c.rollup_days);
+END $$;
 CREATE FUNCTION regress.invariants() RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
     c record;
@@ -74,6 +89,8 @@ BEGIN
                                             c.event_table, r.name),
                                      format('%s %s: rollup %s equals the raw events', c.event_table, pass, r.name));
             END LOOP;
+            RETURN NEXT is_empty(format('SELECT * FROM regress.daily_mismatch(%L)', c.event_table),
+                                 format('%s %s: the daily rows merge the hourly rows', c.event_table, pass));
         END LOOP;
     END LOOP;
 END $$;

@@ -36,7 +36,8 @@ CREATE TABLE ingest.table_config (
     rollup_hours     regclass,
     rollup_deltas    regclass,
     rollup_stale     regclass,
-    usage_view       regclass
+    usage_view       regclass,
+    rollup_days      regclass
 );
 SELECT pg_catalog.pg_extension_config_dump('ingest.table_config', '');
 COMMENT ON TABLE ingest.table_config IS

@@ -1,11 +1,13 @@
 -- Side state of a managed table, and the triggers that keep it exact.
 --
--- Each managed table has four side tables in schema ingest_side, owned by
+-- Each managed table has five side tables in schema ingest_side, owned by
 -- the extension's owner, written as the table's owner (who may read and
 -- write their rows, nothing more) and dumped with it by pg_dump:
 --   <name>_keys    the key ledger: one row per stored (organization_id,
 --                  transaction_id), with the payload hash of its event
 --   <name>_rollup  folded hourly rollup rows
+--   <name>_daily   the folded hourly rows merged per UTC day, kept equal to
+--                  them by the fold, for reads over long ranges
 --   <name>_deltas  rollup deltas appended by writers, not folded yet
 --   <name>_stale   hour ranges whose rollup rows must be recomputed from
 --                  raw events (after DELETE, UPDATE, TRUNCATE, DETACH)
@@ -119,7 +121,8 @@ BEGIN
     WHILE EXISTS (SELECT 1 FROM pg_class c
                    WHERE c.relnamespace = 'ingest_side'::regnamespace
                      AND c.relname IN (cand || '_keys', cand || '_rollup',
-                                       cand || '_deltas', cand || '_stale')) LOOP
+                                       cand || '_deltas', cand || '_stale',
+                                       cand || '_daily')) LOOP
         n := n + 1;
         cand := base || '_' || n;
     END LOOP;
@@ -167,6 +170,26 @@ BEGIN
             CHECK (lo < hi)
         )$t$, cand || '_stale');
     EXECUTE format('ALTER TABLE ingest_side.%I REPLICA IDENTITY FULL', cand || '_stale');
+    -- day: a UTC midnight.  Its key leads with what usage looks up: one
+    -- rollup of one organization over a range of days.
+    EXECUTE format($t$
+        CREATE TABLE ingest_side.%I (
+            rollup               text NOT NULL,
+            organization_id      uuid NOT NULL,
+            day                  timestamptz NOT NULL,
+            code                 text NOT NULL,
+            external_customer_id text NOT NULL,
+            dims                 jsonb NOT NULL,
+            events               bigint NOT NULL,
+            value_sum            numeric,
+            decimal_sum          numeric,
+            value_min            double precision,
+            value_max            double precision,
+            latest_value         double precision,
+            latest_at            timestamptz NOT NULL,
+            latest_tx            text COLLATE "C" NOT NULL,
+            PRIMARY KEY (rollup, organization_id, day, code, external_customer_id, dims)
+        )$t$, cand || '_daily');
 
     -- The usage view of the folded rollup, next to the table.
     view := left(rel, 49) || '_usage_hourly';
@@ -182,6 +205,7 @@ BEGIN
            rollup_hours = format('ingest_side.%I', cand || '_rollup')::regclass,
            rollup_deltas = format('ingest_side.%I', cand || '_deltas')::regclass,
            rollup_stale = format('ingest_side.%I', cand || '_stale')::regclass,
+           rollup_days = format('ingest_side.%I', cand || '_daily')::regclass,
            usage_view = format('%I.%I', nsp, view)::regclass
      WHERE c.event_table = tbl;
     PERFORM ingest_internal.follow_owner(tbl);
@@ -205,7 +229,8 @@ DECLARE
     rel      regclass;
     grantee  oid;
 BEGIN
-    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale] LOOP
+    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
+                                cfg.rollup_days] LOOP
         IF (SELECT c.relowner FROM pg_class c WHERE c.oid = rel) IS DISTINCT FROM extowner THEN
             EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, pg_get_userbyid(extowner));
         END IF;
@@ -381,7 +406,8 @@ BEGIN
             EXECUTE format('DROP VIEW %s CASCADE', rel);
         END IF;
     END LOOP;
-    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale] LOOP
+    FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
+                                cfg.rollup_days] LOOP
         IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
             EXECUTE format('DROP TABLE %s CASCADE', rel);
         END IF;

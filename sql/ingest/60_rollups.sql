@@ -10,6 +10,10 @@
 -- takes folded rows and deltas where the hour is not stale, raw events where
 -- it is, in one statement, so any snapshot sees each event exactly once.
 -- Writers only append, so they never wait on the folder or on each other.
+--
+-- The fold also keeps <name>_daily, per UTC day, equal to the merge of the
+-- day's folded hourly rows, in the transaction that changes them: readers
+-- of whole days whose hours are not stale take one row per key and day.
 
 -- The dimensions of an event for a rollup: each key's value, JSON null for
 -- a missing key or JSON null alike.
@@ -168,6 +172,57 @@ LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_rollup_build_ready';
 
+-- Recompute the daily rows of the UTC days that [lo, hi) ranges overlap,
+-- one organization's (orgs[i]) or every organization's (NULL), of every
+-- rollup or of one, from the folded hourly rows: for the fold, after it has
+-- rewritten hours other than by merging deltas.  The ranges, rounded out to
+-- days, are made disjoint as stale marks are, so each hour counts once.
+CREATE OR REPLACE FUNCTION ingest_internal.refresh_days(tbl regclass, orgs uuid[], los timestamptz[],
+                                                       his timestamptz[], only_rollup text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config := ingest_internal.require_managed(tbl);
+BEGIN
+    -- days are 24 hours from a UTC midnight, whatever the session's zone
+    EXECUTE format($q$
+        WITH pieces AS (%3$s),
+        rc AS (SELECT rc.name FROM ingest.rollup_config rc
+                WHERE rc.event_table = $4 AND ($5::text IS NULL OR rc.name = $5)),
+        gone_o AS (DELETE FROM %1$s y USING pieces p, rc
+                    WHERE p.org IS NOT NULL AND y.rollup = rc.name AND y.organization_id = p.org
+                      AND y.day >= lower(p.r) AND y.day < upper(p.r) RETURNING 1),
+        gone_a AS (DELETE FROM %1$s y USING pieces p, rc
+                    WHERE p.org IS NULL AND y.rollup = rc.name
+                      AND y.day >= lower(p.r) AND y.day < upper(p.r) RETURNING 1)
+        INSERT INTO %1$s
+        SELECT s.rollup, s.organization_id, pg_catalog.date_trunc('day', s.hour, 'UTC'), s.code,
+               s.external_customer_id, s.dims, %4$s
+          FROM (SELECT h.* FROM pieces p JOIN %2$s h ON h.organization_id = p.org
+                 WHERE h.hour >= lower(p.r) AND h.hour < upper(p.r)
+                UNION ALL
+                SELECT h.* FROM pieces p JOIN %2$s h ON p.org IS NULL
+                 WHERE h.hour >= lower(p.r) AND h.hour < upper(p.r)) s
+         WHERE s.rollup IN (SELECT rc.name FROM rc)
+           -- the old rows go first: the new ones take their keys
+           AND (SELECT count(*) FROM gone_o) + (SELECT count(*) FROM gone_a) >= 0
+         GROUP BY 1, 2, 3, 4, 5, 6$q$,
+        cfg.rollup_days, cfg.rollup_hours,
+        ingest_internal.stale_pieces_sql(
+            $s$(SELECT m.org AS organization_id,
+                       pg_catalog.date_trunc('day', m.lo, 'UTC') AS lo,
+                       pg_catalog.date_trunc('day', m.hi - interval '1 microsecond', 'UTC')
+                           + interval '24 hours' AS hi
+                  FROM unnest($1::pg_catalog.uuid[], $2::pg_catalog.timestamptz[],
+                              $3::pg_catalog.timestamptz[]) m(org, lo, hi))$s$,
+            $s$'-infinity'::pg_catalog.timestamptz$s$),
+        ingest_internal.rollup_merge_sql())
+      USING orgs, los, his, tbl, only_rollup;
+END
+$$;
+
 -- The rollup rows of one rollup over whole hours [lo, hi) (one organization
 -- or all, NULL), as a reader must take them: folded rows and deltas where
 -- the hour is not stale, raw events where it is, raw events throughout for
@@ -232,6 +287,120 @@ BEGIN
 END
 $$;
 
+-- The rollup rows of one rollup over whole UTC days [lo, hi) (one
+-- organization or all, NULL), as a reader must take them: a day's daily
+-- rows and deltas where no hour of the day is stale, its rows of
+-- rollup_rows where one is (rollup_rows throughout for a rollup being
+-- built).  A daily row carries its day in column "hour".  Called within a
+-- reader's statement, it reads that statement's snapshot.
+CREATE OR REPLACE FUNCTION ingest_internal.daily_rows(tbl regclass, rollup_name text, org uuid,
+                                                     lo timestamptz, hi timestamptz)
+RETURNS TABLE(rollup text, organization_id uuid, hour timestamptz, code text,
+              external_customer_id text, dims jsonb, events bigint, value_sum numeric,
+              decimal_sum numeric, value_min double precision, value_max double precision,
+              latest_value double precision, latest_at timestamptz, latest_tx text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+-- the estimates of its day series would have JIT compile a plan that runs
+-- in a millisecond
+SET jit = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    cfg      ingest.table_config := ingest_internal.require_managed(tbl);
+    building boolean;
+    marked   boolean;
+    since    timestamptz;
+BEGIN
+    SELECT rc.building_xid IS NOT NULL INTO building
+      FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup_name, tbl
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF building THEN
+        RETURN QUERY SELECT * FROM ingest_internal.rollup_rows(tbl, rollup_name, org, lo, hi);
+        RETURN;
+    END IF;
+    -- the stale pieces are those rollup_rows sees: a day without one is
+    -- exactly the merge of its hours' folded rows and deltas.  Where the
+    -- range has no mark, every day is such a day, in a statement cheaper to
+    -- plan, and the first retained hour (costly to find, and a bound on
+    -- marks only) is not needed.  A STABLE function's statements all read
+    -- its caller's snapshot.
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE ($1::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
+                   'OR x.organization_id = $1) AND x.hi > $2 AND x.lo < $3)', cfg.rollup_stale)
+       INTO marked
+      USING org, lo, hi;
+    IF NOT marked THEN
+        RETURN QUERY EXECUTE format($q$
+            SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
+                   y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
+                   y.latest_tx
+              FROM %1$s y
+             WHERE y.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR y.organization_id = $3)
+               AND y.day >= $4 AND y.day < $5
+            UNION ALL
+            SELECT d.* FROM %2$s d
+             WHERE d.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR d.organization_id = $3)
+               AND d.hour >= $4 AND d.hour < $5$q$,
+            cfg.rollup_days, cfg.rollup_deltas)
+          USING tbl, rollup_name, org, lo, hi;
+        RETURN;
+    END IF;
+    since := ingest_internal.raw_hours_since(tbl);
+    RETURN QUERY EXECUTE format($q$
+        WITH pieces AS (%3$s),
+        stale_days AS (
+            SELECT DISTINCT p.org, d.day FROM pieces p,
+                   generate_series(GREATEST(date_trunc('day', lower(p.r), 'UTC'), $4),
+                                   LEAST(date_trunc('day', upper(p.r) - interval '1 microsecond', 'UTC'),
+                                         $5 - interval '24 hours'),
+                                   interval '24 hours') d(day)),
+        -- each (organization, day) once: a day stale for every organization
+        -- covers one organization's mark on it
+        hourly_days AS (
+            SELECT DISTINCT COALESCE($3::pg_catalog.uuid, s.org) AS org, s.day FROM stale_days s
+             WHERE s.org IS NULL
+                OR NOT EXISTS (SELECT 1 FROM stale_days a WHERE a.org IS NULL AND a.day = s.day))
+        SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
+               y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
+               y.latest_tx
+          FROM %1$s y
+         WHERE y.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR y.organization_id = $3)
+           AND y.day >= $4 AND y.day < $5
+           AND NOT EXISTS (SELECT 1 FROM stale_days s WHERE (s.org IS NULL OR s.org = y.organization_id)
+                                                        AND s.day = y.day)
+        UNION ALL
+        SELECT d.* FROM %2$s d
+         WHERE d.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR d.organization_id = $3)
+           AND d.hour >= $4 AND d.hour < $5
+           AND NOT EXISTS (SELECT 1 FROM stale_days s WHERE (s.org IS NULL OR s.org = d.organization_id)
+                                                        AND s.day = date_trunc('day', d.hour, 'UTC'))
+        UNION ALL
+        SELECT h.* FROM hourly_days s
+         CROSS JOIN LATERAL ingest_internal.rollup_rows($1, $2, s.org, s.day, s.day + interval '24 hours') h$q$,
+        cfg.rollup_days, cfg.rollup_deltas,
+        ingest_internal.stale_pieces_sql(
+            format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
+                   'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale),
+            '$6'))
+      USING tbl, rollup_name, org, lo, hi, since;
+END
+$$;
+
+-- Can the days of time zone "tz" be read as UTC days?  Only for the names
+-- of UTC itself: a zone with another offset, at any time, has other days.
+CREATE OR REPLACE FUNCTION ingest_internal.utc_days(tz text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT lower(tz) IN ('utc', 'uct', 'universal', 'zulu', 'z', 'gmt', 'gmt0', 'gmt+0', 'gmt-0', 'greenwich',
+                         'etc/utc', 'etc/uct', 'etc/universal', 'etc/zulu', 'etc/gmt', 'etc/gmt0',
+                         'etc/gmt+0', 'etc/gmt-0', 'etc/greenwich')
+$$;
+
 -- Bring a table's rollup up to date: recompute stale hours from raw events,
 -- finish rollups being built, merge committed deltas, apply rollup
 -- retention.  One folder per table at a time: others skip (or wait, when
@@ -249,6 +418,9 @@ DECLARE
     n     bigint;
     since timestamptz;
     r     record;
+    orgs  uuid[];
+    los   timestamptz[];
+    his   timestamptz[];
 BEGIN
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
     IF NOT FOUND OR NOT ingest_internal.ready(tbl) THEN
@@ -264,8 +436,21 @@ BEGIN
     -- 1. Stale hours: rollup rows and deltas this snapshot sees go, the raw
     -- aggregation of the same snapshot comes in; the marks are consumed.
     -- Statements over the events run as the table's owner (owner_exec).
+    -- The days of the marked hours get their daily rows anew from the hourly
+    -- rows once these are written, a statement later (a statement does not
+    -- see its own writes).  So the marks are read first, and the statement
+    -- consumes those alone, by value: a mark committed in between stays for
+    -- the next fold, and one equal to a mark read has the same days.  (The
+    -- organization of a mark of all is '' there: a key a hash join can use.)
+    EXECUTE format('SELECT array_agg(x.organization_id), array_agg(x.lo), array_agg(x.hi) FROM %s x',
+                   cfg.rollup_stale)
+       INTO orgs, los, his;
     n := ingest_internal.owner_exec(tbl, format($q$
-        WITH marks AS (DELETE FROM %1$s x RETURNING x.*),
+        WITH marks AS (DELETE FROM %1$s x
+                        USING (SELECT DISTINCT COALESCE(m.org::text, '') AS org, m.lo, m.hi
+                                 FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)) m
+                        WHERE COALESCE(x.organization_id::text, '') = m.org AND x.lo = m.lo AND x.hi = m.hi
+                       RETURNING x.*),
         pieces AS (%5$s),
         -- one organization's hours, and every organization's ranges: disjoint
         org_hours AS (SELECT p.org, h FROM pieces p,
@@ -286,8 +471,11 @@ BEGIN
                                (SELECT count(*) FROM gone_d1) c, (SELECT count(*) FROM gone_d2) d$q$,
         cfg.rollup_stale, cfg.rollup_hours, cfg.rollup_deltas,
         ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'), 'true'),
-        ingest_internal.stale_pieces_sql('marks', '$2')), tbl, since);
+        ingest_internal.stale_pieces_sql('marks', '$2')), tbl, since, orgs, los, his);
     total := total + n;
+    IF orgs IS NOT NULL THEN
+        PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
+    END IF;
 
     -- 2. Rollups being built, once every writer that may have missed their
     -- creation has ended: every writer since feeds them, so the raw events
@@ -312,14 +500,33 @@ BEGIN
             ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $3')),
             tbl, r.name::text, since);
         total := total + n;
+        PERFORM ingest_internal.refresh_days(tbl, ARRAY[NULL]::uuid[], ARRAY['-infinity']::timestamptz[],
+                                             ARRAY['infinity']::timestamptz[], r.name);
         UPDATE ingest.rollup_config rc
            SET building_xid = NULL, building_horizon = NULL, known_from = COALESCE(since, rc.known_from)
          WHERE rc.event_table = tbl AND rc.name = r.name;
     END LOOP;
 
-    -- 3. Committed deltas merged into the rollup rows of their keys.
+    -- 3. Committed deltas merged into the rollup rows of their keys, hourly
+    -- and daily alike (the merge is associative).
     EXECUTE format($q$
         WITH moved AS (DELETE FROM %1$s d RETURNING d.*),
+        moved_days AS (SELECT m.rollup, m.organization_id, date_trunc('day', m.hour, 'UTC') AS day,
+                              m.code, m.external_customer_id, m.dims, m.events, m.value_sum,
+                              m.decimal_sum, m.value_min, m.value_max, m.latest_value, m.latest_at,
+                              m.latest_tx
+                         FROM moved m),
+        old_days AS (DELETE FROM %4$s y
+                      USING (SELECT DISTINCT m.rollup, m.organization_id, m.day, m.code,
+                                    m.external_customer_id, m.dims FROM moved_days m) k
+                      WHERE y.rollup = k.rollup AND y.organization_id = k.organization_id
+                        AND y.day = k.day AND y.code = k.code
+                        AND y.external_customer_id = k.external_customer_id AND y.dims = k.dims
+                     RETURNING y.*),
+        new_days AS (INSERT INTO %4$s
+                     SELECT s.rollup, s.organization_id, s.day, s.code, s.external_customer_id, s.dims, %3$s
+                       FROM (SELECT * FROM moved_days UNION ALL SELECT * FROM old_days) s
+                      GROUP BY 1, 2, 3, 4, 5, 6),
         old AS (DELETE FROM %2$s h
                  USING (SELECT DISTINCT m.rollup, m.organization_id, m.hour, m.code,
                                m.external_customer_id, m.dims FROM moved m) k
@@ -331,14 +538,23 @@ BEGIN
         SELECT s.rollup, s.organization_id, s.hour, s.code, s.external_customer_id, s.dims, %3$s
           FROM (SELECT * FROM moved UNION ALL SELECT * FROM old) s
          GROUP BY 1, 2, 3, 4, 5, 6$q$,
-        cfg.rollup_deltas, cfg.rollup_hours, ingest_internal.rollup_merge_sql());
+        cfg.rollup_deltas, cfg.rollup_hours, ingest_internal.rollup_merge_sql(), cfg.rollup_days);
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
 
-    -- 4. Rollups have their own retention.
+    -- 4. Rollups have their own retention.  The days of the hours gone
+    -- keep the rest of their hours: nothing, once past retention entirely.
     IF cfg.rollup_retention IS NOT NULL THEN
-        EXECUTE format('DELETE FROM %s r WHERE r.hour < now() - $1', cfg.rollup_hours)
+        EXECUTE format($q$
+            WITH gone AS (DELETE FROM %s r WHERE r.hour < now() - $1 RETURNING r.hour),
+            days AS (SELECT DISTINCT date_trunc('day', g.hour, 'UTC') AS day FROM gone g)
+            SELECT array_agg(NULL::uuid), array_agg(d.day), array_agg(d.day + interval '24 hours')
+              FROM days d$q$, cfg.rollup_hours)
+          INTO orgs, los, his
           USING cfg.rollup_retention;
+        IF orgs IS NOT NULL THEN
+            PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
+        END IF;
     END IF;
     RETURN total;
 END
@@ -382,10 +598,16 @@ RETURNS TABLE(u_code text, u_customer text, u_dimensions jsonb, u_bucket timesta
               u_latest_value double precision, u_latest_at timestamptz)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- its statement aggregates at most two partial hours of raw events, but
+-- their estimates would have JIT compile it (the rest is in the functions
+-- it calls, with their own settings)
+SET jit = off
 AS $$
 DECLARE
     h_from timestamptz;
     h_to   timestamptz;
+    d_from timestamptz;
+    d_to   timestamptz;
     since  timestamptz;
     known  timestamptz;
     bucket_expr text;
@@ -425,7 +647,8 @@ BEGIN
         h_from := h_from + interval '1 hour';
     END IF;
     h_to := GREATEST(date_trunc('hour', to_ts, 'UTC'), h_from);
-    since := ingest_internal.raw_since(tbl);
+    -- (finding it costs more than a read of whole days)
+    since := CASE WHEN from_ts < LEAST(h_from, to_ts) OR h_to < to_ts THEN ingest_internal.raw_since(tbl) END;
     IF (from_ts < LEAST(h_from, to_ts) OR h_to < to_ts) AND (since IS NULL OR from_ts < since) THEN
         RAISE EXCEPTION 'raw events of the partial hours of this range are no longer retained'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -433,9 +656,27 @@ BEGIN
                   HINT = 'Use bounds on whole hours.';
     END IF;
 
+    -- Whole UTC days [d_from, d_to) from the daily rows, for totals and for
+    -- days in UTC (other zones' days are not unions of UTC days): the hours
+    -- around them from the hourly rows.
+    d_from := h_to;
+    d_to := h_to;
+    IF granularity = 'total' OR (granularity = 'day' AND ingest_internal.utc_days(time_zone)) THEN
+        d_from := date_trunc('day', h_from - interval '1 microsecond', 'UTC') + interval '24 hours';
+        d_to := date_trunc('day', h_to, 'UTC');
+        IF d_from >= d_to THEN
+            d_from := h_to;
+            d_to := h_to;
+        END IF;
+    END IF;
+
     RETURN QUERY EXECUTE format($q$
         WITH src AS (
-            SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $7)
+            SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $11) WHERE $6 < $11
+            UNION ALL
+            SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12) WHERE $11 < $12
+            UNION ALL
+            SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $12, $7) WHERE $12 < $7
             UNION ALL
             SELECT e.* FROM %1$s WHERE $4 < LEAST($6, $8)
             UNION ALL
@@ -455,7 +696,7 @@ BEGIN
                                       format(edge, '$7', '$8')), 8),
         bucket_expr, ingest_internal.rollup_merge_sql())
     USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
-          external_customer_id;
+          external_customer_id, d_from, d_to;
 END
 $$;
 CREATE OR REPLACE FUNCTION ingest.usage(tbl regclass, organization_id uuid, from_ts timestamptz,
@@ -617,12 +858,15 @@ BEGIN
     IF name = 'default' THEN
         RAISE EXCEPTION 'the default rollup cannot be dropped' USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    -- after a running fold, which may be writing the rollup's rows
+    PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
     DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = drop_rollup.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'rollup "%" of table "%" does not exist', name, tbl USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('DELETE FROM %s r WHERE r.rollup = $1', cfg.rollup_hours) USING name;
     EXECUTE format('DELETE FROM %s d WHERE d.rollup = $1', cfg.rollup_deltas) USING name;
+    EXECUTE format('DELETE FROM %s y WHERE y.rollup = $1', cfg.rollup_days) USING name;
 END
 $$;
 COMMENT ON FUNCTION ingest.drop_rollup(regclass, text) IS

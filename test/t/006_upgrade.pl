@@ -109,6 +109,18 @@ for my $v (@released)
 		'600', "$v: the ledger moved to the table's side table");
 	is($node->safe_psql($db, q{SELECT count(*) FROM ingest.rollup_verify('ev', '-infinity', 'infinity')}),
 		'0', "$v: the rollup moved and agrees with the events");
+	# rows that differ either way between the daily rows and the merge of
+	# the hourly rows per UTC day, and the events the daily rows count
+	my $daily_q = q{WITH m AS (
+		SELECT rollup, organization_id, date_trunc('day', hour, 'UTC'), code, external_customer_id, dims,
+		       sum(events), sum(value_sum), min(value_min), max(value_max), max(latest_at)
+		  FROM ingest_side.ev_rollup GROUP BY 1, 2, 3, 4, 5, 6
+		), y AS (
+		SELECT rollup, organization_id, day, code, external_customer_id, dims,
+		       events, value_sum, value_min, value_max, latest_at FROM ingest_side.ev_daily)
+		SELECT (SELECT count(*) FROM (TABLE m EXCEPT ALL TABLE y) a) + (SELECT count(*) FROM (TABLE y EXCEPT ALL TABLE m) b)
+		       || ':' || (SELECT sum(events) FROM y)};
+	is($node->safe_psql($db, $daily_q), '0:300', "$v: the daily rows are made from the folded hourly rows");
 	is($node->safe_psql($db, q{SELECT sum(events) || ':' || sum(value_sum)
 		FROM ingest.usage('ev', '00000000-0000-0000-0000-000000000001', date_trunc('day', now()), date_trunc('day', now()) + interval '1 day')}),
 		'300:90300', "$v: usage after the update");
@@ -119,6 +131,7 @@ for my $v (@released)
 	is($node->safe_psql($db, q{SELECT ingest.fold_rollups() > 0 AND
 		NOT EXISTS (SELECT FROM ingest.rollup_verify('ev', '-infinity', 'infinity'))}),
 		't', "$v: folds and still agrees");
+	is($node->safe_psql($db, $daily_q), '0:601', "$v: the fold keeps the daily rows");
 }
 
 $node->stop;

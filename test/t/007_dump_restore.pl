@@ -204,11 +204,13 @@ my %q = (
 	'ledger b' => q{SELECT ledger_digest('b')},
 	'rollup rows' => q{SELECT count(*) || ' ' || md5(string_agg(r::text, E'\n' ORDER BY r::text))
 						 FROM (SELECT * FROM ingest_side.a_rollup UNION ALL SELECT * FROM ingest_side.b_rollup) r},
+	'daily rows' => q{SELECT count(*) || ' ' || md5(string_agg(r::text, E'\n' ORDER BY r::text))
+						 FROM (SELECT * FROM ingest_side.a_daily UNION ALL SELECT * FROM ingest_side.b_daily) r},
 	'rejects' => q{SELECT rejects_digest()},
 	'partitions' => q{SELECT string_agg(format('%s|%s|%s', event_table, partition, state), E'\n'
 										ORDER BY event_table::text, day) FROM ingest.partitions},
-	'table config' => q{SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s', event_table, retention, premake,
-								ledger, rollup_hours, rollup_deltas, rollup_stale, usage_view), E'\n'
+	'table config' => q{SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s', event_table, retention, premake,
+								ledger, rollup_hours, rollup_deltas, rollup_stale, usage_view, rollup_days), E'\n'
 								ORDER BY event_table::text) FROM ingest.table_config},
 	'rollup config' => q{SELECT string_agg(format('%s|%s|%s|%s|%s', event_table, name, dimensions, known_from,
 								 building_xid), E'\n' ORDER BY event_table::text, name) FROM ingest.rollup_config},
@@ -294,7 +296,7 @@ sub restore_in_sections
 	# two maintenance runs and folds of the worker
 	sleep(3);
 	ok($node->poll_query_until($db, $worker_q), "$db: the worker is still there");
-	for my $k ('partitions', 'rollup rows', 'ledger a', 'deltas and stale marks')
+	for my $k ('partitions', 'rollup rows', 'daily rows', 'ledger a', 'deltas and stale marks')
 	{
 		is(sql($db, $q{$k}), $want{$k}, "$db: the worker left the $k alone before the triggers");
 	}

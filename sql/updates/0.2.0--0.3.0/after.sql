@@ -25,6 +25,7 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_hours);
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_deltas);
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_stale);
+        EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP TABLE %s', cfg.rollup_days);
         EXECUTE pg_catalog.format('ALTER EXTENSION ingest DROP VIEW %s', cfg.usage_view);
         -- 0.2.0 did not follow DELETE, UPDATE or TRUNCATE: the ledger is
         -- made anew from the events, and every retained hour is recomputed
@@ -50,6 +51,10 @@ BEGIN
             '       r.latest_value, r.latest_at, r.latest_tx '
             '  FROM ingest_internal.rollup_deltas r WHERE r.relid = $1', cfg.rollup_deltas)
           USING t;
+        -- the daily rows of every day, from its hours
+        PERFORM ingest_internal.refresh_days(t, ARRAY[NULL]::pg_catalog.uuid[],
+                                             ARRAY['-infinity']::pg_catalog.timestamptz[],
+                                             ARRAY['infinity']::pg_catalog.timestamptz[]);
         PERFORM ingest_internal.mark_stale(t, NULL, ingest_internal.raw_hours_since(t), 'infinity');
         PERFORM ingest_internal.install_triggers(t);
     END LOOP;

@@ -12,7 +12,8 @@ ALTER TABLE ingest.table_config
     ADD COLUMN rollup_hours  regclass,
     ADD COLUMN rollup_deltas regclass,
     ADD COLUMN rollup_stale  regclass,
-    ADD COLUMN usage_view    regclass;
+    ADD COLUMN usage_view    regclass,
+    ADD COLUMN rollup_days   regclass;
 ALTER TABLE ingest.rollup_config ADD COLUMN building_xid xid8, ADD COLUMN building_horizon xid8;
 
 SELECT pg_catalog.pg_extension_config_dump('ingest.rejects', '');

@@ -1,0 +1,152 @@
+-- Daily rollup rows: the fold keeps them the merge of each UTC day's hourly
+-- rows; ingest.usage reads whole days from them, and equals raw
+-- aggregation over any range, granularity and time zone.
+SELECT ingest.create_event_table('dr', premake => 1);
+SELECT regress.backdate('dr', -3), regress.backdate('dr', -2), regress.backdate('dr', -1);
+-- events every 97 minutes and some seconds over four days, two
+-- organizations, two codes, four customers, some values and decimals null
+CREATE FUNCTION regress.dr_events(first int, last int, off_min int DEFAULT 0) RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(format('00000000-0000-0000-0000-00000000000%s,d%s,c%s,%s,%s,"{""k"": ""k%s""}",%s,%s',
+                             CASE WHEN n % 3 = 0 THEN 2 ELSE 1 END, n, n % 4, (ARRAY['api', 'tokens'])[n % 2 + 1],
+                             regress.h(-3, 0) + make_interval(mins => (n * 97 + off_min) % (4 * 24 * 60), secs => n % 60),
+                             n % 3, CASE WHEN n % 17 <> 0 THEN (n % 13)::text END,
+                             CASE WHEN n % 5 = 0 THEN (n % 7) / 4.0 END), E'\n')
+      FROM generate_series(first, last) n $$;
+-- ingest.usage of organization 1 against raw aggregation: rows answered,
+-- and rows that differ either way (any measure, bucket or dimensions)
+CREATE FUNCTION regress.dr_diff(from_ts timestamptz, to_ts timestamptz, gran text DEFAULT 'total',
+                                tz text DEFAULT 'UTC', rollup text DEFAULT 'default')
+RETURNS text LANGUAGE sql AS $$
+    WITH u AS (
+        SELECT code, external_customer_id, dimensions, bucket, events, value_sum, decimal_sum,
+               value_min, value_max, latest_value, latest_at
+          FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', from_ts, to_ts,
+                            rollup => rollup, granularity => gran, time_zone => tz)
+    ), r AS (
+        SELECT e.code, e.external_customer_id,
+               ingest_side.dims_of(e.properties, (SELECT rc.dimensions FROM ingest.rollup_config rc
+                                                   WHERE rc.event_table = 'dr'::regclass AND rc.name = rollup)),
+               CASE gran WHEN 'total' THEN from_ts WHEN 'hour' THEN date_trunc('hour', e."timestamp", 'UTC')
+                         ELSE date_trunc('day', e."timestamp", tz) END,
+               count(*), sum(e.value::numeric), sum(e.decimal_value), min(e.value), max(e.value),
+               (array_agg(e.value ORDER BY e."timestamp" DESC, e.transaction_id COLLATE "C" DESC))[1],
+               max(e."timestamp")
+          FROM dr e
+         WHERE e.organization_id = '00000000-0000-0000-0000-000000000001'
+           AND e."timestamp" >= from_ts AND e."timestamp" < to_ts
+         GROUP BY 1, 2, 3, 4
+    )
+    SELECT format('rows %s, differences %s', (SELECT count(*) FROM u),
+                  (SELECT count(*) FROM ((TABLE u EXCEPT ALL TABLE r) UNION ALL (TABLE r EXCEPT ALL TABLE u)) x)) $$;
+-- every kind of range, for one state of the table
+CREATE FUNCTION regress.dr_ranges(rollup text DEFAULT 'default')
+RETURNS TABLE(range text, granularity text, time_zone text, result text) LANGUAGE sql AS $$
+    SELECT r.name, g.gran, z.tz, regress.dr_diff(r.lo, r.hi, g.gran, z.tz, rollup)
+      FROM (VALUES ('whole days', regress.h(-3, 0), regress.h(1, 0)),
+                   ('partial days', regress.h(-3, 5), regress.h(0, 7)),
+                   ('partial hours', regress.h(-3, 5, 30), regress.h(0, 7, 15)),
+                   ('one partial day', regress.h(-2, 1, 10), regress.h(-2, 22, 50)),
+                   ('midnight to midnight and a bit', regress.h(-2, 0), regress.h(-1, 0, 1))) r(name, lo, hi),
+           (VALUES ('total'), ('day'), ('hour')) g(gran),
+           (VALUES ('UTC'), ('Etc/UTC'), ('Asia/Tokyo'), ('America/New_York')) z(tz)
+     WHERE g.gran = 'day' OR z.tz = 'UTC'
+     ORDER BY 1, 2, 3 $$;
+
+SELECT loaded FROM ingest.load('dr', regress.dr_events(1, 1500));
+-- deltas not folded yet
+SELECT count(*) AS daily_rows FROM ingest_side.dr_daily;
+SELECT * FROM regress.dr_ranges();
+SELECT ingest.fold_rollups('dr') > 0 AS folded;
+SELECT count(*) > 0 AS daily_rows, count(*) FILTER (WHERE day <> date_trunc('day', day, 'UTC')) AS off_midnight
+  FROM ingest_side.dr_daily;
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges();
+-- more events in the same days: folded deltas merge into the daily rows
+SELECT loaded FROM ingest.load('dr', regress.dr_events(1501, 2500, 13));
+SELECT * FROM regress.dr_diff(regress.h(-3, 0), regress.h(1, 0));
+SELECT ingest.fold_rollups('dr') > 0 AS folded;
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges();
+
+-- Whole days come from the daily rows: a damaged daily row shows in totals
+-- and UTC days over it, not in hours, nor in days of another zone.
+WITH damaged AS (UPDATE ingest_side.dr_daily SET events = events + 1000
+                  WHERE organization_id = '00000000-0000-0000-0000-000000000001' AND day = regress.h(-2, 0)
+                    AND code = 'tokens' AND external_customer_id = 'c1' RETURNING 1)
+SELECT count(*) AS damaged FROM damaged;
+SELECT regress.dr_diff(regress.h(-3, 0), regress.h(1, 0)) AS total,
+       regress.dr_diff(regress.h(-3, 0), regress.h(1, 0), 'day') AS day,
+       regress.dr_diff(regress.h(-3, 0), regress.h(1, 0), 'hour') AS hour,
+       regress.dr_diff(regress.h(-3, 0), regress.h(1, 0), 'day', 'Asia/Tokyo') AS tokyo,
+       regress.dr_diff(regress.h(-2, 1), regress.h(-1, 0)) AS partial_day;
+-- a stale hour in that day, not folded yet: the day is read from its hours
+DELETE FROM dr WHERE transaction_id = (SELECT min(transaction_id) FROM dr
+                                        WHERE organization_id = '00000000-0000-0000-0000-000000000001'
+                                          AND "timestamp" >= regress.h(-2, 10) AND "timestamp" < regress.h(-2, 11));
+SELECT organization_id IS NOT NULL AS one_organization, hi - lo AS span FROM ingest_side.dr_stale;
+SELECT * FROM regress.dr_ranges();
+-- the fold recomputes the day from its hours: the damage is gone
+SELECT ingest.fold_rollups('dr') >= 0 AS folded;
+SELECT count(*) AS stale_marks FROM ingest_side.dr_stale;
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges();
+
+-- UPDATE marks hours of another organization: organization 1's days stay
+-- daily, exact; then every organization's hours (rollup_rebuild)
+UPDATE dr SET value = value + 1
+ WHERE organization_id = '00000000-0000-0000-0000-000000000002' AND "timestamp" < regress.h(-1, 3);
+SELECT count(*) > 1 AS marks, bool_and(organization_id IS NOT NULL) AS one_organization FROM ingest_side.dr_stale;
+SELECT * FROM regress.dr_diff(regress.h(-3, 0), regress.h(1, 0));
+SELECT ingest.fold_rollups('dr') >= 0 AS folded;
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT ingest.rollup_rebuild('dr', regress.h(-2, 5), regress.h(-1, 2)) > 0 AS rebuilt;
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges();
+
+-- TRUNCATE of a day's partition: every organization's hours of the day
+TRUNCATE dr_old1;
+SELECT organization_id IS NULL AS every_organization, lo = regress.h(-1, 0) AS from_midnight FROM ingest_side.dr_stale;
+SELECT * FROM regress.dr_ranges();
+SELECT ingest.fold_rollups('dr') >= 0 AS folded;
+SELECT count(*) AS day_rows_left FROM ingest_side.dr_daily WHERE day = regress.h(-1, 0);
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges();
+
+-- A rollup being built is read from raw events; once built, its daily rows
+-- are the merge of its hourly rows.
+SELECT ingest.create_rollup('dr', 'by_k', ARRAY['k']);
+SELECT loaded FROM ingest.load('dr', regress.dr_events(2501, 2600, 29));
+SELECT * FROM regress.dr_ranges('by_k') WHERE granularity <> 'hour';
+SELECT ingest.fold_rollups('dr') > 0 AS folded;
+SELECT building_xid IS NULL AS built FROM ingest.rollup_config WHERE event_table = 'dr'::regclass AND name = 'by_k';
+SELECT count(*) > 0 AS by_k_days FROM ingest_side.dr_daily WHERE rollup = 'by_k';
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges('by_k');
+SELECT ingest.drop_rollup('dr', 'by_k');
+SELECT count(*) AS by_k_days FROM ingest_side.dr_daily WHERE rollup = 'by_k';
+
+-- Rollup retention: days wholly past it go, the day it cuts keeps the
+-- merge of its remaining hours.
+SELECT count(*) > 0 AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
+SELECT ingest.configure('dr', rollup_retention => '2 days');
+SELECT ingest.fold_rollups('dr') >= 0;
+SELECT count(*) AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
+SELECT * FROM regress.daily_mismatch('dr');
+-- the hours past rollup retention whose raw events are still there come back
+SELECT ingest.configure('dr', rollup_retention => '0');
+SELECT ingest.rollup_rebuild('dr', '-infinity', 'infinity') > 0 AS rebuilt;
+SELECT count(*) > 0 AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
+SELECT * FROM regress.daily_mismatch('dr');
+SELECT * FROM regress.dr_ranges() WHERE granularity = 'total';
+
+-- the daily table is a side table like the others: the extension owner's,
+-- named in the configuration, gone with the table
+SELECT rollup_days AS daily, pg_get_userbyid(c.relowner) = (SELECT pg_get_userbyid(extowner) FROM pg_extension
+                                                             WHERE extname = 'ingest') AS extension_owned
+  FROM ingest.table_config t JOIN pg_class c ON c.oid = t.rollup_days WHERE t.event_table = 'dr'::regclass;
+SELECT ingest.create_event_table('dx');
+SELECT rollup_days FROM ingest.table_config WHERE event_table = 'dx'::regclass;
+DROP TABLE dx;
+SELECT to_regclass('ingest_side.dx_daily') AS gone;
+
+SELECT * FROM regress.invariants();
