@@ -23,8 +23,9 @@
  * detached or dropped by hand.
  *
  * With session_replication_role = replica these triggers do not fire, and
- * logical replication's apply worker fires no statement trigger at all: a
- * guard enabled for replica mode only refuses such writes.
+ * logical replication's apply worker fires no INSERT, UPDATE or DELETE
+ * statement trigger at all: a guard enabled for replica mode only refuses
+ * such writes.
  *
  *-------------------------------------------------------------------------
  */

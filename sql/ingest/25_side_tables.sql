@@ -172,24 +172,11 @@ BEGIN
     EXECUTE format('ALTER TABLE ingest_side.%I REPLICA IDENTITY FULL', cand || '_stale');
     -- day: a UTC midnight.  Its key leads with what usage looks up: one
     -- rollup of one organization over a range of days.
-    EXECUTE format($t$
-        CREATE TABLE ingest_side.%I (
-            rollup               text NOT NULL,
-            organization_id      uuid NOT NULL,
-            day                  timestamptz NOT NULL,
-            code                 text NOT NULL,
-            external_customer_id text NOT NULL,
-            dims                 jsonb NOT NULL,
-            events               bigint NOT NULL,
-            value_sum            numeric,
-            decimal_sum          numeric,
-            value_min            double precision,
-            value_max            double precision,
-            latest_value         double precision,
-            latest_at            timestamptz NOT NULL,
-            latest_tx            text COLLATE "C" NOT NULL,
-            PRIMARY KEY (rollup, organization_id, day, code, external_customer_id, dims)
-        )$t$, cand || '_daily');
+    EXECUTE format('CREATE TABLE ingest_side.%I (LIKE ingest_side.%I)',
+                   cand || '_daily', cand || '_rollup');
+    EXECUTE format('ALTER TABLE ingest_side.%I RENAME COLUMN hour TO day', cand || '_daily');
+    EXECUTE format('ALTER TABLE ingest_side.%I ADD PRIMARY KEY '
+                   '(rollup, organization_id, day, code, external_customer_id, dims)', cand || '_daily');
 
     -- The usage view of the folded rollup, next to the table.
     view := left(rel, 49) || '_usage_hourly';

@@ -223,6 +223,25 @@ BEGIN
 END
 $$;
 
+-- Is a table's rollup being built?  42704 for an unknown rollup.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_building(tbl regclass, rollup_name text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    building boolean;
+BEGIN
+    SELECT rc.building_xid IS NOT NULL INTO building
+      FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup_name, tbl
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN building;
+END
+$$;
+
 -- The rollup rows of one rollup over whole hours [lo, hi) (one organization
 -- or all, NULL), as a reader must take them: folded rows and deltas where
 -- the hour is not stale, raw events where it is, raw events throughout for
@@ -245,12 +264,7 @@ DECLARE
                      'AND e."timestamp" >= $4 AND e."timestamp" < $5';
     pieces   text;
 BEGIN
-    SELECT rc.building_xid IS NOT NULL INTO building
-      FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup_name, tbl
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    building := ingest_internal.rollup_building(tbl, rollup_name);
     IF building THEN
         RETURN QUERY EXECUTE 'SELECT e.* FROM ' || ingest_internal.owner_agg_sql(
             ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $6 AND ' || scope), 6)
@@ -312,12 +326,7 @@ DECLARE
     marked   boolean;
     since    timestamptz;
 BEGIN
-    SELECT rc.building_xid IS NOT NULL INTO building
-      FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = rollup_name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup_name, tbl
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    building := ingest_internal.rollup_building(tbl, rollup_name);
     IF building THEN
         RETURN QUERY SELECT * FROM ingest_internal.rollup_rows(tbl, rollup_name, org, lo, hi);
         RETURN;
