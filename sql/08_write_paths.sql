@@ -343,6 +343,21 @@ DROP SCHEMA wp_gone CASCADE;
 SELECT count(*) AS config_left FROM ingest.table_config WHERE event_table::text LIKE '%gev%';
 SELECT to_regclass('public.gev_elsewhere') IS NULL AS partition_gone;
 
+-- Keys too wide for the side tables' indexes (a transaction_id over 2000
+-- bytes, or a code and a customer over 2000 together) could be neither
+-- claimed nor folded: the loader sets the row aside, INSERT and UPDATE fail
+SELECT loaded, rejected FROM ingest.load('wp', concat_ws(E'\n',
+    regress.wp((SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i), 'c1', 'api', regress.h(0, 2), 1),
+    regress.wp('w1', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i), 'api', regress.h(0, 2), 1),
+    regress.wp('w2', 'c1', 'api', regress.h(0, 2), 1)));
+SELECT sqlstate, message FROM ingest.rejects WHERE event_table = 'wp'::regclass AND sqlstate = '54000' ORDER BY message;
+SELECT regress.try(format($$INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                            VALUES ('00000000-0000-0000-0000-0000000000aa', %L, 'c1', 'api', %L)$$,
+                          (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i), regress.h(0, 2)));
+SELECT regress.try($$UPDATE wp SET code = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i)
+                      WHERE transaction_id = 'w2'$$);
+SELECT regress.wp_keys(), regress.wp_exact();
+
 -- session_replication_role = replica (logical replication's apply, or a
 -- session that sets it): ingest's triggers do not fire, so writes other
 -- than the loader's are refused; the loader keeps the side state itself

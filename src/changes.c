@@ -175,6 +175,15 @@ changes_update(IngestTable *t)
 {
 	char	   *ledger = IngestQualifiedName(t->ledger);
 
+	/* a key too wide to claim or fold (dedup.c) */
+	if (exec_sql(t, "SELECT w.why FROM ingest_new n, "
+				 "LATERAL ingest_side.key_width_error(n.transaction_id, n.code, n.external_customer_id) w(why) "
+				 " WHERE w.why IS NOT NULL LIMIT 1", SPI_OK_SELECT) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event too wide for managed table \"%s\"", get_rel_name(t->relid)),
+				 errdetail("The %s.", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1))));
+
 	/* keys gone, then keys new (most updates change none) */
 	exec_sql(t, psprintf("DELETE FROM %s k USING (" KEYS_OF("ingest_old") " EXCEPT "
 						 KEYS_OF("ingest_new") ") g "

@@ -33,6 +33,8 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
+
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -88,6 +90,52 @@ struct IngestLedger
 	bool		probe_first;	/* last batch was mostly conflicts */
 	struct PayloadColumns *payload_cols;
 };
+
+/*
+ * The widest keys the side tables' B-trees hold with room to spare (an
+ * index row over a third of a page fails): a transaction_id in the ledger,
+ * a code and an external_customer_id together in the rollups.  A wider
+ * event could be neither claimed nor folded, so it is refused (set aside
+ * by the loader).  Returns why, or NULL.
+ */
+#define MAX_KEY_BYTES 2000
+
+static Size
+text_bytes(Datum d, bool isnull)
+{
+	return isnull ? 0 : toast_raw_datum_size(d) - VARHDRSZ;
+}
+
+char *
+IngestKeyWidthError(Datum tx, bool tx_null, Datum code, bool code_null,
+					Datum customer, bool customer_null)
+{
+	Size		t = text_bytes(tx, tx_null);
+	Size		k = text_bytes(code, code_null) + text_bytes(customer, customer_null);
+
+	if (t > MAX_KEY_BYTES)
+		return psprintf("transaction_id of %zu bytes exceeds the %d the key ledger indexes",
+						t, MAX_KEY_BYTES);
+	if (k > MAX_KEY_BYTES)
+		return psprintf("code and external_customer_id of %zu bytes together exceed the %d the rollups index",
+						k, MAX_KEY_BYTES);
+	return NULL;
+}
+
+PG_FUNCTION_INFO_V1(ingest_key_width_error);
+
+/* ingest_side.key_width_error(transaction_id, code, external_customer_id) */
+Datum
+ingest_key_width_error(PG_FUNCTION_ARGS)
+{
+	char	   *why = IngestKeyWidthError(PG_GETARG_DATUM(0), PG_ARGISNULL(0),
+										  PG_GETARG_DATUM(1), PG_ARGISNULL(1),
+										  PG_GETARG_DATUM(2), PG_ARGISNULL(2));
+
+	if (why == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(why));
+}
 
 static AttrNumber
 column_attnum(Relation rel, const char *name)
@@ -492,6 +540,8 @@ typedef struct TriggerTarget
 	SPIPlanPtr	claim;
 	AttrNumber	org_att;
 	AttrNumber	tx_att;
+	AttrNumber	code_att;
+	AttrNumber	customer_att;
 	PayloadColumns payload_cols;
 } TriggerTarget;
 
@@ -580,6 +630,8 @@ trigger_target(Relation rel)
 			tt->root = t.relid;
 			tt->org_att = column_attnum(rel, "organization_id");
 			tt->tx_att = column_attnum(rel, "transaction_id");
+			tt->code_att = column_attnum(rel, "code");
+			tt->customer_att = column_attnum(rel, "external_customer_id");
 			/* the shape is enforced (tableddl.c); never read a Datum amiss */
 			if (TupleDescAttr(RelationGetDescr(rel), tt->org_att - 1)->atttypid != UUIDOID ||
 				TupleDescAttr(RelationGetDescr(rel), tt->tx_att - 1)->atttypid != TEXTOID)
@@ -747,6 +799,17 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	/* NOT NULL is the table's business: let the insert fail on it. */
 	if (nulls[tt->org_att - 1] || nulls[tt->tx_att - 1])
 		return PointerGetDatum(tuple);
+	{
+		char	   *why = IngestKeyWidthError(values[tt->tx_att - 1], false,
+											  values[tt->code_att - 1], nulls[tt->code_att - 1],
+											  values[tt->customer_att - 1], nulls[tt->customer_att - 1]);
+
+		if (why != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("event too wide for managed table \"%s\"", get_rel_name(tt->root)),
+					 errdetail("The %s.", why)));
+	}
 
 	args[0] = values[tt->org_att - 1];
 	args[1] = values[tt->tx_att - 1];

@@ -59,6 +59,9 @@ typedef struct LoadState
 	const char *source;
 	bool		abort_on_error;
 	AttrNumber	ts_att;
+	AttrNumber	tx_att;
+	AttrNumber	code_att;
+	AttrNumber	customer_att;
 	int			ntargets;
 	int			batches;		/* batches loaded so far */
 	int64		bytes;			/* input read */
@@ -215,7 +218,8 @@ convert_rows(LoadState *st, LoadRow **rows, int lo, int hi)
 }
 
 /*
- * Checks that need no subtransaction: size, field count, NOT NULL, day.
+ * Checks that need no subtransaction: size, field count, NOT NULL, key
+ * width, day.
  * Returns how many rows had the wrong number of fields.
  */
 static int
@@ -225,6 +229,7 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 	int			shape = 0;
 	int			i;
 	int			a;
+	char	   *why;
 
 	for (i = 0; i < n; i++)
 	{
@@ -269,6 +274,14 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 		}
 		if (r->state != ROW_CONVERTED)
 			continue;
+		why = IngestKeyWidthError(r->values[st->tx_att - 1], r->nulls[st->tx_att - 1],
+								  r->values[st->code_att - 1], r->nulls[st->code_att - 1],
+								  r->values[st->customer_att - 1], r->nulls[st->customer_att - 1]);
+		if (why != NULL)
+		{
+			reject_row(st, r, ERRCODE_PROGRAM_LIMIT_EXCEEDED, why);
+			continue;
+		}
 		r->part = IngestPartWriterRoute(st->writer, r->values[st->ts_att - 1]);
 		if (r->part < 0)
 		{
@@ -446,6 +459,9 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 	st.abort_on_error = abort_on_error;
 	st.ntargets = list_length(attnums);
 	st.ts_att = get_attnum(RelationGetRelid(rel), "timestamp");
+	st.tx_att = get_attnum(RelationGetRelid(rel), "transaction_id");
+	st.code_att = get_attnum(RelationGetRelid(rel), "code");
+	st.customer_att = get_attnum(RelationGetRelid(rel), "external_customer_id");
 	estate = CreateExecutorState();
 	st.econtext = CreateExprContext(estate);
 	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, input,

@@ -174,6 +174,8 @@ extern IngestLedger *IngestLedgerBegin(Relation rel, IngestTable *t, EState *est
 extern void IngestLedgerClaim(IngestLedger *ledger, LoadRow **rows, int nrows);
 extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
 extern uint64 IngestLedgerHash(IngestLedger *ledger, Datum *values, bool *nulls);
+extern char *IngestKeyWidthError(Datum tx, bool tx_null, Datum code, bool code_null,
+								 Datum customer, bool customer_null);
 extern void IngestLedgerEnd(IngestLedger *ledger);
 
 /* partwriter.c */

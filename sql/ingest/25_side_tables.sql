@@ -32,6 +32,16 @@ RETURNS trigger
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_track_changes';
+-- Why an event's keys are too wide for the side tables' indexes, or NULL
+-- (the rule of src/dedup.c), for the UPDATE step of track_changes.
+CREATE OR REPLACE FUNCTION ingest_side.key_width_error(transaction_id text, code text,
+                                                     external_customer_id text)
+RETURNS text
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_key_width_error';
+GRANT EXECUTE ON FUNCTION ingest_side.key_width_error(text, text, text) TO PUBLIC;
+
 -- The guard of replica mode (session_replication_role = replica), where
 -- the triggers above do not fire: enabled for that mode only, it refuses.
 CREATE OR REPLACE FUNCTION ingest_side.replica_guard()
