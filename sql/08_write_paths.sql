@@ -318,6 +318,22 @@ DROP SCHEMA wp_elsewhere CASCADE;
 RESET DateStyle;
 RESET TimeZone;
 SELECT regress.wp_keys(), regress.wp_exact();
+-- a drop rolled back (a subtransaction) and done again in one statement
+-- takes the rows out the second time too
+CREATE SCHEMA wp_elsewhere;
+SELECT regress.try(format('CREATE TABLE wp_elsewhere.wp_p8 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(8, 0), regress.h(9, 0)));
+SELECT loaded FROM ingest.load('wp', regress.wp('s7', 'c1', 'api', regress.h(8, 1), 1));
+DO $$
+BEGIN
+    BEGIN
+        DROP SCHEMA wp_elsewhere CASCADE;
+        RAISE EXCEPTION 'undo';
+    EXCEPTION WHEN raise_exception THEN NULL;
+    END;
+    DROP SCHEMA wp_elsewhere CASCADE;
+END $$;
+SELECT regress.wp_keys(), regress.wp_exact();
 -- rows a policy would hide from the table's owner (FORCE ROW LEVEL
 -- SECURITY) cannot be read to take them out: refused, not half done
 SELECT regress.try(format('CREATE TABLE wp_p9 PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',

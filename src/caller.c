@@ -54,7 +54,11 @@ check_caller(void)
 			 errhint("Call them as the role that owns the table (SET ROLE).")));
 }
 
-/* Is this one of ingest's public SECURITY DEFINER functions? */
+/*
+ * Is this one of ingest's management functions: SECURITY DEFINER, in schema
+ * ingest, acting on the caller's rights?  (ingest_side's rollup_backlog,
+ * behind the monitoring view, only counts.)
+ */
 static bool
 is_management_function(Oid fn)
 {
@@ -67,7 +71,7 @@ is_management_function(Oid fn)
 	{
 		char	   *nsp = get_namespace_name(((Form_pg_proc) GETSTRUCT(tup))->pronamespace);
 
-		ours = nsp != NULL && (strcmp(nsp, "ingest") == 0 || strcmp(nsp, "ingest_side") == 0);
+		ours = nsp != NULL && strcmp(nsp, "ingest") == 0;
 	}
 	ReleaseSysCache(tup);
 	return ours;

@@ -175,8 +175,9 @@ changes_update(IngestTable *t)
 {
 	char	   *ledger = IngestQualifiedName(t->ledger);
 
-	/* a key too wide to claim or fold (dedup.c) */
-	if (exec_sql(t, "SELECT w.why FROM ingest_new n, "
+	/* a key changed to one too wide to claim or fold (dedup.c) */
+	if (exec_sql(t, "SELECT w.why FROM (SELECT n.transaction_id, n.code, n.external_customer_id FROM ingest_new n "
+				 "  EXCEPT SELECT o.transaction_id, o.code, o.external_customer_id FROM ingest_old o) n, "
 				 "LATERAL ingest_side.key_width_error(n.transaction_id, n.code, n.external_customer_id) w(why) "
 				 " WHERE w.why IS NOT NULL LIMIT 1", SPI_OK_SELECT) > 0)
 		ereport(ERROR,

@@ -75,7 +75,7 @@ bool		ingest_internal_ddl = false;
 /* The utility statement being run, for the object access hook. */
 static Node *running_stmt = NULL;
 
-/* Partitions whose rows the hook took out in this top-level statement. */
+/* Partitions whose rows the hook took out in the running statement. */
 static List *partitions_left = NIL;
 
 static object_access_hook_type prev_object_access_hook = NULL;
@@ -619,11 +619,13 @@ IngestStatementEnter(Node *stmt)
 {
 	Node	   *outer = running_stmt;
 
-	if (outer == NULL)
-	{
-		list_free(partitions_left);
-		partitions_left = NIL;
-	}
+	/*
+	 * A partition's TOAST table and the partition go in one deletion, of one
+	 * statement: what an earlier statement (maybe in a subtransaction rolled
+	 * back since) took out says nothing about this one.
+	 */
+	list_free(partitions_left);
+	partitions_left = NIL;
 	running_stmt = stmt;
 	return outer;
 }

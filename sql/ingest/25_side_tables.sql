@@ -38,7 +38,6 @@ CREATE OR REPLACE FUNCTION ingest_side.key_width_error(transaction_id text, code
                                                      external_customer_id text)
 RETURNS text
 LANGUAGE C IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_key_width_error';
 GRANT EXECUTE ON FUNCTION ingest_side.key_width_error(text, text, text) TO PUBLIC;
 
