@@ -34,7 +34,8 @@ OBJS = \
 	src/fold.o \
 	src/loadstats.o \
 	src/usage.o \
-	src/indexdecl.o
+	src/indexdecl.o \
+	src/citus.o
 
 # The library acts on the SQL objects of its own version only.
 PG_CPPFLAGS = -DINGEST_VERSION=\"$(EXTVERSION)\"
@@ -79,6 +80,8 @@ TEMP_INSTANCE_OPTS = --temp-config=$(srcdir)/test/regress.conf
 # The TAP tests make their own clusters: make tapcheck runs them, not
 # installcheck (TAP_TESTS is left unset for that).  prove runs in $(srcdir).
 PROVE_TESTS = $(patsubst $(srcdir)/%,%,$(sort $(wildcard $(srcdir)/test/t/*.pl)))
+# The Citus suite (test/citus.sh builds and installs Citus first).
+CITUS_TESTS = $(patsubst $(srcdir)/%,%,$(sort $(wildcard $(srcdir)/test/citus/t/*.pl)))
 
 # Objects follow the headers they include.
 override autodepend = yes
@@ -103,7 +106,7 @@ $(OBJS) $(OBJS:.o=.bc): | build-dirs
 build-dirs:
 	@mkdir -p src sql
 
-.PHONY: test test-all demo deps regresscheck isolationcheck tapcheck dist build-dirs
+.PHONY: test test-all demo deps regresscheck isolationcheck tapcheck citus-tapcheck dist build-dirs
 # The suites one by one, against the installed build, each in a temporary
 # instance (run-all.sh calls them).
 regresscheck:
@@ -115,6 +118,9 @@ ifneq ($(ISOLATION),)
 		--temp-instance=tmp_check_iso $(TEMP_INSTANCE_OPTS) $(ISOLATION)
 endif
 tapcheck:
+	$(prove_installcheck)
+citus-tapcheck: PROVE_TESTS = $(CITUS_TESTS)
+citus-tapcheck:
 	$(prove_installcheck)
 
 # Everything, from a fresh machine, as root or as a user who can build.

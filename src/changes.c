@@ -289,7 +289,11 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 
 	/* a partition detached by hand keeps its triggers: they do nothing */
 	if (!IngestLookupTable(IngestRootOf(RelationGetRelid(td->tg_relation)), &t) || !t.ready)
+	{
+		/* a shard on a Citus worker node: refused */
+		IngestRefuseCitus(RelationGetRelid(td->tg_relation), "write managed table");
 		return PointerGetDatum(NULL);
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

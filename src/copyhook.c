@@ -89,6 +89,7 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	 */
 	if (!IngestLookupTable(relid, &t) || !t.ready || IngestTableNeedsExecutor(relid))
 		return false;
+	IngestRefuseCitus(relid, "copy into managed table");
 
 	rel = table_open(relid, RowExclusiveLock);
 	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);

@@ -657,6 +657,8 @@ trigger_target(Relation rel)
 			tt->claim = p;
 			tt->managed = true;
 		}
+		else
+			IngestRefuseCitus(relid, "insert into managed table");	/* a shard on a worker */
 	}
 	PG_CATCH();
 	{

@@ -182,6 +182,7 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 				 errmsg("unrecognized on_error \"%s\"", on_error),
 				 errhint("Use \"reject\" or \"abort\".")));
 
+	IngestRefuseCitus(relid, "load managed table");
 	IngestRequireTable(relid, &t);
 	if (IngestTableNeedsExecutor(relid))
 		ereport(ERROR,

@@ -243,6 +243,9 @@ typedef struct IngestLoadCounts
 extern bool ingest_track_loads;
 extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
+/* citus.c */
+extern void IngestRefuseCitus(Oid relid, const char *action);
+
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,
 						   QueryCompletion *qc);

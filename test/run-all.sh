@@ -28,6 +28,8 @@ suite "pg_regress" make -s regresscheck
 suite "isolation" make -s isolationcheck
 suite "pgTAP" test/pgtap.sh
 suite "TAP" make -s tapcheck PROVE_FLAGS="--timer"
+# Builds Citus once per machine from ../shared/vendor/ (root), or skips.
+INGEST_SOURCE_DIR=$top suite "Citus" --root test/citus.sh
 # Last: it replaces the installed files with the .deb's for a while.
 if [ "$(id -u)" -eq 0 ]; then
     suite "debian package" --root test/check-deb.sh

@@ -127,6 +127,7 @@ BEGIN
     END IF;
     PERFORM ingest_internal.check_policy(retention, premake, NULL, time_zone);
     PERFORM ingest_internal.check_shape(tbl);
+    PERFORM ingest_internal.refuse_citus(tbl, 'manage table');
     IF EXISTS (SELECT 1 FROM ingest.table_config c WHERE c.event_table = tbl) THEN
         RAISE EXCEPTION 'table "%" is already managed by ingest', tbl
             USING ERRCODE = 'duplicate_object';

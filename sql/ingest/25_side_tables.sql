@@ -61,6 +61,14 @@ LANGUAGE C STRICT STABLE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_table_ready';
 
+-- 0A000 when Citus distributes tbl (src/citus.c): ingest's side state is
+-- not yet on the shards.  Nothing where Citus is not installed.
+CREATE OR REPLACE FUNCTION ingest_internal.refuse_citus(tbl regclass, action text)
+RETURNS void
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_refuse_citus';
+
 -- The management functions run as the extension's owner (SECURITY
 -- DEFINER) for the table's owner: they check the calling role first.
 -- 42501 unless the caller owns the table (or is a member of its owner).
@@ -373,7 +381,16 @@ DECLARE
     cfg ingest.table_config;
     rel regclass;
     trg record;
+    citus_triggers text := pg_catalog.current_setting('citus.enable_unsafe_triggers', true);
+    citus_mode text := pg_catalog.current_setting('citus.multi_shard_modify_mode', true);
 BEGIN
+    -- A table Citus distributes (refused by src/citus.c) is let go of too:
+    -- Citus drops ingest's triggers from its shards only with this setting,
+    -- and one shard at a time after the side tables' DDL in this transaction.
+    IF citus_triggers IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
     DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
     DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
@@ -408,6 +425,10 @@ BEGIN
             EXECUTE format('DROP TABLE %s CASCADE', rel);
         END IF;
     END LOOP;
+    IF citus_triggers IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', citus_triggers, true);
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', citus_mode, true);
+    END IF;
 END
 $$;
 

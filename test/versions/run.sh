@@ -45,6 +45,11 @@ run_major() {
         | xargs -0 cp --parents -t "$src" 2>/dev/null) \
         || tar -C "$top" --exclude=.git --exclude='*.o' --exclude='*.bc' \
             --exclude='*.so' --exclude='tmp_check*' --exclude=log -cf - . | tar -C "$src" -xf -
+    # the Citus source for test/citus.sh, at ../shared/vendor from /ingest
+    rm -rf --one-file-system "$chroot_root/shared"
+    for f in "$top"/../shared/vendor/citus-*.tar.gz; do
+        [ -f "$f" ] && mkdir -p "$chroot_root/shared/vendor" && cp "$f" "$chroot_root/shared/vendor/"
+    done
     chroot_mount "$chroot_root"
     mounted=$chroot_root
     echo "=== PostgreSQL $v ($(chroot_suite_for "$v"), log in $log)"

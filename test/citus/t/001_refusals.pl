@@ -1,0 +1,151 @@
+# ingest on a Citus cluster (a coordinator and two workers on this machine):
+# a managed table that Citus distributes is refused by every write path,
+# since ingest's key ledger and rollups are not yet on the shards.  Before
+# these refusals, ingest.load and COPY on the coordinator wrote into the
+# coordinator's empty shell (rows no query returned), and INSERTs that
+# Citus sent to the shards stored every duplicate.  What must keep working:
+# Citus itself, plain tables, unmanaging and dropping a distributed managed
+# table, and a Citus table that ingest does not manage.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my @nodes;
+for my $name (qw(coordinator worker1 worker2))
+{
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	# Citus connects between nodes over TCP
+	$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'citus,ingest'
+listen_addresses = 'localhost'
+ingest.enabled = off
+max_worker_processes = 32
+citus.node_conninfo = 'sslmode=disable'
+});
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION citus');
+	push @nodes, $node;
+}
+my ($coord, $w1, $w2) = @nodes;
+$coord->safe_psql('postgres', sprintf(q{
+	SELECT citus_set_coordinator_host('localhost', %d);
+	SELECT citus_add_node('localhost', %d);
+	SELECT citus_add_node('localhost', %d);
+	CREATE EXTENSION ingest;
+}, $coord->port, $w1->port, $w2->port));
+is($w1->safe_psql('postgres', q{SELECT count(*) FROM pg_extension WHERE extname = 'ingest'}),
+	'1', 'CREATE EXTENSION ingest reached the workers');
+
+# psql's result, stderr and exit code
+sub try_sql
+{
+	my ($node, $sql, $stdin) = @_;
+	my ($out, $err) = ('', '');
+	my $rc = $node->psql('postgres', $sql,
+		stdout => \$out, stderr => \$err,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	return ($rc, $out, $err);
+}
+
+# Citus's COPY reports a shard's error as XX000: $code says what to expect
+sub refused
+{
+	my ($node, $sql, $pattern, $name, $code) = @_;
+	$code //= '0A000';
+	my ($rc, $out, $err) = try_sql($node, $sql);
+	ok($rc != 0 && $err =~ /ERROR:  $code: .*$pattern/s, $name)
+	  or diag("rc $rc, stderr: $err");
+}
+
+my $row = q{'00000000-0000-0000-0000-000000000001', 'tx-1', 'c1', 'api', now(), '{}', 1, NULL};
+my $csv = "organization_id,transaction_id,external_customer_id,code,timestamp,value\n"
+  . "00000000-0000-0000-0000-000000000001,tx-1,c1,api,NOW,1\n";
+
+# an instant in a day the tables have a partition for
+my $now = $coord->safe_psql('postgres', q{SELECT now()::timestamptz(0)});
+$csv =~ s/NOW/$now/;
+
+# A managed table distributed by organization_id, as the Citus docs say:
+# Citus copies ingest's triggers to the shards with enable_unsafe_triggers.
+$coord->safe_psql('postgres', q{
+	SELECT ingest.create_event_table('ev', premake => 2);
+	SET citus.enable_unsafe_triggers = on;
+	SELECT create_distributed_table('ev', 'organization_id');
+});
+
+refused($coord, qq{SELECT * FROM ingest.load('ev', \$\$$csv\$\$, 'csv', true)},
+	qr/cannot load managed table "ev": it is distributed by Citus/,
+	'ingest.load on the coordinator is refused');
+refused($coord, qq{COPY ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value) FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-000000000001,tx-1,c1,api,$now,1
+\\.
+},
+	qr/cannot copy into managed table "ev": it is distributed by Citus/,
+	'COPY through the hook on the coordinator is refused');
+refused($coord, qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row)},
+	qr/cannot insert into managed table "ev": it is distributed by Citus/,
+	'INSERT that Citus sends to a shard is refused there');
+refused($coord, qq{COPY ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value) FROM STDIN (FORMAT csv, FREEZE false, DELIMITER ',');
+00000000-0000-0000-0000-000000000001,tx-1,c1,api,$now,1
+\\.
+},
+	qr/cannot insert into managed table "ev": it is distributed by Citus/,
+	'COPY that the hook leaves to Citus is refused on the shards', 'XX000');
+refused($w1, qq{SELECT * FROM ingest.load('ev', \$\$$csv\$\$, 'csv', true)},
+	qr/cannot load managed table "ev" on a Citus worker node.*DETAIL:  Managed tables are loaded and managed on the Citus coordinator \(localhost:${\ $coord->port}\)/s,
+	'ingest.load on a worker node says where to load');
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM ev'), '0', 'nothing was stored');
+# the coordinator's own partitions of ev are shells: the old loader wrote there
+is($coord->safe_psql('postgres', q{SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ev')}),
+	'0', 'nothing in the coordinator shell');
+
+# Distributed by another column: the key would be split across shards.
+$coord->safe_psql('postgres', q{
+	SELECT ingest.create_event_table('ev_cust', premake => 2);
+	SET citus.enable_unsafe_triggers = on;
+	SELECT create_distributed_table('ev_cust', 'external_customer_id');
+});
+refused($coord, qq{SELECT * FROM ingest.load('ev_cust', \$\$$csv\$\$, 'csv', true)},
+	qr/cannot load managed table "ev_cust": Citus distributes it by "external_customer_id".*only a table distributed by organization_id keeps each key on one shard/s,
+	'another distribution column is refused, naming it');
+
+# A table Citus distributed first cannot be managed.
+my ($rc, $out, $err) = try_sql($coord, q{
+	CREATE TABLE ev_first2 (organization_id uuid NOT NULL, transaction_id text NOT NULL,
+		external_customer_id text, code text, "timestamp" timestamptz NOT NULL,
+		properties jsonb, value double precision, decimal_value numeric,
+		created_at timestamptz NOT NULL DEFAULT now()) PARTITION BY RANGE ("timestamp");
+	SELECT create_distributed_table('ev_first2', 'organization_id');
+	SELECT ingest.manage_table('ev_first2');
+});
+like($err, qr/ERROR:  0A000: cannot manage table "ev_first2": it is distributed by Citus/,
+	'manage_table of a distributed table is refused');
+
+# The way out: unmanage, and the table is a plain Citus table again.
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM (SELECT ingest.unmanage_table('ev')) u; SHOW citus.enable_unsafe_triggers}),
+	"1\noff",
+	'unmanage_table leaves the session as it found it');
+$coord->safe_psql('postgres', qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row), ($row)});
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM ev'), '2',
+	'after unmanage_table, Citus stores what it is given (ingest no longer deduplicates)');
+
+# DROP TABLE of a distributed managed table works.
+($rc, $out, $err) = try_sql($coord, 'DROP TABLE ev_cust');
+is($rc, 0, 'DROP TABLE of a distributed managed table') or diag($err);
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.table_config}), '0',
+	'its configuration is gone');
+
+# Citus itself and a table ingest does not manage are unaffected.
+$coord->safe_psql('postgres', q{
+	CREATE TABLE plain (id bigint PRIMARY KEY, v text);
+	SELECT create_distributed_table('plain', 'id');
+	INSERT INTO plain SELECT i, 'x' FROM generate_series(1, 100) i;
+});
+$coord->safe_psql('postgres', "COPY plain FROM STDIN (FORMAT csv);\n101,y\n\\.\n");
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM plain'), '101', 'a plain distributed table loads');
+
+$_->stop for @nodes;
+done_testing();
