@@ -290,8 +290,8 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 	/* a partition detached by hand keeps its triggers: they do nothing */
 	if (!IngestLookupTable(IngestRootOf(RelationGetRelid(td->tg_relation)), &t) || !t.ready)
 	{
-		/* a shard on a Citus worker node: refused */
-		IngestRefuseCitus(RelationGetRelid(td->tg_relation), "write managed table");
+		/* a Citus shard: refused */
+		IngestRefuseCitusTrigger(RelationGetRelid(td->tg_relation));
 		return PointerGetDatum(NULL);
 	}
 

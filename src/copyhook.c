@@ -89,9 +89,9 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	 */
 	if (!IngestLookupTable(relid, &t) || !t.ready || IngestTableNeedsExecutor(relid))
 		return false;
-	IngestRefuseCitus(relid, "copy into managed table");
 
 	rel = table_open(relid, RowExclusiveLock);
+	IngestRefuseCitus(rel, "copy into managed table");
 	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);
 	IngestCheckLoadPrivileges(rel, attnums);
 

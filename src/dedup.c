@@ -658,7 +658,7 @@ trigger_target(Relation rel)
 			tt->managed = true;
 		}
 		else
-			IngestRefuseCitus(relid, "insert into managed table");	/* a shard on a worker */
+			IngestRefuseCitusTrigger(relid);	/* a Citus shard */
 	}
 	PG_CATCH();
 	{

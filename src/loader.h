@@ -244,7 +244,9 @@ extern bool ingest_track_loads;
 extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
 /* citus.c */
-extern void IngestRefuseCitus(Oid relid, const char *action);
+extern void IngestRefuseCitus(Relation rel, const char *action);
+extern void IngestRefuseCitusTrigger(Oid relid);
+extern void IngestRefuseCitusWorker(Oid relid, const char *action);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

@@ -381,13 +381,14 @@ DECLARE
     cfg ingest.table_config;
     rel regclass;
     trg record;
+    citus boolean := pg_catalog.current_setting('citus.version', true) IS NOT NULL;
     citus_triggers text := pg_catalog.current_setting('citus.enable_unsafe_triggers', true);
     citus_mode text := pg_catalog.current_setting('citus.multi_shard_modify_mode', true);
 BEGIN
     -- A table Citus distributes (refused by src/citus.c) is let go of too:
     -- Citus drops ingest's triggers from its shards only with this setting,
     -- and one shard at a time after the side tables' DDL in this transaction.
-    IF citus_triggers IS NOT NULL THEN
+    IF citus THEN
         PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
         PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
@@ -425,7 +426,7 @@ BEGIN
             EXECUTE format('DROP TABLE %s CASCADE', rel);
         END IF;
     END LOOP;
-    IF citus_triggers IS NOT NULL THEN
+    IF citus THEN
         PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', citus_triggers, true);
         PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', citus_mode, true);
     END IF;

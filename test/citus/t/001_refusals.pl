@@ -85,18 +85,33 @@ refused($coord, qq{COPY ev (organization_id, transaction_id, external_customer_i
 },
 	qr/cannot copy into managed table "ev": it is distributed by Citus/,
 	'COPY through the hook on the coordinator is refused');
-refused($coord, qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row)},
-	qr/cannot insert into managed table "ev": it is distributed by Citus/,
-	'INSERT that Citus sends to a shard is refused there');
+my $insert = qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row)};
+my $on_shard = qr/cannot write "ev_\w+" through ingest's triggers on a Citus shard or worker node/;
+refused($coord, $insert, $on_shard, 'INSERT that Citus sends to a shard is refused there');
+refused($w1, $insert, $on_shard, 'INSERT issued on a worker node is refused on the shard');
+refused($coord, q{UPDATE ev SET value = 2}, $on_shard, 'UPDATE on the shards is refused');
+refused($coord, q{DELETE FROM ev}, $on_shard, 'DELETE on the shards is refused');
 refused($coord, qq{COPY ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value) FROM STDIN (FORMAT csv, FREEZE false, DELIMITER ',');
 00000000-0000-0000-0000-000000000001,tx-1,c1,api,$now,1
 \\.
 },
-	qr/cannot insert into managed table "ev": it is distributed by Citus/,
-	'COPY that the hook leaves to Citus is refused on the shards', 'XX000');
+	$on_shard, 'COPY that the hook leaves to Citus is refused on the shards', 'XX000');
 refused($w1, qq{SELECT * FROM ingest.load('ev', \$\$$csv\$\$, 'csv', true)},
-	qr/cannot load managed table "ev" on a Citus worker node.*DETAIL:  Managed tables are loaded and managed on the Citus coordinator \(localhost:${\ $coord->port}\)/s,
+	qr/cannot load "ev" on a Citus worker node.*DETAIL:  Managed tables are loaded and managed on the Citus coordinator \(localhost:${\ $coord->port}\)/s,
 	'ingest.load on a worker node says where to load');
+# A worker without Citus's metadata cannot tell a shard from a table: its
+# copy of ingest's triggers refuses all the same.
+my $shard = $coord->safe_psql('postgres', sprintf(q{
+	SELECT shard_name(s.logicalrelid, s.shardid)
+	  FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
+	 WHERE s.logicalrelid = 'ev'::regclass AND n.nodeport = %d
+	 ORDER BY s.shardid LIMIT 1}, $w2->port));
+$coord->safe_psql('postgres', sprintf(q{SELECT stop_metadata_sync_to_node('localhost', %d)}, $w2->port));
+is($w2->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition}), '0',
+	'the second worker has no Citus metadata now');
+refused($w2, qq{INSERT INTO $shard (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row)},
+	qr/cannot write "\w+" through ingest's triggers on a Citus shard or worker node/,
+	'a write into a shard on a worker without metadata is refused');
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM ev'), '0', 'nothing was stored');
 # the coordinator's own partitions of ev are shells: the old loader wrote there
 is($coord->safe_psql('postgres', q{SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ev')}),
@@ -125,12 +140,21 @@ like($err, qr/ERROR:  0A000: cannot manage table "ev_first2": it is distributed 
 	'manage_table of a distributed table is refused');
 
 # The way out: unmanage, and the table is a plain Citus table again.
-is($coord->safe_psql('postgres', q{SELECT count(*) FROM (SELECT ingest.unmanage_table('ev')) u; SHOW citus.enable_unsafe_triggers}),
-	"1\noff",
+# (the settings it needs are its own: its transaction keeps the caller's)
+is($coord->safe_psql('postgres', q{
+	BEGIN;
+	SET LOCAL citus.multi_shard_modify_mode = parallel;
+	SELECT count(*) FROM (SELECT ingest.unmanage_table('ev')) u;
+	SHOW citus.enable_unsafe_triggers;
+	SHOW citus.multi_shard_modify_mode;
+	COMMIT;}),
+	"1\noff\nparallel",
 	'unmanage_table leaves the session as it found it');
 $coord->safe_psql('postgres', qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row), ($row)});
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM ev'), '2',
 	'after unmanage_table, Citus stores what it is given (ingest no longer deduplicates)');
+($rc, $out, $err) = try_sql($coord, q{UPDATE ev SET value = 3; DELETE FROM ev WHERE value = 3});
+is($rc, 0, 'and UPDATE and DELETE run on its shards') or diag($err);
 
 # DROP TABLE of a distributed managed table works.
 ($rc, $out, $err) = try_sql($coord, 'DROP TABLE ev_cust');
@@ -146,6 +170,22 @@ $coord->safe_psql('postgres', q{
 });
 $coord->safe_psql('postgres', "COPY plain FROM STDIN (FORMAT csv);\n101,y\n\\.\n");
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM plain'), '101', 'a plain distributed table loads');
+
+# A managed table of the coordinator's own, named like a shard, is ingest's
+# as anywhere: loaded, copied and inserted with exact dedup.
+my $local_csv = $csv;
+$coord->safe_psql('postgres', q{SELECT ingest.create_event_table('events_2024', premake => 2)});
+is($coord->safe_psql('postgres', qq{SELECT loaded || '/' || duplicates FROM ingest.load('events_2024', \$\$$local_csv\$\$, 'csv', true,
+		ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'value'])}),
+	'1/0', 'a local managed table loads on a Citus coordinator');
+$coord->safe_psql('postgres', qq{COPY events_2024 (organization_id, transaction_id, external_customer_id, code, "timestamp", value) FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-000000000001,tx-1,c1,api,$now,1
+00000000-0000-0000-0000-000000000001,tx-2,c1,api,$now,1
+\\.
+});
+$coord->safe_psql('postgres', qq{INSERT INTO events_2024 (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row)});
+is($coord->safe_psql('postgres', q{SELECT count(*) || '/' || count(DISTINCT transaction_id) FROM events_2024}),
+	'2/2', 'and COPY and INSERT deduplicate exactly');
 
 $_->stop for @nodes;
 done_testing();
