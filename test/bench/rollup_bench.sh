@@ -7,14 +7,25 @@
 #
 #   test/bench/rollup_bench.sh                          # 10M events
 #   EVENTS=1000000 COMPARE=500000 test/bench/rollup_bench.sh   # quicker
+#   DATA=billing test/bench/rollup_bench.sh   # the EVENTS events are
+#       billing-shaped (lib.sh's billing_rows, its two days stretched over
+#       the 30: 50 organizations, 10,000 Zipf customers, 20 codes, 5%
+#       duplicates, late arrivals); the COMPARE loads keep the synthetic data
 #
-# Prints a markdown report; writes it to test/bench/out/rollup_bench.md too.
+# Prints a markdown report; writes it to test/bench/out/rollup_bench_$DATA.md too.
 source "$(dirname "$0")/lib.sh"
 
 EVENTS=${EVENTS:-10000000}
 COMPARE=${COMPARE:-2000000}
 CHUNK=${CHUNK:-100000}
 QUERIES=${QUERIES:-20}
+DATA=${DATA:-live}
+SEED=${SEED:-42}
+case $DATA in
+    live) orgs=200 shape="events over 30 days, 200 organizations, 2,000 customers, 4 codes" ;;
+    billing) orgs=50 shape="billing-shaped events (lib.sh) over 30 days, 50 organizations, 10,000 customers, 20 codes" ;;
+    *) echo "DATA must be live or billing" >&2; exit 2 ;;
+esac
 
 throwaway_cluster 54394 "ingest.enabled = off" "shared_buffers = 2GB" "max_wal_size = 16GB" \
     "checkpoint_timeout = 30min" "synchronous_commit = off"
@@ -44,13 +55,26 @@ LANGUAGE sql AS \$\$
       FROM generate_series(first, last) n
 \$\$;
 SQL
+define_billing_rows
 
-echo "== generating $EVENTS events over 30 days, and $COMPARE scattered ones"
+echo "== generating $EVENTS $DATA events over 30 days, and $COMPARE scattered ones"
 nchunks=$(( (EVENTS + CHUNK - 1) / CHUNK ))
 ncompare=$(( (COMPARE + CHUNK - 1) / CHUNK ))
 for ((c = 0; c < nchunks; c++)); do
-    q -c "COPY (SELECT * FROM bench_events($((c * CHUNK + 1)), $(((c + 1) * CHUNK)), false))
-          TO '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
+    if [ "$DATA" = billing ] && [ "$c" -ge "$ncompare" ]; then
+        # billing_rows' two days from today, stretched to the 30 days
+        # from today - 29; late arrivals before them land on the first
+        q -c "COPY (SELECT organization_id, transaction_id, external_customer_id, code,
+                           greatest(s.first, s.first + (b.ts - s.today) * 15),
+                           properties, value, decimal_value
+                      FROM billing_rows($((c * CHUNK + 1)), $(((c + 1) * CHUNK)), $EVENTS, $SEED) b,
+                           LATERAL (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today) t,
+                           LATERAL (SELECT t.today, t.today - interval '29 days' AS first) s)
+              TO '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
+    else
+        q -c "COPY (SELECT * FROM bench_events($((c * CHUNK + 1)), $(((c + 1) * CHUNK)), false))
+              TO '$(printf '%s/chunk%05d.csv' "$dir" "$c")' CSV"
+    fi
 done
 for ((c = 0; c < ncompare; c++)); do
     q -c "COPY (SELECT * FROM bench_events($((c * CHUNK + 1)), $(((c + 1) * CHUNK)), true))
@@ -101,7 +125,7 @@ SQL
 median() {
     q <<SQL
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ingest_internal.bench_ms(format(\$q\$$1\$q\$,
-       ('00000000-0000-4000-8000-' || lpad((g * 7)::text, 12, '0'))::uuid)))::numeric(10, 2)
+       ('00000000-0000-4000-8000-' || lpad((g * 7 % $orgs)::text, 12, '0'))::uuid)))::numeric(10, 2)
   FROM generate_series(1, $QUERIES) g;
 SQL
 }
@@ -116,9 +140,28 @@ lat_raw=$(median "SELECT code, external_customer_id, $raw_measures FROM ev_on WH
 lat_usage_day=$(median "SELECT * FROM ingest.usage('ev_on', %L, $range, granularity => 'day')")
 lat_raw_day=$(median "SELECT code, external_customer_id, date_trunc('day', \"timestamp\", 'UTC'), $raw_measures
                         FROM ev_on WHERE $raw_where GROUP BY 1, 2, 3")
+lat_usage_hour=$(median "SELECT * FROM ingest.usage('ev_on', %L, $range, granularity => 'hour')")
+lat_raw_hour=$(median "SELECT code, external_customer_id, date_trunc('hour', \"timestamp\"), $raw_measures
+                        FROM ev_on WHERE $raw_where GROUP BY 1, 2, 3")
 # what ingest.usage read before the daily rollup: hourly rows and deltas
 lat_hourly=$(median "SELECT s.code, s.external_customer_id, $(q -c "SELECT ingest_internal.rollup_merge_sql()" | tr '\n' ' ')
                        FROM ingest_internal.rollup_rows('ev_on', 'default', %L, $range) s GROUP BY 1, 2")
+# identical answers: ingest.usage() against the raw aggregation, one organization
+same=$(q <<SQL
+WITH u AS (SELECT code, external_customer_id, events, value_sum, decimal_sum, value_min, value_max,
+                  latest_value, latest_at
+             FROM ingest.usage('ev_on', '00000000-0000-4000-8000-000000000007', $range)),
+     r AS (SELECT code, external_customer_id, $raw_measures
+             FROM ev_on
+            WHERE organization_id = '00000000-0000-4000-8000-000000000007'
+              AND "timestamp" >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
+              AND "timestamp" < date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day'
+            GROUP BY 1, 2)
+SELECT (SELECT count(*) FROM u) > 0
+   AND NOT EXISTS (SELECT * FROM u EXCEPT ALL SELECT * FROM r)
+   AND NOT EXISTS (SELECT * FROM r EXCEPT ALL SELECT * FROM u);
+SQL
+)
 events=$(q -c "SELECT count(*) FROM ev_on")
 rollup_rows=$(q -c "SELECT count(*) FROM ingest_side.ev_on_rollup")
 daily_rows=$(q -c "SELECT count(*) FROM ingest_side.ev_on_daily")
@@ -126,7 +169,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0fx", a / b }'; }
 
 rows=$(( ncompare * CHUNK ))
 out=$(cat <<EOT
-PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores; events over 30 days, 200 organizations, 2,000 customers, 4 codes.
+\`DATA=$DATA EVENTS=$EVENTS COMPARE=$COMPARE QUERIES=$QUERIES test/bench/rollup_bench.sh\`: PostgreSQL $(q -c "SHOW server_version"), $(nproc) cores; $shape.
 
 | $rows events | rollup not fed, rows/s | rollup fed, rows/s | cost of the rollup | delta rows written |
 |---|---|---|---|---|
@@ -143,8 +186,11 @@ One organization over 30 days on $events events ($rollup_rows hourly and $daily_
 |---|---|---|---|---|
 | total | $lat_usage | $lat_raw | $(ratio "$lat_raw" "$lat_usage") | $lat_hourly |
 | day (UTC) | $lat_usage_day | $lat_raw_day | $(ratio "$lat_raw_day" "$lat_usage_day") | |
+| hour | $lat_usage_hour | $lat_raw_hour | $(ratio "$lat_raw_hour" "$lat_usage_hour") | |
+
+The raw aggregation and ingest.usage() gave the same rows for the first organization: $same.
 EOT
 )
 echo "$out"
 mkdir -p "$top/test/bench/out"
-echo "$out" > "$top/test/bench/out/rollup_bench.md"
+echo "$out" > "$top/test/bench/out/rollup_bench_$DATA.md"
