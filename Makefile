@@ -35,6 +35,7 @@ OBJS = \
 	src/loadstats.o \
 	src/usage.o \
 	src/indexdecl.o \
+	src/rollupmerge.o \
 	src/citus.o
 
 # The library acts on the SQL objects of its own version only.

@@ -243,6 +243,9 @@ typedef struct IngestLoadCounts
 extern bool ingest_track_loads;
 extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
+/* rollupmerge.c */
+extern bool IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *tx0);
+
 /* citus.c */
 extern void IngestRefuseCitus(Relation rel, const char *action);
 extern void IngestRefuseCitusTrigger(Oid relid);

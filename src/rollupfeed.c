@@ -395,8 +395,7 @@ feed_default(IngestRollup *f, LoadRow **rows, int n)
 			a->latest_tx = NULL;
 		}
 		a->events++;
-		if (a->latest_tx == NULL || ts > a->latest_at ||
-			(ts == a->latest_at && text_cmp_c(tx, a->latest_tx) > 0))
+		if (a->latest_tx == NULL || IngestEventIsLater(ts, tx, a->latest_at, a->latest_tx))
 		{
 			if (a->latest_tx)
 				pfree(a->latest_tx);

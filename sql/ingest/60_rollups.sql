@@ -84,12 +84,33 @@ AS $$
                pg_catalog.sum(s.decimal_sum) AS decimal_sum,
                pg_catalog.min(s.value_min) AS value_min,
                pg_catalog.max(s.value_max) AS value_max,
-               (pg_catalog.array_agg(s.latest_value ORDER BY s.latest_at DESC,
-                                     s.latest_tx COLLATE "C" DESC))[1] AS latest_value,
+               ingest_internal.latest_value(s.latest_value, s.latest_at, s.latest_tx) AS latest_value,
                pg_catalog.max(s.latest_at) AS latest_at,
-               (pg_catalog.array_agg(s.latest_tx COLLATE "C" ORDER BY s.latest_at DESC,
-                                     s.latest_tx COLLATE "C" DESC))[1] AS latest_tx$q$
+               ingest_internal.latest_tx(s.latest_value, s.latest_at, s.latest_tx) AS latest_tx$q$
 $$;
+
+-- The latest of the merged rows' latest events (src/rollupmerge.c): the
+-- greatest (latest_at, latest_tx in the "C" collation), NULLs first, as an
+-- array_agg ordered DESC would pick it, without sorting each group.  The
+-- two aggregates share one transition state.
+CREATE OR REPLACE FUNCTION ingest_internal.latest_trans(internal, double precision, timestamptz, text)
+RETURNS internal
+LANGUAGE C CALLED ON NULL INPUT IMMUTABLE
+AS 'MODULE_PATHNAME', 'ingest_latest_trans';
+CREATE OR REPLACE FUNCTION ingest_internal.latest_value_final(internal)
+RETURNS double precision
+LANGUAGE C STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'ingest_latest_value_final';
+CREATE OR REPLACE FUNCTION ingest_internal.latest_tx_final(internal)
+RETURNS text
+LANGUAGE C STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'ingest_latest_tx_final';
+CREATE OR REPLACE AGGREGATE ingest_internal.latest_value(double precision, timestamptz, text) (
+    SFUNC = ingest_internal.latest_trans, STYPE = internal,
+    FINALFUNC = ingest_internal.latest_value_final);
+CREATE OR REPLACE AGGREGATE ingest_internal.latest_tx(double precision, timestamptz, text) (
+    SFUNC = ingest_internal.latest_trans, STYPE = internal,
+    FINALFUNC = ingest_internal.latest_tx_final);
 
 -- Stale marks of "src" (columns organization_id, NULL for all, lo, hi) as
 -- disjoint (org, range) pieces from instant "since" (an SQL expression: the

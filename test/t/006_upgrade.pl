@@ -26,7 +26,12 @@ ok(@released > 0, 'there are released versions to upgrade from');
 # their columns and storage options, indexes, views, triggers.
 my $objects = q{
 	SELECT string_agg(o, E'\n' ORDER BY o) FROM (
-	  SELECT 'function ' || p.oid::regprocedure || ' ' || md5(pg_get_functiondef(p.oid)) ||
+	  SELECT 'function ' || p.oid::regprocedure || ' ' ||
+	         -- an aggregate has no definition text: its functions and state
+	         CASE WHEN p.prokind = 'a'
+	              THEN (SELECT a.aggtransfn || ' ' || a.aggfinalfn || ' ' || a.aggtranstype::regtype
+	                      FROM pg_aggregate a WHERE a.aggfnoid = p.oid)
+	              ELSE md5(pg_get_functiondef(p.oid)) END ||
 	         ' ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') AS o
 	    FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
 	   WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND d.classid = 'pg_proc'::regclass
