@@ -244,6 +244,7 @@ extern bool ingest_track_loads;
 extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
 /* rollupmerge.c */
+extern int	IngestTextCmpC(text *ta, text *tb);
 extern bool IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *tx0);
 
 /* citus.c */

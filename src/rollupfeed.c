@@ -136,16 +136,6 @@ utc_hour(Datum ts)
 	return t - r;
 }
 
-static int
-text_cmp_c(text *ta, text *tb)
-{
-	int			la = VARSIZE_ANY_EXHDR(ta);
-	int			lb = VARSIZE_ANY_EXHDR(tb);
-	int			c = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
-
-	return c != 0 ? c : (la > lb) - (la < lb);
-}
-
 static uint32
 delta_key_hash(const void *key, Size keysize)
 {
@@ -167,7 +157,7 @@ delta_key_match(const void *a, const void *b, Size keysize)
 
 	if (ka->hour != kb->hour || memcmp(&ka->org, &kb->org, UUID_LEN) != 0)
 		return 1;
-	return text_cmp_c(ka->code, kb->code) != 0 || text_cmp_c(ka->cust, kb->cust) != 0;
+	return IngestTextCmpC(ka->code, kb->code) != 0 || IngestTextCmpC(ka->cust, kb->cust) != 0;
 }
 
 static void

@@ -24,8 +24,8 @@
 #include "loader.h"
 
 /* bytes, then length: the "C" collation's order */
-static int
-text_cmp_c(text *ta, text *tb)
+int
+IngestTextCmpC(text *ta, text *tb)
 {
 	int			la = VARSIZE_ANY_EXHDR(ta);
 	int			lb = VARSIZE_ANY_EXHDR(tb);
@@ -38,7 +38,7 @@ text_cmp_c(text *ta, text *tb)
 bool
 IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *tx0)
 {
-	return at > at0 || (at == at0 && text_cmp_c(tx, tx0) > 0);
+	return at > at0 || (at == at0 && IngestTextCmpC(tx, tx0) > 0);
 }
 
 /* The latest row merged so far. */
@@ -62,7 +62,7 @@ later_than(LatestState *s, bool at_null, TimestampTz at, text *tx)
 	/* the same instant, or both NULL */
 	if (s->tx == NULL || tx == NULL)
 		return tx == NULL && s->tx != NULL;
-	return text_cmp_c(tx, s->tx) > 0;
+	return IngestTextCmpC(tx, s->tx) > 0;
 }
 
 PG_FUNCTION_INFO_V1(ingest_latest_trans);
