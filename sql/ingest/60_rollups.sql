@@ -92,25 +92,26 @@ $$;
 -- The latest of the merged rows' latest events (src/rollupmerge.c): the
 -- greatest (latest_at, latest_tx in the "C" collation), NULLs first, as an
 -- array_agg ordered DESC would pick it, without sorting each group.  The
--- two aggregates share one transition state.
+-- two aggregates share one transition state; parallel safe, as array_agg,
+-- so that scans under them may still be parallel.
 CREATE OR REPLACE FUNCTION ingest_internal.latest_trans(internal, double precision, timestamptz, text)
 RETURNS internal
-LANGUAGE C CALLED ON NULL INPUT IMMUTABLE
+LANGUAGE C CALLED ON NULL INPUT IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ingest_latest_trans';
 CREATE OR REPLACE FUNCTION ingest_internal.latest_value_final(internal)
 RETURNS double precision
-LANGUAGE C STRICT IMMUTABLE
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ingest_latest_value_final';
 CREATE OR REPLACE FUNCTION ingest_internal.latest_tx_final(internal)
 RETURNS text
-LANGUAGE C STRICT IMMUTABLE
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ingest_latest_tx_final';
 CREATE OR REPLACE AGGREGATE ingest_internal.latest_value(double precision, timestamptz, text) (
     SFUNC = ingest_internal.latest_trans, STYPE = internal,
-    FINALFUNC = ingest_internal.latest_value_final);
+    FINALFUNC = ingest_internal.latest_value_final, PARALLEL = SAFE);
 CREATE OR REPLACE AGGREGATE ingest_internal.latest_tx(double precision, timestamptz, text) (
     SFUNC = ingest_internal.latest_trans, STYPE = internal,
-    FINALFUNC = ingest_internal.latest_tx_final);
+    FINALFUNC = ingest_internal.latest_tx_final, PARALLEL = SAFE);
 
 -- Stale marks of "src" (columns organization_id, NULL for all, lo, hi) as
 -- disjoint (org, range) pieces from instant "since" (an SQL expression: the
