@@ -171,3 +171,42 @@ SELECT g, ingest_internal.latest_value(v, t, x) AS latest_value,
 -- no rows: NULL, as array_agg's
 SELECT ingest_internal.latest_value(v, t, x) IS NULL AND ingest_internal.latest_tx(v, t, x) IS NULL AS none
   FROM (SELECT 1.0::float8, now(), 'a' WHERE false) s(v, t, x);
+-- The same rows stored (short varlena headers), hashed and sorted into
+-- groups, and as a window aggregate whose frame grows row by row.
+CREATE TABLE regress.latest_rows AS
+SELECT g, v, t, x FROM (VALUES (1, 1.0::float8, '2026-01-01'::timestamptz, 'a'), (1, 2.0, '2026-01-01', 'B'),
+               (2, NULL, '2026-01-02', 'x'), (2, 5.0, '2026-01-01', 'y'),
+               (3, 1.0, NULL, 'a'), (3, 2.0, '2026-01-03', 'b'),
+               (4, 1.0, '2026-01-01', NULL), (4, 2.0, '2026-01-01', 'z'),
+               (5, 1.0, '2026-01-01', 'é'), (5, 2.0, '2026-01-01', 'z'),
+               (6, 3.0, '2026-01-01', 'ab'), (6, 4.0, '2026-01-01', 'a'),
+               (7, 1.0, NULL, 'a'), (7, 2.0, NULL, 'b'), (7, 3.0, '2026-01-05', 'c'),
+               (8, 1.0, '2026-01-01', 'only')) s(g, v, t, x);
+SET enable_sort = off;
+SELECT count(*) AS hashed_differ FROM (
+    SELECT g, ingest_internal.latest_value(v, t, x) IS NOT DISTINCT FROM
+               (array_agg(v ORDER BY t DESC, x COLLATE "C" DESC))[1] AND
+           ingest_internal.latest_tx(v, t, x) IS NOT DISTINCT FROM
+               (array_agg(x ORDER BY t DESC, x COLLATE "C" DESC))[1] AS same
+      FROM regress.latest_rows GROUP BY g) s WHERE NOT same;
+RESET enable_sort;
+SET enable_hashagg = off;
+SELECT count(*) AS sorted_differ FROM (
+    SELECT g, ingest_internal.latest_value(v, t, x) IS NOT DISTINCT FROM
+               (array_agg(v ORDER BY t DESC, x COLLATE "C" DESC))[1] AND
+           ingest_internal.latest_tx(v, t, x) IS NOT DISTINCT FROM
+               (array_agg(x ORDER BY t DESC, x COLLATE "C" DESC))[1] AS same
+      FROM regress.latest_rows GROUP BY g) s WHERE NOT same;
+RESET enable_hashagg;
+SELECT count(*) AS window_differ FROM (
+    SELECT ingest_internal.latest_tx(v, t, x) OVER w AS wtx,
+           ingest_internal.latest_value(v, t, x) OVER w AS wv, row_number() OVER w AS n
+      FROM regress.latest_rows
+    WINDOW w AS (ORDER BY g, x NULLS FIRST ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) a,
+    LATERAL (SELECT b.v, b.x
+               FROM (SELECT q.*, row_number() OVER (ORDER BY g, x NULLS FIRST) AS n
+                       FROM regress.latest_rows q) b
+              WHERE b.n <= a.n
+              ORDER BY b.t DESC, b.x COLLATE "C" DESC LIMIT 1) e
+ WHERE a.wtx IS DISTINCT FROM e.x OR a.wv IS DISTINCT FROM e.v;
+DROP TABLE regress.latest_rows;

@@ -92,8 +92,9 @@ $$;
 -- The latest of the merged rows' latest events (src/rollupmerge.c): the
 -- greatest (latest_at, latest_tx in the "C" collation), NULLs first, as an
 -- array_agg ordered DESC would pick it, without sorting each group.  The
--- two aggregates share one transition state; parallel safe, as array_agg,
--- so that scans under them may still be parallel.
+-- two aggregates share one transition state (about 80 bytes, which SSPACE
+-- tells the planner so that it may hash the groups); parallel safe, as
+-- array_agg, so that scans under them may still be parallel.
 CREATE OR REPLACE FUNCTION ingest_internal.latest_trans(internal, double precision, timestamptz, text)
 RETURNS internal
 LANGUAGE C CALLED ON NULL INPUT IMMUTABLE PARALLEL SAFE
@@ -107,10 +108,10 @@ RETURNS text
 LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ingest_latest_tx_final';
 CREATE OR REPLACE AGGREGATE ingest_internal.latest_value(double precision, timestamptz, text) (
-    SFUNC = ingest_internal.latest_trans, STYPE = internal,
+    SFUNC = ingest_internal.latest_trans, STYPE = internal, SSPACE = 80,
     FINALFUNC = ingest_internal.latest_value_final, PARALLEL = SAFE);
 CREATE OR REPLACE AGGREGATE ingest_internal.latest_tx(double precision, timestamptz, text) (
-    SFUNC = ingest_internal.latest_trans, STYPE = internal,
+    SFUNC = ingest_internal.latest_trans, STYPE = internal, SSPACE = 80,
     FINALFUNC = ingest_internal.latest_tx_final, PARALLEL = SAFE);
 
 -- Stale marks of "src" (columns organization_id, NULL for all, lo, hi) as

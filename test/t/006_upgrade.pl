@@ -29,7 +29,9 @@ my $objects = q{
 	  SELECT 'function ' || p.oid::regprocedure || ' ' ||
 	         -- an aggregate has no definition text: its functions and state
 	         CASE WHEN p.prokind = 'a'
-	              THEN (SELECT a.aggtransfn || ' ' || a.aggfinalfn || ' ' || a.aggtranstype::regtype
+	              THEN (SELECT concat_ws(' ', a.aggkind, a.aggtransfn, a.aggfinalfn, a.aggcombinefn,
+	                                     a.aggmtransfn, a.aggfinalmodify, a.aggtranstype::regtype,
+	                                     a.aggtransspace, a.agginitval, p.proparallel)
 	                      FROM pg_aggregate a WHERE a.aggfnoid = p.oid)
 	              ELSE md5(pg_get_functiondef(p.oid)) END ||
 	         ' ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') AS o
