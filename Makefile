@@ -20,6 +20,7 @@ OBJS = \
 	src/utility_hook.o \
 	src/load.o \
 	src/loader.o \
+	src/loadretry.o \
 	src/copyparse.o \
 	src/dedup.o \
 	src/partwriter.o \

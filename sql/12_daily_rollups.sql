@@ -59,6 +59,20 @@ SELECT * FROM regress.dr_ranges();
 SELECT ingest.fold_rollups('dr') > 0 AS folded;
 SELECT count(*) > 0 AS daily_rows, count(*) FILTER (WHERE day <> date_trunc('day', day, 'UTC')) AS off_midnight
   FROM ingest_side.dr_daily;
+-- the fold writes rows in their key's order, so that one organization's
+-- rows of a day lie together: rows whose key sorts before the row before
+-- them on disk
+SELECT (SELECT count(*) FROM (SELECT k, lag(k) OVER (ORDER BY ctid) AS prev
+                                FROM (SELECT ctid, row(rollup, organization_id, day, code,
+                                                       external_customer_id, dims) AS k
+                                        FROM ingest_side.dr_daily) y) y
+         WHERE prev > k) AS daily_out_of_order,
+       (SELECT count(*) FROM (SELECT k, lag(k) OVER (ORDER BY ctid) AS prev
+                                FROM (SELECT ctid, row(organization_id, hour, rollup, code,
+                                                       external_customer_id, dims) AS k
+                                        FROM ingest_side.dr_rollup) h) h
+         WHERE prev > k) AS hourly_out_of_order,
+       (SELECT count(*) FROM ingest_side.dr_daily) > 10 AS enough_rows;
 SELECT * FROM regress.daily_mismatch('dr');
 SELECT * FROM regress.dr_ranges();
 -- more events in the same days: folded deltas merge into the daily rows

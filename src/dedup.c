@@ -89,6 +89,10 @@ struct IngestLedger
 	MemoryContext keycxt;		/* reset per key */
 	bool		probe_first;	/* last batch was mostly conflicts */
 	struct PayloadColumns *payload_cols;
+	/* the key whose claimant a wait is for, while it waits (loadretry.c) */
+	bool		waiting;
+	Datum		wait_org;
+	Datum		wait_tx;
 };
 
 /*
@@ -303,10 +307,19 @@ claim_key(IngestLedger *l, Datum org, Datum tx, uint64 hash, bool probe_first)
 		memset(slot->tts_isnull, 0, sizeof(bool) * 3);
 		ExecStoreVirtualTuple(slot);
 
-		if (probe_first &&
-			!ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid,
-									   NULL, NIL))
-			break;				/* held: a duplicate */
+		if (probe_first)
+		{
+			bool		held;
+
+			l->waiting = true;
+			l->wait_org = org;
+			l->wait_tx = tx;
+			held = !ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid,
+											  NULL, NIL);
+			l->waiting = false;
+			if (held)
+				break;			/* a duplicate */
+		}
 
 		token = SpeculativeInsertionLockAcquire(xid);
 		table_tuple_insert_speculative(l->keys, slot, GetCurrentCommandId(true), 0,
@@ -512,6 +525,38 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 		if (r->state == ROW_DUPLICATE)
 			r->conflict = (r->hash != ref_hash[group[i]]);
 	}
+}
+
+/*
+ * The key a wait for its claimant was in when an error (a deadlock) broke
+ * it off; the values are the batch's.
+ */
+bool
+IngestLedgerWaitingFor(IngestLedger *l, Datum *org, Datum *tx)
+{
+	*org = l->wait_org;
+	*tx = l->wait_tx;
+	return l->waiting;
+}
+
+/*
+ * Wait until no transaction in progress holds the key: before a retried
+ * load claims anything, so that it waits holding nothing.
+ */
+void
+IngestLedgerAwait(IngestLedger *l, Datum org, Datum tx)
+{
+	ItemPointerData conflict_tid;
+
+	ExecClearTuple(l->slot);
+	l->slot->tts_values[0] = org;
+	l->slot->tts_values[1] = tx;
+	l->slot->tts_values[2] = Int64GetDatum(0);
+	memset(l->slot->tts_isnull, 0, sizeof(bool) * 3);
+	ExecStoreVirtualTuple(l->slot);
+	(void) ExecCheckIndexConstraints(l->rri, l->slot, l->estate, &conflict_tid, NULL, NIL);
+	ResetPerTupleExprContext(l->estate);
+	ExecClearTuple(l->slot);
 }
 
 void

@@ -422,10 +422,15 @@ IngestLoad(Relation rel, IngestTable *t, const char *format, bool header, List *
 						   source, abort_on_error);
 }
 
+/*
+ * One attempt at a load (loadretry.c may make more).  With attempt->await,
+ * it first waits, holding no key, for that key's claimant to end; it sets
+ * attempt->ledger as soon as the ledger is open.
+ */
 IngestLoadResult
-IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
-				List *copy_options, List *attnums, const IngestInput *input,
-				const char *source, bool abort_on_error)
+IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
+				  List *copy_options, List *attnums, const IngestInput *input,
+				  const char *source, bool abort_on_error, IngestRetry *attempt)
 {
 	const char *command;
 	MemoryContext loadcxt;
@@ -474,6 +479,16 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 	 */
 	(void) GetCurrentTransactionId();
 	st.ledger = IngestLedgerBegin(rel, t, estate);
+	if (attempt != NULL)
+	{
+		attempt->ledger = st.ledger;
+		if (attempt->await)
+		{
+			attempt->awaiting = true;
+			IngestLedgerAwait(st.ledger, attempt->org, attempt->tx);
+			attempt->awaiting = false;
+		}
+	}
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
 	st.rollup = IngestRollupBegin(rel, t, estate);
 	AS_OWNER(st.owner, st.reject_plan = SPI_prepare(
@@ -506,6 +521,8 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 	MemoryContextSwitchTo(loadcxt);
 	IngestPartWriterEnd(st.writer);
 	IngestRollupEnd(st.rollup);
+	if (attempt != NULL)
+		attempt->ledger = NULL;
 	IngestLedgerEnd(st.ledger);
 	IngestParserEnd(st.parser);
 	FreeExecutorState(estate);

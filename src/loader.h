@@ -5,6 +5,8 @@
  *
  *	  load.c		SQL entry points: argument and privilege checks
  *	  loader.c		the batch pipeline, reject isolation, counts
+ *	  loadretry.c	a load that deadlocks, loaded again where it can let go
+ *					of all it holds
  *	  copyparse.c	input rows from COPY csv/text/binary (PostgreSQL's own
  *					parser) and JSON lines, and their conversion to Datums
  *	  dedup.c		the key ledger: exact (organization_id, transaction_id)
@@ -176,6 +178,8 @@ extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
 extern uint64 IngestLedgerHash(IngestLedger *ledger, Datum *values, bool *nulls);
 extern char *IngestKeyWidthError(Datum tx, bool tx_null, Datum code, bool code_null,
 								 Datum customer, bool customer_null);
+extern bool IngestLedgerWaitingFor(IngestLedger *ledger, Datum *org, Datum *tx);
+extern void IngestLedgerAwait(IngestLedger *ledger, Datum org, Datum tx);
 extern void IngestLedgerEnd(IngestLedger *ledger);
 
 /* partwriter.c */
@@ -205,6 +209,24 @@ extern IngestLoadResult IngestLoad(Relation rel, IngestTable *t,
 								   List *copy_options, List *attnums,
 								   const char *data, Size len,
 								   const char *source, bool abort_on_error);
+/* what a retried load attempt waits for first, and its ledger while open */
+typedef struct IngestRetry
+{
+	bool		await;
+	Datum		org;
+	Datum		tx;
+	bool		awaiting;		/* in that wait, holding nothing of the call */
+	IngestLedger *ledger;
+} IngestRetry;
+
+extern IngestLoadResult IngestLoadAttempt(Relation rel, IngestTable *t,
+										  const char *format, bool header,
+										  List *copy_options, List *attnums,
+										  const IngestInput *input,
+										  const char *source, bool abort_on_error,
+										  IngestRetry *attempt);
+
+/* loadretry.c */
 extern IngestLoadResult IngestLoadInput(Relation rel, IngestTable *t,
 										const char *format, bool header,
 										List *copy_options, List *attnums,

@@ -231,7 +231,8 @@ BEGIN
          WHERE s.rollup IN (SELECT rc.name FROM rc)
            -- the old rows go first: the new ones take their keys
            AND (SELECT count(*) FROM gone_o) + (SELECT count(*) FROM gone_a) >= 0
-         GROUP BY 1, 2, 3, 4, 5, 6$q$,
+         GROUP BY 1, 2, 3, 4, 5, 6
+         ORDER BY 1, 2, 3, 4, 5, 6$q$,
         cfg.rollup_days, cfg.rollup_hours,
         ingest_internal.stale_pieces_sql(
             $s$(SELECT m.org AS organization_id,
@@ -324,6 +325,56 @@ BEGIN
 END
 $$;
 
+-- Are the days [lo, hi) of a rollup (one organization's or all, NULL) each
+-- exactly the merge of its daily rows and deltas?  When the rollup is built
+-- and no hour in the range is marked stale: the stale pieces are those
+-- rollup_rows sees.  Called within a reader's statement (STABLE), it reads
+-- that statement's snapshot, as the reader's read of the rows must.
+CREATE OR REPLACE FUNCTION ingest_internal.days_plain(tbl regclass, rollup_name text, org uuid,
+                                                     lo timestamptz, hi timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg    ingest.table_config := ingest_internal.require_managed(tbl);
+    marked boolean;
+BEGIN
+    IF ingest_internal.rollup_building(tbl, rollup_name) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE ($1::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
+                   'OR x.organization_id = $1) AND x.hi > $2 AND x.lo < $3)', cfg.rollup_stale)
+       INTO marked
+      USING org, lo, hi;
+    RETURN NOT marked;
+END
+$$;
+
+-- The statement that reads plain days (days_plain): the daily rows and
+-- deltas of rollup $rollup_p, organization $org_p (all, NULL), days
+-- [$lo_p, $hi_p), each argument the number of a parameter of the statement
+-- it goes in.  A daily row carries its day in column "hour".
+CREATE OR REPLACE FUNCTION ingest_internal.plain_days_sql(cfg ingest.table_config, rollup_p int, org_p int,
+                                                         lo_p int, hi_p int)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
+               y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
+               y.latest_tx
+          FROM %1$s y
+         WHERE y.rollup = $%3$s AND ($%4$s::pg_catalog.uuid IS NULL OR y.organization_id = $%4$s)
+           AND y.day >= $%5$s AND y.day < $%6$s
+        UNION ALL
+        SELECT d.* FROM %2$s d
+         WHERE d.rollup = $%3$s AND ($%4$s::pg_catalog.uuid IS NULL OR d.organization_id = $%4$s)
+           AND d.hour >= $%5$s AND d.hour < $%6$s$q$,
+        cfg.rollup_days, cfg.rollup_deltas, rollup_p, org_p, lo_p, hi_p)
+$$;
+
 -- The rollup rows of one rollup over whole UTC days [lo, hi) (one
 -- organization or all, NULL), as a reader must take them: a day's daily
 -- rows and deltas where no hour of the day is stale, its rows of
@@ -345,38 +396,17 @@ AS $$
 #variable_conflict use_column
 DECLARE
     cfg      ingest.table_config := ingest_internal.require_managed(tbl);
-    building boolean;
-    marked   boolean;
     since    timestamptz;
 BEGIN
-    building := ingest_internal.rollup_building(tbl, rollup_name);
-    IF building THEN
+    IF ingest_internal.rollup_building(tbl, rollup_name) THEN
         RETURN QUERY SELECT * FROM ingest_internal.rollup_rows(tbl, rollup_name, org, lo, hi);
         RETURN;
     END IF;
-    -- the stale pieces are those rollup_rows sees: a day without one is
-    -- exactly the merge of its hours' folded rows and deltas.  Where the
-    -- range has no mark, every day is such a day, in a statement cheaper to
-    -- plan, and the first retained hour (costly to find, and a bound on
-    -- marks only) is not needed.  A STABLE function's statements all read
-    -- its caller's snapshot.
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE ($1::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
-                   'OR x.organization_id = $1) AND x.hi > $2 AND x.lo < $3)', cfg.rollup_stale)
-       INTO marked
-      USING org, lo, hi;
-    IF NOT marked THEN
-        RETURN QUERY EXECUTE format($q$
-            SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
-                   y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
-                   y.latest_tx
-              FROM %1$s y
-             WHERE y.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR y.organization_id = $3)
-               AND y.day >= $4 AND y.day < $5
-            UNION ALL
-            SELECT d.* FROM %2$s d
-             WHERE d.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR d.organization_id = $3)
-               AND d.hour >= $4 AND d.hour < $5$q$,
-            cfg.rollup_days, cfg.rollup_deltas)
+    -- Where the range has no mark, every day is plain, in a statement
+    -- cheaper to plan, and the first retained hour (costly to find, and a
+    -- bound on marks only) is not needed.
+    IF ingest_internal.days_plain(tbl, rollup_name, org, lo, hi) THEN
+        RETURN QUERY EXECUTE ingest_internal.plain_days_sql(cfg, 2, 3, 4, 5)
           USING tbl, rollup_name, org, lo, hi;
         RETURN;
     END IF;
@@ -540,7 +570,9 @@ BEGIN
     END LOOP;
 
     -- 3. Committed deltas merged into the rollup rows of their keys, hourly
-    -- and daily alike (the merge is associative).
+    -- and daily alike (the merge is associative).  Rows are written in
+    -- their key's order, so that one organization's rows of a day lie on a
+    -- few pages, not on a page each: a usage query reads those pages.
     EXECUTE format($q$
         WITH moved AS (DELETE FROM %1$s d RETURNING d.*),
         moved_days AS (SELECT m.rollup, m.organization_id, date_trunc('day', m.hour, 'UTC') AS day,
@@ -558,7 +590,8 @@ BEGIN
         new_days AS (INSERT INTO %4$s
                      SELECT s.rollup, s.organization_id, s.day, s.code, s.external_customer_id, s.dims, %3$s
                        FROM (SELECT * FROM moved_days UNION ALL SELECT * FROM old_days) s
-                      GROUP BY 1, 2, 3, 4, 5, 6),
+                      GROUP BY 1, 2, 3, 4, 5, 6
+                      ORDER BY 1, 2, 3, 4, 5, 6),
         old AS (DELETE FROM %2$s h
                  USING (SELECT DISTINCT m.rollup, m.organization_id, m.hour, m.code,
                                m.external_customer_id, m.dims FROM moved m) k
@@ -569,7 +602,8 @@ BEGIN
         INSERT INTO %2$s
         SELECT s.rollup, s.organization_id, s.hour, s.code, s.external_customer_id, s.dims, %3$s
           FROM (SELECT * FROM moved UNION ALL SELECT * FROM old) s
-         GROUP BY 1, 2, 3, 4, 5, 6$q$,
+         GROUP BY 1, 2, 3, 4, 5, 6
+         ORDER BY 2, 3, 1, 4, 5, 6$q$,
         cfg.rollup_deltas, cfg.rollup_hours, ingest_internal.rollup_merge_sql(), cfg.rollup_days);
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
@@ -706,7 +740,7 @@ BEGIN
         WITH src AS (
             SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $11) WHERE $6 < $11
             UNION ALL
-            SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12) WHERE $11 < $12
+            SELECT * FROM (%5$s) y WHERE $11 < $12
             UNION ALL
             SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $12, $7) WHERE $12 < $7
             UNION ALL
@@ -726,7 +760,12 @@ BEGIN
                                       format(edge, '$4', 'LEAST($6, $8)')), 8),
         ingest_internal.owner_agg_sql(ingest_internal.rollup_agg_sql(tbl::text,
                                       format(edge, '$7', '$8')), 8),
-        bucket_expr, ingest_internal.rollup_merge_sql())
+        bucket_expr, ingest_internal.rollup_merge_sql(),
+        -- plain days (the usual case) read in this statement, not through
+        -- daily_rows' result set
+        CASE WHEN d_from < d_to AND ingest_internal.days_plain(tbl, rollup, organization_id, d_from, d_to)
+             THEN ingest_internal.plain_days_sql(ingest_internal.require_managed(tbl), 3, 2, 11, 12)
+             ELSE 'SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12)' END)
     USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
           external_customer_id, d_from, d_to;
 END

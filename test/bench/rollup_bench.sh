@@ -11,6 +11,8 @@
 #       billing-shaped (lib.sh's billing_rows, its two days stretched over
 #       the 30: 50 organizations, 10,000 Zipf customers, 20 codes, 5%
 #       duplicates, late arrivals); the COMPARE loads keep the synthetic data
+#   FOLD_EVERY=10: the big table is folded after every 10 chunks (1M events)
+#       as it loads, as the worker folds a table in use
 #
 # Prints a markdown report; writes it to test/bench/out/rollup_bench_$DATA.md too.
 source "$(dirname "$0")/lib.sh"
@@ -19,6 +21,7 @@ EVENTS=${EVENTS:-10000000}
 COMPARE=${COMPARE:-2000000}
 CHUNK=${CHUNK:-100000}
 QUERIES=${QUERIES:-20}
+FOLD_EVERY=${FOLD_EVERY:-10}
 DATA=${DATA:-live}
 SEED=${SEED:-42}
 case $DATA in
@@ -104,7 +107,14 @@ q -c "SELECT ingest.fold_rollups()" >/dev/null
 t_fold=$(echo "$(now) - $t0" | bc)
 
 echo "== rollups on, up to $EVENTS events"
-load ev_on "$ncompare" "$nchunks" >/dev/null
+# the worker folds as events arrive: here every FOLD_EVERY chunks, so that
+# the days' rows are rewritten by folds as they are in use
+for ((c = ncompare; c < nchunks; c++)); do
+    q -c "SELECT * FROM ingest.load('ev_on', pg_read_file('$(printf '%s/chunk%05d.csv' "$dir" "$c")'))" >/dev/null
+    if (( (c + 1) % FOLD_EVERY == 0 )); then
+        q -c "SELECT ingest.fold_rollups('ev_on')" >/dev/null
+    fi
+done
 # the side tables as autovacuum keeps them: the fold leaves the deltas
 # table full of dead rows, which readers' index scans would step over
 q -c "SELECT ingest.fold_rollups('ev_on')" -c "ANALYZE ev_on" \
@@ -180,7 +190,7 @@ rollup_verify empty for the backfilled table: $bf_exact.
 
 Fold: $deltas delta rows folded in $(printf '%.2f' "$t_fold") s, $(rate "$deltas" "$t_fold") delta rows/s.
 
-One organization over 30 days on $events events ($rollup_rows hourly and $daily_rows daily rollup rows; rollup_verify empty: $exact), median of $QUERIES organizations, in ms:
+One organization over 30 days on $events events (folded every $FOLD_EVERY chunks as they loaded; $rollup_rows hourly and $daily_rows daily rollup rows; rollup_verify empty: $exact), median of $QUERIES organizations, in ms:
 
 | granularity | ingest.usage() | raw events | ratio | hourly rows alone (rollup_rows) |
 |---|---|---|---|---|
