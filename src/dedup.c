@@ -352,22 +352,8 @@ key_cmp(Datum org1, Datum tx1, Datum org2, Datum tx2)
 {
 	int			c = memcmp(DatumGetUUIDP(org1)->data, DatumGetUUIDP(org2)->data,
 						   UUID_LEN);
-	text	   *t1;
-	text	   *t2;
-	int			l1;
-	int			l2;
 
-	if (c != 0)
-		return c;
-	/* the "C" collation: bytes, then length */
-	t1 = DatumGetTextPP(tx1);
-	t2 = DatumGetTextPP(tx2);
-	l1 = VARSIZE_ANY_EXHDR(t1);
-	l2 = VARSIZE_ANY_EXHDR(t2);
-	c = memcmp(VARDATA_ANY(t1), VARDATA_ANY(t2), Min(l1, l2));
-	if (c != 0)
-		return c;
-	return (l1 > l2) - (l1 < l2);
+	return c != 0 ? c : IngestTextCmpC(DatumGetTextPP(tx1), DatumGetTextPP(tx2));
 }
 
 static int

@@ -325,22 +325,22 @@ BEGIN
 END
 $$;
 
--- Are the days [lo, hi) of a rollup (one organization's or all, NULL) each
+-- Are the days [lo, hi) of a rollup of the table configured by cfg (one
+-- organization's or all, NULL) each
 -- exactly the merge of its daily rows and deltas?  When the rollup is built
 -- and no hour in the range is marked stale: the stale pieces are those
 -- rollup_rows sees.  Called within a reader's statement (STABLE), it reads
 -- that statement's snapshot, as the reader's read of the rows must.
-CREATE OR REPLACE FUNCTION ingest_internal.days_plain(tbl regclass, rollup_name text, org uuid,
+CREATE OR REPLACE FUNCTION ingest_internal.days_plain(cfg ingest.table_config, rollup_name text, org uuid,
                                                      lo timestamptz, hi timestamptz)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cfg    ingest.table_config := ingest_internal.require_managed(tbl);
     marked boolean;
 BEGIN
-    IF ingest_internal.rollup_building(tbl, rollup_name) THEN
+    IF ingest_internal.rollup_building(cfg.event_table, rollup_name) THEN
         RETURN false;
     END IF;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE ($1::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
@@ -405,7 +405,7 @@ BEGIN
     -- Where the range has no mark, every day is plain, in a statement
     -- cheaper to plan, and the first retained hour (costly to find, and a
     -- bound on marks only) is not needed.
-    IF ingest_internal.days_plain(tbl, rollup_name, org, lo, hi) THEN
+    IF ingest_internal.days_plain(cfg, rollup_name, org, lo, hi) THEN
         RETURN QUERY EXECUTE ingest_internal.plain_days_sql(cfg, 2, 3, 4, 5)
           USING tbl, rollup_name, org, lo, hi;
         RETURN;
@@ -678,13 +678,14 @@ DECLARE
     known  timestamptz;
     bucket_expr text;
     edge   text := 'rc.name = $3 AND e.organization_id = $2 AND e."timestamp" >= %s AND e."timestamp" < %s';
+    cfg    ingest.table_config;
 BEGIN
     IF tbl IS NULL OR organization_id IS NULL OR from_ts IS NULL OR to_ts IS NULL
        OR granularity IS NULL OR time_zone IS NULL THEN
         RAISE EXCEPTION 'tbl, organization_id, from_ts, to_ts, granularity and time_zone must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM ingest_internal.require_managed(tbl);
+    cfg := ingest_internal.require_managed(tbl);
     rollup := COALESCE(rollup, 'default');
     known := ingest_internal.rollup_known_from(tbl, rollup);
     IF known IS NOT NULL AND from_ts < known THEN
@@ -763,8 +764,8 @@ BEGIN
         bucket_expr, ingest_internal.rollup_merge_sql(),
         -- plain days (the usual case) read in this statement, not through
         -- daily_rows' result set
-        CASE WHEN d_from < d_to AND ingest_internal.days_plain(tbl, rollup, organization_id, d_from, d_to)
-             THEN ingest_internal.plain_days_sql(ingest_internal.require_managed(tbl), 3, 2, 11, 12)
+        CASE WHEN d_from < d_to AND ingest_internal.days_plain(cfg, rollup, organization_id, d_from, d_to)
+             THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12)
              ELSE 'SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12)' END)
     USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
           external_customer_id, d_from, d_to;
