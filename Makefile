@@ -53,7 +53,8 @@ SQL_CODE = \
 	sql/ingest/30_maintenance.sql \
 	sql/ingest/40_load.sql \
 	sql/ingest/50_indexes.sql \
-	sql/ingest/60_rollups.sql
+	sql/ingest/60_rollups.sql \
+	sql/ingest/70_citus.sql
 SQL_FRAGMENTS = sql/ingest/00_schema.sql $(SQL_CODE) sql/ingest/90_install.sql
 
 # The update script from the last release: its data migration before and

@@ -175,6 +175,30 @@ ingest_owner_ddl(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+PG_FUNCTION_INFO_V1(ingest_retire_ddl);
+
+/*
+ * ingest_internal.retire_ddl(rel, ddl): owner_ddl for retention's own plain
+ * DETACH (on Citus), which tableddl.c lets through as it does the worker's
+ * DETACH CONCURRENTLY: forget_keys follows it.
+ */
+Datum
+ingest_retire_ddl(PG_FUNCTION_ARGS)
+{
+	PG_TRY();
+	{
+		ingest_internal_ddl = true;
+		(void) run_as_owner(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							0, NULL, NULL, NULL, false, NULL);
+	}
+	PG_FINALLY();
+	{
+		ingest_internal_ddl = false;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
+}
+
 PG_FUNCTION_INFO_V1(ingest_caller_ddl);
 
 /*

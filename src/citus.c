@@ -1,26 +1,40 @@
 /*-------------------------------------------------------------------------
  *
  * citus.c
- *	  Managed tables that Citus distributes: refused, in one place, until
- *	  ingest keeps its side state on the table's shards.
+ *	  Managed tables on Citus: which writes ingest takes on which node, and
+ *	  which it refuses.
  *
- * On Citus a distributed table's rows live in shards on the worker nodes,
- * and the coordinator's table is an empty shell.  ingest's key ledger and
- * rollups are tables of the node that manages the table: a load on the
- * coordinator would write into the shell (rows no query sees, deduplicated
- * against a ledger of its own), and a shard's copy of ingest's triggers on a
- * worker finds no managed table and would store every duplicate.  So:
+ * On Citus a distributed table's rows live in shards on the nodes, and the
+ * coordinator's table is an empty shell.  ingest.distribute_table()
+ * (sql/ingest/70_citus.sql) distributes a managed table by organization_id
+ * with its side tables colocated, and each node adopts the shards it holds
+ * as managed tables of its own (managed_by 'citus_shard'), so the loader,
+ * the triggers and the fold run on a shard as on any managed table:
  *
- *	  IngestRefuseCitus		 the loader, COPY through the hook and
- *							 manage_table refuse a table Citus distributes
- *							 (checked under the table's lock, against the
- *							 latest catalog: Citus distributes a table under a
- *							 lock that conflicts with it);
+ *	  IngestCitusAdoptShard	 a shard of such a table, placed on this node, is
+ *							 made a managed table the first time it is looked
+ *							 up (managed.c);
+ *	  IngestCitusShardWritable  COPY into a shard is loaded only for Citus's
+ *							 own sessions (Citus refuses users' direct writes);
+ *	  IngestCitusTable		 whether Citus holds a table (its side state, its
+ *							 retention by plain DETACH: maintenance.c).
+ *
+ * A table that Citus distributed otherwise keeps its side state on the
+ * coordinator, where its shards' writes never reach it:
+ *
+ *	  IngestRefuseCitus		 ingest.load of a distributed table (COPY goes
+ *							 to its shards), and the loader, COPY through the
+ *							 hook and manage_table of a table Citus holds
+ *							 otherwise, refuse it (checked under the table's
+ *							 lock: Citus distributes a table under a lock that
+ *							 conflicts with it);
  *	  IngestRefuseCitusTrigger  ingest's triggers firing on a relation that
  *							 no managed table of this node owns refuse the
  *							 write on a Citus worker node and on a shard
  *							 anywhere, failing closed where Citus's metadata
- *							 is not on the node;
+ *							 is not on the node, but let by the rows Citus
+ *							 copies with their side state (a shard moving in,
+ *							 ingest.distribute_table());
  *	  IngestRefuseCitusWorker	 ingest.load on a worker node says where to load.
  *
  * Nothing here acts where the citus extension is not installed.
@@ -32,6 +46,11 @@
 #include <ctype.h>
 
 #include "access/genam.h"
+#include "access/parallel.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
@@ -39,11 +58,15 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "loader.h"
+
+static char *citus_value(const char *sql, Oid argtype, Datum arg, MemoryContext into);
+static bool citus_known_shard(Oid relid);
 
 static bool
 citus_installed(void)
@@ -76,6 +99,91 @@ citus_lists_table(Oid relid)
 	return found;
 }
 
+/* Whether relid is a table Citus holds (distributed, reference or local). */
+bool
+IngestCitusTable(Oid relid)
+{
+	return citus_installed() && citus_lists_table(relid);
+}
+
+/*
+ * The shard id in a relation's name, when it is named as Citus names a
+ * shard, <table>_<shardid>; 0 otherwise.  (Whether it is one is Citus's
+ * metadata to say.)
+ */
+static int64
+shard_id_of(Oid relid)
+{
+	char	   *name = get_rel_name(relid);
+	size_t		len;
+	size_t		digits = 0;
+
+	if (name == NULL)
+		return 0;
+	len = strlen(name);
+	while (digits < len && isdigit((unsigned char) name[len - 1 - digits]))
+		digits++;
+	if (digits == 0 || digits > 18 || digits == len || name[len - 1 - digits] != '_')
+		return 0;
+	return pg_strtoint64(name + len - digits);
+}
+
+/*
+ * Whether "relid" belongs to a shard that Citus is copying into this node
+ * (a shard move or split) and that has no placement here yet (SPI
+ * connected): its rows come with their keys and rollups, copied as they are.
+ */
+static bool
+shard_arriving(Oid relid)
+{
+	Oid			root = IngestRootOf(relid);
+	int64		shardid = shard_id_of(root);
+	char	   *placed;
+
+	if (shardid == 0 || !citus_known_shard(root))
+		return false;
+	placed = citus_value("SELECT ingest_internal.citus_placed_here($1)",
+						 INT8OID, Int64GetDatum(shardid), CurrentMemoryContext);
+	return placed != NULL && strcmp(placed, "f") == 0;
+}
+
+/*
+ * IngestCitusAdoptShard (SPI connected): on a Citus node, make "relid" a
+ * managed table of this node when it is a shard, placed here, of a table
+ * that ingest.distribute_table() distributed (ingest_internal.adopt_shard).
+ * Only where the transaction may write; false for anything else.
+ */
+bool
+IngestCitusAdoptShard(Oid relid)
+{
+	int64		shardid;
+	Datum		args[2];
+	bool		adopted = false;
+	int			rc;
+
+	if (!citus_installed() || RecoveryInProgress() || XactReadOnly || IsInParallelMode() ||
+		get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
+		return false;
+	shardid = shard_id_of(relid);
+	if (shardid == 0)
+		return false;
+
+	args[0] = ObjectIdGetDatum(relid);
+	args[1] = Int64GetDatum(shardid);
+	AS_OWNER(IngestExtensionOwner(),
+			 rc = SPI_execute_with_args("SELECT ingest_internal.adopt_shard($1, $2)",
+										2, (Oid[]) {REGCLASSOID, INT8OID}, args, NULL, false, 1));
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not adopt shard %u: %s", relid, SPI_result_code_string(rc));
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		adopted = !isnull && DatumGetBool(d);
+	}
+	return adopted;
+}
+
 /* Run a one-row, one-column query of Citus's (SPI connected); NULL if none. */
 static char *
 citus_value(const char *sql, Oid argtype, Datum arg, MemoryContext into)
@@ -91,17 +199,32 @@ citus_value(const char *sql, Oid argtype, Datum arg, MemoryContext into)
 }
 
 /*
- * IngestRefuseCitus: 0A000 when Citus lists the managed table "rel" (locked
- * by the caller).  "action" says what is refused ("load managed table").
+ * IngestRefuseCitus: 0A000 when the managed table "rel" (locked by the
+ * caller) is one that ingest.load cannot write: a table Citus holds
+ * without ingest.distribute_table() (the side state is not on its shards),
+ * or, for ingest.load, one distributed by it (until the loader routes rows
+ * to shards, COPY does) or a shard of one.  "t" is NULL from manage_table.
+ * "action" says what is refused ("load managed table").
  */
 void
-IngestRefuseCitus(Relation rel, const char *action)
+IngestRefuseCitus(Relation rel, IngestTable *t, const char *action)
 {
 	Oid			relid = RelationGetRelid(rel);
 	MemoryContext cxt = CurrentMemoryContext;
 	char	   *column;
 	char	   *name = pstrdup(RelationGetRelationName(rel));
 
+	if (t != NULL && t->citus_shard)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s \"%s\": it is a Citus shard", action, name),
+				 errhint("Load the distributed table on the Citus coordinator.")));
+	if (t != NULL && t->distributed)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s \"%s\" with ingest.load on Citus", action, name),
+				 errdetail("The table is distributed; ingest.load does not yet send rows to its shards."),
+				 errhint("Load it with COPY ... FROM STDIN on the coordinator: each shard loads its rows with exact dedup.")));
 	if (!citus_installed() || !citus_lists_table(relid))
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -119,12 +242,32 @@ IngestRefuseCitus(Relation rel, const char *action)
 						column ? psprintf("distributes it by \"%s\"", column)
 						: "holds it without a distribution column (a reference, single-shard or local table)"),
 				 errdetail("ingest deduplicates on (organization_id, transaction_id): only a table distributed by organization_id keeps each key on one shard."),
-				 errhint("ingest does not yet support tables that Citus holds: unmanage it with ingest.unmanage_table().")));
+				 errhint("Unmanage it with ingest.unmanage_table(); distribute a managed table with ingest.distribute_table().")));
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s \"%s\": it is distributed by Citus", action, name),
+				 errdetail("ingest keeps a table's key ledger and rollups on its shards only when ingest.distribute_table() distributes it."),
+				 errhint("Undistribute it with undistribute_table(), manage it, then distribute it with ingest.distribute_table().")));
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("cannot %s \"%s\": it is distributed by Citus", action, name),
-			 errdetail("ingest does not yet keep its key ledger and rollups on the table's shards, so writes to it would not be deduplicated or counted."),
-			 errhint("Unmanage it with ingest.unmanage_table().")));
+			 errmsg("cannot %s \"%s\": Citus distributes it without its key ledger and rollups", action, name),
+			 errdetail("It was distributed with create_distributed_table(), which leaves ingest's side state on the coordinator, so writes to it would not be deduplicated or counted."),
+			 errhint("Unmanage it with ingest.unmanage_table(); distribute a managed table with ingest.distribute_table().")));
+}
+
+/*
+ * Whether this session may write a shard directly: Citus's own connections
+ * do, and users with citus.enable_manual_changes_to_shards.  Otherwise
+ * the COPY hook leaves a shard to Citus, which refuses.
+ */
+bool
+IngestCitusShardWritable(void)
+{
+	const char *manual = GetConfigOption("citus.enable_manual_changes_to_shards", true, false);
+
+	return (application_name && strncmp(application_name, "citus_internal", 14) == 0) ||
+		(manual && strcmp(manual, "on") == 0);
 }
 
 /* Whether relid is a shard Citus knows of (SPI connected). */
@@ -150,7 +293,10 @@ citus_coordinator(void)
 /*
  * IngestRefuseCitusTrigger: ingest's trigger fired on "relid", which no
  * managed table of this node owns.  On a Citus worker node, or on a shard,
- * that is a write that Citus sent to a shard of a managed table: refused.
+ * that is a write that Citus sent to a shard of a table it distributed
+ * without ingest.distribute_table(): refused.  Rows that Citus copies into
+ * a shard it is moving here, or into new shards for
+ * ingest.distribute_table(), come with their keys and rollups: let by.
  * On a worker whose Citus metadata is missing, what the relation is cannot
  * be told: refused too (fail closed).  Elsewhere (a partition detached by
  * hand keeps its triggers) nothing.
@@ -161,11 +307,15 @@ IngestRefuseCitusTrigger(Oid relid)
 	bool		refuse;
 	char	   *name;
 
-	if (!citus_installed())
+	/*
+	 * ingest.distribute_table() copies the table's rows into its new shards,
+	 * then its ledger and rollups into theirs.
+	 */
+	if (!citus_installed() || ingest_citus_distributing)
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	refuse = !citus_coordinator() || citus_known_shard(relid);
+	refuse = (!citus_coordinator() || citus_known_shard(relid)) && !shard_arriving(relid);
 	SPI_finish();
 	if (!refuse)
 		return;
@@ -222,7 +372,7 @@ ingest_refuse_citus(PG_FUNCTION_ARGS)
 {
 	Relation	rel = table_open(PG_GETARG_OID(0), AccessShareLock);
 
-	IngestRefuseCitus(rel, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	IngestRefuseCitus(rel, NULL, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
 }

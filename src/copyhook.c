@@ -89,9 +89,17 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	 */
 	if (!IngestLookupTable(relid, &t) || !t.ready || IngestTableNeedsExecutor(relid))
 		return false;
+	/*
+	 * A table distributed with ingest.distribute_table(): Citus's COPY sends
+	 * each shard its rows, and the hook loads them there (a shard is a
+	 * managed table of its node).
+	 */
+	if (t.distributed || (t.citus_shard && !IngestCitusShardWritable()))
+		return false;
 
 	rel = table_open(relid, RowExclusiveLock);
-	IngestRefuseCitus(rel, "copy into managed table");
+	if (!t.citus_shard)
+		IngestRefuseCitus(rel, &t, "copy into managed table");
 	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);
 	IngestCheckLoadPrivileges(rel, attnums);
 

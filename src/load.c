@@ -195,7 +195,7 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 	abort_on_error = on_error ? strcmp(on_error, "abort") == 0 : t.abort_on_error;
 
 	rel = table_open(relid, RowExclusiveLock);
-	IngestRefuseCitus(rel, "load managed table");
+	IngestRefuseCitus(rel, &t, "load managed table");
 	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));
 	IngestCheckLoadPrivileges(rel, attnums);
 

@@ -81,6 +81,9 @@ typedef struct IngestTable
 	bool		partman;		/* pg_partman makes and retires its partitions */
 	bool		abort_on_error; /* on_error = 'abort' */
 	bool		latest_snapshot;	/* side-state steps read the latest rows */
+	bool		distributed;	/* its side state is on Citus shards (the
+								 * coordinator's table) */
+	bool		citus_shard;	/* a shard of such a table, on a Citus node */
 } IngestTable;
 
 typedef struct IngestOwnerScope
@@ -263,6 +266,7 @@ typedef struct IngestLoadCounts
 } IngestLoadCounts;
 
 extern bool ingest_track_loads;
+extern bool ingest_citus_distributing;
 extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
 /* rollupmerge.c */
@@ -270,9 +274,12 @@ extern int	IngestTextCmpC(text *ta, text *tb);
 extern bool IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *tx0);
 
 /* citus.c */
-extern void IngestRefuseCitus(Relation rel, const char *action);
+extern void IngestRefuseCitus(Relation rel, IngestTable *t, const char *action);
+extern bool IngestCitusShardWritable(void);
 extern void IngestRefuseCitusTrigger(Oid relid);
 extern void IngestRefuseCitusWorker(Oid relid, const char *action);
+extern bool IngestCitusTable(Oid relid);
+extern bool IngestCitusAdoptShard(Oid relid);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

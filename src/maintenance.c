@@ -15,7 +15,9 @@
  * partition is recorded as retiring, detached with DETACH PARTITION
  * CONCURRENTLY run as a top-level statement (toplevel.c), and dropped as a
  * standalone table afterwards.  An interrupted detach is finished with
- * FINALIZE by the next run.
+ * FINALIZE by the next run.  The exception is a table that Citus
+ * distributes, while Citus refuses DETACH CONCURRENTLY: a plain DETACH,
+ * under lock_timeout on every node, retried by the next run.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +41,9 @@
 
 #include "ingest.h"
 #include "loader.h"
+
+/* This process saw Citus refuse DETACH ... CONCURRENTLY. */
+static bool citus_refuses_concurrent_detach = false;
 
 /* Key space of our session advisory locks: "ing\0" in the high half. */
 #define MAINTENANCE_LOCK_KEY(relid) ((((int64) 0x696E6700) << 32) | (int64) (relid))
@@ -65,6 +70,8 @@ static List *plan_table(Oid relid, MemoryContext cxt);
 static void unlock_table(Oid relid, int failures, const char *sqlstate,
 						 const char *message);
 static void do_detach(Oid relid, int64 run_id, MaintAction *a);
+static void detach_concurrently(Oid relid, int64 run_id, MaintAction *a);
+static void detach_locking(Oid relid, int64 run_id, MaintAction *a);
 static void toplevel_as_owner(Oid rel, const char *sql);
 static void log_action(int64 run_id, Oid relid, const char *action,
 					   const char *partition, const char *status,
@@ -265,24 +272,80 @@ log_action(int64 run_id, Oid relid, const char *action, const char *partition,
 }
 
 /*
- * Retire a partition: remember it, DETACH CONCURRENTLY at top level, log.
- * The detach commits its first transaction itself and returns inside its
- * second one, in which we log.
+ * Retire a partition: remember it, detach it, log.  DETACH CONCURRENTLY
+ * runs at top level; on a table Citus distributes, where Citus refuses it,
+ * a plain DETACH (detach_locking).
  */
 static void
 do_detach(Oid relid, int64 run_id, MaintAction *a)
 {
 	Datum		arg = ObjectIdGetDatum(a->partition_oid);
 	bool		isnull;
-	char	   *parent_name;
-	char	   *part_name;
-	char	   *part_rel;
-	StringInfoData sql;
+	bool		citus;
+	bool		untouched;
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata;
 
 	xact_begin();
 	(void) exec_scalar("SELECT ingest_internal.mark_retiring($1)",
 					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
+	citus = IngestCitusTable(relid);
 	xact_end();
+
+	if (citus && citus_refuses_concurrent_detach)
+	{
+		detach_locking(relid, run_id, a);
+		return;
+	}
+	if (!citus)
+	{
+		detach_concurrently(relid, run_id, a);
+		return;
+	}
+
+	/*
+	 * Citus 13 refuses DETACH CONCURRENTLY with XX000 before it starts.  A
+	 * Citus that runs it is used as it is; one that refuses is not asked
+	 * again by this process.
+	 */
+	PG_TRY();
+	{
+		detach_concurrently(relid, run_id, a);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_INTERNAL_ERROR)
+			PG_RE_THROW();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		/* refused before it started: the partition is as it was */
+		xact_begin();
+		untouched = DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+											 " WHERE i.inhrelid OPERATOR(pg_catalog.=) $1 "
+											 "   AND NOT i.inhdetachpending)",
+											 1, (Oid[]) {OIDOID}, &arg, NULL, &isnull));
+		xact_end();
+		if (!untouched)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		citus_refuses_concurrent_detach = true;
+		detach_locking(relid, run_id, a);
+	}
+	PG_END_TRY();
+}
+
+/* DETACH CONCURRENTLY at top level, then forget the day's keys and log. */
+static void
+detach_concurrently(Oid relid, int64 run_id, MaintAction *a)
+{
+	bool		isnull;
+	char	   *parent_name;
+	char	   *part_name;
+	char	   *part_rel;
+	StringInfoData sql;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -313,6 +376,26 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 						   2, (Oid[]) {OIDOID, OIDOID}, args, NULL, &isnull);
 	}
 	log_action(run_id, relid, a->action, a->partition, "ok", NULL, a->detail);
+	xact_end();
+}
+
+/*
+ * A plain DETACH, the keys forgotten and the log row, in one transaction:
+ * it holds ACCESS EXCLUSIVE on the parent until it commits, waiting at most
+ * lock_timeout for it on every node.
+ */
+static void
+detach_locking(Oid relid, int64 run_id, MaintAction *a)
+{
+	Datum		arg = ObjectIdGetDatum(a->partition_oid);
+	bool		isnull;
+
+	xact_begin();
+	(void) exec_scalar("SELECT ingest_internal.detach_locking($1)",
+					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
+	log_action(run_id, relid, a->action, a->partition, "ok", NULL,
+			   psprintf("%s%splain DETACH PARTITION: Citus refuses DETACH PARTITION CONCURRENTLY",
+						a->detail ? a->detail : "", a->detail ? "; " : ""));
 	xact_end();
 }
 

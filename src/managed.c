@@ -174,6 +174,8 @@ IngestTableNeedsExecutor(Oid relid)
 	return needs;
 }
 
+static bool lookup_table(Oid relid, IngestTable *t, bool read_only);
+
 static Oid
 regclass_at(int col, bool *isnull)
 {
@@ -227,15 +229,15 @@ IngestRequireCurrentVersion(void)
 
 /*
  * Look up a managed table (a partitioned table, not one of its
- * partitions).  False when ingest does not manage it.
+ * partitions).  False when ingest does not manage it.  On a Citus node, a
+ * shard of a table distributed by ingest.distribute_table() is adopted as a
+ * managed table of the node the first time it is looked up in a
+ * transaction that may write (citus.c).
  */
 bool
 IngestLookupTable(Oid relid, IngestTable *t)
 {
-	Datum		arg = ObjectIdGetDatum(relid);
-	bool		isnull;
-	bool		found = false;
-	int			rc;
+	bool		found;
 
 	memset(t, 0, sizeof(IngestTable));
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -245,40 +247,64 @@ IngestLookupTable(Oid relid, IngestTable *t)
 		SPI_finish();
 		return false;
 	}
+	found = lookup_table(relid, t, true);
+	/* read again past the row just written: not in a read-only snapshot */
+	if (!found && IngestCitusAdoptShard(relid))
+		found = lookup_table(relid, t, false);
+	SPI_finish();
+	return found;
+}
+
+/* IngestLookupTable's reading of ingest.table_config (SPI connected). */
+static bool
+lookup_table(Oid relid, IngestTable *t, bool read_only)
+{
+	Datum		arg = ObjectIdGetDatum(relid);
+	bool		isnull;
+	int			rc;
+	char	   *on_error;
+	char	   *managed_by;
+	Oid			tgfoid;
+
+	/*
+	 * The dedup trigger is ingest_dedup; Citus names its copy on a shard
+	 * ingest_dedup_<shardid>.
+	 */
 	rc = SPI_execute_with_args(
-		"SELECT c.on_error, c.managed_by OPERATOR(pg_catalog.=) 'pg_partman', "
+		"SELECT c.on_error, c.managed_by, "
 		"       c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale, "
 		"       (SELECT t.tgfoid FROM pg_catalog.pg_trigger t "
 		"         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.event_table "
-		"           AND t.tgname OPERATOR(pg_catalog.=) 'ingest_dedup') "
+		"           AND (t.tgname OPERATOR(pg_catalog.=) 'ingest_dedup' "
+		"                OR (c.managed_by OPERATOR(pg_catalog.=) 'citus_shard' "
+		"                    AND t.tgname OPERATOR(pg_catalog.~) '^ingest_dedup_[0-9]+$')) "
+		"         LIMIT 1) "
 		"  FROM ingest.table_config c "
 		" WHERE c.event_table OPERATOR(pg_catalog.=) $1",
-		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+		1, (Oid[]) {OIDOID}, &arg, NULL, read_only, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the configuration of table %u: %s", relid,
 			 SPI_result_code_string(rc));
-	if (SPI_processed == 1)
-	{
-		char	   *on_error = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		Oid			tgfoid;
+	if (SPI_processed != 1)
+		return false;
 
-		found = true;
-		t->relid = relid;
-		t->owner = IngestRelationOwner(relid);
-		t->abort_on_error = on_error && strcmp(on_error, "abort") == 0;
-		t->partman = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 2, &isnull));
-		t->ledger = regclass_at(3, &isnull);
-		t->rollup_hours = regclass_at(4, &isnull);
-		t->rollup_deltas = regclass_at(5, &isnull);
-		t->rollup_stale = regclass_at(6, &isnull);
-		tgfoid = regclass_at(7, &isnull);
-		/* ready: the trigger is ours (a function name can be anyone's) */
-		if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
-			t->ready = is_ingest_trigger_function(tgfoid, false);
-	}
-	SPI_finish();
-	return found;
+	on_error = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	managed_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	t->relid = relid;
+	t->owner = IngestRelationOwner(relid);
+	t->abort_on_error = on_error && strcmp(on_error, "abort") == 0;
+	t->partman = managed_by && strcmp(managed_by, "pg_partman") == 0;
+	t->citus_shard = managed_by && strcmp(managed_by, "citus_shard") == 0;
+	t->ledger = regclass_at(3, &isnull);
+	t->rollup_hours = regclass_at(4, &isnull);
+	t->rollup_deltas = regclass_at(5, &isnull);
+	t->rollup_stale = regclass_at(6, &isnull);
+	tgfoid = regclass_at(7, &isnull);
+	/* ready: the trigger is ours (a function name can be anyone's) */
+	if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
+		t->ready = is_ingest_trigger_function(tgfoid, false);
+	t->distributed = !t->citus_shard && OidIsValid(t->ledger) && IngestCitusTable(t->ledger);
+	return true;
 }
 
 /* The table's config, or 55000 naming it. */

@@ -242,13 +242,17 @@ IngestRollupBegin(Relation rel, IngestTable *t, EState *estate)
 		elog(ERROR, "could not prepare the rollup feed: %s",
 			 SPI_result_code_string(SPI_result));
 
-	/* Which rollups the table has, as of the load's snapshot. */
+	/*
+	 * Which rollups the table has, as of the load's snapshot; for a Citus
+	 * shard, as of now: this very statement may have adopted it (citus.c),
+	 * writing its rollup after the snapshot.
+	 */
 	arg = ObjectIdGetDatum(f->relid);
 	rc = SPI_execute_with_args(
 		"SELECT pg_catalog.bool_or(rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[]), "
 		"       pg_catalog.bool_or(rc.name OPERATOR(pg_catalog.=) 'default') "
 		"  FROM ingest.rollup_config rc WHERE rc.event_table OPERATOR(pg_catalog.=) $1",
-		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+		1, (Oid[]) {OIDOID}, &arg, NULL, !t->citus_shard, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the rollups of table %u", f->relid);
 	f->has_dimensions = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],

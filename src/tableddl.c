@@ -33,6 +33,10 @@
  * key or drop the row, leaving the ledger with a key no event has.  Such a
  * trigger (made or renamed so) is refused; one that fires before is free.
  *
+ * On Citus the coordinator's table has these rules, not its shards.  A
+ * partition of a distributed table leaves only by retention (the keys of its
+ * rows are released shard by shard there).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -127,7 +131,8 @@ managed_root(Oid relid, IngestTable *t)
 	if (!OidIsValid(relid))
 		return InvalidOid;
 	root = IngestRootOf(relid);
-	if (!IngestLookupTable(root, t) || !t->ready)
+	/* a Citus shard's DDL is its coordinator's, which ingest saw there */
+	if (!IngestLookupTable(root, t) || !t->ready || t->citus_shard)
 		return InvalidOid;
 	return root;
 }
@@ -344,6 +349,13 @@ partition_leaves(IngestTable *t, Oid part)
 	IngestOwnerScope scope;
 	char	   *name;
 
+	if (t->distributed)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot take a partition out of managed table \"%s\": it is distributed by Citus",
+						get_rel_name(t->relid)),
+				 errdetail("ingest does not yet release the keys and rollups of a partition's rows on the shards."),
+				 errhint("Let retention retire the partition (ingest.configure).")));
 	LockRelationOid(t->relid, AccessExclusiveLock);
 	LockRelationOid(part, AccessExclusiveLock);
 	name = partition_rows(t, part);

@@ -151,6 +151,22 @@ apply_lock_timeout(void)
 	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION);
 }
 
+/*
+ * Where Citus is loaded: the worker reads the catalog rows of the shards it
+ * folds, which Citus hides from sessions that are not its own, and the
+ * partitions it makes for a distributed table get ingest's triggers on
+ * their shards, which Citus creates only with citus.enable_unsafe_triggers
+ * (they act on their shard and its colocated side tables alone).
+ */
+static void
+citus_settings(void)
+{
+	if (GetConfigOption("citus.override_table_visibility", true, false) != NULL)
+		SetConfigOption("citus.override_table_visibility", "off", PGC_SUSET, PGC_S_SESSION);
+	if (GetConfigOption("citus.enable_unsafe_triggers", true, false) != NULL)
+		SetConfigOption("citus.enable_unsafe_triggers", "on", PGC_SUSET, PGC_S_SESSION);
+}
+
 void
 ingest_worker_main(Datum main_arg)
 {
@@ -168,6 +184,7 @@ ingest_worker_main(Datum main_arg)
 	apply_lock_timeout();
 	/* Nothing a user can create is looked up by name in our statements. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	citus_settings();
 
 	if (args.manual)
 	{

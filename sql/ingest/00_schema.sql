@@ -25,8 +25,10 @@ CREATE TABLE ingest.table_config (
     premake          integer NOT NULL DEFAULT 3 CHECK (premake >= 0),
     retention_action text NOT NULL DEFAULT 'drop'
                      CHECK (retention_action IN ('drop', 'detach')),
+    -- citus_shard: on a Citus worker node, a shard of a table that the
+    -- coordinator manages (sql/ingest/70_citus.sql)
     managed_by       text NOT NULL DEFAULT 'ingest'
-                     CHECK (managed_by IN ('ingest', 'pg_partman')),
+                     CHECK (managed_by IN ('ingest', 'pg_partman', 'citus_shard')),
     on_error         text NOT NULL DEFAULT 'reject'
                      CHECK (on_error IN ('reject', 'abort')),
     rollup_retention interval,
@@ -42,6 +44,38 @@ CREATE TABLE ingest.table_config (
 SELECT pg_catalog.pg_extension_config_dump('ingest.table_config', '');
 COMMENT ON TABLE ingest.table_config IS
     'Partition policy of each table managed by ingest; change it with ingest.configure()';
+
+-- The tables ingest.distribute_table() gave to Citus, by name (OIDs differ
+-- from node to node): a Citus reference table once one is, so that every
+-- node knows its shards' side tables (sql/ingest/70_citus.sql).
+CREATE TABLE ingest_internal.citus_tables (
+    event_table      text PRIMARY KEY,
+    ledger           text NOT NULL,
+    rollup_hours     text NOT NULL,
+    rollup_deltas    text NOT NULL,
+    rollup_stale     text NOT NULL,
+    rollup_days      text NOT NULL,
+    time_zone        text NOT NULL,
+    on_error         text NOT NULL,
+    rollup_retention interval,
+    known_from       timestamptz
+);
+
+-- A row of ingest.usage(), for the function that computes it on the Citus
+-- node of an organization's shard (sql/ingest/70_citus.sql).
+CREATE TYPE ingest_side.usage_row AS (
+    code                 text,
+    external_customer_id text,
+    dimensions           jsonb,
+    bucket               timestamptz,
+    events               bigint,
+    value_sum            numeric,
+    decimal_sum          numeric,
+    value_min            double precision,
+    value_max            double precision,
+    latest_value         double precision,
+    latest_at            timestamptz
+);
 
 -- Health of each table's maintenance.  Not dumped: it describes this
 -- server's history, keyed by OID.

@@ -338,6 +338,14 @@ AS $$
 BEGIN
     PERFORM ingest_internal.fold(b.relid, true) FROM ingest_internal.bounds b
      WHERE b.partition_oid = part;
+    -- on Citus the nodes fold their shards: the day waits for their folds
+    IF EXISTS (SELECT FROM ingest_internal.bounds b
+                WHERE b.partition_oid = part AND ingest_internal.on_citus(b.relid)
+                  AND ingest_internal.stale_within(b.relid, b.lower_bound, b.upper_bound)) THEN
+        RAISE EXCEPTION 'partition % has hours that the Citus nodes have not folded yet', part::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Retention retries it after their next fold.';
+    END IF;
     INSERT INTO ingest_internal.retired (partition_oid, relid, partition, lower_bound, upper_bound)
     SELECT b.partition_oid, b.relid, b.partition::text, b.lower_bound, b.upper_bound
       FROM ingest_internal.bounds b
@@ -364,6 +372,47 @@ BEGIN
     PERFORM ingest_internal.owner_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
                                                                 parent::regclass, part::regclass));
     PERFORM ingest_internal.forget_keys(parent, part);
+END
+$$;
+
+-- Retire a partition of a table Citus distributes, where Citus refuses
+-- DETACH ... CONCURRENTLY: a plain DETACH, which holds ACCESS EXCLUSIVE on
+-- the parent (on every node) until the worker's transaction commits, and
+-- waits at most lock_timeout for it on every node.
+CREATE OR REPLACE FUNCTION ingest_internal.detach_locking(part oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent oid;
+BEGIN
+    SELECT i.inhparent INTO parent FROM pg_catalog.pg_inherits i
+     WHERE i.inhrelid = part AND NOT i.inhdetachpending;
+    IF parent IS NULL THEN
+        RAISE EXCEPTION 'partition % is not attached', part
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM ingest_internal.set_local_everywhere('lock_timeout', current_setting('lock_timeout'));
+    PERFORM ingest_internal.retire_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s',
+                                                                 parent::regclass, part::regclass));
+    PERFORM ingest_internal.forget_keys(parent, part);
+END
+$$;
+
+-- SET LOCAL a setting here and on the Citus nodes the transaction uses.
+-- Citus passes a SET LOCAL on when it runs in a function that a statement
+-- called (citus.propagate_set_commands = local).  No SET clause: it would
+-- undo the SET LOCAL when the function returns.
+CREATE OR REPLACE FUNCTION ingest_internal.set_local_everywhere(setting text, value text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus') THEN
+        PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    END IF;
+    EXECUTE pg_catalog.format('SET LOCAL %I = %L', setting, value);
 END
 $$;
 
@@ -408,7 +457,8 @@ DECLARE
     cstep    text;
 BEGIN
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
-    IF NOT FOUND THEN
+    -- a Citus shard's partitions and indexes are its coordinator's to make
+    IF NOT FOUND OR cfg.managed_by = 'citus_shard' THEN
         RETURN;
     END IF;
     event_table := tbl;

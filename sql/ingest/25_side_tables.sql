@@ -260,6 +260,12 @@ CREATE OR REPLACE FUNCTION ingest_internal.owner_ddl(rel regclass, ddl text)
 RETURNS void LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_ddl';
+-- The same for retention's own DETACH, which forget_keys follows: the hook
+-- for partitions detached by hand (src/tableddl.c) lets it through.
+CREATE OR REPLACE FUNCTION ingest_internal.retire_ddl(rel regclass, ddl text)
+RETURNS void LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_retire_ddl';
 
 -- A statement ingest built, run as the role that called into ingest.
 CREATE OR REPLACE FUNCTION ingest_internal.caller_ddl(ddl text)
@@ -394,6 +400,16 @@ BEGIN
     END IF;
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
     DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
+    -- a Citus shard of this node: its side tables are shards too, which
+    -- Citus drops and moves with it
+    IF cfg.managed_by = 'citus_shard' THEN
+        DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl;
+        DELETE FROM ingest.rejects r WHERE r.event_table = tbl;
+        DELETE FROM ingest_internal.load_stats l WHERE l.event_table = tbl;
+        DELETE FROM ingest_internal.fold_state f WHERE f.relid = tbl;
+        DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
+        RETURN;
+    END IF;
     DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
     DELETE FROM ingest_internal.retired r WHERE r.relid = tbl;
     DELETE FROM ingest.index_config c WHERE c.event_table = tbl;
@@ -413,6 +429,13 @@ BEGIN
                                    'ingest_side.replica_guard()'::regprocedure) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
     END LOOP;
+    -- the function that computes usage on a Citus node (70_citus.sql)
+    IF cfg.ledger IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = cfg.ledger)
+       AND pg_catalog.to_regprocedure(ingest_internal.citus_usage_function(cfg)
+                                      || '(uuid, numeric, numeric, text, text)') IS NOT NULL THEN
+        EXECUTE format('DROP FUNCTION %s(uuid, numeric, numeric, text, text)',
+                       ingest_internal.citus_usage_function(cfg));
+    END IF;
     -- side tables and the usage view, by OID; views anyone built on them go
     -- too, so that nobody can keep the table's owner from dropping it
     FOREACH rel IN ARRAY ARRAY[cfg.usage_view] LOOP
@@ -445,7 +468,14 @@ DECLARE
     cfg ingest.table_config := ingest_internal.require_managed(tbl);
     r   ingest_internal.retired;
 BEGIN
-    PERFORM ingest_internal.release_keys(tbl, part);
+    IF ingest_internal.on_citus(tbl) THEN
+        -- one statement that Citus runs shard by shard: the detached day is
+        -- a table colocated with the ledger
+        EXECUTE format('DELETE FROM %s k USING %s p WHERE k.organization_id = p.organization_id '
+                       'AND k.transaction_id = p.transaction_id COLLATE "C"', cfg.ledger, part::regclass);
+    ELSE
+        PERFORM ingest_internal.release_keys(tbl, part);
+    END IF;
     SELECT * INTO r FROM ingest_internal.retired x WHERE x.partition_oid = part;
     IF FOUND THEN
         EXECUTE format('DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',

@@ -485,12 +485,16 @@ DECLARE
     his   timestamptz[];
 BEGIN
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
-    IF NOT FOUND OR NOT ingest_internal.ready(tbl) THEN
+    -- on Citus each node folds its shards (sql/ingest/70_citus.sql)
+    IF NOT FOUND OR NOT ingest_internal.ready(tbl) OR ingest_internal.on_citus(tbl) THEN
         RETURN 0;
     END IF;
     IF wait THEN
         PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
     ELSIF NOT pg_try_advisory_xact_lock(1768843009, tbl::oid::int4) THEN
+        RETURN 0;
+    END IF;
+    IF cfg.managed_by = 'citus_shard' AND NOT ingest_internal.citus_lock_shard(tbl) THEN
         RETURN 0;
     END IF;
     since := ingest_internal.raw_hours_since(tbl);
@@ -638,6 +642,11 @@ BEGIN
     IF tbl IS NOT NULL THEN
         PERFORM ingest_internal.require_owner(tbl);
     END IF;
+    -- on a Citus node, the shards it folds (Citus hides them from catalog
+    -- queries of most sessions)
+    IF pg_catalog.current_setting('citus.override_table_visibility', true) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.override_table_visibility', 'off', true);
+    END IF;
     -- all: the tables the caller owns
     FOR t IN SELECT c.event_table FROM ingest.table_config c JOIN pg_class pc ON pc.oid = c.event_table
               WHERE (tbl IS NULL OR c.event_table = tbl)
@@ -686,6 +695,12 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     cfg := ingest_internal.require_managed(tbl);
+    IF ingest_internal.on_citus(tbl) THEN
+        RETURN QUERY SELECT * FROM ingest_internal.usage_citus(cfg, organization_id, from_ts, to_ts, code,
+                                                               external_customer_id, rollup,
+                                                               granularity, time_zone);
+        RETURN;
+    END IF;
     rollup := COALESCE(rollup, 'default');
     known := ingest_internal.rollup_known_from(tbl, rollup);
     IF known IS NOT NULL AND from_ts < known THEN

@@ -15,6 +15,41 @@ ALTER TABLE ingest.table_config
     ADD COLUMN usage_view    regclass,
     ADD COLUMN rollup_days   regclass;
 ALTER TABLE ingest.rollup_config ADD COLUMN building_xid xid8, ADD COLUMN building_horizon xid8;
+ALTER TABLE ingest.table_config DROP CONSTRAINT table_config_managed_by_check,
+    ADD CONSTRAINT table_config_managed_by_check
+        CHECK (managed_by IN ('ingest', 'pg_partman', 'citus_shard'));
+
+-- The tables ingest.distribute_table() gave to Citus, by name (OIDs differ
+-- from node to node): a Citus reference table once one is, so that every
+-- node knows its shards' side tables (sql/ingest/70_citus.sql).
+CREATE TABLE ingest_internal.citus_tables (
+    event_table      text PRIMARY KEY,
+    ledger           text NOT NULL,
+    rollup_hours     text NOT NULL,
+    rollup_deltas    text NOT NULL,
+    rollup_stale     text NOT NULL,
+    rollup_days      text NOT NULL,
+    time_zone        text NOT NULL,
+    on_error         text NOT NULL,
+    rollup_retention interval,
+    known_from       timestamptz
+);
+
+-- A row of ingest.usage(), for the function that computes it on the Citus
+-- node of an organization's shard (sql/ingest/70_citus.sql).
+CREATE TYPE ingest_side.usage_row AS (
+    code                 text,
+    external_customer_id text,
+    dimensions           jsonb,
+    bucket               timestamptz,
+    events               bigint,
+    value_sum            numeric,
+    decimal_sum          numeric,
+    value_min            double precision,
+    value_max            double precision,
+    latest_value         double precision,
+    latest_at            timestamptz
+);
 
 SELECT pg_catalog.pg_extension_config_dump('ingest.rejects', '');
 COMMENT ON TABLE ingest.rejects IS

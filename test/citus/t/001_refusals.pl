@@ -1,6 +1,7 @@
 # ingest on a Citus cluster (a coordinator and two workers on this machine):
-# a managed table that Citus distributes is refused by every write path,
-# since ingest's key ledger and rollups are not yet on the shards.  Before
+# a managed table that Citus distributed with create_distributed_table()
+# rather than ingest.distribute_table() is refused by every write path,
+# since its key ledger and rollups stay on the coordinator.  Before
 # these refusals, ingest.load and COPY on the coordinator wrote into the
 # coordinator's empty shell (rows no query returned), and INSERTs that
 # Citus sent to the shards stored every duplicate.  What must keep working:
@@ -11,54 +12,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestCitus;
 
-my @nodes;
-for my $name (qw(coordinator worker1 worker2))
-{
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	# Citus connects between nodes over TCP
-	$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'citus,ingest'
-listen_addresses = 'localhost'
-ingest.enabled = off
-max_worker_processes = 32
-citus.node_conninfo = 'sslmode=disable'
-});
-	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION citus');
-	push @nodes, $node;
-}
-my ($coord, $w1, $w2) = @nodes;
-$coord->safe_psql('postgres', sprintf(q{
-	SELECT citus_set_coordinator_host('localhost', %d);
-	SELECT citus_add_node('localhost', %d);
-	SELECT citus_add_node('localhost', %d);
-	CREATE EXTENSION ingest;
-}, $coord->port, $w1->port, $w2->port));
+my ($coord, $w1, $w2) = my @nodes = citus_cluster('ingest.enabled = off');
 is($w1->safe_psql('postgres', q{SELECT count(*) FROM pg_extension WHERE extname = 'ingest'}),
 	'1', 'CREATE EXTENSION ingest reached the workers');
-
-# psql's result, stderr and exit code
-sub try_sql
-{
-	my ($node, $sql, $stdin) = @_;
-	my ($out, $err) = ('', '');
-	my $rc = $node->psql('postgres', $sql,
-		stdout => \$out, stderr => \$err,
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	return ($rc, $out, $err);
-}
-
-# Citus's COPY reports a shard's error as XX000: $code says what to expect
-sub refused
-{
-	my ($node, $sql, $pattern, $name, $code) = @_;
-	$code //= '0A000';
-	my ($rc, $out, $err) = try_sql($node, $sql);
-	ok($rc != 0 && $err =~ /ERROR:  $code: .*$pattern/s, $name)
-	  or diag("rc $rc, stderr: $err");
-}
 
 my $row = q{'00000000-0000-0000-0000-000000000001', 'tx-1', 'c1', 'api', now(), '{}', 1, NULL};
 my $csv = "organization_id,transaction_id,external_customer_id,code,timestamp,value\n"
@@ -77,13 +37,13 @@ $coord->safe_psql('postgres', q{
 });
 
 refused($coord, qq{SELECT * FROM ingest.load('ev', \$\$$csv\$\$, 'csv', true)},
-	qr/cannot load managed table "ev": it is distributed by Citus/,
+	qr/cannot load managed table "ev": Citus distributes it without its key ledger and rollups/,
 	'ingest.load on the coordinator is refused');
 refused($coord, qq{COPY ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value) FROM STDIN (FORMAT csv);
 00000000-0000-0000-0000-000000000001,tx-1,c1,api,$now,1
 \\.
 },
-	qr/cannot copy into managed table "ev": it is distributed by Citus/,
+	qr/cannot copy into managed table "ev": Citus distributes it without its key ledger and rollups/,
 	'COPY through the hook on the coordinator is refused');
 my $insert = qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value, decimal_value) VALUES ($row)};
 my $on_shard = qr/cannot write "ev_\w+" through ingest's triggers on a Citus shard or worker node/;
@@ -101,11 +61,7 @@ refused($w1, qq{SELECT * FROM ingest.load('ev', \$\$$csv\$\$, 'csv', true)},
 	'ingest.load on a worker node says where to load');
 # A worker without Citus's metadata cannot tell a shard from a table: its
 # copy of ingest's triggers refuses all the same.
-my $shard = $coord->safe_psql('postgres', sprintf(q{
-	SELECT shard_name(s.logicalrelid, s.shardid)
-	  FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
-	 WHERE s.logicalrelid = 'ev'::regclass AND n.nodeport = %d
-	 ORDER BY s.shardid LIMIT 1}, $w2->port));
+my $shard = shard_on($coord, 'ev', $w2);
 $coord->safe_psql('postgres', sprintf(q{SELECT stop_metadata_sync_to_node('localhost', %d)}, $w2->port));
 is($w2->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition}), '0',
 	'the second worker has no Citus metadata now');

@@ -1,0 +1,112 @@
+# Retention of a table distributed by ingest.distribute_table().  Citus 13
+# refuses DETACH PARTITION CONCURRENTLY (XX000), and every retirement
+# failed with it: the worker now retires such a day with a plain DETACH,
+# which takes ACCESS EXCLUSIVE on the parent on every node for the moment
+# it runs, waits at most ingest.lock_timeout for it there (on the workers
+# too), and is retried by the next run when it times out.  The day's keys
+# leave the colocated ledger shard by shard; its rollups stay.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestCitus;
+
+my ($coord, $w1, $w2) = my @nodes = citus_cluster('ingest.enabled = off', q{ingest.lock_timeout = '1s'});
+
+# A managed table with events in two days past a retention of 5 days and
+# in today, distributed by ingest.distribute_table() (the old days become
+# colocated distributed partitions; the keys and rollups go to the shards).
+$coord->safe_psql('postgres', q{
+	SELECT ingest.create_event_table('ev', premake => 1);
+	CREATE TABLE ev_old10 (LIKE ev);
+	ALTER TABLE ev ATTACH PARTITION ev_old10
+	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '10 days')
+	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '9 days');
+	CREATE TABLE ev_old8 (LIKE ev);
+	ALTER TABLE ev ATTACH PARTITION ev_old8
+	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '8 days')
+	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '7 days');
+	INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	SELECT ('00000000-0000-0000-0000-00000000000' || o)::uuid, 'tx-' || d || '-' || i, 'c', 'api',
+	       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - d * interval '1 day' + interval '1 hour', i
+	  FROM generate_series(1, 4) o, unnest(ARRAY[10, 8, 0]) d, generate_series(1, 5) i;
+	SELECT ingest.distribute_table('ev', shard_count => 4);
+});
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'ev_old%'}),
+	'2', 'the old days are distributed');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest_side.ev_keys}), '60', 'their keys are on the shards');
+my $usage_sql = q{SELECT string_agg(events || ':' || value_sum, ' ' ORDER BY 1)
+	FROM ingest.usage('ev', '00000000-0000-0000-0000-000000000002',
+	                  date_trunc('day', now()) - interval '11 days', date_trunc('day', now()) + interval '1 day',
+	                  granularity => 'day')};
+my $usage_before = $coord->safe_psql('postgres', $usage_sql);
+is($usage_before, '5:15 5:15 5:15', 'usage per day before retention');
+$coord->safe_psql('postgres', q{SELECT ingest.configure('ev', retention => '5 days')});
+
+sub detach_log
+{
+	return $coord->safe_psql('postgres', q{
+		SELECT string_agg(action || ':' || partition || ':' || status || ':' || coalesce(sqlstate, ''), ' ' ORDER BY id)
+		  FROM ingest.maintenance_log WHERE relid = 'ev'::regclass AND action IN ('detach', 'drop')});
+}
+
+# A transaction on a worker node that holds a shard of the parent: the
+# detach waits for it there at most ingest.lock_timeout, and is retried.
+my $shard = shard_on($coord, 'ev', $w1);
+my $holder = $w1->background_psql('postgres');
+$holder->query_safe("BEGIN; SET LOCAL citus.enable_manual_changes_to_shards = on; LOCK TABLE $shard IN ACCESS SHARE MODE");
+my ($rc, $out, $err) = try_sql($coord, q{SELECT count(*) FROM ingest.run_maintenance('ev')});
+is($rc, 0, 'a run with a day held up on a worker node finishes') or diag($err);
+is(detach_log(), 'detach:public.ev_old10:error:55P03 detach:public.ev_old8:error:55P03',
+	'each plain DETACH timed out on the worker node (ingest.lock_timeout reached it)');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_inherits WHERE inhrelid IN ('ev_old10'::regclass, 'ev_old8'::regclass)}),
+	'2', 'both days are still attached');
+$holder->query_safe('COMMIT');
+$holder->quit;
+
+# The next run retires both days: plain DETACH, keys forgotten, dropped.
+($rc, $out, $err) = try_sql($coord, q{SELECT count(*) FROM ingest.run_maintenance('ev')});
+is($rc, 0, 'the next run finishes') or diag($err);
+is(detach_log(),
+	'detach:public.ev_old10:error:55P03 detach:public.ev_old8:error:55P03 detach:public.ev_old10:ok: detach:public.ev_old8:ok: drop:public.ev_old10:ok: drop:public.ev_old8:ok:',
+	'it retires both days, oldest first');
+like($coord->safe_psql('postgres', q{SELECT message FROM ingest.maintenance_log
+		WHERE relid = 'ev'::regclass AND action = 'detach' AND status = 'ok' ORDER BY id LIMIT 1}),
+	qr/plain DETACH PARTITION: Citus refuses DETACH PARTITION CONCURRENTLY/,
+	'the log says that it took the plain DETACH');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_class WHERE relname LIKE 'ev_old%'}),
+	'0', 'the days are gone on the coordinator');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'ev_old%'}),
+	'0', 'and from Citus');
+for my $w ($w1, $w2)
+{
+	is($w->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+		SELECT count(*) FROM pg_class WHERE relname LIKE 'ev_old%'}),
+		'0', 'and their shards from worker ' . $w->name);
+}
+is($coord->safe_psql('postgres', q{SELECT count(*) || '/' || count(*) FILTER (WHERE transaction_id LIKE 'tx-0-%') FROM ingest_side.ev_keys}),
+	'20/20', 'the keys of the retired days left the ledger on the shards, today\'s stayed');
+is($coord->safe_psql('postgres', $usage_sql), $usage_before, 'usage of the retired days outlives them');
+is($coord->safe_psql('postgres', q{SELECT string_agg(state, ',' ORDER BY day) FROM ingest.partitions WHERE event_table = 'ev'::regclass}),
+	'attached,attached', 'today and the day ahead are left');
+
+# A table of the same coordinator that Citus does not hold still detaches
+# concurrently.
+$coord->safe_psql('postgres', q{
+	SELECT ingest.create_event_table('local_ev', premake => 1);
+	CREATE TABLE local_old (LIKE local_ev);
+	ALTER TABLE local_ev ATTACH PARTITION local_old
+	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '10 days')
+	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '9 days');
+	SELECT ingest.configure('local_ev', retention => '5 days');
+	SELECT count(*) FROM ingest.run_maintenance('local_ev');
+});
+is($coord->safe_psql('postgres', q{SELECT string_agg(action || ':' || status || ':' || (coalesce(message, '') LIKE '%plain DETACH%'), ' ' ORDER BY id)
+		  FROM ingest.maintenance_log WHERE relid = 'local_ev'::regclass AND action IN ('detach', 'drop')}),
+	'detach:ok:false drop:ok:false', 'a local table is retired with DETACH CONCURRENTLY');
+
+$_->stop for @nodes;
+done_testing();

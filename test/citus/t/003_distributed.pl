@@ -1,0 +1,213 @@
+# A managed table distributed with ingest.distribute_table(): its key
+# ledger and rollups are colocated with it, each node adopts the shards it
+# holds as managed tables of its own, and every write path through the
+# coordinator deduplicates exactly cluster-wide: COPY from psql (Citus's
+# COPY, loaded on each shard by ingest's hook) and plain INSERT (ingest's
+# triggers on the shards).  Each node folds its shards; ingest.usage on the
+# coordinator equals the raw aggregation.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestCitus;
+
+my ($coord, $w1, $w2) = my @nodes = citus_cluster('ingest.enabled = off');
+
+$coord->safe_psql('postgres', q{
+	SELECT ingest.create_event_table('ev', premake => 2);
+	SELECT ingest.distribute_table('ev', shard_count => 4);
+});
+is($coord->safe_psql('postgres', q{
+	SELECT string_agg(c.logicalrelid::text || ':' || column_to_column_name(c.logicalrelid, c.partkey), ' '
+	                  ORDER BY c.logicalrelid::text)
+	  FROM pg_dist_partition c
+	 WHERE c.colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'ev'::regclass)
+	   AND c.logicalrelid::text NOT LIKE 'ev_p%'}),
+	'ev:organization_id ingest_side.ev_daily:organization_id ingest_side.ev_deltas:organization_id ingest_side.ev_keys:organization_id ingest_side.ev_rollup:organization_id ingest_side.ev_stale:organization_id',
+	'the table and its side tables are distributed by organization_id, colocated');
+
+my $now = $coord->safe_psql('postgres', q{SELECT date_trunc('hour', now())::timestamptz(0)});
+my @orgs = map { sprintf('00000000-0000-0000-0000-%012d', $_) } 1 .. 6;
+
+# rows: every organization, in-batch duplicates, one without a partition
+my $copy = '';
+for my $o (@orgs)
+{
+	for my $i (1 .. 5)
+	{
+		$copy .= "$o,tx-$i,c$i,api,$now,$i\n";
+	}
+	$copy .= "$o,tx-1,c1,api,$now,1\n";		# same row again in the batch
+}
+$copy .= "$orgs[0],tx-bad,c1,api,2100-01-01,1\n";	# no partition: set aside on its shard
+my ($rc, $out, $err) = try_sql($coord,
+	"COPY ev (organization_id, transaction_id, external_customer_id, code, \"timestamp\", value) FROM STDIN (FORMAT csv);\n$copy\\.\n");
+is($rc, 0, 'COPY from the coordinator') or diag($err);
+is($coord->safe_psql('postgres', q{SELECT count(*) || '/' || count(DISTINCT (organization_id, transaction_id)) FROM ev}),
+	'30/30', 'each key once; the bad row set aside');
+
+# a second COPY: stored keys, one re-stamped an hour later, and new ones
+my $later = $coord->safe_psql('postgres', qq{SELECT '$now'::timestamptz + interval '1 hour'});
+$copy = '';
+for my $o (@orgs)
+{
+	$copy .= "$o,tx-2,c2,api,$now,2\n$o,tx-3,c3,api,$later,3\n$o,tx-6,c1,api,$later,6\n";
+}
+($rc, $out, $err) = try_sql($coord,
+	"COPY ev (organization_id, transaction_id, external_customer_id, code, \"timestamp\", value) FROM STDIN (FORMAT csv);\n$copy\\.\n");
+is($rc, 0, 'a second COPY') or diag($err);
+# plain INSERT through Citus: ingest's triggers on the shards
+($rc, $out, $err) = try_sql($coord, qq{
+	INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('$orgs[1]', 'tx-1', 'c1', 'api', '$now', 1), ('$orgs[1]', 'tx-7', 'c1', 'api', '$now', 7);
+	INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('$orgs[2]', 'tx-7', 'c1', 'api', '$now', 7);
+	INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('$orgs[2]', 'tx-7', 'c1', 'api', '$later', 8)});
+is($rc, 0, 'INSERT through the coordinator') or diag($err);
+
+is($coord->safe_psql('postgres', q{SELECT count(*) || '/' || count(DISTINCT (organization_id, transaction_id)) FROM ev}),
+	'38/38', 'stored rows are the distinct keys cluster-wide');
+is($coord->safe_psql('postgres', q{
+	SELECT count(*) FROM ev e FULL JOIN ingest_side.ev_keys k USING (organization_id, transaction_id)
+	 WHERE e.organization_id IS NULL OR k.organization_id IS NULL}),
+	'0', 'the ledger holds exactly the keys of the events');
+is($coord->safe_psql('postgres', q{SELECT value FROM ev WHERE organization_id = '00000000-0000-0000-0000-000000000003' AND transaction_id = 'tx-3'}),
+	'3', 'the re-stamped row is not stored again');
+
+# the bad row, on the node that holds its shard
+my $rejects = 0;
+$rejects += $_->safe_psql('postgres', q{SELECT count(*) FROM ingest.rejects WHERE kind = 'rejected' AND raw LIKE '%tx-bad%'})
+  for ($w1, $w2);
+is($rejects, 1, 'the bad row is in ingest.rejects of the node that loaded it');
+
+# Each node folds its own shards; usage equals raw aggregation.
+for my $w ($w1, $w2)
+{
+	$w->safe_psql('postgres', q{SET citus.override_table_visibility = off; SELECT ingest.fold_rollups()});
+}
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest_side.ev_deltas}), '0', 'the nodes folded every delta');
+for my $o (@orgs)
+{
+	is($coord->safe_psql('postgres', qq{
+		SELECT string_agg(code || '/' || external_customer_id || ':' || events || ':' || value_sum, ' '
+		                  ORDER BY code, external_customer_id)
+		  FROM ingest.usage('ev', '$o', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
+		$coord->safe_psql('postgres', qq{
+		SELECT string_agg(code || '/' || external_customer_id || ':' || n || ':' || s, ' '
+		                  ORDER BY code, external_customer_id)
+		  FROM (SELECT code, external_customer_id, count(*) AS n, sum(value)::numeric AS s
+		          FROM ev WHERE organization_id = '$o' GROUP BY 1, 2) r}),
+		"usage of organization $o equals the raw events");
+}
+
+# The coordinator's maintenance makes new days: distributed, colocated,
+# with ingest's triggers on their shards, and loaded like the others.
+($rc, $out, $err) = try_sql($coord, q{SELECT ingest.configure('ev', premake => 4);
+	SELECT count(*) FROM ingest.run_maintenance('ev')});
+is($rc, 0, 'maintenance on the coordinator') or diag($err);
+is($coord->safe_psql('postgres', q{
+	SELECT count(*) FROM ingest.partitions p JOIN pg_dist_partition d ON d.logicalrelid = p.partition
+	 WHERE p.event_table = 'ev'::regclass
+	   AND d.colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'ev'::regclass)}),
+	'5', 'today and four days ahead are distributed partitions, colocated');
+my $ahead = $coord->safe_psql('postgres', q{SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '4 days 1 hour')::timestamptz(0)});
+($rc, $out, $err) = try_sql($coord, "COPY ev (organization_id, transaction_id, external_customer_id, code, \"timestamp\", value) FROM STDIN (FORMAT csv);\n$orgs[5],tx-ahead,c1,api,$ahead,1\n$orgs[5],tx-ahead,c1,api,$ahead,1\n$orgs[5],tx-1,c1,api,$ahead,1\n\\.\n");
+is($rc, 0, 'COPY into a new day') or diag($err);
+is($coord->safe_psql('postgres', qq{SELECT count(*) FROM ev WHERE organization_id = '$orgs[5]' AND "timestamp" = '$ahead'}),
+	'1', 'the new day deduplicates like the others');
+($rc, $out, $err) = try_sql($coord, qq{INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value) VALUES ('$orgs[5]', 'tx-ahead', 'c1', 'api', '$ahead', 1)});
+is($coord->safe_psql('postgres', qq{SELECT count(*) FROM ev WHERE organization_id = '$orgs[5]' AND transaction_id = 'tx-ahead'}),
+	'1', 'and so do its triggers');
+
+# UPDATE and DELETE through the coordinator: ingest's statement triggers
+# on the shards keep the ledger and the rollups.
+($rc, $out, $err) = try_sql($coord, qq{
+	DELETE FROM ev WHERE organization_id = '$orgs[3]' AND transaction_id IN ('tx-1', 'tx-2');
+	UPDATE ev SET value = value * 10 WHERE organization_id = '$orgs[4]' AND transaction_id = 'tx-3'});
+is($rc, 0, 'DELETE and UPDATE through the coordinator') or diag($err);
+($rc, $out, $err) = try_sql($coord, "COPY ev (organization_id, transaction_id, external_customer_id, code, \"timestamp\", value) FROM STDIN (FORMAT csv);\n$orgs[3],tx-1,c1,api,$now,100\n$orgs[3],tx-5,c5,api,$now,500\n\\.\n");
+is($rc, 0, 'a deleted key loads again') or diag($err);
+is($coord->safe_psql('postgres', qq{SELECT string_agg(transaction_id || '=' || value, ',' ORDER BY transaction_id) FROM ev WHERE organization_id = '$orgs[3]'}),
+	'tx-1=100,tx-3=3,tx-4=4,tx-5=5,tx-6=6', 'the deleted key is stored anew, the stored one is not');
+is($coord->safe_psql('postgres', q{
+	SELECT count(*) FROM ev e FULL JOIN ingest_side.ev_keys k USING (organization_id, transaction_id)
+	 WHERE e.organization_id IS NULL OR k.organization_id IS NULL}),
+	'0', 'the ledger holds exactly the keys of the events after DELETE');
+for my $w ($w1, $w2)
+{
+	$w->safe_psql('postgres', q{SET citus.override_table_visibility = off; SELECT ingest.fold_rollups()});
+}
+for my $o (@orgs[3, 4])
+{
+	is($coord->safe_psql('postgres', qq{
+		SELECT string_agg(external_customer_id || ':' || events || ':' || value_sum, ' ' ORDER BY external_customer_id)
+		  FROM ingest.usage('ev', '$o', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
+		$coord->safe_psql('postgres', qq{
+		SELECT string_agg(external_customer_id || ':' || n || ':' || s, ' ' ORDER BY external_customer_id)
+		  FROM (SELECT external_customer_id, count(*) AS n, sum(value)::numeric AS s
+		          FROM ev WHERE organization_id = '$o' GROUP BY 1) r}),
+		"usage of organization $o equals the raw events after DELETE and UPDATE");
+}
+
+# What is refused, and how.
+refused($coord, qq{SELECT * FROM ingest.load('ev', '$orgs[0],tx-9,c,api,$now,1', 'csv', false,
+		ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'value'])},
+	qr/cannot load managed table "ev" with ingest.load on Citus.*HINT:  Load it with COPY/s,
+	'ingest.load of a distributed table is refused, pointing to COPY');
+my $part = $coord->safe_psql('postgres', q{SELECT partition FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day LIMIT 1});
+refused($coord, "ALTER TABLE ev DETACH PARTITION $part",
+	qr/cannot take a partition out of managed table "ev": it is distributed by Citus/,
+	'a partition is not detached by hand');
+refused($coord, "DROP TABLE $part",
+	qr/cannot take a partition out of managed table "ev": it is distributed by Citus/,
+	'nor dropped by hand');
+refused($coord, q{SELECT ingest.distribute_table('ev')},
+	qr/cannot distribute table "public.ev": Citus holds it already/, 'a table is distributed once', '55000');
+$coord->safe_psql('postgres', q{SELECT ingest.create_event_table('by_props');
+	SELECT ingest.create_rollup('by_props', 'region', ARRAY['region'])});
+refused($coord, q{SELECT ingest.distribute_table('by_props')},
+	qr/cannot distribute table "public.by_props": it has rollups by properties/,
+	'a table with rollups by properties is refused');
+refused($w1, q{SELECT ingest.distribute_table('ev')},
+	qr/cannot distribute table "public.ev": this node is not the Citus coordinator/,
+	'distribute_table on a worker node is refused');
+
+# The README's example runs here (its ```sql citus blocks).
+my $readme = "$FindBin::RealBin/../../../README.md";
+open(my $fh, '<', $readme) or die "cannot read $readme: $!";
+my ($in, $example) = (0, '');
+while (my $l = <$fh>)
+{
+	if ($l =~ /^```sql citus\s*$/) { $in = 1; next; }
+	if ($in && $l =~ /^```\s*$/) { $in = 0; next; }
+	$example .= $l if $in;
+}
+close($fh);
+like($example, qr/ingest\.distribute_table/, 'the README has a Citus example');
+($rc, $out, $err) = try_sql($coord, $example);
+is($rc, 0, 'the README example runs') or diag($err);
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'citus_events'::regclass}),
+	'8', 'with the shards it asks for');
+
+# DROP TABLE and unmanage_table of a distributed managed table.
+($rc, $out, $err) = try_sql($coord, q{SELECT ingest.unmanage_table('citus_events')});
+is($rc, 0, 'unmanage_table of a distributed table') or diag($err);
+($rc, $out, $err) = try_sql($coord, 'DROP TABLE ev');
+is($rc, 0, 'DROP TABLE of a distributed managed table') or diag($err);
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.table_config WHERE event_table::text IN ('ev', 'citus_events')}),
+	'0', 'their configuration is gone');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_class WHERE relname ~ '^(ev|citus_events)_(keys|rollup|deltas|stale|daily)$'}),
+	'0', 'and their side tables');
+for my $w ($w1, $w2)
+{
+	is($w->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+		SELECT count(*) FROM ingest.table_config WHERE managed_by = 'citus_shard'}),
+		'0', 'the shards are forgotten on ' . $w->name);
+}
+
+$_->stop for @nodes;
+done_testing();
