@@ -294,6 +294,12 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 		IngestRefuseCitusTrigger(RelationGetRelid(td->tg_relation));
 		return PointerGetDatum(NULL);
 	}
+	/*
+	 * The coordinator's table of a distributed one (Citus fires its TRUNCATE
+	 * triggers there too): each shard's triggers keep its side state.
+	 */
+	if (t.distributed)
+		return PointerGetDatum(NULL);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -33,8 +33,8 @@
  *							 write on a Citus worker node and on a shard
  *							 anywhere, failing closed where Citus's metadata
  *							 is not on the node, but let by the rows Citus
- *							 copies with their side state (a shard moving in,
- *							 ingest.distribute_table());
+ *							 copies with their side state into a shard moving
+ *							 in;
  *	  IngestRefuseCitusWorker	 ingest.load on a worker node says where to load.
  *
  * Nothing here acts where the citus extension is not installed.
@@ -295,8 +295,7 @@ citus_coordinator(void)
  * managed table of this node owns.  On a Citus worker node, or on a shard,
  * that is a write that Citus sent to a shard of a table it distributed
  * without ingest.distribute_table(): refused.  Rows that Citus copies into
- * a shard it is moving here, or into new shards for
- * ingest.distribute_table(), come with their keys and rollups: let by.
+ * a shard it is moving here come with their keys and rollups: let by.
  * On a worker whose Citus metadata is missing, what the relation is cannot
  * be told: refused too (fail closed).  Elsewhere (a partition detached by
  * hand keeps its triggers) nothing.
@@ -307,11 +306,7 @@ IngestRefuseCitusTrigger(Oid relid)
 	bool		refuse;
 	char	   *name;
 
-	/*
-	 * ingest.distribute_table() copies the table's rows into its new shards,
-	 * then its ledger and rollups into theirs.
-	 */
-	if (!citus_installed() || ingest_citus_distributing)
+	if (!citus_installed())
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -566,7 +566,6 @@ typedef struct TriggerTarget
 	Oid			relid;			/* the table or partition the trigger fires on */
 	bool		valid;			/* no relcache invalidation since it was made */
 	bool		managed;		/* its root is managed and ready */
-	bool		distributing;	/* not managed, under ingest.citus_distributing */
 	Oid			owner;
 	Oid			root;			/* the managed table */
 	SPIPlanPtr	claim;
@@ -643,15 +642,13 @@ trigger_target(Relation rel)
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	tt = hash_search(trigger_targets, &relid, HASH_ENTER, &found);
-	/* a shard let past while being distributed is looked up again after */
-	if (found && tt->valid && (tt->managed || !tt->distributing || ingest_citus_distributing))
+	if (found && tt->valid)
 		return tt;
 	if (found && tt->claim)
 		SPI_freeplan(tt->claim);
 
 	tt->valid = true;
 	tt->managed = false;
-	tt->distributing = ingest_citus_distributing;
 	tt->claim = NULL;
 	PG_TRY();
 	{

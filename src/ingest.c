@@ -31,7 +31,6 @@ int			ingest_lock_timeout = 1000;
 int			ingest_max_drops_per_run = 7;
 int			ingest_log_retention = 7 * 24 * 3600;
 int			ingest_rejects_retention = 30 * 24 * 3600;
-bool		ingest_citus_distributing = false;
 int			ingest_max_event_bytes = 1024 * 1024;
 bool		ingest_copy_hook = true;
 int			ingest_close_delay = 3600;
@@ -188,15 +187,6 @@ define_settings(void)
 							 &ingest_track_loads,
 							 true,
 							 PGC_SUSET, 0,
-							 NULL, NULL, NULL);
-
-	/* internal: set by ingest.distribute_table() for its own transaction */
-	DefineCustomBoolVariable("ingest.citus_distributing",
-							 "Lets rows that Citus copies into new shards past ingest's triggers.",
-							 "Set by ingest.distribute_table(): the key ledger and rollups follow in their own copy.",
-							 &ingest_citus_distributing,
-							 false,
-							 PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ingest");

@@ -266,7 +266,6 @@ typedef struct IngestLoadCounts
 } IngestLoadCounts;
 
 extern bool ingest_track_loads;
-extern bool ingest_citus_distributing;
 extern void IngestCountLoad(Oid relid, const IngestLoadCounts *c);
 
 /* rollupmerge.c */

@@ -304,9 +304,10 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 	}
 
 	/*
-	 * Citus 13 refuses DETACH CONCURRENTLY with XX000 before it starts.  A
+	 * Citus 13 refuses DETACH CONCURRENTLY (XX000, "... DETACH PARTITION ..
+	 * CONCURRENTLY commands are currently unsupported") before it starts.  A
 	 * Citus that runs it is used as it is; one that refuses is not asked
-	 * again by this process.
+	 * again by this process.  Any other error is the action's.
 	 */
 	PG_TRY();
 	{
@@ -316,7 +317,8 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 	{
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_INTERNAL_ERROR)
+		if (edata->sqlerrcode != ERRCODE_INTERNAL_ERROR || edata->message == NULL ||
+			strstr(edata->message, "CONCURRENTLY commands are currently unsupported") == NULL)
 			PG_RE_THROW();
 		FlushErrorState();
 		AbortCurrentTransaction();

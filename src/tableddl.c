@@ -684,6 +684,19 @@ IngestPartitionDDLBefore(Node *stmt)
 			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
 			refuse_column_change(IngestRootOf(RangeVarGetRelid(rs->relation, NoLock, true)),
 								 rs->subname, "rename");
+		/* the nodes find a distributed table's shards' side tables by its name */
+		if (rs->renameType == OBJECT_TABLE && rs->relation != NULL)
+		{
+			Oid			relid = RangeVarGetRelid(rs->relation, NoLock, true);
+
+			if (OidIsValid(relid) && OidIsValid(managed_root(relid, &t)) &&
+				t.distributed && t.relid == relid)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot rename managed table \"%s\": it is distributed by Citus",
+								get_rel_name(relid)),
+						 errdetail("Each node finds the side tables of its shards by the table's name.")));
+		}
 		return NULL;
 	}
 

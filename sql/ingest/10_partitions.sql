@@ -396,6 +396,14 @@ BEGIN
     PERFORM ingest_internal.set_local_everywhere('lock_timeout', current_setting('lock_timeout'));
     PERFORM ingest_internal.retire_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s',
                                                                  parent::regclass, part::regclass));
+    -- No write reaches the day now: a stale mark committed since
+    -- mark_retiring looked waits for the nodes' folds, as there.
+    IF ingest_internal.stale_within(parent, (SELECT r.lower_bound FROM ingest_internal.retired r WHERE r.partition_oid = part),
+                                    (SELECT r.upper_bound FROM ingest_internal.retired r WHERE r.partition_oid = part)) THEN
+        RAISE EXCEPTION 'partition % has hours that the Citus nodes have not folded yet', part::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Retention retries it after their next fold.';
+    END IF;
     PERFORM ingest_internal.forget_keys(parent, part);
 END
 $$;

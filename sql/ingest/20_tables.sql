@@ -222,6 +222,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use "reject" or "abort".';
     END IF;
+    -- the shards of a distributed table took these at distribution
+    IF (configure.on_error IS NOT NULL OR configure.rollup_retention IS NOT NULL)
+       AND ingest_internal.on_citus(tbl) THEN
+        RAISE EXCEPTION 'cannot change on_error or rollup_retention of table "%": it is distributed by Citus', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Each node keeps the values its shards had when ingest.distribute_table() ran.';
+    END IF;
     UPDATE ingest.table_config c
        SET retention = CASE WHEN configure.retention IS NULL THEN c.retention
                             ELSE NULLIF(configure.retention, interval '0') END,

@@ -390,6 +390,7 @@ DECLARE
     citus boolean := pg_catalog.current_setting('citus.version', true) IS NOT NULL;
     citus_triggers text := pg_catalog.current_setting('citus.enable_unsafe_triggers', true);
     citus_mode text := pg_catalog.current_setting('citus.multi_shard_modify_mode', true);
+    distributed boolean;
 BEGIN
     -- A table Citus distributes (refused by src/citus.c) is let go of too:
     -- Citus drops ingest's triggers from its shards only with this setting,
@@ -399,6 +400,7 @@ BEGIN
         PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    distributed := ingest_internal.on_citus(tbl);
     DELETE FROM ingest.table_config c WHERE c.event_table = tbl;
     -- a Citus shard of this node: its side tables are shards too, which
     -- Citus drops and moves with it
@@ -429,7 +431,12 @@ BEGIN
                                    'ingest_side.replica_guard()'::regprocedure) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
     END LOOP;
-    -- the function that computes usage on a Citus node (70_citus.sql)
+    -- the registry row and the function that computes usage on a Citus
+    -- node (70_citus.sql); each node forgets its shards of the table at
+    -- its next fold of them
+    IF distributed THEN
+        DELETE FROM ingest_internal.citus_tables r WHERE r.ledger = cfg.ledger::text;
+    END IF;
     IF cfg.ledger IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = cfg.ledger)
        AND pg_catalog.to_regprocedure(ingest_internal.citus_usage_function(cfg)
                                       || '(uuid, numeric, numeric, text, text)') IS NOT NULL THEN

@@ -485,16 +485,16 @@ DECLARE
     his   timestamptz[];
 BEGIN
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
-    -- on Citus each node folds its shards (sql/ingest/70_citus.sql)
-    IF NOT FOUND OR NOT ingest_internal.ready(tbl) OR ingest_internal.on_citus(tbl) THEN
+    -- on Citus each node folds its shards (sql/ingest/70_citus.sql), under
+    -- Citus's shard lock (a shard of a table no longer ingest's is let go)
+    IF NOT FOUND OR ingest_internal.on_citus(tbl)
+       OR (cfg.managed_by = 'citus_shard' AND NOT ingest_internal.citus_lock_shard(tbl))
+       OR NOT ingest_internal.ready(tbl) THEN
         RETURN 0;
     END IF;
     IF wait THEN
         PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
     ELSIF NOT pg_try_advisory_xact_lock(1768843009, tbl::oid::int4) THEN
-        RETURN 0;
-    END IF;
-    IF cfg.managed_by = 'citus_shard' AND NOT ingest_internal.citus_lock_shard(tbl) THEN
         RETURN 0;
     END IF;
     since := ingest_internal.raw_hours_since(tbl);
@@ -847,6 +847,10 @@ DECLARE
 BEGIN
     PERFORM ingest_internal.require_reader(tbl);
     PERFORM ingest_internal.require_managed(tbl);
+    IF ingest_internal.on_citus(tbl) THEN
+        RETURN QUERY SELECT * FROM ingest_internal.citus_rollup_verify(tbl, from_ts, to_ts, rollup);
+        RETURN;
+    END IF;
     rollup := COALESCE(rollup, 'default');
     lo := ingest_internal.rollup_horizon(tbl, rollup, from_ts);
     RETURN QUERY EXECUTE format($q$
@@ -893,6 +897,7 @@ AS $$
 BEGIN
     PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.require_managed(tbl);
+    PERFORM ingest_internal.refuse_on_citus(tbl, 'rebuild the rollups of');
     PERFORM ingest_internal.mark_stale(tbl, NULL,
         ingest_internal.rollup_horizon(tbl, COALESCE(rollup, 'default'), from_ts), to_ts);
     RETURN ingest_internal.fold(tbl, true);
@@ -918,6 +923,7 @@ BEGIN
         RAISE EXCEPTION 'tbl, name and dimensions must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM ingest_internal.require_managed(tbl);
+    PERFORM ingest_internal.refuse_on_citus(tbl, 'create a rollup of');
     IF cardinality(dimensions) = 0 OR array_position(dimensions, NULL) IS NOT NULL
        OR (SELECT count(DISTINCT d) FROM unnest(dimensions) d) <> cardinality(dimensions) THEN
         RAISE EXCEPTION 'dimensions must name distinct property keys'

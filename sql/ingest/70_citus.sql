@@ -27,15 +27,72 @@ BEGIN
 END
 $$;
 
+-- 0A000 for what ingest does not yet do on a distributed table ("action"
+-- says what: 'create a rollup of').
+CREATE OR REPLACE FUNCTION ingest_internal.refuse_on_citus(tbl regclass, action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF ingest_internal.on_citus(tbl) THEN
+        RAISE EXCEPTION 'cannot % table "%": it is distributed by Citus', action, tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'ingest does not yet do this on the shards of a distributed table.';
+    END IF;
+END
+$$;
+
+-- What of a table's (or its partitions') own would run when its rows are
+-- copied or written: triggers other than ingest's, CHECK constraints,
+-- constraint triggers, index expressions and predicates, generated columns
+-- and columns of types outside pg_catalog.  One row per finding.
+CREATE OR REPLACE FUNCTION ingest_internal.user_code_of(tbl regclass)
+RETURNS TABLE(what text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH rels AS (SELECT t.relid FROM pg_catalog.pg_partition_tree(tbl) t)
+    SELECT format('trigger %I on %s', g.tgname, g.tgrelid::regclass)
+      FROM pg_catalog.pg_trigger g JOIN rels r ON r.relid = g.tgrelid
+     WHERE NOT g.tgisinternal AND g.tgparentid = 0
+       AND g.tgfoid NOT IN ('ingest_side.dedup_row()'::regprocedure,
+                            'ingest_side.track_changes()'::regprocedure,
+                            'ingest_side.replica_guard()'::regprocedure)
+    UNION ALL
+    SELECT format('constraint %I on %s', k.conname, k.conrelid::regclass)
+      FROM pg_catalog.pg_constraint k JOIN rels r ON r.relid = k.conrelid
+     WHERE k.contype IN ('c', 't') AND k.conislocal
+    UNION ALL
+    SELECT format('index %s with an expression or a predicate', i.indexrelid::regclass)
+      FROM pg_catalog.pg_index i JOIN rels r ON r.relid = i.indrelid
+     WHERE i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
+    UNION ALL
+    SELECT format('column %I of %s (%s)', a.attname, a.attrelid::regclass,
+                  CASE WHEN a.attgenerated <> '' THEN 'generated'
+                       ELSE 'type ' || pg_catalog.format_type(a.atttypid, a.atttypmod) END)
+      FROM pg_catalog.pg_attribute a JOIN rels r ON r.relid = a.attrelid
+      JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+     WHERE a.attnum > 0 AND NOT a.attisdropped
+       AND (a.attgenerated <> '' OR ty.typnamespace <> 'pg_catalog'::regnamespace)
+$$;
+
+-- (Citus copies ingest's triggers to the shards only with
+-- citus.enable_unsafe_triggers: they act on the shard they fire on and its
+-- colocated side tables; functions and reference tables are made over one
+-- connection per node.  Both settings end with the call.)
 CREATE OR REPLACE FUNCTION ingest.distribute_table(tbl regclass, shard_count integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET citus.enable_unsafe_triggers = on
+SET citus.multi_shard_modify_mode = 'sequential'
 AS $$
 DECLARE
     cfg  ingest.table_config;
     side regclass;
     dist boolean;
+    why  text;
 BEGIN
     PERFORM ingest_internal.require_owner(tbl);
     IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
@@ -67,8 +124,24 @@ BEGIN
                   DETAIL = 'On Citus, ingest keeps the default rollup only.',
                   HINT = 'Drop them with ingest.drop_rollup() first.';
     END IF;
+    -- Citus copies the rows as the extension's owner, running what the
+    -- table's rows meet on the way: none of it may be the owner's code.
+    SELECT string_agg(u.what, '; ') INTO why FROM ingest_internal.user_code_of(tbl) u;
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot distribute table "%": it has code of its own', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = why || '.',
+                  HINT = 'Drop it, distribute the table, then add it again.';
+    END IF;
     IF shard_count IS NOT NULL AND shard_count < 1 THEN
         RAISE EXCEPTION 'shard_count must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    EXECUTE 'SELECT pg_catalog.current_setting(''citus.shard_replication_factor'')::integer > 1' INTO dist;
+    IF dist THEN
+        RAISE EXCEPTION 'cannot distribute table "%": citus.shard_replication_factor is above 1', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Each placement of a shard would keep a key ledger and rollups of its own.';
     END IF;
 
     -- Deltas and stale hours are folded here first: from now on each node
@@ -81,48 +154,21 @@ BEGIN
                   HINT = 'Try again.';
     END IF;
 
-    -- Citus copies ingest's triggers to the shards only with this setting:
-    -- they act on the shard they fire on and its colocated side tables.
-    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
-    -- functions and reference tables are made over one connection per node
-    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
-    -- The table's rows go to its shards before their side tables exist
-    -- there: ingest's triggers on the shards let them by, and the ledger's
-    -- and rollups' rows follow in their own copy.
-    PERFORM ingest_internal.set_local_everywhere('ingest.citus_distributing', 'on');
+    -- The side tables go first, the table's own rows last: Citus copies them
+    -- into shards that carry ingest's triggers, which find their shard's
+    -- side tables in place and claim each row's key and feed its rollup
+    -- deltas, as for any write.  So the ledger is emptied first (its keys
+    -- come back, one per stored event) and the copy's deltas are dropped
+    -- after (the rollup rows count those events already).
+    EXECUTE format('TRUNCATE %s', cfg.ledger);
     EXECUTE 'SELECT pg_catalog.create_distributed_table($1, ''organization_id'', colocate_with => ''none'', shard_count => $2)'
-      USING tbl, COALESCE(shard_count, pg_catalog.current_setting('citus.shard_count')::integer);
-    FOREACH side IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
-                                 cfg.rollup_days] LOOP
+      USING cfg.ledger, COALESCE(shard_count, pg_catalog.current_setting('citus.shard_count')::integer);
+    FOREACH side IN ARRAY ARRAY[cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale, cfg.rollup_days] LOOP
         EXECUTE 'SELECT pg_catalog.create_distributed_table($1, ''organization_id'', colocate_with => $2)'
-          USING side, tbl::text;
+          USING side, cfg.ledger::text;
     END LOOP;
 
-    -- ingest.usage() of one organization runs on the node of its shard:
-    -- Citus sends a call of this function there (usage_citus)
-    -- (two statements: the second sees the shard adopted by the first)
-    EXECUTE format($f$
-        CREATE FUNCTION %s(org uuid, from_epoch numeric, to_epoch numeric, granularity text,
-                           time_zone text)
-        RETURNS SETOF ingest_side.usage_row
-        LANGUAGE plpgsql
-        SET search_path = pg_catalog, pg_temp
-        AS %L$f$,
-        ingest_internal.citus_usage_function(cfg),
-        format($b$
-        DECLARE
-            shard regclass;
-        BEGIN
-            shard := ingest_side.citus_shard_of(%L::pg_catalog.regclass, org);
-            RETURN QUERY SELECT * FROM ingest.usage(shard, org,
-                                        'epoch'::timestamptz + from_epoch * interval '1 second',
-                                        'epoch'::timestamptz + to_epoch * interval '1 second',
-                                        NULL, NULL, NULL, granularity, time_zone);
-        END$b$, tbl::text));
-    EXECUTE 'SELECT pg_catalog.create_distributed_function($1::pg_catalog.regprocedure, ''$1'', colocate_with => $2, force_delegation => true)'
-      USING ingest_internal.citus_usage_function(cfg)
-            || '(uuid, numeric, numeric, text, text)', tbl::text;
-
+    -- the registry, where each node finds the side tables of its shards
     EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
        INTO dist USING 'ingest_internal.citus_tables'::regclass;
     IF NOT dist THEN
@@ -134,7 +180,39 @@ BEGIN
            cfg.rollup_retention,
            (SELECT rc.known_from FROM ingest.rollup_config rc
              WHERE rc.event_table = tbl AND rc.name = 'default');
-    PERFORM ingest_internal.set_local_everywhere('ingest.citus_distributing', 'off');
+
+    -- The table itself.  (Citus needs one role for all of it in one
+    -- transaction; nothing of the owner's runs: user_code_of above.)
+    EXECUTE 'SELECT pg_catalog.create_distributed_table($1, ''organization_id'', colocate_with => $2)'
+      USING tbl, cfg.ledger::text;
+    EXECUTE format('DELETE FROM %s', cfg.rollup_deltas);
+
+    -- ingest.usage() of one organization runs on the node of its shard:
+    -- Citus sends a call of this function there (usage_citus)
+    -- (two statements: the second sees the shard adopted by the first)
+    EXECUTE format($f$
+        CREATE FUNCTION %s(org uuid, from_us bigint, to_us bigint, granularity text,
+                           time_zone text)
+        RETURNS SETOF ingest_side.usage_row
+        LANGUAGE plpgsql
+        SET search_path = pg_catalog, pg_temp
+        AS %L$f$,
+        ingest_internal.citus_usage_function(cfg),
+        format($b$
+        DECLARE
+            shard regclass;
+        BEGIN
+            shard := ingest_internal.citus_shard_of(%L::pg_catalog.regclass, org);
+            RETURN QUERY SELECT * FROM ingest.usage(shard, org,
+                                        'epoch'::timestamptz + from_us * interval '1 microsecond',
+                                        'epoch'::timestamptz + to_us * interval '1 microsecond',
+                                        NULL, NULL, NULL, granularity, time_zone);
+        END$b$, tbl::text));
+    EXECUTE format('REVOKE ALL ON FUNCTION %s(uuid, bigint, bigint, text, text) FROM PUBLIC',
+                   ingest_internal.citus_usage_function(cfg));
+    EXECUTE 'SELECT pg_catalog.create_distributed_function($1::pg_catalog.regprocedure, ''$1'', colocate_with => $2, force_delegation => true)'
+      USING ingest_internal.citus_usage_function(cfg)
+            || '(uuid, bigint, bigint, text, text)', tbl::text;
 END
 $$;
 COMMENT ON FUNCTION ingest.distribute_table(regclass, integer) IS
@@ -201,9 +279,47 @@ BEGIN
     END IF;
     -- 5: ShareLock
     EXECUTE 'SELECT pg_catalog.lock_shard_metadata(5, ARRAY[$1])' USING shardid;
+    IF NOT ingest_internal.citus_registered(shard, shardid) THEN
+        -- the table is no longer ingest's (unmanaged): forget the shard
+        PERFORM ingest_internal.forget_table(shard);
+        RETURN false;
+    END IF;
     RETURN ingest_internal.citus_placed_here(shardid);
 END
 $$;
+
+-- Whether shard "shardid" belongs to a table that the registry (its shard
+-- on this node: the reference table itself cannot be read inside a shard's
+-- query) lists; the registry row when it does.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_registry_row(shard regclass, shardid bigint)
+RETURNS ingest_internal.citus_tables
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    logical  regclass;
+    registry regclass;
+    reg      ingest_internal.citus_tables;
+BEGIN
+    EXECUTE 'SELECT d.logicalrelid FROM pg_catalog.pg_dist_shard d
+              WHERE d.shardid = $2 AND ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) = $1'
+       INTO logical USING shard, shardid;
+    EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid)
+               FROM pg_catalog.pg_dist_shard d WHERE d.logicalrelid = $1'
+       INTO registry USING 'ingest_internal.citus_tables'::regclass;
+    IF logical IS NULL OR registry IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT * FROM %s r WHERE r.event_table = $1', registry) INTO reg USING logical::text;
+    RETURN reg;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ingest_internal.citus_registered(shard regclass, shardid bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (ingest_internal.citus_registry_row(shard, shardid)).event_table IS NOT NULL $$;
 
 -- On a node with shards: make "shard", when it is shard "shardid" of a
 -- table distributed by ingest.distribute_table(), a managed table of this
@@ -216,9 +332,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s        record;
+    minvalue text;
     reg      ingest_internal.citus_tables;
-    registry regclass;
     names    regclass[] := '{}';
     side     text;
     r        regclass;
@@ -229,35 +344,22 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
         RETURN false;
     END IF;
-    EXECUTE $q$
-        SELECT d.logicalrelid, d.shardminvalue
-          FROM pg_catalog.pg_dist_shard d
-         WHERE d.shardid = $2 AND ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) = $1$q$
-       INTO s USING shard, shardid;
-    IF s.logicalrelid IS NULL OR NOT ingest_internal.citus_placed_here(shardid) THEN
+    IF NOT ingest_internal.citus_placed_here(shardid) THEN
         RETURN false;
     END IF;
-    -- the registry's shard here (reading the reference table itself would
-    -- be a distributed query, which Citus refuses inside a shard's query)
-    EXECUTE $q$
-        SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid)
-          FROM pg_catalog.pg_dist_shard d WHERE d.logicalrelid = $1$q$
-       INTO registry USING 'ingest_internal.citus_tables'::regclass;
-    IF registry IS NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE format('SELECT * FROM %s r WHERE r.event_table = $1', registry)
-       INTO reg USING s.logicalrelid::regclass::text;
+    reg := ingest_internal.citus_registry_row(shard, shardid);
     IF reg.event_table IS NULL THEN
         RETURN false;
     END IF;
+    EXECUTE 'SELECT d.shardminvalue FROM pg_catalog.pg_dist_shard d WHERE d.shardid = $1'
+       INTO minvalue USING shardid;
     FOREACH side IN ARRAY ARRAY[reg.ledger, reg.rollup_hours, reg.rollup_deltas, reg.rollup_stale,
                                  reg.rollup_days] LOOP
         EXECUTE $q$
             SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid)
               FROM pg_catalog.pg_dist_shard d
              WHERE d.logicalrelid = pg_catalog.to_regclass($1) AND d.shardminvalue = $2$q$
-           INTO r USING side, s.shardminvalue;
+           INTO r USING side, minvalue;
         IF r IS NULL THEN
             RETURN false;
         END IF;
@@ -289,9 +391,9 @@ $$;
 
 -- The shard of a distributed table that holds an organization, on this
 -- node, adopted as a managed table of it; 55000 when it is elsewhere.
-CREATE OR REPLACE FUNCTION ingest_side.citus_shard_of(tbl regclass, org uuid)
+CREATE OR REPLACE FUNCTION ingest_internal.citus_shard_of(tbl regclass, org uuid)
 RETURNS regclass
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -308,12 +410,12 @@ BEGIN
     RETURN shard;
 END
 $$;
-GRANT EXECUTE ON FUNCTION ingest_side.citus_shard_of(regclass, uuid) TO PUBLIC;
 
 -- ingest.usage() of a distributed table (from usage_rows): a call that
 -- Citus delegates to the node of the organization's shard, where the shard
 -- is a managed table.  Citus delegates a call whose arguments are
--- constants: the instants go as epochs, which no DateStyle reads otherwise,
+-- constants: the instants go as microseconds since the epoch, which no
+-- DateStyle reads otherwise,
 -- and the code and customer filters stay here.
 CREATE OR REPLACE FUNCTION ingest_internal.usage_citus(cfg ingest.table_config, org uuid,
                                                       from_ts timestamptz, to_ts timestamptz,
@@ -338,7 +440,8 @@ BEGIN
     PERFORM pg_catalog.timezone(time_zone, now());
     FOR r IN EXECUTE format('SELECT * FROM %s(%L::pg_catalog.uuid, %s, %s, %L, %L)',
                             ingest_internal.citus_usage_function(cfg), org,
-                            extract(epoch FROM from_ts), extract(epoch FROM to_ts),
+                            (extract(epoch FROM from_ts) * 1000000)::bigint,
+                            (extract(epoch FROM to_ts) * 1000000)::bigint,
                             granularity, time_zone)
     LOOP
         CONTINUE WHEN usage_citus.code IS NOT NULL AND r.code IS DISTINCT FROM usage_citus.code;
@@ -346,6 +449,81 @@ BEGIN
                   AND r.external_customer_id IS DISTINCT FROM usage_citus.external_customer_id;
         RETURN NEXT r;
     END LOOP;
+END
+$$;
+
+-- ingest.rollup_verify() of a distributed table, on a node: every shard of
+-- it placed here, adopted, verified in a snapshot of its own, as a jsonb
+-- array of rollup_verify's rows.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_rollup_verify_here(tbl regclass, from_us bigint,
+                                                                   to_us bigint)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s      record;
+    rows   jsonb := '[]';
+    found  jsonb;
+BEGIN
+    FOR s IN EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) AS shard, d.shardid
+                        FROM pg_catalog.pg_dist_shard d
+                       WHERE d.logicalrelid = $1 AND ingest_internal.citus_placed_here(d.shardid)
+                       ORDER BY d.shardid' USING tbl
+    LOOP
+        -- one statement adopts, the next sees it
+        CONTINUE WHEN s.shard IS NULL OR NOT ingest_internal.adopt_shard(s.shard, s.shardid);
+        SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), '[]') INTO found
+          FROM ingest.rollup_verify(s.shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
+                                    'epoch'::timestamptz + to_us * interval '1 microsecond') v;
+        rows := rows || found;
+    END LOOP;
+    RETURN rows;
+END
+$$;
+
+-- ingest.rollup_verify() of a distributed table (from rollup_verify): each
+-- node verifies the shards it holds (run_command_on_workers runs a
+-- statement on every worker node, the shards of this node are verified
+-- here); the rows of all, in rollup_verify's order.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_rollup_verify(tbl regclass, from_ts timestamptz,
+                                                              to_ts timestamptz, rollup text)
+RETURNS TABLE(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
+              hour timestamptz, measure text, rollup_value text, raw_value text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r    record;
+    rows jsonb;
+    from_us bigint := (extract(epoch FROM from_ts) * 1000000)::bigint;
+    to_us   bigint := (extract(epoch FROM to_ts) * 1000000)::bigint;
+    cmd  text := format('SELECT ingest_internal.citus_rollup_verify_here(%L::pg_catalog.regclass, %s, %s)',
+                        tbl::text, from_us, to_us);
+BEGIN
+    IF COALESCE(rollup, 'default') <> 'default' THEN
+        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'On Citus, ingest keeps the default rollup only.';
+    END IF;
+    rows := ingest_internal.citus_rollup_verify_here(tbl, from_us, to_us);
+    FOR r IN EXECUTE 'SELECT w.nodename, w.nodeport, w.success, w.result
+                        FROM pg_catalog.run_command_on_workers($1) w' USING cmd
+    LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'could not verify the rollups of table "%" on node %:%: %',
+                            tbl, r.nodename, r.nodeport, r.result
+                USING ERRCODE = 'connection_failure';
+        END IF;
+        rows := rows || r.result::jsonb;
+    END LOOP;
+    RETURN QUERY
+    SELECT x.organization_id, x.code, x.external_customer_id, x.dimensions, x.hour, x.measure,
+           x.rollup_value, x.raw_value
+      FROM pg_catalog.jsonb_to_recordset(rows)
+           AS x(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
+                hour timestamptz, measure text, rollup_value text, raw_value text)
+     ORDER BY 5, 1, 2, 3, 4, 6;
 END
 $$;
 

@@ -12,6 +12,8 @@
 # Needs Citus installed (test/citus.sh installs it). Prints a markdown
 # table; writes it to test/bench/out/citus_bench.md too.
 source "$(dirname "$0")/lib.sh"
+# a failed COPY inside $(load ...) stops the benchmark
+shopt -s inherit_errexit
 
 ROWS=${ROWS:-1000000}
 CHUNK=${CHUNK:-50000}
@@ -73,19 +75,19 @@ COPY (SELECT ('00000000-0000-4000-8000-' || lpad((k % 200)::text, 12, '0'))::uui
                + (i * 80000.0 / $ROWS) * interval '1 second',
              '{\"model\": \"gpt-4o\", \"region\": \"eu\"}', 1, NULL
         FROM (SELECT i, CASE WHEN i % 20 = 0 THEN (i * 7919) % greatest(i - 1, 1) ELSE i END AS k
-                FROM generate_series(1, $ROWS) i) s
+                FROM generate_series(1::bigint, $ROWS) i) s
        ORDER BY i) TO '$data' (FORMAT csv)"
 stop_nodes
+split -l "$CHUNK" -a 4 "$data" "$base/chunk."
+chmod a+r "$base"/chunk.*
 
 # load TABLE: seconds to COPY the data into TABLE, chunk by chunk, each
 # chunk its own transaction
 load() {
-    local t0 t1 i n
-    n=$(( (ROWS + CHUNK - 1) / CHUNK ))
+    local t0 t1 f
     t0=$(now)
-    for ((i = 0; i < n; i++)); do
-        tail -n +$((i * CHUNK + 1)) "$data" | head -n "$CHUNK" \
-            | cq -c "COPY $1 ($cols) FROM STDIN (FORMAT csv)"
+    for f in "$base"/chunk.*; do
+        cq -c "COPY $1 ($cols) FROM STDIN (FORMAT csv)" < "$f"
     done
     t1=$(now)
     echo "$t1 - $t0" | bc
@@ -105,7 +107,7 @@ for workers in 1 2; do
 CREATE EXTENSION ingest;
 SELECT ingest.create_event_table('ev_ingest', premake => 1);
 SELECT ingest.distribute_table('ev_ingest', shard_count => $SHARDS);
-CREATE TABLE ev_plain (LIKE ev_ingest) PARTITION BY RANGE ("timestamp");
+CREATE TABLE ev_plain (LIKE ev_ingest INCLUDING DEFAULTS INCLUDING IDENTITY) PARTITION BY RANGE ("timestamp");
 CREATE TABLE ev_plain_today PARTITION OF ev_plain
   FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
   TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day');

@@ -90,6 +90,9 @@ for my $w ($w1, $w2)
 is($coord->safe_psql('postgres', q{SELECT count(*) || '/' || count(*) FILTER (WHERE transaction_id LIKE 'tx-0-%') FROM ingest_side.ev_keys}),
 	'20/20', 'the keys of the retired days left the ledger on the shards, today\'s stayed');
 is($coord->safe_psql('postgres', $usage_sql), $usage_before, 'usage of the retired days outlives them');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev',
+		date_trunc('day', now()) - interval '2 days', date_trunc('day', now()) + interval '1 day')}),
+	'0', 'rollup_verify of the retained days after retention');
 is($coord->safe_psql('postgres', q{SELECT string_agg(state, ',' ORDER BY day) FROM ingest.partitions WHERE event_table = 'ev'::regclass}),
 	'attached,attached', 'today and the day ahead are left');
 

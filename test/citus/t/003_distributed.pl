@@ -104,6 +104,22 @@ for my $o (@orgs)
 		"usage of organization $o equals the raw events");
 }
 
+my $verify = q{SELECT count(*) FROM ingest.rollup_verify('ev', date_trunc('hour', now()) - interval '1 day',
+                                                    date_trunc('hour', now()) + interval '1 day')};
+is($coord->safe_psql('postgres', $verify), '0', 'rollup_verify finds every shard exact');
+# it can fail: a rollup row changed by hand on one node
+my ($tampered) = grep {
+	$_->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+		SELECT count(*) FROM ingest.table_config WHERE managed_by = 'citus_shard'}) > 0 } ($w1, $w2);
+$tampered->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+	DO $$DECLARE r regclass := (SELECT rollup_hours FROM ingest.table_config WHERE managed_by = 'citus_shard' LIMIT 1);
+	BEGIN EXECUTE format('UPDATE %s SET events = events + 1', r); END $$});
+isnt($coord->safe_psql('postgres', $verify), '0', 'rollup_verify sees a shard whose rollup is off');
+$tampered->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+	DO $$DECLARE r regclass := (SELECT rollup_hours FROM ingest.table_config WHERE managed_by = 'citus_shard' LIMIT 1);
+	BEGIN EXECUTE format('UPDATE %s SET events = events - 1', r); END $$});
+is($coord->safe_psql('postgres', $verify), '0', 'and exact again once put back');
+
 # The coordinator's maintenance makes new days: distributed, colocated,
 # with ingest's triggers on their shards, and loaded like the others.
 ($rc, $out, $err) = try_sql($coord, q{SELECT ingest.configure('ev', premake => 4);
@@ -153,7 +169,33 @@ for my $o (@orgs[3, 4])
 		"usage of organization $o equals the raw events after DELETE and UPDATE");
 }
 
+is($coord->safe_psql('postgres', $verify), '0', 'rollup_verify after DELETE and UPDATE');
+
+# TRUNCATE through the coordinator: every shard's ledger and rollups.
+$coord->safe_psql('postgres', q{SELECT ingest.create_event_table('ev_trunc', premake => 1);
+	SELECT ingest.distribute_table('ev_trunc', shard_count => 4)});
+($rc, $out, $err) = try_sql($coord, "COPY ev_trunc (organization_id, transaction_id, external_customer_id, code, \"timestamp\", value) FROM STDIN (FORMAT csv);\n$orgs[0],t1,c,api,$now,1\n$orgs[1],t1,c,api,$now,1\n\\.\n");
+is($rc, 0, 'COPY into a second distributed table') or diag($err);
+($rc, $out, $err) = try_sql($coord, 'TRUNCATE ev_trunc');
+is($rc, 0, 'TRUNCATE of a distributed managed table') or diag($err);
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ev_trunc}) . '/' .
+   $coord->safe_psql('postgres', q{SELECT count(*) FROM ingest_side.ev_trunc_keys}),
+	'0/0', 'its events and ledger are empty');
+($rc, $out, $err) = try_sql($coord, "COPY ev_trunc (organization_id, transaction_id, external_customer_id, code, \"timestamp\", value) FROM STDIN (FORMAT csv);\n$orgs[0],t1,c,api,$now,5\n\\.\n");
+for my $w ($w1, $w2)
+{
+	$w->safe_psql('postgres', q{SELECT ingest.fold_rollups()});
+}
+is($coord->safe_psql('postgres', qq{SELECT events || ':' || value_sum FROM ingest.usage('ev_trunc', '$orgs[0]',
+		date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
+	'1:5', 'after TRUNCATE, a key loads again and usage counts it once');
+
 # What is refused, and how.
+refused($coord, 'ALTER TABLE ev RENAME TO ev_renamed',
+	qr/cannot rename managed table "ev": it is distributed by Citus/, 'a distributed managed table keeps its name');
+refused($coord, q{SELECT ingest.configure('ev', on_error => 'abort')},
+	qr/cannot change on_error or rollup_retention of table "public.ev": it is distributed by Citus/,
+	'on_error is fixed at distribution');
 refused($coord, qq{SELECT * FROM ingest.load('ev', '$orgs[0],tx-9,c,api,$now,1', 'csv', false,
 		ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'value'])},
 	qr/cannot load managed table "ev" with ingest.load on Citus.*HINT:  Load it with COPY/s,
@@ -165,6 +207,12 @@ refused($coord, "ALTER TABLE ev DETACH PARTITION $part",
 refused($coord, "DROP TABLE $part",
 	qr/cannot take a partition out of managed table "ev": it is distributed by Citus/,
 	'nor dropped by hand');
+refused($coord, q{SELECT ingest.create_rollup('ev', 'region', ARRAY['region'])},
+	qr/cannot create a rollup of table "public.ev": it is distributed by Citus/,
+	'rollups by properties are refused on a distributed table');
+refused($coord, q{SELECT ingest.rollup_rebuild('ev', now() - interval '1 day', now())},
+	qr/cannot rebuild the rollups of table "public.ev": it is distributed by Citus/,
+	'rollup_rebuild is refused on a distributed table');
 refused($coord, q{SELECT ingest.distribute_table('ev')},
 	qr/cannot distribute table "public.ev": Citus holds it already/, 'a table is distributed once', '55000');
 $coord->safe_psql('postgres', q{SELECT ingest.create_event_table('by_props');
@@ -175,6 +223,38 @@ refused($coord, q{SELECT ingest.distribute_table('by_props')},
 refused($w1, q{SELECT ingest.distribute_table('ev')},
 	qr/cannot distribute table "public.ev": this node is not the Citus coordinator/,
 	'distribute_table on a worker node is refused');
+
+# A table of a role without superuser: Citus copies its rows as the
+# extension's owner, so a table with code of its owner's is refused (before
+# this check, the owner's trigger ran as a superuser on every node); the
+# same table without it is distributed, its rows and keys on the shards.
+$coord->safe_psql('postgres', q{
+	CREATE ROLE alice LOGIN;
+	CREATE SCHEMA alice AUTHORIZATION alice;
+	SET ROLE alice;
+	SELECT ingest.create_event_table('alice.ev', premake => 1);
+	CREATE FUNCTION alice.not_as_superuser() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+			RAISE EXCEPTION 'a trigger of alice ran as %, a superuser', current_user;
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER a_check BEFORE INSERT ON alice.ev FOR EACH ROW EXECUTE FUNCTION alice.not_as_superuser();
+	ALTER TABLE alice.ev ADD CONSTRAINT positive CHECK (value > 0);
+	INSERT INTO alice.ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('00000000-0000-0000-0000-000000000001', 'a1', 'c', 'api', now(), 1);
+});
+refused($coord, q{SET ROLE alice; SELECT ingest.distribute_table('alice.ev', shard_count => 4)},
+	qr/cannot distribute table "alice.ev": it has code of its own.*DETAIL:  trigger a_check on alice.ev; constraint positive on alice.ev/s,
+	'a table with code of its owner is not distributed');
+$coord->safe_psql('postgres', q{SET ROLE alice; DROP TRIGGER a_check ON alice.ev; ALTER TABLE alice.ev DROP CONSTRAINT positive});
+($rc, $out, $err) = try_sql($coord, q{SET ROLE alice; SELECT ingest.distribute_table('alice.ev', shard_count => 4)});
+is($rc, 0, "distribute_table by a table's owner without superuser") or diag($err);
+my $alice_keys = $coord->safe_psql('postgres', q{SELECT ledger FROM ingest.table_config WHERE event_table = 'alice.ev'::regclass});
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM alice.ev}) . '/' .
+   $coord->safe_psql('postgres', "SELECT count(*) FROM $alice_keys"),
+	'1/1', 'its row and its key are on the shards');
 
 # The README's example runs here (its ```sql citus blocks).
 my $readme = "$FindBin::RealBin/../../../README.md";
@@ -204,9 +284,12 @@ is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_class WHERE relname ~
 	'0', 'and their side tables');
 for my $w ($w1, $w2)
 {
+	# the unmanaged table's shards go at the node's next fold of them
+	$w->safe_psql('postgres', q{SELECT ingest.fold_rollups()});
 	is($w->safe_psql('postgres', q{SET citus.override_table_visibility = off;
-		SELECT count(*) FROM ingest.table_config WHERE managed_by = 'citus_shard'}),
-		'0', 'the shards are forgotten on ' . $w->name);
+		SELECT count(*) FROM ingest.table_config
+		 WHERE managed_by = 'citus_shard' AND event_table::text ~ '^(ev|citus_events)_[0-9]+$'}),
+		'0', 'their shards are forgotten on ' . $w->name);
 }
 
 $_->stop for @nodes;

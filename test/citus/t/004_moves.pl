@@ -76,6 +76,10 @@ is($coord->safe_psql('postgres', qq{
 	$coord->safe_psql('postgres', qq{SELECT count(*) || ':' || sum(value) FROM ev WHERE organization_id = '$org'}),
 	'usage after the move equals the raw events');
 
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev',
+		date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
+	'0', 'rollup_verify after the move');
+
 # The old placement goes, and the old node forgets it.
 $coord->safe_psql('postgres', q{CALL citus_cleanup_orphaned_resources()});
 is($src->safe_psql('postgres', qq{SET citus.override_table_visibility = off;
