@@ -684,8 +684,14 @@ IngestPartitionDDLBefore(Node *stmt)
 			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
 			refuse_column_change(IngestRootOf(RangeVarGetRelid(rs->relation, NoLock, true)),
 								 rs->subname, "rename");
-		/* the nodes find a distributed table's shards' side tables by its name */
-		if (rs->renameType == OBJECT_TABLE && rs->relation != NULL)
+		/*
+		 * The nodes find a distributed table's shards' side tables by its
+		 * name (ALTER INDEX/VIEW/SEQUENCE ... RENAME rename a table too).
+		 */
+		if ((rs->renameType == OBJECT_TABLE || rs->renameType == OBJECT_INDEX ||
+			 rs->renameType == OBJECT_VIEW || rs->renameType == OBJECT_MATVIEW ||
+			 rs->renameType == OBJECT_SEQUENCE || rs->renameType == OBJECT_FOREIGN_TABLE) &&
+			rs->relation != NULL)
 		{
 			Oid			relid = RangeVarGetRelid(rs->relation, NoLock, true);
 

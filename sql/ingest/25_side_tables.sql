@@ -410,6 +410,10 @@ BEGIN
         DELETE FROM ingest_internal.load_stats l WHERE l.event_table = tbl;
         DELETE FROM ingest_internal.fold_state f WHERE f.relid = tbl;
         DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
+        IF citus THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', citus_triggers, true);
+            PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', citus_mode, true);
+        END IF;
         RETURN;
     END IF;
     DELETE FROM ingest_internal.table_state s WHERE s.relid = tbl;
@@ -439,8 +443,8 @@ BEGIN
     END IF;
     IF cfg.ledger IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = cfg.ledger)
        AND pg_catalog.to_regprocedure(ingest_internal.citus_usage_function(cfg)
-                                      || '(uuid, numeric, numeric, text, text)') IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION %s(uuid, numeric, numeric, text, text)',
+                                      || '(uuid, bigint, bigint, text, text)') IS NOT NULL THEN
+        EXECUTE format('DROP FUNCTION %s(uuid, bigint, bigint, text, text)',
                        ingest_internal.citus_usage_function(cfg));
     END IF;
     -- side tables and the usage view, by OID; views anyone built on them go

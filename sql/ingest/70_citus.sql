@@ -56,9 +56,15 @@ AS $$
     SELECT format('trigger %I on %s', g.tgname, g.tgrelid::regclass)
       FROM pg_catalog.pg_trigger g JOIN rels r ON r.relid = g.tgrelid
      WHERE NOT g.tgisinternal AND g.tgparentid = 0
-       AND g.tgfoid NOT IN ('ingest_side.dedup_row()'::regprocedure,
-                            'ingest_side.track_changes()'::regprocedure,
-                            'ingest_side.replica_guard()'::regprocedure)
+       -- ingest's own, as ingest made them (no WHEN clause of anyone's)
+       AND NOT (g.tgqual IS NULL
+                AND (g.tgname, g.tgfoid) IN (('ingest_dedup', 'ingest_side.dedup_row()'::regprocedure),
+                                             ('ingest_changes_ins', 'ingest_side.track_changes()'::regprocedure),
+                                             ('ingest_changes_upd', 'ingest_side.track_changes()'::regprocedure),
+                                             ('ingest_changes_del', 'ingest_side.track_changes()'::regprocedure),
+                                             ('ingest_changes_trunc', 'ingest_side.track_changes()'::regprocedure),
+                                             ('ingest_block_replica', 'ingest_side.replica_guard()'::regprocedure),
+                                             ('ingest_block_replica_trunc', 'ingest_side.replica_guard()'::regprocedure)))
     UNION ALL
     SELECT format('constraint %I on %s', k.conname, k.conrelid::regclass)
       FROM pg_catalog.pg_constraint k JOIN rels r ON r.relid = k.conrelid
@@ -106,6 +112,15 @@ BEGIN
                   HINT = 'Run ingest.distribute_table() on the coordinator.';
     END IF;
     cfg := ingest_internal.require_managed(tbl);
+    -- No write and no DDL on the table from here to the commit: the
+    -- checks below hold, and the deltas dropped after the copy are the
+    -- copy's alone.  (Citus's own distribution takes this lock too.)
+    EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    IF EXISTS (SELECT FROM ingest_internal.bounds b WHERE b.relid = tbl AND b.detach_pending) THEN
+        RAISE EXCEPTION 'cannot distribute table "%": a partition of it is being detached', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Let the next maintenance run finish the detach (ingest.run_maintenance).';
+    END IF;
     EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
        INTO dist USING tbl;
     IF dist THEN
@@ -186,12 +201,17 @@ BEGIN
     EXECUTE 'SELECT pg_catalog.create_distributed_table($1, ''organization_id'', colocate_with => $2)'
       USING tbl, cfg.ledger::text;
     EXECUTE format('DELETE FROM %s', cfg.rollup_deltas);
+    -- Citus leaves the copied rows on the coordinator's disk, unseen
+    FOREACH side IN ARRAY ARRAY[tbl, cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
+                                 cfg.rollup_days] LOOP
+        EXECUTE 'SELECT pg_catalog.truncate_local_data_after_distributing_table($1)' USING side;
+    END LOOP;
 
     -- ingest.usage() of one organization runs on the node of its shard:
     -- Citus sends a call of this function there (usage_citus)
     -- (two statements: the second sees the shard adopted by the first)
     EXECUTE format($f$
-        CREATE FUNCTION %s(org uuid, from_us bigint, to_us bigint, granularity text,
+        CREATE OR REPLACE FUNCTION %s(org uuid, from_us bigint, to_us bigint, granularity text,
                            time_zone text)
         RETURNS SETOF ingest_side.usage_row
         LANGUAGE plpgsql
@@ -472,7 +492,11 @@ BEGIN
                        ORDER BY d.shardid' USING tbl
     LOOP
         -- one statement adopts, the next sees it
-        CONTINUE WHEN s.shard IS NULL OR NOT ingest_internal.adopt_shard(s.shard, s.shardid);
+        IF s.shard IS NULL OR NOT ingest_internal.adopt_shard(s.shard, s.shardid) THEN
+            RAISE EXCEPTION 'cannot verify shard % of table "%" on this node: its side tables are not all here',
+                            s.shardid, tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
         SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), '[]') INTO found
           FROM ingest.rollup_verify(s.shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
                                     'epoch'::timestamptz + to_us * interval '1 microsecond') v;
@@ -496,8 +520,8 @@ AS $$
 DECLARE
     r    record;
     rows jsonb;
-    from_us bigint := (extract(epoch FROM from_ts) * 1000000)::bigint;
-    to_us   bigint := (extract(epoch FROM to_ts) * 1000000)::bigint;
+    from_us bigint := CASE WHEN pg_catalog.isfinite(from_ts) THEN (extract(epoch FROM from_ts) * 1000000)::bigint END;
+    to_us   bigint := CASE WHEN pg_catalog.isfinite(to_ts) THEN (extract(epoch FROM to_ts) * 1000000)::bigint END;
     cmd  text := format('SELECT ingest_internal.citus_rollup_verify_here(%L::pg_catalog.regclass, %s, %s)',
                         tbl::text, from_us, to_us);
 BEGIN
@@ -505,6 +529,10 @@ BEGIN
         RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
             USING ERRCODE = 'undefined_object',
                   DETAIL = 'On Citus, ingest keeps the default rollup only.';
+    END IF;
+    IF from_us IS NULL OR to_us IS NULL THEN
+        RAISE EXCEPTION 'from_ts and to_ts must be finite instants for a distributed table'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     rows := ingest_internal.citus_rollup_verify_here(tbl, from_us, to_us);
     FOR r IN EXECUTE 'SELECT w.nodename, w.nodeport, w.success, w.result

@@ -19,16 +19,8 @@ my ($coord, $w1, $w2) = my @nodes = citus_cluster('ingest.enabled = off', q{inge
 # A managed table with events in two days past a retention of 5 days and
 # in today, distributed by ingest.distribute_table() (the old days become
 # colocated distributed partitions; the keys and rollups go to the shards).
-$coord->safe_psql('postgres', q{
-	SELECT ingest.create_event_table('ev', premake => 1);
-	CREATE TABLE ev_old10 (LIKE ev);
-	ALTER TABLE ev ATTACH PARTITION ev_old10
-	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '10 days')
-	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '9 days');
-	CREATE TABLE ev_old8 (LIKE ev);
-	ALTER TABLE ev ATTACH PARTITION ev_old8
-	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '8 days')
-	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '7 days');
+$coord->safe_psql('postgres', q{SELECT ingest.create_event_table('ev', premake => 1);}
+	. backdate_sql('ev', 'ev_old10', 10) . backdate_sql('ev', 'ev_old8', 8) . q{
 	INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
 	SELECT ('00000000-0000-0000-0000-00000000000' || o)::uuid, 'tx-' || d || '-' || i, 'c', 'api',
 	       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - d * interval '1 day' + interval '1 hour', i
@@ -38,6 +30,9 @@ $coord->safe_psql('postgres', q{
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'ev_old%'}),
 	'2', 'the old days are distributed');
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest_side.ev_keys}), '60', 'their keys are on the shards');
+is($coord->safe_psql('postgres', q{SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ev')}) . '/' .
+   $coord->safe_psql('postgres', q{SELECT pg_relation_size('ingest_side.ev_keys') + pg_relation_size('ingest_side.ev_rollup')}),
+	'0/0', 'the coordinator keeps no copy of the moved rows');
 my $usage_sql = q{SELECT string_agg(events || ':' || value_sum, ' ' ORDER BY 1)
 	FROM ingest.usage('ev', '00000000-0000-0000-0000-000000000002',
 	                  date_trunc('day', now()) - interval '11 days', date_trunc('day', now()) + interval '1 day',
@@ -98,12 +93,8 @@ is($coord->safe_psql('postgres', q{SELECT string_agg(state, ',' ORDER BY day) FR
 
 # A table of the same coordinator that Citus does not hold still detaches
 # concurrently.
-$coord->safe_psql('postgres', q{
-	SELECT ingest.create_event_table('local_ev', premake => 1);
-	CREATE TABLE local_old (LIKE local_ev);
-	ALTER TABLE local_ev ATTACH PARTITION local_old
-	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '10 days')
-	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '9 days');
+$coord->safe_psql('postgres', q{SELECT ingest.create_event_table('local_ev', premake => 1);}
+	. backdate_sql('local_ev', 'local_old', 10) . q{
 	SELECT ingest.configure('local_ev', retention => '5 days');
 	SELECT count(*) FROM ingest.run_maintenance('local_ev');
 });

@@ -7,7 +7,7 @@ use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use Test::More;
-our @EXPORT = qw(citus_cluster try_sql refused shard_on);
+our @EXPORT = qw(citus_cluster try_sql refused shard_on ledger_mismatches backdate_sql);
 
 # ($coordinator, $worker1, $worker2); @conf is added to every node's
 # postgresql.conf
@@ -72,6 +72,29 @@ sub shard_on
 		  FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
 		 WHERE s.logicalrelid = '%s'::regclass AND n.nodeport = %d
 		 ORDER BY s.shardid LIMIT 1}, $table, $node->port));
+}
+
+# Events without a key in the ledger of managed table $table, and keys
+# without an event, asked of $coord (0 when the ledger is exact)
+sub ledger_mismatches
+{
+	my ($coord, $table) = @_;
+	my $ledger = $coord->safe_psql('postgres',
+		"SELECT ledger FROM ingest.table_config WHERE event_table = '$table'::regclass");
+	return $coord->safe_psql('postgres', qq{
+		SELECT count(*) FROM $table e FULL JOIN $ledger k USING (organization_id, transaction_id)
+		 WHERE e.organization_id IS NULL OR k.organization_id IS NULL});
+}
+
+# SQL that attaches to $table a partition $part of the UTC day $days ago
+sub backdate_sql
+{
+	my ($table, $part, $days) = @_;
+	return qq{
+	CREATE TABLE $part (LIKE $table);
+	ALTER TABLE $table ATTACH PARTITION $part
+	  FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '$days days')
+	  TO (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '@{[$days - 1]} days');};
 }
 
 1;
