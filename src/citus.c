@@ -142,8 +142,10 @@ shard_arriving(Oid relid)
 
 	if (shardid == 0 || !citus_known_shard(root))
 		return false;
-	placed = citus_value("SELECT ingest_internal.citus_placed_here($1)",
-						 INT8OID, Int64GetDatum(shardid), CurrentMemoryContext);
+	/* ingest's internal function, whoever writes */
+	AS_OWNER(IngestExtensionOwner(),
+			 placed = citus_value("SELECT ingest_internal.citus_placed_here($1)",
+								  INT8OID, Int64GetDatum(shardid), CurrentMemoryContext));
 	return placed != NULL && strcmp(placed, "f") == 0;
 }
 
