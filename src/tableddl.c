@@ -42,6 +42,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/table.h"
@@ -653,17 +654,74 @@ IngestStatementLeave(void *outer)
  * is (DETACH, DROP), and what to do after it (ATTACH, CREATE ... PARTITION
  * OF).  Returns the latter for IngestPartitionDDLAfter, or NULL.
  */
+/*
+ * The nodes find the side tables of a distributed table's shards by the
+ * table's qualified name: it keeps it (RENAME, SET SCHEMA, a rename of its
+ * schema are refused).
+ */
+static void
+refuse_citus_rename(Oid relid)
+{
+	IngestTable t;
+
+	if (OidIsValid(relid) && OidIsValid(managed_root(relid, &t)) &&
+		t.distributed && t.relid == relid)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot rename managed table \"%s\" or move it to another schema: it is distributed by Citus",
+						get_rel_name(relid)),
+				 errdetail("Each node finds the side tables of its shards by the table's name.")));
+}
+
+static void
+refuse_citus_schema_rename(const char *schema)
+{
+	Oid			nsp = get_namespace_oid(schema, true);
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *tables = NIL;
+	ListCell   *lc;
+
+	if (!OidIsValid(nsp))
+		return;
+	/* the schema's partitioned tables that are no partition: managed ones? */
+	rel = table_open(RelationRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_class c = (Form_pg_class) GETSTRUCT(tup);
+
+		if (c->relnamespace == nsp && c->relkind == RELKIND_PARTITIONED_TABLE && !c->relispartition)
+			tables = lappend_oid(tables, c->oid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	foreach(lc, tables)
+		refuse_citus_rename(lfirst_oid(lc));
+}
+
 void *
 IngestPartitionDDLBefore(Node *stmt)
 {
 	IngestTable t;
 
 	if (!(IsA(stmt, AlterTableStmt) || IsA(stmt, DropStmt) || IsA(stmt, CreateStmt) ||
-		  IsA(stmt, RenameStmt) || IsA(stmt, CreateTrigStmt)) ||
+		  IsA(stmt, RenameStmt) || IsA(stmt, CreateTrigStmt) ||
+		  IsA(stmt, AlterObjectSchemaStmt)) ||
 		IsBinaryUpgrade)
 		return NULL;
 	if (!OidIsValid(get_extension_oid("ingest", true)))
 		return NULL;
+
+	if (IsA(stmt, AlterObjectSchemaStmt))
+	{
+		AlterObjectSchemaStmt *as = (AlterObjectSchemaStmt *) stmt;
+
+		if (as->relation != NULL)
+			refuse_citus_rename(RangeVarGetRelid(as->relation, NoLock, true));
+		return NULL;
+	}
 
 	if (IsA(stmt, CreateTrigStmt))
 	{
@@ -684,25 +742,14 @@ IngestPartitionDDLBefore(Node *stmt)
 			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
 			refuse_column_change(IngestRootOf(RangeVarGetRelid(rs->relation, NoLock, true)),
 								 rs->subname, "rename");
-		/*
-		 * The nodes find a distributed table's shards' side tables by its
-		 * name (ALTER INDEX/VIEW/SEQUENCE ... RENAME rename a table too).
-		 */
+		/* ALTER INDEX/VIEW/SEQUENCE ... RENAME rename a table too */
 		if ((rs->renameType == OBJECT_TABLE || rs->renameType == OBJECT_INDEX ||
 			 rs->renameType == OBJECT_VIEW || rs->renameType == OBJECT_MATVIEW ||
 			 rs->renameType == OBJECT_SEQUENCE || rs->renameType == OBJECT_FOREIGN_TABLE) &&
 			rs->relation != NULL)
-		{
-			Oid			relid = RangeVarGetRelid(rs->relation, NoLock, true);
-
-			if (OidIsValid(relid) && OidIsValid(managed_root(relid, &t)) &&
-				t.distributed && t.relid == relid)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot rename managed table \"%s\": it is distributed by Citus",
-								get_rel_name(relid)),
-						 errdetail("Each node finds the side tables of its shards by the table's name.")));
-		}
+			refuse_citus_rename(RangeVarGetRelid(rs->relation, NoLock, true));
+		if (rs->renameType == OBJECT_SCHEMA && rs->subname != NULL)
+			refuse_citus_schema_rename(rs->subname);
 		return NULL;
 	}
 

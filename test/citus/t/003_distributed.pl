@@ -185,10 +185,13 @@ is($coord->safe_psql('postgres', qq{SELECT events || ':' || value_sum FROM inges
 	'1:5', 'after TRUNCATE, a key loads again and usage counts it once');
 
 # What is refused, and how.
-refused($coord, 'ALTER TABLE ev RENAME TO ev_renamed',
-	qr/cannot rename managed table "ev": it is distributed by Citus/, 'a distributed managed table keeps its name');
-refused($coord, 'ALTER INDEX ev RENAME TO ev_renamed',
-	qr/cannot rename managed table "ev": it is distributed by Citus/, 'also through ALTER INDEX');
+my $renamed = qr/cannot rename managed table "ev" or move it to another schema: it is distributed by Citus/;
+refused($coord, 'ALTER TABLE ev RENAME TO ev_renamed', $renamed, 'a distributed managed table keeps its name');
+refused($coord, 'ALTER INDEX ev RENAME TO ev_renamed', $renamed, 'also through ALTER INDEX');
+refused($coord, 'ALTER TABLE ev SET SCHEMA ingest_side', $renamed, 'and its schema');
+refused($coord, 'ALTER SCHEMA public RENAME TO public2',
+	qr/cannot rename managed table "\w+" or move it to another schema: it is distributed by Citus/,
+	'whose name it keeps too');
 refused($coord, q{SELECT ingest.configure('ev', on_error => 'abort')},
 	qr/cannot change on_error or rollup_retention of table "public.ev": it is distributed by Citus/,
 	'on_error is fixed at distribution');
