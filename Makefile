@@ -37,7 +37,8 @@ OBJS = \
 	src/usage.o \
 	src/indexdecl.o \
 	src/rollupmerge.o \
-	src/citus.o
+	src/citus.o \
+	src/citusload.o
 
 # The library acts on the SQL objects of its own version only.
 PG_CPPFLAGS = -DINGEST_VERSION=\"$(EXTVERSION)\"

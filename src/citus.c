@@ -22,12 +22,11 @@
  * A table that Citus distributed otherwise keeps its side state on the
  * coordinator, where its shards' writes never reach it:
  *
- *	  IngestRefuseCitus		 ingest.load of a distributed table (COPY goes
- *							 to its shards), and the loader, COPY through the
- *							 hook and manage_table of a table Citus holds
- *							 otherwise, refuse it (checked under the table's
- *							 lock: Citus distributes a table under a lock that
- *							 conflicts with it);
+ *	  IngestRefuseCitus		 ingest.load of a shard, and the loader, COPY
+ *							 through the hook and manage_table of a table
+ *							 Citus holds otherwise, refuse it (checked under
+ *							 the table's lock: Citus distributes a table
+ *							 under a lock that conflicts with it);
  *	  IngestRefuseCitusTrigger  ingest's triggers firing on a relation that
  *							 no managed table of this node owns refuse the
  *							 write on a Citus worker node and on a shard
@@ -202,10 +201,10 @@ citus_value(const char *sql, Oid argtype, Datum arg, MemoryContext into)
 
 /*
  * IngestRefuseCitus: 0A000 when the managed table "rel" (locked by the
- * caller) is one that ingest.load cannot write: a table Citus holds
- * without ingest.distribute_table() (the side state is not on its shards),
- * or, for ingest.load, one distributed by it (until the loader routes rows
- * to shards, COPY does) or a shard of one.  "t" is NULL from manage_table.
+ * caller) is one that the loader cannot write: a table Citus holds without
+ * ingest.distribute_table() (the side state is not on its shards), or, for
+ * ingest.load, a shard of one (ingest.load of the distributed table sends
+ * its rows to the shards: citusload.c).  "t" is NULL from manage_table.
  * "action" says what is refused ("load managed table").
  */
 void
@@ -222,11 +221,7 @@ IngestRefuseCitus(Relation rel, IngestTable *t, const char *action)
 				 errmsg("cannot %s \"%s\": it is a Citus shard", action, name),
 				 errhint("Load the distributed table on the Citus coordinator.")));
 	if (t != NULL && t->distributed)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot %s \"%s\" with ingest.load on Citus", action, name),
-				 errdetail("The table is distributed; ingest.load does not yet send rows to its shards."),
-				 errhint("Load it with COPY ... FROM STDIN on the coordinator: each shard loads its rows with exact dedup.")));
+		return;
 	if (!citus_installed() || !citus_lists_table(relid))
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -372,4 +367,29 @@ ingest_refuse_citus(PG_FUNCTION_ARGS)
 	IngestRefuseCitus(rel, NULL, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ingest_citus_holds);
+
+/* ingest_internal.citus_holds(rel): IngestCitusTable, for the SQL side */
+Datum
+ingest_citus_holds(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(IngestCitusTable(PG_GETARG_OID(0)));
+}
+
+PG_FUNCTION_INFO_V1(ingest_citus_shard_id);
+
+/*
+ * ingest_internal.citus_shard_id(rel): the shard id that a relation's name
+ * carries, NULL if none (whether it is a shard is pg_dist_shard's to say)
+ */
+Datum
+ingest_citus_shard_id(PG_FUNCTION_ARGS)
+{
+	int64		shardid = shard_id_of(PG_GETARG_OID(0));
+
+	if (shardid == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(shardid);
 }

@@ -208,8 +208,11 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 	values[1] = Int64GetDatum(r.duplicates);
 	values[2] = Int64GetDatum(r.rejected);
 	values[3] = Int64GetDatum(r.conflicts);
-	/* whether a stored payload differs is for those who may read it */
-	nulls[3] = !IngestMayReadPayloads(relid);
+	/*
+	 * whether a stored payload differs is for those who may read it, and
+	 * not known for a distributed table (citusload.c)
+	 */
+	nulls[3] = !IngestMayReadPayloads(relid) || t.distributed;
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

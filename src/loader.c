@@ -50,7 +50,8 @@ typedef struct LoadState
 {
 	Relation	rel;
 	IngestParser *parser;
-	IngestLedger *ledger;
+	IngestLedger *ledger;		/* NULL for a distributed table: */
+	IngestCitusLoad *citus;		/* Citus stores its rows instead */
 	IngestPartWriter *writer;
 	IngestRollup *rollup;
 	ExprContext *econtext;
@@ -291,7 +292,8 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 								timestamptz_to_str(DatumGetTimestampTz(r->values[st->ts_att - 1]))));
 			continue;
 		}
-		r->hash = IngestLedgerHash(st->ledger, r->values, r->nulls);
+		if (st->ledger != NULL)
+			r->hash = IngestLedgerHash(st->ledger, r->values, r->nulls);
 	}
 	return shape;
 }
@@ -328,6 +330,11 @@ load_batch(LoadState *st, LoadRow **rows, int n)
 	for (i = 0; i < n; i++)
 		if (live[i]->state == ROW_CONVERTED)
 			live[nlive++] = live[i];
+	if (st->citus != NULL)
+	{
+		IngestCitusLoadAdd(st->citus, live, nlive);
+		return;
+	}
 	IngestLedgerClaim(st->ledger, live, nlive);
 
 	for (i = 0; i < nlive; i++)
@@ -478,8 +485,9 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	 * (ingest_internal.rollup_build_ready).
 	 */
 	(void) GetCurrentTransactionId();
-	st.ledger = IngestLedgerBegin(rel, t, estate);
-	if (attempt != NULL)
+	if (!t->distributed)
+		st.ledger = IngestLedgerBegin(rel, t, estate);
+	if (attempt != NULL && st.ledger != NULL)
 	{
 		attempt->ledger = st.ledger;
 		if (attempt->await)
@@ -490,7 +498,10 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 		}
 	}
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
-	st.rollup = IngestRollupBegin(rel, t, estate);
+	if (t->distributed)
+		st.citus = IngestCitusLoadBegin(rel, attnums);
+	else
+		st.rollup = IngestRollupBegin(rel, t, estate);
 	AS_OWNER(st.owner, st.reject_plan = SPI_prepare(
 		"INSERT INTO ingest.rejects (event_table, source, line_number, raw, sqlstate, message, kind) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -519,11 +530,23 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	}
 
 	MemoryContextSwitchTo(loadcxt);
+	if (st.citus != NULL)
+	{
+		int64		sent;
+		int64		stored;
+
+		IngestCitusLoadEnd(st.citus, &sent, &stored);
+		st.result.loaded += stored;
+		st.result.duplicates += sent - stored;
+	}
 	IngestPartWriterEnd(st.writer);
-	IngestRollupEnd(st.rollup);
-	if (attempt != NULL)
-		attempt->ledger = NULL;
-	IngestLedgerEnd(st.ledger);
+	if (st.ledger != NULL)
+	{
+		IngestRollupEnd(st.rollup);
+		if (attempt != NULL)
+			attempt->ledger = NULL;
+		IngestLedgerEnd(st.ledger);
+	}
 	IngestParserEnd(st.parser);
 	FreeExecutorState(estate);
 

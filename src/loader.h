@@ -22,6 +22,8 @@
  *	  cmdstack.c	which executor command is running (a row moved by
  *					UPDATE from an inserted one)
  *	  loadstats.c	per table and hour counts of every write path
+ *	  citusload.c	ingest.load of a distributed table: the batches go to
+ *					Citus as INSERTs, deduplicated on the shards
  *
  *-------------------------------------------------------------------------
  */
@@ -279,6 +281,12 @@ extern void IngestRefuseCitusTrigger(Oid relid);
 extern void IngestRefuseCitusWorker(Oid relid, const char *action);
 extern bool IngestCitusTable(Oid relid);
 extern bool IngestCitusAdoptShard(Oid relid);
+
+/* citusload.c */
+typedef struct IngestCitusLoad IngestCitusLoad;
+extern IngestCitusLoad *IngestCitusLoadBegin(Relation rel, List *attnums);
+extern void IngestCitusLoadAdd(IngestCitusLoad *c, LoadRow **rows, int n);
+extern void IngestCitusLoadEnd(IngestCitusLoad *c, int64 *sent, int64 *stored);
 
 /* copyhook.c */
 extern bool IngestCopyHook(CopyStmt *stmt, const char *query_string,

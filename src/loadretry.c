@@ -59,8 +59,12 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 	off_t		start = 0;
 	int			attempt;
 
+	/*
+	 * Citus cancels a deadlocked load of a distributed table (57014, which
+	 * it reports as 40P01): no deadlock to retry from (citusload.c).
+	 */
 	if (TransactionIdIsValid(GetTopTransactionIdIfAny()) || !input_replayable(input) ||
-		IsInParallelMode())
+		IsInParallelMode() || t->distributed)
 		return IngestLoadAttempt(rel, t, format, header, copy_options, attnums, input,
 								 source, abort_on_error, NULL);
 	if (input->file != NULL)

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Citus throughput: COPY through the coordinator into a table distributed
-# with ingest.distribute_table(), with 1 and then 2 worker nodes, against
+# with ingest.distribute_table(), and ingest.load_file of the same files
+# into another, with 1 and then 2 worker nodes, against
 # plain COPY into a distributed table without ingest, on the same data
 # (about 5% duplicates: repeats within and across chunks).  Every node runs
 # on this one machine, so this measures what ingest adds on Citus and how
@@ -93,6 +94,17 @@ load() {
     echo "$t1 - $t0" | bc
 }
 
+# load_file TABLE: the same with ingest.load_file, chunk by chunk
+load_file() {
+    local t0 t1 f
+    t0=$(now)
+    for f in "$base"/chunk.*; do
+        cq -c "SELECT FROM ingest.load_file('$1', '$f')" >/dev/null
+    done
+    t1=$(now)
+    echo "$t1 - $t0" | bc
+}
+
 results=()
 for workers in 1 2; do
     start_node coordinator 54500
@@ -107,6 +119,8 @@ for workers in 1 2; do
 CREATE EXTENSION ingest;
 SELECT ingest.create_event_table('ev_ingest', premake => 1);
 SELECT ingest.distribute_table('ev_ingest', shard_count => $SHARDS);
+SELECT ingest.create_event_table('ev_load', premake => 1);
+SELECT ingest.distribute_table('ev_load', shard_count => $SHARDS);
 CREATE TABLE ev_plain (LIKE ev_ingest INCLUDING DEFAULTS INCLUDING IDENTITY) PARTITION BY RANGE ("timestamp");
 CREATE TABLE ev_plain_today PARTITION OF ev_plain
   FOR VALUES FROM (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
@@ -117,9 +131,12 @@ SQL
     t_plain=$(load ev_plain)
     echo "== $workers worker(s): COPY into the ingest table"
     t_ingest=$(load ev_ingest)
+    echo "== $workers worker(s): ingest.load_file into another ingest table"
+    t_load=$(load_file ev_load)
     stored=$(cq -c "SELECT count(*) FROM ev_ingest")
+    stored_load=$(cq -c "SELECT count(*) FROM ev_load")
     distinct=$(cq -c "SELECT count(DISTINCT (organization_id, transaction_id)) FROM ev_plain")
-    results+=("| $workers | $(rate "$ROWS" "$t_ingest") | $(rate "$ROWS" "$t_plain") | $(awk -v a="$t_plain" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }') | $stored / $distinct |")
+    results+=("| $workers | $(rate "$ROWS" "$t_ingest") | $(rate "$ROWS" "$t_load") | $(rate "$ROWS" "$t_plain") | $(awk -v a="$t_plain" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$t_plain" -v b="$t_load" 'BEGIN { printf "%.2f", a / b }') | $stored, $stored_load / $distinct |")
     stop_nodes
 done
 
@@ -128,7 +145,7 @@ done
     echo
     echo "\`ROWS=$ROWS CHUNK=$CHUNK SHARDS=$SHARDS test/bench/citus_bench.sh\`, $(date -u +%F), $(pg_config --version), $(nproc) cores; every node on this machine (synchronous_commit off, shared_buffers 1GB each); the table distributed by ingest.distribute_table() with $SHARDS shards, against a distributed table without ingest (no dedup) on the same data."
     echo
-    echo "| worker nodes | ingest rows/s | plain Citus COPY rows/s | ingest vs plain | stored / distinct keys |"
-    echo "|---|---|---|---|---|"
+    echo "| worker nodes | ingest COPY rows/s | ingest.load_file rows/s | plain Citus COPY rows/s | ingest COPY vs plain | ingest.load_file vs plain | stored (COPY, load_file) / distinct keys |"
+    echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${results[@]}"
 } | tee "$out/citus_bench.md"

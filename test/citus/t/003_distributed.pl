@@ -195,10 +195,6 @@ refused($coord, 'ALTER SCHEMA public RENAME TO public2',
 refused($coord, q{SELECT ingest.configure('ev', on_error => 'abort')},
 	qr/cannot change on_error or rollup_retention of table "public.ev": it is distributed by Citus/,
 	'on_error is fixed at distribution');
-refused($coord, qq{SELECT * FROM ingest.load('ev', '$orgs[0],tx-9,c,api,$now,1', 'csv', false,
-		ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'value'])},
-	qr/cannot load managed table "ev" with ingest.load on Citus.*HINT:  Load it with COPY/s,
-	'ingest.load of a distributed table is refused, pointing to COPY');
 my $part = $coord->safe_psql('postgres', q{SELECT partition FROM ingest.partitions WHERE event_table = 'ev'::regclass ORDER BY day LIMIT 1});
 refused($coord, "ALTER TABLE ev DETACH PARTITION $part",
 	qr/cannot take a partition out of managed table "ev": it is distributed by Citus/,

@@ -3,7 +3,8 @@
 # store each key once; after citus_move_shard_placement of a shard group
 # (block_writes, the mode the README recommends) the ledger and rollups
 # moved with it: duplicates of stored keys are still skipped on the new
-# node, usage stays exact, and the old node lets go of the old placement.
+# node (COPY, INSERT and ingest.load), usage stays exact, and the old node
+# lets go of the old placement.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -59,8 +60,11 @@ is($coord->safe_psql('postgres', qq{SELECT count(*) FROM ingest_side.ev_keys WHE
 is($rc, 0, 'COPY after the move') or diag($err);
 ($rc, $out, $err) = try_sql($coord, qq{INSERT INTO ev ($cols) VALUES ('$org', 'tx-3', 'c', 'api', '$now', 3), ('$org', 'tx-21', 'c', 'api', '$now', 21)});
 is($rc, 0, 'INSERT after the move') or diag($err);
+is($coord->safe_psql('postgres', qq{SELECT loaded || '/' || duplicates FROM ingest.load('ev', \$\$@{[ rows(18, 25) ]}\$\$, 'csv', false,
+		ARRAY['organization_id', 'transaction_id', 'external_customer_id', 'code', 'timestamp', 'value'])}),
+	'4/4', 'ingest.load after the move stores only the new keys');
 is($coord->safe_psql('postgres', qq{SELECT count(*) || '/' || count(DISTINCT transaction_id) FROM ev WHERE organization_id = '$org'}),
-	'21/21', 'duplicates of keys stored before the move are skipped on the new node');
+	'25/25', 'duplicates of keys stored before the move are skipped on the new node');
 is(ledger_mismatches($coord, 'ev'), '0', 'the ledger holds exactly the keys of the events');
 
 for my $w ($w1, $w2)
