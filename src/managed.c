@@ -255,6 +255,17 @@ IngestLookupTable(Oid relid, IngestTable *t)
 	return found;
 }
 
+/*
+ * The one definition of "on Citus": a managed table's side state is on
+ * Citus shards when Citus holds its ledger.  (A shard's ledger is a shard,
+ * which Citus does not list.)
+ */
+static bool
+side_state_distributed(bool citus_shard, Oid ledger)
+{
+	return !citus_shard && OidIsValid(ledger) && IngestCitusTable(ledger);
+}
+
 /* IngestLookupTable's reading of ingest.table_config (SPI connected). */
 static bool
 lookup_table(Oid relid, IngestTable *t, bool read_only)
@@ -303,7 +314,7 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 	/* ready: the trigger is ours (a function name can be anyone's) */
 	if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
 		t->ready = is_ingest_trigger_function(tgfoid, false);
-	t->distributed = !t->citus_shard && OidIsValid(t->ledger) && IngestCitusTable(t->ledger);
+	t->distributed = side_state_distributed(t->citus_shard, t->ledger);
 	return true;
 }
 
@@ -324,6 +335,40 @@ IngestRequireTable(Oid relid, IngestTable *t)
 				 errmsg("table \"%s\" is not ready: its ingest triggers are missing",
 						get_rel_name(relid)),
 				 errdetail("A restore of the table may still be running.")));
+}
+
+PG_FUNCTION_INFO_V1(ingest_on_citus);
+
+/*
+ * ingest_internal.on_citus(tbl): whether a managed table's side state is on
+ * Citus shards (IngestTable.distributed: the one definition), for the SQL
+ * side.  It adopts no shard.
+ */
+Datum
+ingest_on_citus(PG_FUNCTION_ARGS)
+{
+	Datum		arg = PG_GETARG_DATUM(0);
+	bool		distributed = false;
+	bool		isnull;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* its config alone: the table may be being dropped (forget_table) */
+	rc = SPI_execute_with_args(
+		"SELECT COALESCE(c.managed_by OPERATOR(pg_catalog.=) 'citus_shard', false), c.ledger "
+		"  FROM ingest.table_config c WHERE c.event_table OPERATOR(pg_catalog.=) $1",
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the configuration of table %u: %s",
+			 DatumGetObjectId(arg), SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+		distributed = side_state_distributed(DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+																		SPI_tuptable->tupdesc,
+																		1, &isnull)),
+											 regclass_at(2, &isnull));
+	SPI_finish();
+	PG_RETURN_BOOL(distributed);
 }
 
 PG_FUNCTION_INFO_V1(ingest_table_ready);

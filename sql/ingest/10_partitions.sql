@@ -339,13 +339,9 @@ BEGIN
     PERFORM ingest_internal.fold(b.relid, true) FROM ingest_internal.bounds b
      WHERE b.partition_oid = part;
     -- on Citus the nodes fold their shards: the day waits for their folds
-    IF EXISTS (SELECT FROM ingest_internal.bounds b
-                WHERE b.partition_oid = part AND ingest_internal.on_citus(b.relid)
-                  AND ingest_internal.stale_within(b.relid, b.lower_bound, b.upper_bound)) THEN
-        RAISE EXCEPTION 'partition % has hours that the Citus nodes have not folded yet', part::regclass
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Retention retries it after their next fold.';
-    END IF;
+    PERFORM ingest_internal.require_folded(b.relid, part, b.lower_bound, b.upper_bound)
+       FROM ingest_internal.bounds b
+      WHERE b.partition_oid = part AND ingest_internal.on_citus(b.relid);
     INSERT INTO ingest_internal.retired (partition_oid, relid, partition, lower_bound, upper_bound)
     SELECT b.partition_oid, b.relid, b.partition::text, b.lower_bound, b.upper_bound
       FROM ingest_internal.bounds b
@@ -398,12 +394,8 @@ BEGIN
                                                                  parent::regclass, part::regclass));
     -- No write reaches the day now: a stale mark committed since
     -- mark_retiring looked waits for the nodes' folds, as there.
-    IF ingest_internal.stale_within(parent, (SELECT r.lower_bound FROM ingest_internal.retired r WHERE r.partition_oid = part),
-                                    (SELECT r.upper_bound FROM ingest_internal.retired r WHERE r.partition_oid = part)) THEN
-        RAISE EXCEPTION 'partition % has hours that the Citus nodes have not folded yet', part::regclass
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Retention retries it after their next fold.';
-    END IF;
+    PERFORM ingest_internal.require_folded(parent, part, r.lower_bound, r.upper_bound)
+       FROM ingest_internal.retired r WHERE r.partition_oid = part;
     PERFORM ingest_internal.forget_keys(parent, part);
 END
 $$;

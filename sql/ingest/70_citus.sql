@@ -8,24 +8,24 @@
 -- the first time something writes it (src/citus.c): the loader, the
 -- triggers and the fold then run on the shard as on any managed table.
 
--- Whether the side state of a managed table is on Citus shards.
+-- Whether the side state of a managed table is on Citus shards (src/managed.c).
 CREATE OR REPLACE FUNCTION ingest_internal.on_citus(tbl regclass)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ledger regclass := (SELECT c.ledger FROM ingest.table_config c WHERE c.event_table = tbl);
-    found  boolean;
-BEGIN
-    IF ledger IS NULL OR NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
-       INTO found USING ledger;
-    RETURN found;
-END
-$$;
+LANGUAGE C STABLE STRICT
+AS 'MODULE_PATHNAME', 'ingest_on_citus';
+
+-- Whether Citus holds a relation: distributed, reference or local (src/citus.c).
+CREATE OR REPLACE FUNCTION ingest_internal.citus_holds(rel regclass)
+RETURNS boolean
+LANGUAGE C STABLE STRICT
+AS 'MODULE_PATHNAME', 'ingest_citus_holds';
+
+-- The shard id that a relation's name carries, as Citus names shards
+-- <table>_<shardid>; NULL if none (src/citus.c).
+CREATE OR REPLACE FUNCTION ingest_internal.citus_shard_id(rel regclass)
+RETURNS bigint
+LANGUAGE C STABLE STRICT
+AS 'MODULE_PATHNAME', 'ingest_citus_shard_id';
 
 -- 0A000 for what ingest does not yet do on a distributed table ("action"
 -- says what: 'create a rollup of').
@@ -121,9 +121,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Let the next maintenance run finish the detach (ingest.run_maintenance).';
     END IF;
-    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
-       INTO dist USING tbl;
-    IF dist THEN
+    IF ingest_internal.citus_holds(tbl) THEN
         RAISE EXCEPTION 'cannot distribute table "%": Citus holds it already', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Distribute a managed table with ingest.distribute_table() alone, not with create_distributed_table().';
@@ -184,9 +182,7 @@ BEGIN
     END LOOP;
 
     -- the registry, where each node finds the side tables of its shards
-    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1)'
-       INTO dist USING 'ingest_internal.citus_tables'::regclass;
-    IF NOT dist THEN
+    IF NOT ingest_internal.citus_holds('ingest_internal.citus_tables'::regclass) THEN
         EXECUTE 'SELECT pg_catalog.create_reference_table($1)' USING 'ingest_internal.citus_tables'::regclass;
     END IF;
     INSERT INTO ingest_internal.citus_tables
@@ -289,8 +285,7 @@ AS $$
 DECLARE
     shardid bigint;
 BEGIN
-    -- Citus names a shard <table>_<shardid>
-    shardid := pg_catalog.substring(shard::text, '_([0-9]+)"?$')::bigint;
+    shardid := ingest_internal.citus_shard_id(shard);
     EXECUTE 'SELECT d.shardid FROM pg_catalog.pg_dist_shard d
               WHERE d.shardid = $2 AND ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) = $1'
        INTO shardid USING shard, shardid;
@@ -555,20 +550,26 @@ BEGIN
 END
 $$;
 
--- Whether a table on Citus has stale marks in [lo, hi): hours whose
--- rollup rows a node's fold has yet to recompute from the raw events.
-CREATE OR REPLACE FUNCTION ingest_internal.stale_within(tbl regclass, lo timestamptz, hi timestamptz)
-RETURNS boolean
+-- 55000 when partition "part" of distributed table "tbl" (lo to hi) has
+-- stale hours: the nodes fold their shards, and retention retires a day
+-- only once they folded it (its rollup hours stay as they are from then).
+CREATE OR REPLACE FUNCTION ingest_internal.require_folded(tbl regclass, part oid,
+                                                          lo timestamptz, hi timestamptz)
+RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg   ingest.table_config := ingest_internal.require_managed(tbl);
-    found boolean;
+    stale boolean;
 BEGIN
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE x.lo < $2 AND x.hi > $1)', cfg.rollup_stale)
-       INTO found USING lo, hi;
-    RETURN found;
+       INTO stale USING lo, hi;
+    IF stale THEN
+        RAISE EXCEPTION 'partition % has hours that the Citus nodes have not folded yet', part::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Retention retries it after their next fold.';
+    END IF;
 END
 $$;
 
