@@ -829,9 +829,20 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, nulls);
-	/* NOT NULL is the table's business: let the insert fail on it. */
 	if (nulls[tt->org_att - 1] || nulls[tt->tx_att - 1])
-		return PointerGetDatum(tuple);
+	{
+		AttrNumber	att = nulls[tt->org_att - 1] ? tt->org_att : tt->tx_att;
+
+		/* a NOT NULL column's own check fails the insert, with its message */
+		if (TupleDescAttr(desc, att - 1)->attnotnull)
+			return PointerGetDatum(tuple);
+		/* an adopted table's may be nullable: ingest's key may not */
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
+						NameStr(TupleDescAttr(desc, att - 1)->attname)),
+				 errtable(td->tg_relation)));
+	}
 	{
 		char	   *why = IngestKeyWidthError(values[tt->tx_att - 1], false,
 											  values[tt->code_att - 1], nulls[tt->code_att - 1],

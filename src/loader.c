@@ -60,6 +60,7 @@ typedef struct LoadState
 	const char *source;
 	bool		abort_on_error;
 	AttrNumber	ts_att;
+	AttrNumber	org_att;
 	AttrNumber	tx_att;
 	AttrNumber	code_att;
 	AttrNumber	customer_att;
@@ -275,6 +276,14 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 		}
 		if (r->state != ROW_CONVERTED)
 			continue;
+		/* an adopted table's key columns may be nullable: a key may not */
+		if (r->nulls[st->org_att - 1] || r->nulls[st->tx_att - 1])
+		{
+			reject_row(st, r, ERRCODE_NOT_NULL_VIOLATION,
+					   psprintf("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
+								r->nulls[st->org_att - 1] ? "organization_id" : "transaction_id"));
+			continue;
+		}
 		why = IngestKeyWidthError(r->values[st->tx_att - 1], r->nulls[st->tx_att - 1],
 								  r->values[st->code_att - 1], r->nulls[st->code_att - 1],
 								  r->values[st->customer_att - 1], r->nulls[st->customer_att - 1]);
@@ -471,6 +480,7 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	st.abort_on_error = abort_on_error;
 	st.ntargets = list_length(attnums);
 	st.ts_att = get_attnum(RelationGetRelid(rel), "timestamp");
+	st.org_att = get_attnum(RelationGetRelid(rel), "organization_id");
 	st.tx_att = get_attnum(RelationGetRelid(rel), "transaction_id");
 	st.code_att = get_attnum(RelationGetRelid(rel), "code");
 	st.customer_att = get_attnum(RelationGetRelid(rel), "external_customer_id");
