@@ -482,10 +482,13 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 	if (nwin > 0)
 	{
 		uint64		k;
+		MemoryContext cxt = CurrentMemoryContext;
 
 		key_args(args, orgs, txs, nwin);
 		/* not read-only: a fresh snapshot sees our own earlier batches' keys */
 		AS_OWNER(l->owner, rc = SPI_execute_plan(l->lookup, args, NULL, false, 0));
+		/* SPI leaves its procedure context current: the batch's is ours */
+		MemoryContextSwitchTo(cxt);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not look up keys: %s", SPI_result_code_string(rc));
 		/* one row per key offered, in order */

@@ -77,6 +77,7 @@ record_reject(LoadState *st, LoadRow *row, int sqlerrcode, const char *message,
 {
 	Datum		args[7];
 	int			rc;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	args[0] = ObjectIdGetDatum(RelationGetRelid(st->rel));
 	args[1] = CStringGetTextDatum(st->source);
@@ -86,7 +87,9 @@ record_reject(LoadState *st, LoadRow *row, int sqlerrcode, const char *message,
 	args[5] = CStringGetTextDatum(message);
 	args[6] = CStringGetTextDatum(kind);
 	AS_OWNER(st->owner,
-					   rc = SPI_execute_plan(st->reject_plan, args, NULL, false, 0));
+			 rc = SPI_execute_plan(st->reject_plan, args, NULL, false, 0));
+	/* SPI leaves its procedure context current: the batch goes on in its own */
+	MemoryContextSwitchTo(cxt);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not record a %s row: %s", kind, SPI_result_code_string(rc));
 }
