@@ -82,6 +82,26 @@ SELECT loads_last_hour FROM ingest.event_tables WHERE event_table = 'lst'::regcl
 SET ROLE lst_monitor;
 SELECT calls, loaded FROM ingest.load_stats WHERE event_table = 'lst'::regclass;
 RESET ROLE;
+-- off Citus, the cluster-wide forms are this node's
+SELECT (SELECT array_agg(ROW(hour, calls, loaded, duplicates, rejected) ORDER BY hour)
+          FROM ingest.cluster_load_stats('lst'))
+     = (SELECT array_agg(ROW(hour, calls, loaded, duplicates, rejected) ORDER BY hour)
+          FROM ingest.load_stats WHERE event_table = 'lst'::regclass) AS cluster_stats_same,
+       (SELECT array_agg(ROW(node, line_number, sqlstate) ORDER BY rejected_at, line_number)
+          FROM ingest.cluster_rejects('lst'))
+     IS NOT DISTINCT FROM (SELECT array_agg(ROW('local'::text, line_number, sqlstate) ORDER BY rejected_at, line_number)
+          FROM ingest.rejects WHERE event_table = 'lst'::regclass) AS cluster_rejects_same,
+       (SELECT count(*) FROM ingest.cluster_load_stats('lst')) AS hours,
+       (SELECT count(*) FROM ingest.cluster_rejects('lst')) AS rejects;
+SET ROLE lst_stranger;
+SELECT count(*) FROM ingest.cluster_rejects('lst');
+RESET ROLE;
+REVOKE SELECT ON regress.lst_stats FROM lst_stranger;
+CREATE ROLE lst_nobody;
+SET ROLE lst_nobody;
+SELECT count(*) FROM ingest.cluster_load_stats('lst');
+RESET ROLE;
+DROP ROLE lst_nobody;
 -- a non-superuser cannot turn counting off
 SET ROLE lst_stranger;
 SET ingest.track_loads = off;

@@ -6,68 +6,89 @@
  *
  * The coordinator's table is an empty shell and its ledger lives on the
  * shards, so the loader can neither claim keys nor write rows there.  Each
- * row that passed the loader's checks (parse, conversion, NOT NULL, key
- * width, a partition for its day) is queued, and up to 50,000 rows at a
- * time go to Citus as one
+ * row that passed the loader's checks (parse, conversion with defaults,
+ * NOT NULL, key, key width, a partition for its day) is queued.  Up to
+ * 50,000 queued rows at a time are sorted by shard, then key, and each
+ * shard's rows go to Citus as one
  *
- *	  WITH stored AS (INSERT INTO tbl (columns) SELECT ... FROM unnest($1)
- *					  RETURNING 1)
+ *	  WITH stored AS (INSERT INTO tbl (columns) OVERRIDING SYSTEM VALUE
+ *					  SELECT ... FROM unnest($1) RETURNING 1)
  *	  SELECT count(*) FROM stored
  *
- * over an array of the table's rows.  Citus sends the rows to their shards,
- * where ingest's row trigger deduplicates each against the colocated ledger
- * shard and the statement triggers feed its rollups, as for any INSERT
- * there; the rows returned are those stored, the others were duplicates
- * (counted in SQL: Citus reports the rows it sent as the INSERT's count).
- * The queued rows are sorted by key and Citus runs the INSERT shard after
- * shard, so two loads claim keys in the same order and never deadlock with
- * each other; one that deadlocks with another transaction fails with 40P01,
- * as an INSERT does (Citus's detector cancels it, which leaves nothing to
- * retry from).  This path does not compare a
- * duplicate's payload with the stored one: ingest.load reports conflicts as
- * NULL for a distributed table.
+ * over an array of the table's rows.  Citus passes them through an
+ * intermediate result to the shard, where ingest's row trigger
+ * deduplicates each against the colocated ledger shard and the statement
+ * triggers feed its rollups; the rows returned are those stored, the
+ * others were duplicates (counted in SQL: Citus reports the rows it sent
+ * as the INSERT's count).
  *
- * The INSERT runs as the caller, as the load does: the caller's INSERT
- * privilege on the named columns was checked as COPY checks it, and the
- * columns not named take their defaults on the way, as in COPY.
+ * One shard per statement, shards in shard order, keys in key order: two
+ * loads claim keys in the same order, and a statement that writes one
+ * shard takes none of the locks with which Citus makes concurrent
+ * multi-shard writes wait for each other until they commit.  The shard of
+ * a row is found here as Citus finds it (the hash of organization_id in
+ * the shards' hash ranges); were it not, Citus would still route every row
+ * right, in a statement of two shards.  This path does not compare a
+ * duplicate's payload with the stored one: ingest.load reports conflicts
+ * as NULL for a distributed table.
+ *
+ * The caller's INSERT privilege on the named columns was checked as COPY
+ * checks it; the INSERT then runs as the table's owner, under
+ * SECURITY_RESTRICTED_OPERATION with search_path pinned, as the loader's
+ * own writes do, and sends every column with the values the loader
+ * computed (defaults and identity included: nothing is evaluated twice).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/typcache.h"
 #include "utils/uuid.h"
 
 #include "loader.h"
 
-/* Rows sent in one INSERT: each costs Citus a round of intermediate results. */
+/* Queued rows sent at a time: memory is the rows' size once. */
 #define SEND_MAX_ROWS	50000
 #define SEND_MAX_BYTES	(16 * 1024 * 1024)
 
-/* A checked row waiting to be sent, with its key for sorting. */
+/* A checked row waiting to be sent, with its shard and key for sorting. */
 typedef struct PendingRow
 {
+	int			shard;			/* index in the shard ranges, -1 unknown */
 	pg_uuid_t	org;
 	text	   *tx;
 	int64		seq;			/* input order, among rows of one key */
 	Datum		row;			/* a datum of the table's row type */
 } PendingRow;
 
+/* A shard's range of organization_id hashes. */
+typedef struct ShardRange
+{
+	int32		min;
+	int32		max;
+} ShardRange;
+
 struct IngestCitusLoad
 {
 	Relation	rel;
+	Oid			owner;
 	SPIPlanPtr	plan;
 	AttrNumber	org_att;
 	AttrNumber	tx_att;
+	FmgrInfo	hash;			/* uuid's hash function, as Citus's */
+	ShardRange *ranges;			/* ordered by min */
+	int			nranges;
 	MemoryContext cxt;			/* the pending rows, reset per send */
 	PendingRow *pending;
 	int			npending;
@@ -77,18 +98,22 @@ struct IngestCitusLoad
 };
 
 /*
- * Pending rows by (organization_id, transaction_id), bytewise (any fixed
- * order will do), and a key's rows in input order: the first is stored.
+ * Pending rows by shard, then (organization_id, transaction_id) bytewise
+ * (any fixed order will do), and a key's rows in input order: the first is
+ * stored.
  */
 static int
-compare_keys(const void *a, const void *b)
+compare_rows(const void *a, const void *b)
 {
 	const PendingRow *x = (const PendingRow *) a;
 	const PendingRow *y = (const PendingRow *) b;
-	int			c = memcmp(x->org.data, y->org.data, UUID_LEN);
+	int			c;
 	int			lx;
 	int			ly;
 
+	if (x->shard != y->shard)
+		return x->shard < y->shard ? -1 : 1;
+	c = memcmp(x->org.data, y->org.data, UUID_LEN);
 	if (c != 0)
 		return c;
 	lx = VARSIZE_ANY_EXHDR(x->tx);
@@ -101,88 +126,159 @@ compare_keys(const void *a, const void *b)
 	return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-/*
- * Prepare the INSERT of "rel" for the payload's columns "attnums".  The
- * caller is connected to SPI for the whole load.
- */
+/* The hash ranges of the table's shards, from Citus's metadata (SPI connected). */
+static void
+read_ranges(IngestCitusLoad *c)
+{
+	Datum		arg = ObjectIdGetDatum(RelationGetRelid(c->rel));
+	bool		isnull;
+	int			rc;
+	uint64		i;
+
+	rc = SPI_execute_with_args(
+		"SELECT s.shardminvalue::pg_catalog.int4, s.shardmaxvalue::pg_catalog.int4 "
+		"  FROM pg_catalog.pg_dist_shard s "
+		" WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1 "
+		" ORDER BY 1",
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shards of \"%s\": %s",
+			 RelationGetRelationName(c->rel), SPI_result_code_string(rc));
+	c->nranges = (int) SPI_processed;
+	c->ranges = palloc(sizeof(ShardRange) * Max(c->nranges, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		c->ranges[i].min = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+		c->ranges[i].max = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* The shard (index in the ranges) of an organization, -1 if none holds it. */
+static int
+shard_of(IngestCitusLoad *c, Datum org)
+{
+	int32		h = DatumGetInt32(FunctionCall1(&c->hash, org));
+	int			lo = 0;
+	int			hi = c->nranges - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (h < c->ranges[mid].min)
+			hi = mid - 1;
+		else if (h > c->ranges[mid].max)
+			lo = mid + 1;
+		else
+			return mid;
+	}
+	return -1;
+}
+
+/* Prepare the load of "rel" (owned by "owner") into Citus; SPI connected. */
 IngestCitusLoad *
-IngestCitusLoadBegin(Relation rel, List *attnums)
+IngestCitusLoadBegin(Relation rel, Oid owner)
 {
 	IngestCitusLoad *c = palloc0(sizeof(IngestCitusLoad));
 	TupleDesc	desc = RelationGetDescr(rel);
 	Oid			arraytype = get_array_type(rel->rd_rel->reltype);
+	TypeCacheEntry *uuid = lookup_type_cache(UUIDOID, TYPECACHE_HASH_PROC);
 	StringInfoData sql;
 	StringInfoData select;
-	ListCell   *lc;
+	IngestOwnerScope scope;
+	bool		first = true;
+	int			a;
 
-	if (!OidIsValid(arraytype))
-		elog(ERROR, "no array type for the row type of \"%s\"", RelationGetRelationName(rel));
+	if (!OidIsValid(arraytype) || !OidIsValid(uuid->hash_proc))
+		elog(ERROR, "no array type for \"%s\" or no hash function for uuid",
+			 RelationGetRelationName(rel));
 	c->rel = rel;
+	c->owner = owner;
 	c->org_att = get_attnum(RelationGetRelid(rel), "organization_id");
 	c->tx_att = get_attnum(RelationGetRelid(rel), "transaction_id");
+	fmgr_info(uuid->hash_proc, &c->hash);
+	read_ranges(c);
 	c->cxt = AllocSetContextCreate(CurrentMemoryContext, "ingest citus load",
 								   ALLOCSET_DEFAULT_SIZES);
 	c->pending = palloc(sizeof(PendingRow) * SEND_MAX_ROWS);
 
+	/* every stored column: a generated one is computed on the shard */
 	initStringInfo(&sql);
 	initStringInfo(&select);
 	appendStringInfo(&sql, "WITH stored AS (INSERT INTO %s (",
 					 IngestQualifiedName(RelationGetRelid(rel)));
-	foreach(lc, attnums)
+	for (a = 0; a < desc->natts; a++)
 	{
-		const char *name = quote_identifier(NameStr(TupleDescAttr(desc, lfirst_int(lc) - 1)->attname));
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+		const char *name = quote_identifier(NameStr(att->attname));
 
-		appendStringInfo(&sql, "%s%s", lc == list_head(attnums) ? "" : ", ", name);
-		appendStringInfo(&select, "%su.%s", lc == list_head(attnums) ? "" : ", ", name);
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		appendStringInfo(&sql, "%s%s", first ? "" : ", ", name);
+		appendStringInfo(&select, "%su.%s", first ? "" : ", ", name);
+		first = false;
 	}
-	appendStringInfo(&sql, ") SELECT %s FROM pg_catalog.unnest($1) AS u RETURNING 1) "
-					 "SELECT pg_catalog.count(*) FROM stored", select.data);
+	appendStringInfo(&sql, ") OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.unnest($1) AS u "
+					 "RETURNING 1) SELECT pg_catalog.count(*) FROM stored", select.data);
+	IngestOwnerPush(owner, true, &scope);
 	c->plan = SPI_prepare(sql.data, 1, &arraytype);
+	IngestOwnerPop(&scope);
 	if (c->plan == NULL)
 		elog(ERROR, "could not prepare the insert into \"%s\": %s",
 			 RelationGetRelationName(rel), SPI_result_code_string(SPI_result));
 	return c;
 }
 
-/* Send the pending rows, sorted by key, in one INSERT. */
+/* Send "n" rows of one shard in one INSERT, as the owner. */
 static void
-send_pending(IngestCitusLoad *c)
+send_shard(IngestCitusLoad *c, PendingRow *rows, int n)
 {
-	Datum	   *elems;
+	Datum	   *elems = palloc(sizeof(Datum) * n);
 	Datum		arg;
-	int			ret;
 	bool		isnull;
+	int			ret;
 	int			i;
-	int			guc_level;
-	MemoryContext old;
+	IngestOwnerScope scope;
 
-	if (c->npending == 0)
-		return;
-	old = MemoryContextSwitchTo(c->cxt);
-	qsort(c->pending, c->npending, sizeof(PendingRow), compare_keys);
-	elems = palloc(sizeof(Datum) * c->npending);
-	for (i = 0; i < c->npending; i++)
-		elems[i] = c->pending[i].row;
-	arg = PointerGetDatum(construct_array(elems, c->npending,
-										  RelationGetDescr(c->rel)->tdtypeid,
+	for (i = 0; i < n; i++)
+		elems[i] = rows[i].row;
+	arg = PointerGetDatum(construct_array(elems, n, RelationGetDescr(c->rel)->tdtypeid,
 										  -1, false, TYPALIGN_DOUBLE));
-	/*
-	 * One shard after another, in shard order, and each shard's keys in key
-	 * order: two loads then claim their keys in the same order and wait for
-	 * each other instead of deadlocking across shards.
-	 */
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("citus.multi_shard_modify_mode", "sequential", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	IngestOwnerPush(c->owner, false, &scope);
 	ret = SPI_execute_plan(c->plan, &arg, NULL, false, 0);
-	AtEOXact_GUC(true, guc_level);
+	IngestOwnerPop(&scope);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not insert into \"%s\": %s",
 			 RelationGetRelationName(c->rel), SPI_result_code_string(ret));
 	c->stored += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											 1, &isnull));
-	c->sent += c->npending;
+	c->sent += n;
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Send the pending rows, shard after shard in shard order. */
+static void
+send_pending(IngestCitusLoad *c)
+{
+	MemoryContext old;
+	int			from = 0;
+	int			i;
+
+	if (c->npending == 0)
+		return;
+	old = MemoryContextSwitchTo(c->cxt);
+	qsort(c->pending, c->npending, sizeof(PendingRow), compare_rows);
+	for (i = 1; i <= c->npending; i++)
+	{
+		if (i < c->npending && c->pending[i].shard == c->pending[from].shard)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		send_shard(c, &c->pending[from], i - from);
+		from = i;
+	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(c->cxt);
 	c->npending = 0;
@@ -200,14 +296,18 @@ IngestCitusLoadAdd(IngestCitusLoad *c, LoadRow **rows, int n)
 	{
 		LoadRow    *r = rows[i];
 		PendingRow *p = &c->pending[c->npending++];
+		HeapTuple	tuple = heap_form_tuple(desc, r->values, r->nulls);
 		MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
+		/* copied: the batch's memory is reset before the rows are sent */
+		p->shard = shard_of(c, r->values[c->org_att - 1]);
 		memcpy(p->org.data, DatumGetUUIDP(r->values[c->org_att - 1])->data, UUID_LEN);
 		p->tx = DatumGetTextPCopy(r->values[c->tx_att - 1]);
 		p->seq = c->sent + c->npending;
-		p->row = heap_copy_tuple_as_datum(heap_form_tuple(desc, r->values, r->nulls), desc);
+		p->row = heap_copy_tuple_as_datum(tuple, desc);
 		MemoryContextSwitchTo(old);
-		c->bytes += r->size;
+		c->bytes += tuple->t_len;
+		heap_freetuple(tuple);
 		if (c->npending == SEND_MAX_ROWS || c->bytes >= SEND_MAX_BYTES)
 			send_pending(c);
 	}

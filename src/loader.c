@@ -512,7 +512,7 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	}
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
 	if (t->distributed)
-		st.citus = IngestCitusLoadBegin(rel, attnums);
+		st.citus = IngestCitusLoadBegin(rel, t->owner);
 	else
 		st.rollup = IngestRollupBegin(rel, t, estate);
 	AS_OWNER(st.owner, st.reject_plan = SPI_prepare(
@@ -568,8 +568,12 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	MemoryContextDelete(loadcxt);
 
 	counts.calls = 1;
-	counts.loaded = st.result.loaded;
-	counts.duplicates = st.result.duplicates;
+	/* a distributed table's rows are counted by the shards that store them */
+	if (st.citus == NULL)
+	{
+		counts.loaded = st.result.loaded;
+		counts.duplicates = st.result.duplicates;
+	}
 	counts.conflicts = st.result.conflicts;
 	counts.rejected = st.result.rejected;
 	counts.bytes = st.bytes;

@@ -22,8 +22,8 @@
  *	  cmdstack.c	which executor command is running (a row moved by
  *					UPDATE from an inserted one)
  *	  loadstats.c	per table and hour counts of every write path
- *	  citusload.c	ingest.load of a distributed table: the batches go to
- *					Citus as INSERTs, deduplicated on the shards
+ *	  citusload.c	ingest.load of a distributed table: the rows go to
+ *					Citus as multi-row INSERTs, deduplicated on the shards
  *
  *-------------------------------------------------------------------------
  */
@@ -284,7 +284,7 @@ extern bool IngestCitusAdoptShard(Oid relid);
 
 /* citusload.c */
 typedef struct IngestCitusLoad IngestCitusLoad;
-extern IngestCitusLoad *IngestCitusLoadBegin(Relation rel, List *attnums);
+extern IngestCitusLoad *IngestCitusLoadBegin(Relation rel, Oid owner);
 extern void IngestCitusLoadAdd(IngestCitusLoad *c, LoadRow **rows, int n);
 extern void IngestCitusLoadEnd(IngestCitusLoad *c, int64 *sent, int64 *stored);
 

@@ -897,7 +897,9 @@ AS $$
 BEGIN
     PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.require_managed(tbl);
-    PERFORM ingest_internal.refuse_on_citus(tbl, 'rebuild the rollups of');
+    IF ingest_internal.on_citus(tbl) THEN
+        RETURN ingest_internal.citus_rollup_rebuild(tbl, from_ts, to_ts, rollup);
+    END IF;
     PERFORM ingest_internal.mark_stale(tbl, NULL,
         ingest_internal.rollup_horizon(tbl, COALESCE(rollup, 'default'), from_ts), to_ts);
     RETURN ingest_internal.fold(tbl, true);

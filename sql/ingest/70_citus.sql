@@ -467,9 +467,143 @@ BEGIN
 END
 $$;
 
--- ingest.rollup_verify() of a distributed table, on a node: every shard of
--- it placed here, adopted, verified in a snapshot of its own, as a jsonb
--- array of rollup_verify's rows.
+-- The shards of distributed table "tbl" placed on this node, each adopted
+-- (one statement adopts, the caller's next sees it); 55000 for one whose
+-- side tables are not all here ("action" says what could not be done).
+CREATE OR REPLACE FUNCTION ingest_internal.citus_shards_here(tbl regclass, action text)
+RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s record;
+BEGIN
+    FOR s IN EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) AS shard, d.shardid
+                        FROM pg_catalog.pg_dist_shard d
+                       WHERE d.logicalrelid = $1 AND ingest_internal.citus_placed_here(d.shardid)
+                       ORDER BY d.shardid' USING tbl
+    LOOP
+        IF s.shard IS NULL OR NOT ingest_internal.adopt_shard(s.shard, s.shardid) THEN
+            RAISE EXCEPTION 'cannot % shard % of table "%" on this node: its side tables are not all here',
+                            action, s.shardid, tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        RETURN NEXT s.shard;
+    END LOOP;
+END
+$$;
+
+-- "cmd" (a statement of one value) run on every worker node, each in a
+-- transaction of its own (run_command_on_workers): each node (host:port)
+-- and its value.  A node that fails fails the call, naming it and "action".
+CREATE OR REPLACE FUNCTION ingest_internal.citus_on_workers(tbl regclass, cmd text, action text)
+RETURNS TABLE(node text, result text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN EXECUTE 'SELECT w.nodename, w.nodeport, w.success, w.result
+                        FROM pg_catalog.run_command_on_workers($1) w' USING cmd
+    LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'could not % table "%" on node %:%: %', action, tbl, r.nodename, r.nodeport, r.result
+                USING ERRCODE = 'connection_failure';
+        END IF;
+        node := r.nodename || ':' || r.nodeport;
+        result := r.result;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- "tbl" and, on Citus, each shard of it that this node holds: where this
+-- node keeps the table's rejects and load statistics.
+CREATE OR REPLACE FUNCTION ingest_internal.tables_here(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN NEXT tbl;
+    IF ingest_internal.citus_holds(tbl) THEN
+        RETURN QUERY EXECUTE 'SELECT s.rel FROM pg_catalog.pg_dist_shard d,
+                                     LATERAL ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) s(rel)
+                               WHERE d.logicalrelid = $1 AND s.rel IS NOT NULL' USING tbl;
+    END IF;
+END
+$$;
+
+-- ingest.rejects of "tbl" on this node (of its shards here, on Citus), as a
+-- jsonb array.
+CREATE OR REPLACE FUNCTION ingest_internal.rejects_here(tbl regclass)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(r)), '[]')
+      FROM ingest.rejects r
+     WHERE r.event_table IN (SELECT ingest_internal.tables_here(tbl))
+$$;
+
+-- ingest.load_stats of "tbl" on this node (of its shards here, on Citus),
+-- per hour, as a jsonb array.
+CREATE OR REPLACE FUNCTION ingest_internal.load_stats_here(tbl regclass)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(h)), '[]')
+      FROM (SELECT s.hour, pg_catalog.sum(s.calls) AS calls, pg_catalog.sum(s.loaded) AS loaded,
+                   pg_catalog.sum(s.duplicates) AS duplicates, pg_catalog.sum(s.conflicts) AS conflicts,
+                   pg_catalog.sum(s.rejected) AS rejected, pg_catalog.sum(s.bytes) AS bytes,
+                   pg_catalog.sum(s.seconds) AS seconds, pg_catalog.max(s.last_load_at) AS last_load_at
+              FROM ingest.load_stats s
+             WHERE s.event_table IN (SELECT ingest_internal.tables_here(tbl))
+             GROUP BY s.hour) h
+$$;
+
+-- A "_here" function's jsonb array from this node (labelled "local") and,
+-- for a table on Citus, from every worker node: the rows of all, with
+-- their node.  "action" names what a failing node could not do.
+CREATE OR REPLACE FUNCTION ingest_internal.rows_everywhere(tbl regclass, here regproc, action text)
+RETURNS TABLE(node text, row_data jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    local jsonb;
+BEGIN
+    EXECUTE format('SELECT %s($1)', here) INTO local USING tbl;
+    RETURN QUERY SELECT 'local', x FROM pg_catalog.jsonb_array_elements(local) x;
+    IF ingest_internal.on_citus(tbl) THEN
+        RETURN QUERY
+        SELECT w.node, x
+          FROM ingest_internal.citus_on_workers(tbl, format('SELECT %s(%L::pg_catalog.regclass)', here, tbl::text),
+                                                action) w,
+               LATERAL pg_catalog.jsonb_array_elements(w.result::jsonb) x;
+    END IF;
+END
+$$;
+
+-- Microseconds since the epoch of a finite instant, for a statement sent
+-- to the nodes; 22023 for an infinite one.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_instant(ts timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF ts IS NULL OR NOT pg_catalog.isfinite(ts) THEN
+        RAISE EXCEPTION 'from_ts and to_ts must be finite instants for a distributed table'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (extract(epoch FROM ts) * 1000000)::bigint;
+END
+$$;
+
+-- ingest.rollup_verify() of the shards of "tbl" on this node, as jsonb rows.
 CREATE OR REPLACE FUNCTION ingest_internal.citus_rollup_verify_here(tbl regclass, from_us bigint,
                                                                    to_us bigint)
 RETURNS jsonb
@@ -477,23 +611,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s      record;
-    rows   jsonb := '[]';
-    found  jsonb;
+    shard regclass;
+    rows  jsonb := '[]';
+    found jsonb;
 BEGIN
-    FOR s IN EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) AS shard, d.shardid
-                        FROM pg_catalog.pg_dist_shard d
-                       WHERE d.logicalrelid = $1 AND ingest_internal.citus_placed_here(d.shardid)
-                       ORDER BY d.shardid' USING tbl
-    LOOP
-        -- one statement adopts, the next sees it
-        IF s.shard IS NULL OR NOT ingest_internal.adopt_shard(s.shard, s.shardid) THEN
-            RAISE EXCEPTION 'cannot verify shard % of table "%" on this node: its side tables are not all here',
-                            s.shardid, tbl
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
+    FOR shard IN SELECT * FROM ingest_internal.citus_shards_here(tbl, 'verify') LOOP
         SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(v)), '[]') INTO found
-          FROM ingest.rollup_verify(s.shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
+          FROM ingest.rollup_verify(shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
                                     'epoch'::timestamptz + to_us * interval '1 microsecond') v;
         rows := rows || found;
     END LOOP;
@@ -502,9 +626,8 @@ END
 $$;
 
 -- ingest.rollup_verify() of a distributed table (from rollup_verify): each
--- node verifies the shards it holds (run_command_on_workers runs a
--- statement on every worker node, the shards of this node are verified
--- here); the rows of all, in rollup_verify's order.
+-- node verifies the shards it holds, this one here; the rows of all, in
+-- rollup_verify's order.
 CREATE OR REPLACE FUNCTION ingest_internal.citus_rollup_verify(tbl regclass, from_ts timestamptz,
                                                               to_ts timestamptz, rollup text)
 RETURNS TABLE(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
@@ -513,32 +636,18 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r    record;
-    rows jsonb;
-    from_us bigint := CASE WHEN pg_catalog.isfinite(from_ts) THEN (extract(epoch FROM from_ts) * 1000000)::bigint END;
-    to_us   bigint := CASE WHEN pg_catalog.isfinite(to_ts) THEN (extract(epoch FROM to_ts) * 1000000)::bigint END;
-    cmd  text := format('SELECT ingest_internal.citus_rollup_verify_here(%L::pg_catalog.regclass, %s, %s)',
-                        tbl::text, from_us, to_us);
+    from_us bigint := ingest_internal.citus_instant(from_ts);
+    to_us   bigint := ingest_internal.citus_instant(to_ts);
+    rows    jsonb;
+    found   text;
 BEGIN
-    IF COALESCE(rollup, 'default') <> 'default' THEN
-        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
-            USING ERRCODE = 'undefined_object',
-                  DETAIL = 'On Citus, ingest keeps the default rollup only.';
-    END IF;
-    IF from_us IS NULL OR to_us IS NULL THEN
-        RAISE EXCEPTION 'from_ts and to_ts must be finite instants for a distributed table'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM ingest_internal.citus_default_rollup(tbl, rollup);
     rows := ingest_internal.citus_rollup_verify_here(tbl, from_us, to_us);
-    FOR r IN EXECUTE 'SELECT w.nodename, w.nodeport, w.success, w.result
-                        FROM pg_catalog.run_command_on_workers($1) w' USING cmd
+    FOR found IN SELECT w.result FROM ingest_internal.citus_on_workers(tbl,
+        format('SELECT ingest_internal.citus_rollup_verify_here(%L::pg_catalog.regclass, %s, %s)',
+               tbl::text, from_us, to_us), 'verify the rollups of') w
     LOOP
-        IF NOT r.success THEN
-            RAISE EXCEPTION 'could not verify the rollups of table "%" on node %:%: %',
-                            tbl, r.nodename, r.nodeport, r.result
-                USING ERRCODE = 'connection_failure';
-        END IF;
-        rows := rows || r.result::jsonb;
+        rows := rows || found::jsonb;
     END LOOP;
     RETURN QUERY
     SELECT x.organization_id, x.code, x.external_customer_id, x.dimensions, x.hour, x.measure,
@@ -547,6 +656,62 @@ BEGIN
            AS x(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
                 hour timestamptz, measure text, rollup_value text, raw_value text)
      ORDER BY 5, 1, 2, 3, 4, 6;
+END
+$$;
+
+-- ingest.rollup_rebuild() of the shards of "tbl" on this node: the rollup
+-- rows written.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_rollup_rebuild_here(tbl regclass, from_us bigint,
+                                                                    to_us bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shard   regclass;
+    written bigint := 0;
+BEGIN
+    FOR shard IN SELECT * FROM ingest_internal.citus_shards_here(tbl, 'rebuild the rollups of') LOOP
+        written := written + ingest.rollup_rebuild(shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
+                                                   'epoch'::timestamptz + to_us * interval '1 microsecond');
+    END LOOP;
+    RETURN written;
+END
+$$;
+
+-- ingest.rollup_rebuild() of a distributed table (from rollup_rebuild):
+-- each node rebuilds the shards it holds, in a transaction of its own,
+-- this one here; the rollup rows written by all.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_rollup_rebuild(tbl regclass, from_ts timestamptz,
+                                                               to_ts timestamptz, rollup text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    from_us bigint := ingest_internal.citus_instant(from_ts);
+    to_us   bigint := ingest_internal.citus_instant(to_ts);
+BEGIN
+    PERFORM ingest_internal.citus_default_rollup(tbl, rollup);
+    RETURN ingest_internal.citus_rollup_rebuild_here(tbl, from_us, to_us)
+         + COALESCE((SELECT sum(w.result::bigint) FROM ingest_internal.citus_on_workers(tbl,
+               format('SELECT ingest_internal.citus_rollup_rebuild_here(%L::pg_catalog.regclass, %s, %s)',
+                      tbl::text, from_us, to_us), 'rebuild the rollups of') w), 0);
+END
+$$;
+
+-- 42704 unless "rollup" is the default one: on Citus ingest keeps no other.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_default_rollup(tbl regclass, rollup text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF COALESCE(rollup, 'default') <> 'default' THEN
+        RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'On Citus, ingest keeps the default rollup only.';
+    END IF;
 END
 $$;
 
@@ -572,5 +737,61 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Rejects of a managed table from every node that holds it: on Citus the
+-- coordinator keeps those of ingest.load and each worker node those of the
+-- shards it loaded.  Readable as ingest.rejects is: by those who may read
+-- the table, unless row-level security filters it for them.
+CREATE OR REPLACE FUNCTION ingest.cluster_rejects(tbl regclass)
+RETURNS TABLE(node text, rejected_at timestamptz, source text, line_number bigint, raw text,
+              sqlstate text, message text, kind text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ingest_internal.require_reader(tbl);
+    PERFORM ingest_internal.require_managed(tbl);
+    RETURN QUERY
+    SELECT e.node, x.rejected_at, x.source, x.line_number, x.raw, x.sqlstate, x.message, x.kind
+      FROM ingest_internal.rows_everywhere(tbl, 'ingest_internal.rejects_here', 'read the rejects of') e,
+           LATERAL pg_catalog.jsonb_to_record(e.row_data)
+               AS x(rejected_at timestamptz, source text, line_number bigint, raw text,
+                    sqlstate text, message text, kind text)
+     ORDER BY 2, 1, 4;
+END
+$$;
+COMMENT ON FUNCTION ingest.cluster_rejects(regclass) IS
+    'The rejects of a managed table on every node that holds it (on Citus: the coordinator and each worker node; elsewhere this one), with the node';
+
+-- Load statistics of a managed table summed over every node that holds it,
+-- per hour.  Readable as ingest.load_stats is.
+CREATE OR REPLACE FUNCTION ingest.cluster_load_stats(tbl regclass)
+RETURNS TABLE(hour timestamptz, nodes bigint, calls bigint, loaded bigint, duplicates bigint,
+              conflicts bigint, rejected bigint, bytes bigint, seconds double precision,
+              last_load_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (pg_catalog.pg_has_role(ingest_internal.caller(), 'pg_monitor', 'USAGE')
+            OR pg_catalog.has_table_privilege(ingest_internal.caller(), tbl, 'SELECT')) THEN
+        RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM ingest_internal.require_managed(tbl);
+    RETURN QUERY
+    SELECT x.hour, pg_catalog.count(DISTINCT e.node), pg_catalog.sum(x.calls)::bigint,
+           pg_catalog.sum(x.loaded)::bigint, pg_catalog.sum(x.duplicates)::bigint,
+           pg_catalog.sum(x.conflicts)::bigint, pg_catalog.sum(x.rejected)::bigint,
+           pg_catalog.sum(x.bytes)::bigint, pg_catalog.sum(x.seconds), pg_catalog.max(x.last_load_at)
+      FROM ingest_internal.rows_everywhere(tbl, 'ingest_internal.load_stats_here', 'read the load statistics of') e,
+           LATERAL pg_catalog.jsonb_to_record(e.row_data)
+               AS x(hour timestamptz, calls bigint, loaded bigint, duplicates bigint, conflicts bigint,
+                    rejected bigint, bytes bigint, seconds double precision, last_load_at timestamptz)
+     GROUP BY x.hour
+     ORDER BY x.hour;
+END
+$$;
+COMMENT ON FUNCTION ingest.cluster_load_stats(regclass) IS
+    'Load statistics of a managed table per hour, summed over every node that holds it (on Citus: the coordinator and each worker node; elsewhere this one)';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

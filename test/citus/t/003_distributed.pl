@@ -80,6 +80,8 @@ my $rejects = 0;
 $rejects += $_->safe_psql('postgres', q{SELECT count(*) FROM ingest.rejects WHERE kind = 'rejected' AND raw LIKE '%tx-bad%'})
   for ($w1, $w2);
 is($rejects, 1, 'the bad row is in ingest.rejects of the node that loaded it');
+like($coord->safe_psql('postgres', q{SELECT node || ' ' || sqlstate || ' ' || raw FROM ingest.cluster_rejects('ev')}),
+	qr/^localhost:\d+ 23514 .*tx-bad/, 'cluster_rejects on the coordinator has it, with its node');
 
 # Each node folds its own shards; usage equals raw aggregation.
 for my $w ($w1, $w2)
@@ -112,10 +114,11 @@ $tampered->safe_psql('postgres', q{SET citus.override_table_visibility = off;
 	DO $$DECLARE r regclass := (SELECT rollup_hours FROM ingest.table_config WHERE managed_by = 'citus_shard' LIMIT 1);
 	BEGIN EXECUTE format('UPDATE %s SET events = events + 1', r); END $$});
 isnt($coord->safe_psql('postgres', $verify), '0', 'rollup_verify sees a shard whose rollup is off');
-$tampered->safe_psql('postgres', q{SET citus.override_table_visibility = off;
-	DO $$DECLARE r regclass := (SELECT rollup_hours FROM ingest.table_config WHERE managed_by = 'citus_shard' LIMIT 1);
-	BEGIN EXECUTE format('UPDATE %s SET events = events - 1', r); END $$});
-is($coord->safe_psql('postgres', $verify), '0', 'and exact again once put back');
+# rollup_rebuild on the coordinator recomputes every shard on its node
+my $written = $coord->safe_psql('postgres', q{SELECT ingest.rollup_rebuild('ev', date_trunc('hour', now()) - interval '1 day',
+                                                                           date_trunc('hour', now()) + interval '1 day')});
+ok($written > 0, "rollup_rebuild of a distributed table rebuilds its shards ($written rollup rows)");
+is($coord->safe_psql('postgres', $verify), '0', 'and the rollup is exact again');
 
 # The coordinator's maintenance makes new days: distributed, colocated,
 # with ingest's triggers on their shards, and loaded like the others.
@@ -205,9 +208,9 @@ refused($coord, "DROP TABLE $part",
 refused($coord, q{SELECT ingest.create_rollup('ev', 'region', ARRAY['region'])},
 	qr/cannot create a rollup of table "public.ev": it is distributed by Citus/,
 	'rollups by properties are refused on a distributed table');
-refused($coord, q{SELECT ingest.rollup_rebuild('ev', now() - interval '1 day', now())},
-	qr/cannot rebuild the rollups of table "public.ev": it is distributed by Citus/,
-	'rollup_rebuild is refused on a distributed table');
+refused($coord, q{SELECT ingest.rollup_rebuild('ev', now() - interval '1 day', 'infinity')},
+	qr/from_ts and to_ts must be finite instants for a distributed table/,
+	'rollup_rebuild of a distributed table wants finite bounds', '22023');
 refused($coord, q{SELECT ingest.distribute_table('ev')},
 	qr/cannot distribute table "public.ev": Citus holds it already/, 'a table is distributed once', '55000');
 $coord->safe_psql('postgres', q{SELECT ingest.create_event_table('by_props');

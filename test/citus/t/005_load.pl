@@ -103,6 +103,16 @@ is($coord->safe_psql('postgres', qq{SET ROLE alice;
 	'1/1', 'a role with INSERT only loads');
 refused($coord, qq{SET ROLE bob; SELECT * FROM ingest.load('ev', \$\$$alice_csv\$\$, 'csv', false, $cols)},
 	qr/permission denied for table ev/, 'a role without INSERT is refused', '42501');
+# the columns not named take the load's defaults, each evaluated once
+# (Citus refuses column-level grants on a distributed table)
+my $ids = q{SELECT last_value FROM ev_id_seq};
+my $before = $coord->safe_psql('postgres', $ids);
+is($coord->safe_psql('postgres', qq{SET ROLE alice;
+	SELECT loaded || '/' || duplicates FROM ingest.load('ev', \$\$$orgs[4],tx-51,c1,api,$now,51\n$orgs[4],tx-52,c1,api,$now,52\n\$\$, 'csv', false, $cols)}),
+	'2/0', 'a load by a role with INSERT only');
+is($coord->safe_psql('postgres', $ids) - $before, 2, 'one identity value per row');
+is($coord->safe_psql('postgres', qq{SELECT count(*) FROM ev WHERE transaction_id IN ('tx-51', 'tx-52') AND created_at IS NOT NULL AND id > $before}),
+	'2', 'with its defaults');
 
 # Two sessions, overlapping keys of one organization: the load waits for
 # the keys of an uncommitted INSERT, then stores only the others.
@@ -124,10 +134,22 @@ $b->quit;
 is($coord->safe_psql('postgres', qq{SELECT count(*) || '/' || count(DISTINCT transaction_id) FROM ev WHERE organization_id = '$org' AND transaction_id LIKE 'ov-%'}),
 	'15/15', 'each key once');
 
+# Loads of different keys do not wait for each other, though both write
+# the same shards: each statement writes one shard, which takes none of
+# Citus's locks for multi-shard writes (held until commit).
+$a = $coord->background_psql('postgres');
+$a->query_safe('BEGIN');
+$a->query_safe(qq{SELECT * FROM ingest.load('ev', \$\$@{[ join('', map { "$_,par-a,c,api,$now,1\n" } @orgs) ]}\$\$, 'csv', false, $cols)});
+is($coord->safe_psql('postgres', qq{SET lock_timeout = '5s';
+	SELECT loaded FROM ingest.load('ev', \$\$@{[ join('', map { "$_,par-b,c,api,$now,1\n" } @orgs) ]}\$\$, 'csv', false, $cols)}),
+	'6', 'a load does not wait for another\'s uncommitted load of other keys on the same shards');
+$a->query_safe('COMMIT');
+$a->quit;
+
 # A load that deadlocks with another transaction fails, as an INSERT does,
-# and stores nothing.  The load claims keys shard after shard in shard
-# order: it takes dl-1 on the first shard, then waits for dl-2, which the
-# other transaction holds on the second and which then waits for dl-1.
+# and stores nothing.  The load writes shard after shard in shard order:
+# it takes dl-1 on the first shard, then waits for dl-2, which the other
+# transaction holds on the second and which then waits for dl-1.
 my ($org1, $org2) = split /\|/, $coord->safe_psql('postgres', q{
 	SELECT string_agg(o::text, '|' ORDER BY s) FROM (
 	  SELECT DISTINCT ON (s) o, s
@@ -141,13 +163,14 @@ $a = $coord->background_psql('postgres', on_error_stop => 0);
 $a->query_safe('BEGIN');
 $a->query_safe(qq{$insert ('$org2', 'dl-2', 'c', 'api', '$now', 2)});
 $b = $coord->background_psql('postgres', on_error_stop => 0);
-$b->query_until(qr/started/, "\\echo started\nSELECT * FROM ingest.load('ev', \$\$$org2,dl-2,c,api,$now,2\n$org1,dl-1,c,api,$now,1\n\$\$, 'csv', false, $cols);\n\\echo finished\n");
+$b->query_until(qr/started/, "\\set VERBOSITY verbose\n\\echo started\nSELECT * FROM ingest.load('ev', \$\$$org2,dl-2,c,api,$now,2\n$org1,dl-1,c,api,$now,1\n\$\$, 'csv', false, $cols);\n\\echo finished\n");
 ok($coord->poll_query_until('postgres', q{SELECT count(*) > 0 FROM citus_lock_waits}),
 	'the load holds dl-1 and waits for dl-2');
 $a->query_safe(qq{$insert ('$org1', 'dl-1', 'c', 'api', '$now', 1)});
 $a->query_safe('COMMIT');
 $b->query_until(qr/finished/, '');
-like($b->{stderr}, qr/distributed deadlock/, 'the load fails: Citus cancels it as a deadlock');
+like($b->{stderr}, qr/40P01: canceling the transaction since it was involved in a distributed deadlock/,
+	'the load fails with 40P01: Citus cancels it as a deadlock');
 $a->quit;
 $b->quit;
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM ev WHERE transaction_id IN ('dl-1', 'dl-2')}), '2',
@@ -170,6 +193,15 @@ for my $o (@orgs)
 		          FROM ev WHERE organization_id = '$o' GROUP BY 1) r}),
 		"usage of organization $o equals the raw events");
 }
+# the cluster-wide rejects and load statistics
+is($coord->safe_psql('postgres', q{SELECT string_agg(node || ':' || sqlstate, ' ' ORDER BY line_number) FROM ingest.cluster_rejects('ev')}),
+	'local:23514 local:22007 local:22P04 local:23502', 'cluster_rejects has the rejects of ingest.load, kept on the coordinator');
+is($coord->safe_psql('postgres', q{SELECT sum(loaded) FROM ingest.cluster_load_stats('ev')}),
+	$coord->safe_psql('postgres', q{SELECT count(*) FROM ev}),
+	'cluster_load_stats: the rows loaded on all nodes are the rows stored');
+is($coord->safe_psql('postgres', q{SELECT sum(rejected) FROM ingest.cluster_load_stats('ev')}), '4',
+	'and the rows rejected');
+
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev',
 		date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '2 days')}),
 	'0', 'rollup_verify finds every shard exact');
