@@ -72,6 +72,18 @@ SELECT regress.try($$SELECT ingest.drop_index('ix', 'nope')$$);
 SELECT count(*) AS declared FROM ingest.index_config;
 SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'ingest_check%';
 
+-- off Citus, cluster_indexes lists this node's partitions' indexes: every
+-- index ingest.indexes shows present is there, valid
+SELECT count(*) AS present_not_listed
+  FROM ingest.indexes x
+ WHERE x.event_table = 'ix'::regclass AND x.status = 'present'
+   AND NOT EXISTS (SELECT 1 FROM ingest.cluster_indexes('ix') c
+                    WHERE c.node = 'local' AND c.partition::regclass = x.partition
+                      AND c.index::regclass = x.index AND c.valid);
+SELECT count(*) AS present FROM ingest.indexes WHERE event_table = 'ix'::regclass AND status = 'present';
+SELECT count(*) > 0 AS listed, count(*) FILTER (WHERE partition <> relation) AS not_own
+  FROM ingest.cluster_indexes('ix');
+
 -- long names stay unique
 SELECT ingest.partition_index_name('ix_old3', repeat('n', 60)) =
        ingest.partition_index_name('ix_old3', repeat('n', 59) || 'm') AS collide,

@@ -564,6 +564,24 @@ AS $$
              GROUP BY s.hour) h
 $$;
 
+-- The indexes of the partitions of "tbl" on this node, each with whether
+-- it is valid, as a jsonb array: on Citus those of the shards this node
+-- holds (the coordinator's shells are not where the rows are).
+CREATE OR REPLACE FUNCTION ingest_internal.indexes_here(tbl regclass)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'partition', h.inhrelid::regclass::text, 'relation', s.rel::text,
+               'index', i.indexrelid::regclass::text, 'valid', i.indisvalid AND i.indisready)
+             ORDER BY h.inhrelid::regclass::text, s.rel::text, i.indexrelid::regclass::text), '[]')
+      FROM pg_catalog.pg_inherits h
+     CROSS JOIN LATERAL ingest_internal.tables_here(h.inhrelid::regclass) s(rel)
+      JOIN pg_catalog.pg_index i ON i.indrelid = s.rel
+     WHERE h.inhparent = tbl AND NOT ingest_internal.citus_holds(s.rel)
+$$;
+
 -- A "_here" function's jsonb array from this node (labelled "local") and,
 -- for a table on Citus, from every worker node: the rows of all, with
 -- their node.  "action" names what a failing node could not do.
@@ -793,5 +811,25 @@ END
 $$;
 COMMENT ON FUNCTION ingest.cluster_load_stats(regclass) IS
     'Load statistics of a managed table per hour, summed over every node that holds it (on Citus: the coordinator and each worker node; elsewhere this one)';
+
+-- The indexes of a managed table's partitions on every node that holds
+-- them, with whether each is valid: on Citus those of every shard.
+CREATE OR REPLACE FUNCTION ingest.cluster_indexes(tbl regclass)
+RETURNS TABLE(node text, partition text, relation text, index text, valid boolean)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ingest_internal.require_managed(tbl);
+    RETURN QUERY
+    SELECT e.node, x.partition, x.relation, x.index, x.valid
+      FROM ingest_internal.rows_everywhere(tbl, 'ingest_internal.indexes_here', 'read the indexes of') e,
+           LATERAL pg_catalog.jsonb_to_record(e.row_data)
+               AS x(partition text, relation text, index text, valid boolean)
+     ORDER BY 2, 1, 3, 4;
+END
+$$;
+COMMENT ON FUNCTION ingest.cluster_indexes(regclass) IS
+    'Every index of every partition of a managed table on every node that holds it (on Citus: of every shard), and whether it is valid';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ingest_internal FROM PUBLIC;

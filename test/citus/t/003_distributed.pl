@@ -120,6 +120,22 @@ my $written = $coord->safe_psql('postgres', q{SELECT ingest.rollup_rebuild('ev',
 ok($written > 0, "rollup_rebuild of a distributed table rebuilds its shards ($written rollup rows)");
 is($coord->safe_psql('postgres', $verify), '0', 'and the rollup is exact again');
 
+# the indexes of every shard, on the node that holds it
+my $indexes = q{SELECT count(DISTINCT node) || '/' || count(DISTINCT relation) || '/' || bool_and(valid)
+                  FROM ingest.cluster_indexes('ev')};
+my $shard_partitions = $coord->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_dist_shard d JOIN pg_inherits h ON h.inhrelid = d.logicalrelid
+	 WHERE h.inhparent = 'ev'::regclass});
+is($coord->safe_psql('postgres', $indexes), "2/$shard_partitions/true",
+	'cluster_indexes lists the indexes of every shard of every partition, on both workers, valid');
+$tampered->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+	UPDATE pg_index SET indisvalid = false
+	 WHERE indexrelid = (SELECT i.indexrelid FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+	                      WHERE c.relname ~ '^ev_p[0-9]+_[0-9]+$' ORDER BY 1 LIMIT 1)});
+is($coord->safe_psql('postgres', $indexes), "2/$shard_partitions/false", 'and sees an invalid one');
+$tampered->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+	UPDATE pg_index SET indisvalid = true WHERE NOT indisvalid});
+
 # The coordinator's maintenance makes new days: distributed, colocated,
 # with ingest's triggers on their shards, and loaded like the others.
 ($rc, $out, $err) = try_sql($coord, q{SELECT ingest.configure('ev', premake => 4);
