@@ -184,6 +184,7 @@ CREATE TABLE nullkey (organization_id uuid, transaction_id text, external_custom
   PARTITION BY RANGE ("timestamp");
 SELECT ingest.manage_table('nullkey');
 SELECT count(*) > 0 AS made FROM ingest.run_maintenance('nullkey');
+CREATE TABLE nullkey_2030 PARTITION OF nullkey FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
 SELECT * FROM ingest.load('nullkey', format(E',k1,c,api,%s,{},1,\n00000000-0000-0000-0000-000000000001,,c,api,%s,{},1,\n00000000-0000-0000-0000-000000000001,k2,c,api,%s,{},1,\n',
                                             now(), now(), now()));
 COPY nullkey (organization_id, transaction_id, external_customer_id, code, "timestamp") FROM STDIN (FORMAT csv);
@@ -194,7 +195,12 @@ SELECT line_number, sqlstate, message FROM ingest.rejects
  WHERE event_table = 'nullkey'::regclass AND sqlstate = '23502' ORDER BY id;
 SELECT regress.try($$INSERT INTO nullkey (organization_id, transaction_id, external_customer_id, code, "timestamp")
                      VALUES (NULL, 'k5', 'c', 'api', now())$$);
-SELECT transaction_id FROM nullkey ORDER BY 1;
+SELECT regress.try($$UPDATE nullkey SET organization_id = NULL WHERE transaction_id = 'k2'$$);
+SELECT regress.try($$UPDATE nullkey SET transaction_id = NULL WHERE transaction_id = 'k4'$$);
+SELECT regress.try($$MERGE INTO nullkey t USING (SELECT NULL::uuid AS o) s ON false
+                     WHEN NOT MATCHED THEN INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                                           VALUES (s.o, 'k6', 'c', 'api', now())$$);
+SELECT transaction_id, organization_id IS NOT NULL AS has_org FROM nullkey ORDER BY 1;
 DROP TABLE nullkey;
 
 SELECT * FROM regress.invariants();

@@ -167,6 +167,29 @@ IngestFeedDeltas(IngestTable *t, const char *src)
 	"SELECT x.organization_id, x.transaction_id COLLATE \"C\" AS transaction_id FROM " tt " x"
 
 /*
+ * 23502 for a new row of "src" without a key: an adopted table's key
+ * columns may be nullable, ingest's key may not (loader.c and dedup.c
+ * refuse one on the way in).
+ */
+static void
+refuse_null_keys(IngestTable *t, const char *src)
+{
+	if (exec_sql(t, psprintf("SELECT n.organization_id IS NULL FROM %s n "
+							 " WHERE n.organization_id IS NULL OR n.transaction_id IS NULL LIMIT 1", src),
+				 SPI_OK_SELECT) > 0)
+	{
+		bool		isnull;
+		bool		org = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+													 1, &isnull));
+
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
+						org ? "organization_id" : "transaction_id")));
+	}
+}
+
+/*
  * UPDATE: keys that changed move in the ledger, payloads that changed are
  * rehashed, and the hours of the old and the new rows go stale.
  */
@@ -174,6 +197,8 @@ static void
 changes_update(IngestTable *t)
 {
 	char	   *ledger = IngestQualifiedName(t->ledger);
+
+	refuse_null_keys(t, "ingest_new");
 
 	/* a key changed to one too wide to claim or fold (dedup.c) */
 	if (exec_sql(t, "SELECT w.why FROM (SELECT n.transaction_id, n.code, n.external_customer_id FROM ingest_new n "
@@ -310,7 +335,10 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_INSERT(ev))
 	{
 		if (IngestCommandWriting(RelationGetRelid(td->tg_relation), NULL) == CMD_MERGE)
+		{
+			refuse_null_keys(&t, "ingest_new");
 			IngestClaimKeysStrict(&t, "ingest_new");
+		}
 		else
 		{
 			/* an INSERT or plain COPY: its rows were counted by dedup_row */
