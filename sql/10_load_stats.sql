@@ -95,8 +95,9 @@ SELECT (SELECT array_agg(ROW(hour, calls, loaded, duplicates, rejected) ORDER BY
        (SELECT count(*) FROM ingest.cluster_rejects('lst')) AS rejects;
 SET ROLE lst_stranger;
 SELECT count(*) FROM ingest.cluster_rejects('lst');
+SET ROLE lst_monitor;
+SELECT count(*) > 0 AS monitor_sees FROM ingest.cluster_load_stats('lst');
 RESET ROLE;
-REVOKE SELECT ON regress.lst_stats FROM lst_stranger;
 CREATE ROLE lst_nobody;
 SET ROLE lst_nobody;
 SELECT count(*) FROM ingest.cluster_load_stats('lst');

@@ -32,11 +32,12 @@
  * duplicate's payload with the stored one: ingest.load reports conflicts
  * as NULL for a distributed table.
  *
- * The caller's INSERT privilege on the named columns was checked as COPY
- * checks it; the INSERT then runs as the table's owner, under
- * SECURITY_RESTRICTED_OPERATION with search_path pinned, as the loader's
- * own writes do, and sends every column with the values the loader
- * computed (defaults and identity included: nothing is evaluated twice).
+ * The INSERT runs as the caller, whose INSERT privilege was checked as
+ * COPY checks it (Citus connects to the workers as the current user, and
+ * refuses column-level grants on a distributed table, so the caller holds
+ * INSERT on the whole table).  It sends every column with the values the
+ * loader computed, defaults and identity included, as COPY writes them:
+ * nothing is evaluated twice.
  *
  *-------------------------------------------------------------------------
  */
@@ -82,7 +83,6 @@ typedef struct ShardRange
 struct IngestCitusLoad
 {
 	Relation	rel;
-	Oid			owner;
 	SPIPlanPtr	plan;
 	AttrNumber	org_att;
 	AttrNumber	tx_att;
@@ -178,9 +178,9 @@ shard_of(IngestCitusLoad *c, Datum org)
 	return -1;
 }
 
-/* Prepare the load of "rel" (owned by "owner") into Citus; SPI connected. */
+/* Prepare the load of "rel" into Citus; SPI connected. */
 IngestCitusLoad *
-IngestCitusLoadBegin(Relation rel, Oid owner)
+IngestCitusLoadBegin(Relation rel)
 {
 	IngestCitusLoad *c = palloc0(sizeof(IngestCitusLoad));
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -188,7 +188,7 @@ IngestCitusLoadBegin(Relation rel, Oid owner)
 	TypeCacheEntry *uuid = lookup_type_cache(UUIDOID, TYPECACHE_HASH_PROC);
 	StringInfoData sql;
 	StringInfoData select;
-	IngestOwnerScope scope;
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		first = true;
 	int			a;
 
@@ -196,12 +196,13 @@ IngestCitusLoadBegin(Relation rel, Oid owner)
 		elog(ERROR, "no array type for \"%s\" or no hash function for uuid",
 			 RelationGetRelationName(rel));
 	c->rel = rel;
-	c->owner = owner;
 	c->org_att = get_attnum(RelationGetRelid(rel), "organization_id");
 	c->tx_att = get_attnum(RelationGetRelid(rel), "transaction_id");
 	fmgr_info(uuid->hash_proc, &c->hash);
 	read_ranges(c);
-	c->cxt = AllocSetContextCreate(CurrentMemoryContext, "ingest citus load",
+	/* SPI leaves its procedure context current */
+	MemoryContextSwitchTo(cxt);
+	c->cxt = AllocSetContextCreate(cxt, "ingest citus load",
 								   ALLOCSET_DEFAULT_SIZES);
 	c->pending = palloc(sizeof(PendingRow) * SEND_MAX_ROWS);
 
@@ -223,16 +224,14 @@ IngestCitusLoadBegin(Relation rel, Oid owner)
 	}
 	appendStringInfo(&sql, ") OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.unnest($1) AS u "
 					 "RETURNING 1) SELECT pg_catalog.count(*) FROM stored", select.data);
-	IngestOwnerPush(owner, true, &scope);
 	c->plan = SPI_prepare(sql.data, 1, &arraytype);
-	IngestOwnerPop(&scope);
 	if (c->plan == NULL)
 		elog(ERROR, "could not prepare the insert into \"%s\": %s",
 			 RelationGetRelationName(rel), SPI_result_code_string(SPI_result));
 	return c;
 }
 
-/* Send "n" rows of one shard in one INSERT, as the owner. */
+/* Send "n" rows of one shard in one INSERT (in the pending rows' context). */
 static void
 send_shard(IngestCitusLoad *c, PendingRow *rows, int n)
 {
@@ -241,15 +240,14 @@ send_shard(IngestCitusLoad *c, PendingRow *rows, int n)
 	bool		isnull;
 	int			ret;
 	int			i;
-	IngestOwnerScope scope;
 
 	for (i = 0; i < n; i++)
 		elems[i] = rows[i].row;
 	arg = PointerGetDatum(construct_array(elems, n, RelationGetDescr(c->rel)->tdtypeid,
 										  -1, false, TYPALIGN_DOUBLE));
-	IngestOwnerPush(c->owner, false, &scope);
 	ret = SPI_execute_plan(c->plan, &arg, NULL, false, 0);
-	IngestOwnerPop(&scope);
+	/* SPI leaves its procedure context current: the next shard's is ours */
+	MemoryContextSwitchTo(c->cxt);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not insert into \"%s\": %s",
 			 RelationGetRelationName(c->rel), SPI_result_code_string(ret));
@@ -257,6 +255,8 @@ send_shard(IngestCitusLoad *c, PendingRow *rows, int n)
 											 1, &isnull));
 	c->sent += n;
 	SPI_freetuptable(SPI_tuptable);
+	pfree(DatumGetPointer(arg));
+	pfree(elems);
 }
 
 /* Send the pending rows, shard after shard in shard order. */

@@ -512,7 +512,7 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	}
 	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
 	if (t->distributed)
-		st.citus = IngestCitusLoadBegin(rel, t->owner);
+		st.citus = IngestCitusLoadBegin(rel);
 	else
 		st.rollup = IngestRollupBegin(rel, t, estate);
 	AS_OWNER(st.owner, st.reject_plan = SPI_prepare(
@@ -573,10 +573,10 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	{
 		counts.loaded = st.result.loaded;
 		counts.duplicates = st.result.duplicates;
+		counts.bytes = st.bytes;
 	}
 	counts.conflicts = st.result.conflicts;
 	counts.rejected = st.result.rejected;
-	counts.bytes = st.bytes;
 	counts.seconds = (double) (GetCurrentTimestamp() - started) / USECS_PER_SEC;
 	IngestCountLoad(RelationGetRelid(rel), &counts);
 	return st.result;

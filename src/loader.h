@@ -284,7 +284,7 @@ extern bool IngestCitusAdoptShard(Oid relid);
 
 /* citusload.c */
 typedef struct IngestCitusLoad IngestCitusLoad;
-extern IngestCitusLoad *IngestCitusLoadBegin(Relation rel, Oid owner);
+extern IngestCitusLoad *IngestCitusLoadBegin(Relation rel);
 extern void IngestCitusLoadAdd(IngestCitusLoad *c, LoadRow **rows, int n);
 extern void IngestCitusLoadEnd(IngestCitusLoad *c, int64 *sent, int64 *stored);
 

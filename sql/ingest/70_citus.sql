@@ -793,7 +793,8 @@ AS $$
 BEGIN
     IF NOT (pg_catalog.pg_has_role(ingest_internal.caller(), 'pg_monitor', 'USAGE')
             OR pg_catalog.has_table_privilege(ingest_internal.caller(), tbl, 'SELECT')) THEN
-        RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = 'insufficient_privilege';
+        RAISE EXCEPTION 'permission denied for table %', (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
     PERFORM ingest_internal.require_managed(tbl);
     RETURN QUERY
