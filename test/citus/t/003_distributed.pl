@@ -91,16 +91,7 @@ for my $w ($w1, $w2)
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest_side.ev_deltas}), '0', 'the nodes folded every delta');
 for my $o (@orgs)
 {
-	is($coord->safe_psql('postgres', qq{
-		SELECT string_agg(code || '/' || external_customer_id || ':' || events || ':' || value_sum, ' '
-		                  ORDER BY code, external_customer_id)
-		  FROM ingest.usage('ev', '$o', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
-		$coord->safe_psql('postgres', qq{
-		SELECT string_agg(code || '/' || external_customer_id || ':' || n || ':' || s, ' '
-		                  ORDER BY code, external_customer_id)
-		  FROM (SELECT code, external_customer_id, count(*) AS n, sum(value)::numeric AS s
-		          FROM ev WHERE organization_id = '$o' GROUP BY 1, 2) r}),
-		"usage of organization $o equals the raw events");
+	usage_is_raw($coord, 'ev', $o, "usage of organization $o equals the raw events");
 }
 
 my $verify = q{SELECT count(*) FROM ingest.rollup_verify('ev', date_trunc('hour', now()) - interval '1 day',
@@ -172,14 +163,7 @@ for my $w ($w1, $w2)
 }
 for my $o (@orgs[3, 4])
 {
-	is($coord->safe_psql('postgres', qq{
-		SELECT string_agg(external_customer_id || ':' || events || ':' || value_sum, ' ' ORDER BY external_customer_id)
-		  FROM ingest.usage('ev', '$o', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
-		$coord->safe_psql('postgres', qq{
-		SELECT string_agg(external_customer_id || ':' || n || ':' || s, ' ' ORDER BY external_customer_id)
-		  FROM (SELECT external_customer_id, count(*) AS n, sum(value)::numeric AS s
-		          FROM ev WHERE organization_id = '$o' GROUP BY 1) r}),
-		"usage of organization $o equals the raw events after DELETE and UPDATE");
+	usage_is_raw($coord, 'ev', $o, "usage of organization $o equals the raw events after DELETE and UPDATE");
 }
 
 is($coord->safe_psql('postgres', $verify), '0', 'rollup_verify after DELETE and UPDATE');

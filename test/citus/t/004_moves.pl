@@ -71,11 +71,7 @@ for my $w ($w1, $w2)
 {
 	$w->safe_psql('postgres', q{SET citus.override_table_visibility = off; SELECT ingest.fold_rollups()});
 }
-is($coord->safe_psql('postgres', qq{
-	SELECT events || ':' || value_sum
-	  FROM ingest.usage('ev', '$org', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
-	$coord->safe_psql('postgres', qq{SELECT count(*) || ':' || sum(value) FROM ev WHERE organization_id = '$org'}),
-	'usage after the move equals the raw events');
+usage_is_raw($coord, 'ev', $org, 'usage after the move equals the raw events');
 
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev',
 		date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),

@@ -191,14 +191,7 @@ for my $w ($w1, $w2)
 }
 for my $o (@orgs)
 {
-	is($coord->safe_psql('postgres', qq{
-		SELECT string_agg(external_customer_id || ':' || events || ':' || value_sum, ' ' ORDER BY external_customer_id)
-		  FROM ingest.usage('ev', '$o', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
-		$coord->safe_psql('postgres', qq{
-		SELECT string_agg(external_customer_id || ':' || n || ':' || s, ' ' ORDER BY external_customer_id)
-		  FROM (SELECT external_customer_id, count(*) AS n, sum(value)::numeric AS s
-		          FROM ev WHERE organization_id = '$o' GROUP BY 1) r}),
-		"usage of organization $o equals the raw events");
+	usage_is_raw($coord, 'ev', $o, "usage of organization $o equals the raw events");
 }
 # the cluster-wide rejects and load statistics
 is($coord->safe_psql('postgres', q{SELECT string_agg(node || ':' || sqlstate, ' ' ORDER BY line_number) FROM ingest.cluster_rejects('ev')}),

@@ -86,11 +86,7 @@ is(join(' ', grep { !$adopted{$_} } split /\n/, $coord->safe_psql('postgres', q{
 
 for my $o (@orgs[0, 3, 5])
 {
-	is($coord->safe_psql('postgres', qq{
-		SELECT sum(events) || ':' || sum(value_sum)
-		  FROM ingest.usage('ev', '$o', date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),
-		$coord->safe_psql('postgres', qq{SELECT count(*) || ':' || sum(value) FROM ev WHERE organization_id = '$o'}),
-		"usage of organization $o after the splits equals the raw events");
+	usage_is_raw($coord, 'ev', $o, "usage of organization $o after the splits equals the raw events");
 }
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM ingest.rollup_verify('ev',
 		date_trunc('hour', now()) - interval '1 day', date_trunc('hour', now()) + interval '1 day')}),

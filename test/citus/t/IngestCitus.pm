@@ -7,7 +7,7 @@ use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use Test::More;
-our @EXPORT = qw(citus_cluster try_sql refused shard_on ledger_mismatches backdate_sql);
+our @EXPORT = qw(citus_cluster try_sql refused shard_on ledger_mismatches backdate_sql usage_is_raw);
 
 # ($coordinator, $worker1, $worker2); @conf is added to every node's
 # postgresql.conf
@@ -84,6 +84,25 @@ sub ledger_mismatches
 	return $coord->safe_psql('postgres', qq{
 		SELECT count(*) FROM $table e FULL JOIN $ledger k USING (organization_id, transaction_id)
 		 WHERE e.organization_id IS NULL OR k.organization_id IS NULL});
+}
+
+# ingest.usage of organization $org over the day around now, asked of
+# $coord, equals the aggregation of $table's raw events, per code and
+# customer
+sub usage_is_raw
+{
+	my ($coord, $table, $org, $name) = @_;
+	return is($coord->safe_psql('postgres', qq{
+		SELECT string_agg(code || '/' || external_customer_id || ':' || events || ':' || value_sum, ' '
+		                  ORDER BY code, external_customer_id)
+		  FROM ingest.usage('$table', '$org', date_trunc('hour', now()) - interval '1 day',
+		                    date_trunc('hour', now()) + interval '1 day')}),
+		$coord->safe_psql('postgres', qq{
+		SELECT string_agg(code || '/' || external_customer_id || ':' || n || ':' || s, ' '
+		                  ORDER BY code, external_customer_id)
+		  FROM (SELECT code, external_customer_id, count(*) AS n, sum(value)::numeric AS s
+		          FROM $table WHERE organization_id = '$org' GROUP BY 1, 2) r}),
+		$name);
 }
 
 # SQL that attaches to $table a partition $part of the UTC day $days ago
