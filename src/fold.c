@@ -30,6 +30,27 @@
 
 #include "ingest.h"
 
+/*
+ * On a Citus node, adopt the shards of ingest's distributed tables that it
+ * holds (ingest_internal.citus_adopt_here), in a transaction of its own:
+ * a write that finds its shard not adopted yet adopts it in the writer's
+ * transaction, which the shard's other first writers then wait for.
+ */
+static void
+adopt_shards(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT ingest_internal.citus_adopt_here()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not adopt the shards of this node");
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
 /* The managed tables of this database whose fold is due. */
 static List *
 folds_due(void)
@@ -133,6 +154,24 @@ IngestFoldRollups(void)
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "folding rollups");
+	PG_TRY();
+	{
+		adopt_shards();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not adopt the Citus shards of this node: %s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+
 	PG_TRY();
 	{
 		due = folds_due();

@@ -393,6 +393,39 @@ BEGIN
 END
 $$;
 
+-- Every shard this node holds of a table that ingest.distribute_table()
+-- distributed, adopted now (the worker does it every fold interval): a
+-- write that finds its shard not adopted adopts it in its own transaction,
+-- and the shard's other first writers wait for that transaction.  Returns
+-- how many were adopted.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_adopt_here()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s record;
+    n integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
+        RETURN 0;
+    END IF;
+    FOR s IN EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) AS shard, d.shardid
+                        FROM ingest_internal.citus_tables r
+                        JOIN pg_catalog.pg_dist_shard d ON d.logicalrelid = pg_catalog.to_regclass(r.event_table)
+                       WHERE ingest_internal.citus_placed_here(d.shardid)
+                       ORDER BY d.shardid'
+    LOOP
+        IF s.shard IS NOT NULL
+           AND NOT EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = s.shard)
+           AND ingest_internal.adopt_shard(s.shard, s.shardid) THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 -- The function that Citus runs on the node of an organization's shard for
 -- ingest.usage() of a distributed table, next to its side tables.
 CREATE OR REPLACE FUNCTION ingest_internal.citus_usage_function(cfg ingest.table_config)
