@@ -37,7 +37,7 @@
  * transaction, which the shard's other first writers then wait for.
  */
 static void
-adopt_shards(void)
+adopt_shards(void *arg)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -51,9 +51,9 @@ adopt_shards(void)
 	CommitTransactionCommand();
 }
 
-/* The managed tables of this database whose fold is due. */
-static List *
-folds_due(void)
+/* The managed tables of this database whose fold is due, into *(List **) arg. */
+static void
+folds_due(void *arg)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	List	   *due = NIL;
@@ -80,7 +80,34 @@ folds_due(void)
 	SPI_finish();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
-	return due;
+	*(List **) arg = due;
+}
+
+/* Run a step of the worker's fold, logging its error ("what" failed). */
+static void
+try_step(void (*step) (void *), void *arg, const char *what)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		step(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not %s: %s", what, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 }
 
 /*
@@ -148,48 +175,14 @@ try_fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char 
 void
 IngestFoldRollups(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	List	   *due;
 	ErrorData  *edata;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "folding rollups");
-	PG_TRY();
-	{
-		adopt_shards();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not adopt the Citus shards of this node: %s", edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-
-	PG_TRY();
-	{
-		due = folds_due();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not list the tables to fold: %s", edata->message)));
-		FreeErrorData(edata);
-		due = NIL;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
+	try_step(adopt_shards, NULL, "adopt the Citus shards of this node");
+	due = NIL;
+	try_step(folds_due, &due, "list the tables to fold");
 
 	foreach(lc, due)
 	{
