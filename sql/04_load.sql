@@ -184,12 +184,12 @@ CREATE TABLE nullkey (organization_id uuid, transaction_id text, external_custom
   PARTITION BY RANGE ("timestamp");
 SELECT ingest.manage_table('nullkey');
 SELECT count(*) > 0 AS made FROM ingest.run_maintenance('nullkey');
-CREATE TABLE nullkey_2030 PARTITION OF nullkey FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-01-02 00:00+00');
+CREATE TABLE nullkey_2099 PARTITION OF nullkey FOR VALUES FROM ('2099-01-01 00:00+00') TO ('2099-01-02 00:00+00');
 SELECT * FROM ingest.load('nullkey', format(E',k1,c,api,%s,{},1,\n00000000-0000-0000-0000-000000000001,,c,api,%s,{},1,\n00000000-0000-0000-0000-000000000001,k2,c,api,%s,{},1,\n',
                                             now(), now(), now()));
 COPY nullkey (organization_id, transaction_id, external_customer_id, code, "timestamp") FROM STDIN (FORMAT csv);
-,k3,c,api,2030-01-01
-00000000-0000-0000-0000-000000000001,k4,c,api,2030-01-01
+,k3,c,api,2099-01-01
+00000000-0000-0000-0000-000000000001,k4,c,api,2099-01-01
 \.
 SELECT line_number, sqlstate, message FROM ingest.rejects
  WHERE event_table = 'nullkey'::regclass AND sqlstate = '23502' ORDER BY id;

@@ -172,8 +172,14 @@ IngestFeedDeltas(IngestTable *t, const char *src)
  * refuse one on the way in).
  */
 static void
-refuse_null_keys(IngestTable *t, const char *src)
+refuse_null_keys(IngestTable *t, Relation rel, const char *src)
 {
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	/* NOT NULL key columns (every table create_event_table makes) need no look */
+	if (TupleDescAttr(desc, get_attnum(RelationGetRelid(rel), "organization_id") - 1)->attnotnull &&
+		TupleDescAttr(desc, get_attnum(RelationGetRelid(rel), "transaction_id") - 1)->attnotnull)
+		return;
 	if (exec_sql(t, psprintf("SELECT n.organization_id IS NULL FROM %s n "
 							 " WHERE n.organization_id IS NULL OR n.transaction_id IS NULL LIMIT 1", src),
 				 SPI_OK_SELECT) > 0)
@@ -194,11 +200,11 @@ refuse_null_keys(IngestTable *t, const char *src)
  * rehashed, and the hours of the old and the new rows go stale.
  */
 static void
-changes_update(IngestTable *t)
+changes_update(IngestTable *t, Relation rel)
 {
 	char	   *ledger = IngestQualifiedName(t->ledger);
 
-	refuse_null_keys(t, "ingest_new");
+	refuse_null_keys(t, rel, "ingest_new");
 
 	/* a key changed to one too wide to claim or fold (dedup.c) */
 	if (exec_sql(t, "SELECT w.why FROM (SELECT n.transaction_id, n.code, n.external_customer_id FROM ingest_new n "
@@ -336,7 +342,7 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 	{
 		if (IngestCommandWriting(RelationGetRelid(td->tg_relation), NULL) == CMD_MERGE)
 		{
-			refuse_null_keys(&t, "ingest_new");
+			refuse_null_keys(&t, td->tg_relation, "ingest_new");
 			IngestClaimKeysStrict(&t, "ingest_new");
 		}
 		else
@@ -350,7 +356,7 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 		IngestFeedDeltas(&t, "ingest_new");
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
-		changes_update(&t);
+		changes_update(&t, td->tg_relation);
 	else if (TRIGGER_FIRED_BY_DELETE(ev))
 	{
 		IngestForgetKeys(&t, "ingest_old");

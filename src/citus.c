@@ -12,8 +12,9 @@
  * the triggers and the fold run on a shard as on any managed table:
  *
  *	  IngestCitusAdoptShard	 a shard of such a table, placed on this node, is
- *							 made a managed table the first time it is looked
- *							 up (managed.c);
+ *							 made a managed table when it is looked up before
+ *							 the node's worker adopted it (managed.c; the
+ *							 worker: fold.c);
  *	  IngestCitusShardWritable  COPY into a shard is loaded only for Citus's
  *							 own sessions (Citus refuses users' direct writes);
  *	  IngestCitusTable		 whether Citus holds a table (its side state, its

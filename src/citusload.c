@@ -200,7 +200,7 @@ IngestCitusLoadBegin(Relation rel)
 	c->tx_att = get_attnum(RelationGetRelid(rel), "transaction_id");
 	fmgr_info(uuid->hash_proc, &c->hash);
 	read_ranges(c);
-	/* SPI leaves its procedure context current */
+	/* SPI leaves its procedure context current (the ranges live there) */
 	MemoryContextSwitchTo(cxt);
 	c->cxt = AllocSetContextCreate(cxt, "ingest citus load",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -225,6 +225,7 @@ IngestCitusLoadBegin(Relation rel)
 	appendStringInfo(&sql, ") OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.unnest($1) AS u "
 					 "RETURNING 1) SELECT pg_catalog.count(*) FROM stored", select.data);
 	c->plan = SPI_prepare(sql.data, 1, &arraytype);
+	MemoryContextSwitchTo(cxt);
 	if (c->plan == NULL)
 		elog(ERROR, "could not prepare the insert into \"%s\": %s",
 			 RelationGetRelationName(rel), SPI_result_code_string(SPI_result));

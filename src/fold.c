@@ -30,22 +30,74 @@
 
 #include "ingest.h"
 
+/* A shard this node holds of a distributed managed table, not adopted yet. */
+typedef struct ShardToAdopt
+{
+	Oid			shard;
+	int64		shardid;
+} ShardToAdopt;
+
 /*
- * On a Citus node, adopt the shards of ingest's distributed tables that it
- * holds (ingest_internal.citus_adopt_here), in a transaction of its own:
- * a write that finds its shard not adopted yet adopts it in the writer's
- * transaction, which the shard's other first writers then wait for.
+ * On a Citus node, the shards it holds of ingest's distributed tables that
+ * are not adopted yet (ingest_internal.citus_unadopted_here), into
+ * *(List **) arg: a write that finds its shard not adopted adopts it in
+ * the writer's transaction, which the shard's other first writers then
+ * wait for, so the worker adopts them first.
  */
 static void
-adopt_shards(void *arg)
+shards_to_adopt(void *arg)
 {
+	MemoryContext caller = CurrentMemoryContext;
+	List	   *shards = NIL;
+	uint64		i;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT ingest_internal.citus_adopt_here()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not adopt the shards of this node");
+	if (SPI_execute("SELECT shard, shardid FROM ingest_internal.citus_unadopted_here()",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the shards of this node");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		ShardToAdopt *s = palloc(sizeof(ShardToAdopt));
+
+		/* the list outlives the transaction */
+		s->shard = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+												  1, &isnull));
+		s->shardid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+												 2, &isnull));
+		shards = lappend(shards, s);
+		MemoryContextSwitchTo(old);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	*(List **) arg = shards;
+}
+
+/*
+ * Adopt one shard (a ShardToAdopt) in a transaction of its own, without
+ * waiting for a writer that is adopting it (ingest_internal.citus_adopt).
+ */
+static void
+adopt_shard(void *arg)
+{
+	ShardToAdopt *s = (ShardToAdopt *) arg;
+	Datum		args[2] = {ObjectIdGetDatum(s->shard), Int64GetDatum(s->shardid)};
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("SELECT ingest_internal.citus_adopt($1, $2)", 2,
+							  (Oid[]) {REGCLASSOID, INT8OID}, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not adopt shard " INT64_FORMAT, s->shardid);
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
@@ -175,12 +227,20 @@ try_fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char 
 void
 IngestFoldRollups(void)
 {
+	List	   *shards;
 	List	   *due;
 	ErrorData  *edata;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "folding rollups");
-	try_step(adopt_shards, NULL, "adopt the Citus shards of this node");
+	shards = NIL;
+	try_step(shards_to_adopt, &shards, "list the Citus shards of this node");
+	foreach(lc, shards)
+	{
+		CHECK_FOR_INTERRUPTS();
+		try_step(adopt_shard, lfirst(lc), "adopt a Citus shard of this node");
+	}
+	list_free_deep(shards);
 	due = NIL;
 	try_step(folds_due, &due, "list the tables to fold");
 

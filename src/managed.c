@@ -230,9 +230,9 @@ IngestRequireCurrentVersion(void)
 /*
  * Look up a managed table (a partitioned table, not one of its
  * partitions).  False when ingest does not manage it.  On a Citus node, a
- * shard of a table distributed by ingest.distribute_table() is adopted as a
- * managed table of the node the first time it is looked up in a
- * transaction that may write (citus.c).
+ * shard of a table distributed by ingest.distribute_table() that the node's
+ * worker has not adopted yet (fold.c) is adopted as a managed table of the
+ * node when it is looked up in a transaction that may write (citus.c).
  */
 bool
 IngestLookupTable(Oid relid, IngestTable *t)

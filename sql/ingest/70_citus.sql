@@ -5,8 +5,9 @@
 -- and makes and retires its partitions through Citus.  Each node with
 -- shards treats each shard of the table it holds as a managed table of its
 -- own (managed_by 'citus_shard', side tables the colocated shards), adopted
--- the first time something writes it (src/citus.c): the loader, the
--- triggers and the fold then run on the shard as on any managed table.
+-- by the node's worker every fold interval, or by the first write that
+-- finds it not adopted yet (src/citus.c): the loader, the triggers and the
+-- fold then run on the shard as on any managed table.
 
 -- Whether the side state of a managed table is on Citus shards (src/managed.c).
 CREATE OR REPLACE FUNCTION ingest_internal.on_citus(tbl regclass)
@@ -393,36 +394,49 @@ BEGIN
 END
 $$;
 
--- Every shard this node holds of a table that ingest.distribute_table()
--- distributed, adopted now (the worker does it every fold interval): a
--- write that finds its shard not adopted adopts it in its own transaction,
--- and the shard's other first writers wait for that transaction.  Returns
--- how many were adopted.
-CREATE OR REPLACE FUNCTION ingest_internal.citus_adopt_here()
-RETURNS integer
+-- The shards this node holds of the tables ingest.distribute_table()
+-- distributed, not adopted yet: the worker adopts each every fold
+-- interval (citus_adopt), so that writers rarely do (a writer adopts in
+-- its own transaction, for which the shard's other first writers wait).
+CREATE OR REPLACE FUNCTION ingest_internal.citus_unadopted_here()
+RETURNS TABLE(shard regclass, shardid bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT s.rel, d.shardid
+           FROM ingest_internal.citus_tables r
+           JOIN pg_catalog.pg_dist_shard d ON d.logicalrelid = pg_catalog.to_regclass(r.event_table),
+                LATERAL ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) s(rel)
+          WHERE s.rel IS NOT NULL AND ingest_internal.citus_placed_here(d.shardid)
+            AND NOT EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = s.rel)
+          ORDER BY d.shardid';
+END
+$$;
+
+-- The worker's adoption of one shard, in a transaction of its own and
+-- without waiting: false when the shard is busy (a writer adopting it, a
+-- drop or a move under way; the next fold tries again) or gone.  The lock
+-- keeps a drop from committing before the adoption does.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_adopt(shard regclass, shardid bigint)
+RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    s record;
-    n integer := 0;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
-        RETURN 0;
-    END IF;
-    FOR s IN EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) AS shard, d.shardid
-                        FROM ingest_internal.citus_tables r
-                        JOIN pg_catalog.pg_dist_shard d ON d.logicalrelid = pg_catalog.to_regclass(r.event_table)
-                       WHERE ingest_internal.citus_placed_here(d.shardid)
-                       ORDER BY d.shardid'
-    LOOP
-        IF s.shard IS NOT NULL
-           AND NOT EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = s.shard)
-           AND ingest_internal.adopt_shard(s.shard, s.shardid) THEN
-            n := n + 1;
-        END IF;
-    END LOOP;
-    RETURN n;
+    PERFORM pg_catalog.set_config('lock_timeout', '10ms', true);
+    -- Citus refuses a LOCK of a shard otherwise
+    PERFORM pg_catalog.set_config('citus.enable_manual_changes_to_shards', 'on', true);
+    BEGIN
+        EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE', shard);
+        RETURN ingest_internal.adopt_shard(shard, shardid);
+    EXCEPTION WHEN lock_not_available OR undefined_table THEN
+        RETURN false;
+    END;
 END
 $$;
 
