@@ -81,6 +81,42 @@ SELECT * FROM regress.dr_diff(regress.h(-3, 0), regress.h(1, 0));
 SELECT ingest.fold_rollups('dr') > 0 AS folded;
 SELECT * FROM regress.daily_mismatch('dr');
 SELECT * FROM regress.dr_ranges();
+-- events of two days, not folded: per UTC day, those days' rows merge
+-- their deltas and the other days' daily rows are answered as they stand,
+-- with the code and customer filters, all in (bucket, code, customer) order
+SELECT loaded FROM ingest.load('dr', regress.dr_events(9001, 9006, 600));
+SELECT count(DISTINCT date_trunc('day', hour, 'UTC')) AS days_with_deltas,
+       count(DISTINCT organization_id) AS organizations FROM ingest_side.dr_deltas;
+SELECT * FROM regress.dr_ranges() WHERE granularity = 'day' AND time_zone IN ('UTC', 'Etc/UTC');
+SELECT f.code, f.customer, (SELECT count(*) FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                    regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
+                                    granularity => 'day')) AS rows,
+       (SELECT count(*) FROM ((SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                       regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
+                                       granularity => 'day')
+                               EXCEPT ALL
+                               SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                       regress.h(-3, 0), regress.h(1, 0), granularity => 'day') u
+                                WHERE u.code = COALESCE(f.code, u.code)
+                                  AND u.external_customer_id = COALESCE(f.customer, u.external_customer_id))
+                              UNION ALL
+                              (SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                       regress.h(-3, 0), regress.h(1, 0), granularity => 'day') u
+                                WHERE u.code = COALESCE(f.code, u.code)
+                                  AND u.external_customer_id = COALESCE(f.customer, u.external_customer_id)
+                               EXCEPT ALL
+                               SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                       regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
+                                       granularity => 'day'))) x) AS differences
+  FROM (VALUES ('api', NULL), (NULL, 'c1'), ('tokens', 'c3')) f(code, customer);
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE (bucket, code, external_customer_id) <= (pb, pc, pe)) AS out_of_order
+  FROM (SELECT u.bucket, u.code, u.external_customer_id, lag(u.bucket) OVER w AS pb,
+               lag(u.code) OVER w AS pc, lag(u.external_customer_id) OVER w AS pe
+          FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', regress.h(-3, 0), regress.h(1, 0),
+                            granularity => 'day') WITH ORDINALITY u
+        WINDOW w AS (ORDER BY u.ordinality)) x;
+SELECT ingest.fold_rollups('dr') > 0 AS folded;
 
 -- Whole days come from the daily rows: a damaged daily row shows in totals
 -- and UTC days over it, not in hours, nor in days of another zone.

@@ -286,6 +286,8 @@ AS 'MODULE_PATHNAME', 'ingest_owner_exec';
 CREATE OR REPLACE FUNCTION ingest_internal.owner_query(rel regclass, sql text, VARIADIC args "any")
 RETURNS SETOF record LANGUAGE C STABLE
 SET search_path = pg_catalog, pg_temp
+-- (usage_rows turns it off for its own statement)
+SET enable_sort = on
 AS 'MODULE_PATHNAME', 'ingest_owner_query';
 
 -- The statement triggers that follow every change to a table's rows, on

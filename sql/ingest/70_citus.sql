@@ -486,6 +486,8 @@ CREATE OR REPLACE FUNCTION ingest_internal.usage_citus(cfg ingest.table_config, 
 RETURNS SETOF ingest_side.usage_row
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- (usage_rows turns it off for its own statement)
+SET enable_sort = on
 AS $$
 DECLARE
     r ingest_side.usage_row;
