@@ -30,25 +30,30 @@
 
 #include "ingest.h"
 
-/* A shard this node holds of a distributed managed table, not adopted yet. */
-typedef struct ShardToAdopt
-{
-	Oid			shard;
-	int64		shardid;
-} ShardToAdopt;
-
 /*
- * On a Citus node, the shards it holds of ingest's distributed tables that
- * are not adopted yet (ingest_internal.citus_unadopted_here), into
- * *(List **) arg: a write that finds its shard not adopted adopts it in
- * the writer's transaction, which the shard's other first writers then
- * wait for, so the worker adopts them first.
+ * What a step of the fold works on, each in a transaction of its own: a
+ * table whose fold is due, or (on a Citus node) a shard it holds of a
+ * distributed managed table, not adopted yet, with its shard id.
  */
-static void
-shards_to_adopt(void *arg)
+typedef struct FoldItem
 {
+	Oid			rel;
+	int64		shardid;
+} FoldItem;
+
+/* A query that lists FoldItems (a relation, and a shard id if two columns). */
+typedef struct FoldList
+{
+	const char *query;
+	List	   *items;			/* FoldItem *, outliving the transaction */
+} FoldList;
+
+/* Run a FoldList's query in a transaction of its own, into its items. */
+static void
+list_items(void *arg)
+{
+	FoldList   *list = (FoldList *) arg;
 	MemoryContext caller = CurrentMemoryContext;
-	List	   *shards = NIL;
 	uint64		i;
 
 	SetCurrentStatementStartTimestamp();
@@ -56,39 +61,40 @@ shards_to_adopt(void *arg)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT shard, shardid FROM ingest_internal.citus_unadopted_here()",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not list the shards of this node");
+	if (SPI_execute(list->query, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not run \"%s\"", list->query);
 	for (i = 0; i < SPI_processed; i++)
 	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		MemoryContext old = MemoryContextSwitchTo(caller);
-		ShardToAdopt *s = palloc(sizeof(ShardToAdopt));
+		FoldItem   *item = palloc0(sizeof(FoldItem));
 
-		/* the list outlives the transaction */
-		s->shard = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-												  1, &isnull));
-		s->shardid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-												 2, &isnull));
-		shards = lappend(shards, s);
+		item->rel = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
+		if (desc->natts > 1)
+			item->shardid = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
+		list->items = lappend(list->items, item);
 		MemoryContextSwitchTo(old);
 	}
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
-	*(List **) arg = shards;
 }
 
 /*
- * Adopt one shard (a ShardToAdopt) in a transaction of its own, without
+ * Adopt one shard (a FoldItem) in a transaction of its own, without
  * waiting for a writer that is adopting it (ingest_internal.citus_adopt).
+ * A write that finds its shard not adopted adopts it in the writer's
+ * transaction, which the shard's other first writers then wait for: the
+ * worker adopts them first.
  */
 static void
 adopt_shard(void *arg)
 {
-	ShardToAdopt *s = (ShardToAdopt *) arg;
-	Datum		args[2] = {ObjectIdGetDatum(s->shard), Int64GetDatum(s->shardid)};
+	FoldItem   *s = (FoldItem *) arg;
+	Datum		args[2] = {ObjectIdGetDatum(s->rel), Int64GetDatum(s->shardid)};
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -101,38 +107,6 @@ adopt_shard(void *arg)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
-}
-
-/* The managed tables of this database whose fold is due, into *(List **) arg. */
-static void
-folds_due(void *arg)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	List	   *due = NIL;
-	uint64		i;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT ingest_internal.folds_due()", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not list the tables to fold");
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-		MemoryContext old = MemoryContextSwitchTo(caller);
-
-		/* the list outlives the transaction */
-		due = lappend_oid(due, DatumGetObjectId(d));
-		MemoryContextSwitchTo(old);
-	}
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
-	*(List **) arg = due;
 }
 
 /* Run a step of the worker's fold, logging its error ("what" failed). */
@@ -227,26 +201,24 @@ try_fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char 
 void
 IngestFoldRollups(void)
 {
-	List	   *shards;
-	List	   *due;
+	FoldList	shards = {"SELECT shard, shardid FROM ingest_internal.citus_unadopted_here()", NIL};
+	FoldList	due = {"SELECT ingest_internal.folds_due()", NIL};
 	ErrorData  *edata;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "folding rollups");
-	shards = NIL;
-	try_step(shards_to_adopt, &shards, "list the Citus shards of this node");
-	foreach(lc, shards)
+	try_step(list_items, &shards, "list the Citus shards of this node");
+	foreach(lc, shards.items)
 	{
 		CHECK_FOR_INTERRUPTS();
 		try_step(adopt_shard, lfirst(lc), "adopt a Citus shard of this node");
 	}
-	list_free_deep(shards);
-	due = NIL;
-	try_step(folds_due, &due, "list the tables to fold");
+	list_free_deep(shards.items);
+	try_step(list_items, &due, "list the tables to fold");
 
-	foreach(lc, due)
+	foreach(lc, due.items)
 	{
-		Oid			relid = lfirst_oid(lc);
+		Oid			relid = ((FoldItem *) lfirst(lc))->rel;
 		TimestampTz started = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
@@ -273,7 +245,7 @@ IngestFoldRollups(void)
 		}
 		FreeErrorData(edata);
 	}
-	list_free(due);
+	list_free_deep(due.items);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -274,6 +274,32 @@ BEGIN
 END
 $$;
 
+-- The shards placed on this node of table "tbl" (NULL: of every table
+-- ingest.distribute_table() distributed), by shard id, each with its
+-- relation here (NULL when it is missing).  The one list of "this node's
+-- shards" the worker's adoption, the per-node actions and the cluster-wide
+-- answers take.
+CREATE OR REPLACE FUNCTION ingest_internal.citus_placed_shards(tbl regclass)
+RETURNS TABLE(shard regclass, shardid bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid), d.shardid
+           FROM pg_catalog.pg_dist_shard d
+          WHERE CASE WHEN $1 IS NULL
+                     THEN d.logicalrelid IN (SELECT pg_catalog.to_regclass(r.event_table)
+                                               FROM ingest_internal.citus_tables r)
+                     ELSE d.logicalrelid = $1 END
+            AND ingest_internal.citus_placed_here(d.shardid)
+          ORDER BY d.shardid' USING tbl;
+END
+$$;
+
 -- Before a node folds a shard of its own: Citus's shard lock, in the mode
 -- of a write to it, so that a shard move (which blocks writes to the shard
 -- group) never copies a fold half done; false when the shard has left the
@@ -400,22 +426,13 @@ $$;
 -- its own transaction, for which the shard's other first writers wait).
 CREATE OR REPLACE FUNCTION ingest_internal.citus_unadopted_here()
 RETURNS TABLE(shard regclass, shardid bigint)
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
-        RETURN;
-    END IF;
-    RETURN QUERY EXECUTE
-        'SELECT s.rel, d.shardid
-           FROM ingest_internal.citus_tables r
-           JOIN pg_catalog.pg_dist_shard d ON d.logicalrelid = pg_catalog.to_regclass(r.event_table),
-                LATERAL ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) s(rel)
-          WHERE s.rel IS NOT NULL AND ingest_internal.citus_placed_here(d.shardid)
-            AND NOT EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = s.rel)
-          ORDER BY d.shardid';
-END
+    SELECT p.shard, p.shardid FROM ingest_internal.citus_placed_shards(NULL) p
+     WHERE p.shard IS NOT NULL
+       AND NOT EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = p.shard)
+     ORDER BY p.shardid
 $$;
 
 -- The worker's adoption of one shard, in a transaction of its own and
@@ -527,10 +544,7 @@ AS $$
 DECLARE
     s record;
 BEGIN
-    FOR s IN EXECUTE 'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) AS shard, d.shardid
-                        FROM pg_catalog.pg_dist_shard d
-                       WHERE d.logicalrelid = $1 AND ingest_internal.citus_placed_here(d.shardid)
-                       ORDER BY d.shardid' USING tbl
+    FOR s IN SELECT p.shard, p.shardid FROM ingest_internal.citus_placed_shards(tbl) p
     LOOP
         IF s.shard IS NULL OR NOT ingest_internal.adopt_shard(s.shard, s.shardid) THEN
             RAISE EXCEPTION 'cannot % shard % of table "%" on this node: its side tables are not all here',
@@ -577,9 +591,7 @@ AS $$
 BEGIN
     RETURN NEXT tbl;
     IF ingest_internal.citus_holds(tbl) THEN
-        RETURN QUERY EXECUTE 'SELECT s.rel FROM pg_catalog.pg_dist_shard d,
-                                     LATERAL ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid) s(rel)
-                               WHERE d.logicalrelid = $1 AND s.rel IS NOT NULL' USING tbl;
+        RETURN QUERY SELECT p.shard FROM ingest_internal.citus_placed_shards(tbl) p WHERE p.shard IS NOT NULL;
     END IF;
 END
 $$;
