@@ -54,7 +54,11 @@ list_items(void *arg)
 {
 	FoldList   *list = (FoldList *) arg;
 	MemoryContext caller = CurrentMemoryContext;
+	List	   *items = NIL;
 	uint64		i;
+
+	/* all or nothing: a step that fails lists nothing */
+	list->items = NIL;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -74,13 +78,14 @@ list_items(void *arg)
 		item->rel = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
 		if (desc->natts > 1)
 			item->shardid = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
-		list->items = lappend(list->items, item);
+		items = lappend(items, item);
 		MemoryContextSwitchTo(old);
 	}
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
+	list->items = items;
 }
 
 /*

@@ -288,15 +288,24 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_extension e WHERE e.extname = 'citus') THEN
         RETURN;
     END IF;
+    -- one table's: a query of the catalog alone, which Citus leaves to
+    -- PostgreSQL (naming the reference table citus_tables would have Citus
+    -- plan it, and need a copy of that table on this node)
+    IF tbl IS NOT NULL THEN
+        RETURN QUERY EXECUTE
+            'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid), d.shardid
+               FROM pg_catalog.pg_dist_shard d
+              WHERE d.logicalrelid = $1 AND ingest_internal.citus_placed_here(d.shardid)
+              ORDER BY d.shardid' USING tbl;
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE
         'SELECT ingest_internal.citus_shard_rel(d.logicalrelid, d.shardid), d.shardid
            FROM pg_catalog.pg_dist_shard d
-          WHERE CASE WHEN $1 IS NULL
-                     THEN d.logicalrelid IN (SELECT pg_catalog.to_regclass(r.event_table)
-                                               FROM ingest_internal.citus_tables r)
-                     ELSE d.logicalrelid = $1 END
+          WHERE d.logicalrelid IN (SELECT pg_catalog.to_regclass(r.event_table)
+                                     FROM ingest_internal.citus_tables r)
             AND ingest_internal.citus_placed_here(d.shardid)
-          ORDER BY d.shardid' USING tbl;
+          ORDER BY d.shardid';
 END
 $$;
 
