@@ -156,22 +156,27 @@ lat_raw_hour=$(median "SELECT code, external_customer_id, date_trunc('hour', \"t
 # what ingest.usage read before the daily rollup: hourly rows and deltas
 lat_hourly=$(median "SELECT s.code, s.external_customer_id, $(q -c "SELECT ingest_internal.rollup_merge_sql()" | tr '\n' ' ')
                        FROM ingest_internal.rollup_rows('ev_on', 'default', %L, $range) s GROUP BY 1, 2")
-# identical answers: ingest.usage() against the raw aggregation, one organization
-same=$(q <<SQL
-WITH u AS (SELECT code, external_customer_id, events, value_sum, decimal_sum, value_min, value_max,
+# identical answers: ingest.usage() against the raw aggregation, one
+# organization, in total and per UTC day
+same_as_raw() {
+    local gran=$1 bucket=$2
+    q <<SQL
+WITH u AS (SELECT code, external_customer_id, bucket, events, value_sum, decimal_sum, value_min, value_max,
                   latest_value, latest_at
-             FROM ingest.usage('ev_on', '00000000-0000-4000-8000-000000000007', $range)),
-     r AS (SELECT code, external_customer_id, $raw_measures
+             FROM ingest.usage('ev_on', '00000000-0000-4000-8000-000000000007', $range, granularity => '$gran')),
+     r AS (SELECT code, external_customer_id, $bucket, $raw_measures
              FROM ev_on
             WHERE organization_id = '00000000-0000-4000-8000-000000000007'
               AND "timestamp" >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'
               AND "timestamp" < date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day'
-            GROUP BY 1, 2)
+            GROUP BY 1, 2, 3)
 SELECT (SELECT count(*) FROM u) > 0
    AND NOT EXISTS (SELECT * FROM u EXCEPT ALL SELECT * FROM r)
    AND NOT EXISTS (SELECT * FROM r EXCEPT ALL SELECT * FROM u);
 SQL
-)
+}
+same=$(same_as_raw total "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '29 days'")
+same_day=$(same_as_raw day "date_trunc('day', \"timestamp\", 'UTC')")
 events=$(q -c "SELECT count(*) FROM ev_on")
 rollup_rows=$(q -c "SELECT count(*) FROM ingest_side.ev_on_rollup")
 daily_rows=$(q -c "SELECT count(*) FROM ingest_side.ev_on_daily")
@@ -198,7 +203,7 @@ One organization over 30 days on $events events (folded every $FOLD_EVERY chunks
 | day (UTC) | $lat_usage_day | $lat_raw_day | $(ratio "$lat_raw_day" "$lat_usage_day") | |
 | hour | $lat_usage_hour | $lat_raw_hour | $(ratio "$lat_raw_hour" "$lat_usage_hour") | |
 
-The raw aggregation and ingest.usage() gave the same rows for the first organization: $same.
+The raw aggregation and ingest.usage() gave the same rows for the organization checked: in total $same, per UTC day $same_day.
 EOT
 )
 echo "$out"
