@@ -114,12 +114,17 @@ adopt_shard(void *arg)
 	CommitTransactionCommand();
 }
 
-/* Run a step of the worker's fold, logging its error ("what" failed). */
+/*
+ * Run a step of the worker's fold, catching and logging its error ("what"
+ * failed); the error (copied) goes to *error when asked for, else NULL.
+ */
 static void
-try_step(void (*step) (void *), void *arg, const char *what)
+try_step(void (*step) (void *), void *arg, const char *what, ErrorData **error)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
+	if (error)
+		*error = NULL;
 	PG_TRY();
 	{
 		step(arg);
@@ -135,19 +140,36 @@ try_step(void (*step) (void *), void *arg, const char *what)
 		ereport(LOG,
 				(errcode(edata->sqlerrcode),
 				 errmsg("could not %s: %s", what, edata->message)));
-		FreeErrorData(edata);
+		if (error)
+			*error = edata;
+		else
+			FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 }
 
+/* A table's fold, or (with a sqlstate) the failure of its fold to record. */
+typedef struct FoldOutcome
+{
+	Oid			relid;
+	TimestampTz started;
+	const char *sqlstate;
+	const char *message;
+} FoldOutcome;
+
 /*
- * Fold one table and record the outcome, in a transaction of its own; with
- * a sqlstate, only record that failure (its SQLSTATE, message and backoff).
+ * Fold one table and record the outcome (a FoldOutcome), in a transaction
+ * of its own; with a sqlstate, only record that failure (its SQLSTATE,
+ * message and backoff).
  */
 static void
-fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char *message)
+fold_table(void *arg)
 {
+	FoldOutcome *o = (FoldOutcome *) arg;
+	Oid			relid = o->relid;
+	const char *sqlstate = o->sqlstate;
+	const char *message = o->message;
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', sqlstate ? ' ' : 'n', message ? ' ' : 'n', ' '};
 
@@ -161,7 +183,7 @@ fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char *mes
 		SPI_execute_with_args("SELECT ingest_internal.fold($1)", 1, (Oid[]) {REGCLASSOID},
 							  args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not fold the rollups of table %u", relid);
-	args[1] = TimestampTzGetDatum(started);
+	args[1] = TimestampTzGetDatum(o->started);
 	args[2] = sqlstate ? CStringGetTextDatum(sqlstate) : (Datum) 0;
 	args[3] = message ? CStringGetTextDatum(message) : (Datum) 0;
 	args[4] = Int32GetDatum(ingest_rollup_fold_interval);
@@ -172,29 +194,6 @@ fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char *mes
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
-}
-
-/* Run fold_table, catching its error: returns it (copied), or NULL. */
-static ErrorData *
-try_fold_table(Oid relid, TimestampTz started, const char *sqlstate, const char *message)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ErrorData  *edata = NULL;
-
-	PG_TRY();
-	{
-		fold_table(relid, started, sqlstate, message);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	return edata;
 }
 
 /*
@@ -208,46 +207,34 @@ IngestFoldRollups(void)
 {
 	FoldList	shards = {"SELECT shard, shardid FROM ingest_internal.citus_unadopted_here()", NIL};
 	FoldList	due = {"SELECT ingest_internal.folds_due()", NIL};
-	ErrorData  *edata;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "folding rollups");
-	try_step(list_items, &shards, "list the Citus shards of this node");
+	try_step(list_items, &shards, "list the Citus shards of this node", NULL);
 	foreach(lc, shards.items)
 	{
 		CHECK_FOR_INTERRUPTS();
-		try_step(adopt_shard, lfirst(lc), "adopt a Citus shard of this node");
+		try_step(adopt_shard, lfirst(lc), "adopt a Citus shard of this node", NULL);
 	}
 	list_free_deep(shards.items);
-	try_step(list_items, &due, "list the tables to fold");
+	try_step(list_items, &due, "list the tables to fold", NULL);
 
 	foreach(lc, due.items)
 	{
-		Oid			relid = ((FoldItem *) lfirst(lc))->rel;
-		TimestampTz started = GetCurrentTimestamp();
+		FoldOutcome o = {((FoldItem *) lfirst(lc))->rel, GetCurrentTimestamp(), NULL, NULL};
+		char		what[64];
+		ErrorData  *edata;
 
 		CHECK_FOR_INTERRUPTS();
-		edata = try_fold_table(relid, started, NULL, NULL);
+		snprintf(what, sizeof(what), "fold the rollups of table %u", o.relid);
+		try_step(fold_table, &o, what, &edata);
 		if (edata == NULL)
 			continue;
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not fold the rollups of table %u: %s", relid, edata->message)));
 		/* the failure is recorded in a transaction of its own */
-		{
-			ErrorData  *again = try_fold_table(relid, started,
-											   unpack_sql_state(edata->sqlerrcode),
-											   edata->message);
-
-			if (again != NULL)
-			{
-				ereport(LOG,
-						(errcode(again->sqlerrcode),
-						 errmsg("could not record the failed fold of table %u: %s",
-								relid, again->message)));
-				FreeErrorData(again);
-			}
-		}
+		o.sqlstate = unpack_sql_state(edata->sqlerrcode);
+		o.message = edata->message;
+		snprintf(what, sizeof(what), "record the failed fold of table %u", o.relid);
+		try_step(fold_table, &o, what, NULL);
 		FreeErrorData(edata);
 	}
 	list_free_deep(due.items);
