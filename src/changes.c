@@ -372,7 +372,11 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 
 /*
  * The same steps for SQL callers (adopting a table, retention), on the
- * rows of relation "src", as the table's owner.
+ * rows of relation "src", as the table's owner.  The callers keep writers
+ * out of src (adoption locks the table first; retention reads a detached
+ * partition), so src is read with the latest snapshot, as RI checks read:
+ * rows committed while the lock was waited for count, also under
+ * REPEATABLE READ.
  */
 static void
 side_state_of(Oid relid, Oid src, void (*step) (IngestTable *, const char *))
@@ -386,6 +390,7 @@ side_state_of(Oid relid, Oid src, void (*step) (IngestTable *, const char *))
 				 errmsg("table \"%s\" is not managed by ingest", get_rel_name(relid))));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	t.latest_snapshot = true;
 	IngestOwnerPush(t.owner, true, &scope);
 	step(&t, IngestQualifiedName(src));
 	IngestOwnerPop(&scope);

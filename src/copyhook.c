@@ -55,6 +55,21 @@ copy_format(List *options)
 }
 
 /*
+ * Whether the loader takes a COPY into this managed table.  A table being
+ * restored (not ready) takes COPY as it is; so does one with foreign keys
+ * or triggers of the user's, which PostgreSQL's COPY checks and fires (and
+ * where ingest's triggers deduplicate row by row).  A table distributed
+ * with ingest.distribute_table(): Citus's COPY sends each shard its rows,
+ * and the hook loads them there (a shard is a managed table of its node).
+ */
+static bool
+loader_takes(Oid relid, const IngestTable *t)
+{
+	return t->ready && !IngestTableNeedsExecutor(relid) && !t->distributed &&
+		(!t->citus_shard || IngestCitusShardWritable());
+}
+
+/*
  * Load a COPY FROM STDIN into a managed table.  Returns false when the
  * statement is not one the loader takes; the caller then runs it as usual.
  */
@@ -82,22 +97,17 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
-	/*
-	 * A table being restored (not ready) takes COPY as it is; so does one
-	 * with foreign keys or triggers of the user's, which PostgreSQL's COPY
-	 * checks and fires (and where ingest's triggers deduplicate row by row).
-	 */
-	if (!IngestLookupTable(relid, &t) || !t.ready || IngestTableNeedsExecutor(relid))
+	if (!IngestLookupTable(relid, &t) || !loader_takes(relid, &t))
 		return false;
-	/*
-	 * A table distributed with ingest.distribute_table(): Citus's COPY sends
-	 * each shard its rows, and the hook loads them there (a shard is a
-	 * managed table of its node).
-	 */
-	if (t.distributed || (t.citus_shard && !IngestCitusShardWritable()))
+	/* what committed while the lock was waited for counts (managed.c) */
+	rel = IngestOpenForLoad(relid, &t, true);
+	if (rel == NULL)
 		return false;
-
-	rel = table_open(relid, RowExclusiveLock);
+	if (!loader_takes(relid, &t))
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
 	if (!t.citus_shard)
 		IngestRefuseCitus(rel, &t, "copy into managed table");
 	attnums = CopyGetAttnums(RelationGetDescr(rel), rel, stmt->attlist);

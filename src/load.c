@@ -135,6 +135,19 @@ IngestCheckLoadPrivileges(Relation rel, List *attnums)
 				 errhint("Use INSERT statements instead.")));
 }
 
+/* Tables with foreign keys or triggers of the user's are COPY's to load. */
+static void
+refuse_executor_tables(Oid relid, const IngestInput *input)
+{
+	if (IngestTableNeedsExecutor(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s() cannot check the foreign keys or fire the triggers of table \"%s\"",
+						input->file ? "ingest.load_file" : "ingest.load", get_rel_name(relid)),
+				 errdetail("The loader writes rows without PostgreSQL's executor, which COPY uses for them."),
+				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
+}
+
 /* Shared by the text, bytea and file forms. */
 static Datum
 load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *source,
@@ -185,16 +198,11 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 	if (!IngestLookupTable(relid, &t))
 		IngestRefuseCitusWorker(relid, "load");
 	IngestRequireTable(relid, &t);
-	if (IngestTableNeedsExecutor(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s() cannot check the foreign keys or fire the triggers of table \"%s\"",
-						input->file ? "ingest.load_file" : "ingest.load", get_rel_name(relid)),
-				 errdetail("The loader writes rows without PostgreSQL's executor, which COPY uses for them."),
-				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
+	refuse_executor_tables(relid, input);
+	/* what committed while the lock was waited for counts (managed.c) */
+	rel = IngestOpenForLoad(relid, &t, false);
+	refuse_executor_tables(relid, input);
 	abort_on_error = on_error ? strcmp(on_error, "abort") == 0 : t.abort_on_error;
-
-	rel = table_open(relid, RowExclusiveLock);
 	IngestRefuseCitus(rel, &t, "load managed table");
 	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));
 	IngestCheckLoadPrivileges(rel, attnums);

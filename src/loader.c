@@ -510,7 +510,7 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 			attempt->awaiting = false;
 		}
 	}
-	st.writer = IngestPartWriterBegin(rel, estate, st.owner);
+	st.writer = IngestPartWriterBegin(rel, estate);
 	if (t->distributed)
 		st.citus = IngestCitusLoadBegin(rel);
 	else

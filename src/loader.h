@@ -97,8 +97,10 @@ typedef struct IngestOwnerScope
 
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
 extern void IngestRequireTable(Oid relid, IngestTable *t);
+extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);
 extern bool IngestTableNeedsExecutor(Oid relid);
+extern bool IngestRelationNeedsExecutor(Relation rel);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);
 extern Oid	IngestCaller(void);
@@ -191,7 +193,7 @@ extern void IngestLedgerEnd(IngestLedger *ledger);
 typedef struct IngestPartWriter IngestPartWriter;
 struct BulkInsertStateData;
 
-extern IngestPartWriter *IngestPartWriterBegin(Relation rel, EState *estate, Oid owner);
+extern IngestPartWriter *IngestPartWriterBegin(Relation rel, EState *estate);
 extern int	IngestPartWriterRoute(IngestPartWriter *writer, Datum timestamp);
 extern void IngestPartWriterAdd(IngestPartWriter *writer, LoadRow *row);
 extern void IngestPartWriterFlush(IngestPartWriter *writer);

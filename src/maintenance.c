@@ -271,6 +271,21 @@ log_action(int64 run_id, Oid relid, const char *action, const char *partition,
 					   7, types, values, nulls, &isnull);
 }
 
+/* Whether a fresh plan of the table still has the action (in a transaction). */
+static bool
+still_planned(Oid relid, MaintAction *a)
+{
+	Datum		args[4] = {ObjectIdGetDatum(relid), Int32GetDatum(ingest_max_drops_per_run),
+	CStringGetTextDatum(a->action), ObjectIdGetDatum(a->partition_oid)};
+	bool		isnull;
+
+	return DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM ingest_internal.plan($1, pg_catalog.now(), $2) p "
+									" WHERE p.action OPERATOR(pg_catalog.=) $3 "
+									"   AND p.partition_oid OPERATOR(pg_catalog.=) $4)",
+									4, (Oid[]) {OIDOID, INT4OID, TEXTOID, OIDOID}, args, NULL,
+									&isnull));
+}
+
 /*
  * Retire a partition: remember it, detach it, log.  DETACH CONCURRENTLY
  * runs at top level; on a table Citus distributes, where Citus refuses it,
@@ -287,6 +302,18 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 	ErrorData  *edata;
 
 	xact_begin();
+	/*
+	 * The plan is a transaction old, and the detach waits out every load
+	 * before it: a day that a configure() since then keeps, or a table
+	 * unmanaged since, is left as it is.
+	 */
+	if (!still_planned(relid, a))
+	{
+		log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+				   "no longer due: the table's configuration changed since the plan");
+		xact_end();
+		return;
+	}
 	(void) exec_scalar("SELECT ingest_internal.mark_retiring($1)",
 					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
 	citus = IngestCitusTable(relid);

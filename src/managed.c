@@ -140,9 +140,32 @@ is_ingest_trigger_function(Oid fn, bool any)
 }
 
 /*
- * Does writing the table or one of its partitions need PostgreSQL's
- * executor: a foreign key to check, or a trigger of the user's to fire?
- * The loader writes heap tables directly, so it leaves such tables to COPY.
+ * Does writing this relation need PostgreSQL's executor: a foreign key to
+ * check, or a trigger of the user's to fire?  The loader writes heap tables
+ * directly, so it leaves such tables to COPY.
+ */
+bool
+IngestRelationNeedsExecutor(Relation rel)
+{
+	int			i;
+
+	if (RelationGetFKeyList(rel) != NIL)
+		return true;
+	for (i = 0; rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &rel->trigdesc->triggers[i];
+
+		if (!tg->tgisinternal && tg->tgenabled != TRIGGER_DISABLED &&
+			!is_ingest_trigger_function(tg->tgfoid, true))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The same over a table and its partitions.  A partition dropped since
+ * they were listed has nothing to check (the loader checks each partition
+ * again under its lock: partwriter.c).
  */
 bool
 IngestTableNeedsExecutor(Oid relid)
@@ -153,19 +176,11 @@ IngestTableNeedsExecutor(Oid relid)
 
 	foreach(lc, rels)
 	{
-		Relation	rel = relation_open(lfirst_oid(lc), AccessShareLock);
-		int			i;
+		Relation	rel = try_relation_open(lfirst_oid(lc), AccessShareLock);
 
-		if (RelationGetFKeyList(rel) != NIL)
-			needs = true;
-		for (i = 0; !needs && rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
-		{
-			Trigger    *tg = &rel->trigdesc->triggers[i];
-
-			if (!tg->tgisinternal && tg->tgenabled != TRIGGER_DISABLED &&
-				!is_ingest_trigger_function(tg->tgfoid, true))
-				needs = true;
-		}
+		if (rel == NULL)
+			continue;
+		needs = IngestRelationNeedsExecutor(rel);
 		relation_close(rel, AccessShareLock);
 		if (needs)
 			break;
@@ -318,12 +333,11 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 	return true;
 }
 
-/* The table's config, or 55000 naming it. */
-void
-IngestRequireTable(Oid relid, IngestTable *t)
+/* 55000 naming the table, unless ingest manages it and it is ready. */
+static void
+require_ready(Oid relid, bool found, const IngestTable *t)
 {
-	IngestRequireCurrentVersion();
-	if (!IngestLookupTable(relid, t))
+	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" is not managed by ingest",
@@ -335,6 +349,68 @@ IngestRequireTable(Oid relid, IngestTable *t)
 				 errmsg("table \"%s\" is not ready: its ingest triggers are missing",
 						get_rel_name(relid)),
 				 errdetail("A restore of the table may still be running.")));
+}
+
+/* The table's config, or 55000 naming it. */
+void
+IngestRequireTable(Oid relid, IngestTable *t)
+{
+	IngestRequireCurrentVersion();
+	require_ready(relid, IngestLookupTable(relid, t), t);
+}
+
+/*
+ * Lock a managed table for a load (RowExclusiveLock, as COPY FROM takes)
+ * and read its configuration again under the lock.  Callers look a table
+ * up before locking it, so that a load never locks a table ingest does not
+ * manage; by the time the lock is granted, an unmanage, a DROP TABLE or a
+ * new trigger may have committed.  The second look reads in a new snapshot,
+ * as the next statement would.  A transaction snapshot (REPEATABLE READ)
+ * may still show side tables that are gone: that fails with 40001 rather
+ * than write to them.  Without missing_ok, a table dropped fails with
+ * 42P01 and one no longer managed and ready with 55000; with it, the
+ * result is NULL (the lock is kept: COPY, which the caller then runs,
+ * takes the same).
+ */
+Relation
+IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
+{
+	Relation	rel = try_relation_open(relid, RowExclusiveLock);
+	bool		found;
+	Oid			side[4];
+	int			i;
+
+	if (rel == NULL && missing_ok)
+		return NULL;
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	memset(t, 0, sizeof(IngestTable));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	found = extension_is_current() && lookup_table(relid, t, false);
+	SPI_finish();
+	if (missing_ok && !(found && t->ready))
+	{
+		relation_close(rel, NoLock);
+		return NULL;
+	}
+	require_ready(relid, found, t);
+
+	side[0] = t->ledger;
+	side[1] = t->rollup_hours;
+	side[2] = t->rollup_deltas;
+	side[3] = t->rollup_stale;
+	for (i = 0; i < lengthof(side); i++)
+		if (OidIsValid(side[i]) &&
+			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(side[i])))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent change of table \"%s\"",
+							RelationGetRelationName(rel)),
+					 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
+	return rel;
 }
 
 PG_FUNCTION_INFO_V1(ingest_on_citus);

@@ -4,11 +4,12 @@
  *	  Multi-insert of loaded rows into the day partitions.
  *
  * Rows are routed by their timestamp to a partition from the list of
- * attached partitions taken at the start of the load (a row whose day has
- * none is the loader's to set aside), buffered per partition and written
- * with table_multi_insert, then indexed, as COPY does.  Partitions are
- * opened with ROW EXCLUSIVE, the lock INSERT takes.  Row triggers are not
- * fired: the loader does the work of ingest's own trigger itself.
+ * attached partitions taken at the start of the load, under the table's
+ * lock (a row whose day has none is the loader's to set aside), buffered
+ * per partition and written with table_multi_insert, then indexed, as COPY
+ * does.  Partitions are opened with ROW EXCLUSIVE, the lock INSERT takes,
+ * and checked again under it for triggers and foreign keys.  Row triggers
+ * are not fired: the loader does the work of ingest's own trigger itself.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +25,9 @@
 #include "executor/nodeModifyTable.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "utils/partcache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -54,42 +58,47 @@ struct IngestPartWriter
 	MemoryContext cxt;
 };
 
-/* Attached partitions with day bounds, by lower bound (needs SPI). */
+/*
+ * Attached partitions with finite bounds, by lower bound.  Read from the
+ * partition descriptor PostgreSQL routes INSERT and COPY with, under the
+ * table's lock (which the caller holds): what committed while the lock was
+ * waited for is in it, and partitions being detached concurrently are left
+ * out as the executor leaves them out.  A range bound's partition is the one
+ * whose upper bound it is; its lower bound is the datum before.
+ */
 IngestPartWriter *
-IngestPartWriterBegin(Relation root, EState *estate, Oid owner)
+IngestPartWriterBegin(Relation root, EState *estate)
 {
 	IngestPartWriter *w = palloc0(sizeof(IngestPartWriter));
-	Datum		arg = ObjectIdGetDatum(RelationGetRelid(root));
-	uint64		i;
-	int			rc;
+	PartitionKey key = RelationGetPartitionKey(root);
+	PartitionDesc pd = RelationGetPartitionDesc(root, true);
+	PartitionBoundInfo b = pd->boundinfo;
+	int			i;
 
 	w->root = root;
 	w->estate = estate;
 	w->cid = GetCurrentCommandId(true);
 	w->cxt = CurrentMemoryContext;
-
-	AS_OWNER(owner, rc = SPI_execute_with_args(
-		"SELECT partition_oid, lower_bound, upper_bound FROM ingest_internal.bounds "
-		" WHERE relid OPERATOR(pg_catalog.=) $1 AND NOT is_default AND NOT detach_pending "
-		"   AND lower_bound IS NOT NULL AND upper_bound IS NOT NULL "
-		" ORDER BY lower_bound",
-		1, (Oid[]) {OIDOID}, &arg, NULL, true, 0));
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not list partitions: %s", SPI_result_code_string(rc));
-
-	w->nparts = (int) SPI_processed;
-	w->parts = palloc0(sizeof(PartTarget) * Max(w->nparts, 1));
-	for (i = 0; i < SPI_processed; i++)
+	w->parts = palloc0(sizeof(PartTarget) * Max(pd->nparts, 1));
+	if (key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
+		key->parttypid[0] != TIMESTAMPTZOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not partitioned by range on a timestamptz column",
+						RelationGetRelationName(root))));
+	for (i = 1; b != NULL && i < b->ndatums; i++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	d = SPI_tuptable->tupdesc;
-		bool		isnull;
+		PartTarget *p;
 
-		w->parts[i].relid = DatumGetObjectId(SPI_getbinval(t, d, 1, &isnull));
-		w->parts[i].lower = DatumGetTimestampTz(SPI_getbinval(t, d, 2, &isnull));
-		w->parts[i].upper = DatumGetTimestampTz(SPI_getbinval(t, d, 3, &isnull));
+		if (b->indexes[i] < 0 ||
+			b->kind[i - 1][0] != PARTITION_RANGE_DATUM_VALUE ||
+			b->kind[i][0] != PARTITION_RANGE_DATUM_VALUE)
+			continue;
+		p = &w->parts[w->nparts++];
+		p->relid = pd->oids[b->indexes[i]];
+		p->lower = DatumGetTimestampTz(b->datums[i - 1][0]);
+		p->upper = DatumGetTimestampTz(b->datums[i][0]);
 	}
-	SPI_freetuptable(SPI_tuptable);
 	return w;
 }
 
@@ -132,6 +141,14 @@ open_target(IngestPartWriter *w, PartTarget *p)
 						   p->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE
 						   ? "partitioned table" : "foreign table"),
 				 errhint("Load with INSERT, or make the day's partition a plain table.")));
+	/* given one since the caller looked (managed.c), under this lock */
+	if (IngestRelationNeedsExecutor(p->rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot load into partition \"%s\" of table \"%s\"",
+						RelationGetRelationName(p->rel), RelationGetRelationName(w->root)),
+				 errdetail("The partition has foreign keys or triggers of the user's, which the loader cannot check or fire."),
+				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
 	p->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(p->rri, p->rel, 0, NULL, 0);
 	ExecOpenIndices(p->rri, false);

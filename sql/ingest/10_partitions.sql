@@ -536,10 +536,11 @@ BEGIN
         END IF;
     END IF;
 
-    -- 4. Drop detached partitions when the policy says drop.
-    IF cfg.retention_action = 'drop' THEN
+    -- 4. Drop detached partitions when the policy says drop, and only
+    -- those the retention (as it is now) still retires.
+    IF cfg.retention_action = 'drop' AND cutoff IS NOT NULL THEN
         FOR r IN SELECT t.* FROM ingest_internal.retired t
-                  WHERE t.relid = tbl
+                  WHERE t.relid = tbl AND t.upper_bound <= cutoff
                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.partition_oid)
                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
                                      WHERE i.inhrelid = t.partition_oid)

@@ -128,6 +128,16 @@ BEGIN
     PERFORM ingest_internal.check_policy(retention, premake, NULL, time_zone);
     PERFORM ingest_internal.check_shape(tbl);
     PERFORM ingest_internal.refuse_citus(tbl, 'manage table');
+    -- A replica identity that every partition shares and new ones inherit.
+    -- ACCESS EXCLUSIVE on the table and on each partition that changes,
+    -- once, at adoption (the worker never alters a live partition); taken
+    -- first, so that the lock below is never upgraded.
+    PERFORM ingest_internal.start_replica_identity(tbl);
+    -- Writers wait from here until the triggers are in place, and no other
+    -- DDL changes what is checked below: a row stored meanwhile would miss
+    -- the ledger and the rollups.  SHARE ROW EXCLUSIVE, which CREATE TRIGGER
+    -- takes anyway; readers go on (unless the replica identity changed).
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
     IF EXISTS (SELECT 1 FROM ingest.table_config c WHERE c.event_table = tbl) THEN
         RAISE EXCEPTION 'table "%" is already managed by ingest', tbl
             USING ERRCODE = 'duplicate_object';
@@ -173,11 +183,6 @@ BEGIN
                       DETAIL = pg_catalog.format('Partitions: %s.', bad);
         END IF;
     END IF;
-
-    -- A replica identity that every partition shares and new ones inherit.
-    -- ACCESS EXCLUSIVE on the table and on each partition that changes,
-    -- once, at adoption (the worker never alters a live partition).
-    PERFORM ingest_internal.start_replica_identity(tbl);
 
     INSERT INTO ingest.table_config (event_table, time_zone, retention, premake, managed_by)
     VALUES (tbl, time_zone, retention, premake,
@@ -256,6 +261,10 @@ AS $$
 BEGIN
     PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.require_managed(tbl);
+    -- The lock that dropping the triggers takes, first: a fold or a load
+    -- in progress finishes before any of the table's state is touched
+    -- (taken later, it would deadlock with a fold writing that state).
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     PERFORM ingest_internal.forget_table(tbl);
 END
 $$;

@@ -503,6 +503,26 @@ BEGIN
     ELSIF NOT pg_try_advisory_xact_lock(1768843009, tbl::oid::int4) THEN
         RETURN 0;
     END IF;
+    -- The table's lock, then its configuration again: an unmanage or a DROP
+    -- TABLE (ACCESS EXCLUSIVE, taken first) is never deadlocked with over
+    -- fold_state, and side tables it dropped are not read.  Only a fold
+    -- that must happen waits for such DDL; the worker's folds come back.
+    -- (A Citus shard has the shard lock taken above, and no LOCK TABLE.)
+    IF cfg.managed_by = 'citus_shard' THEN
+        NULL;
+    ELSIF wait THEN
+        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', tbl);
+    ELSE
+        BEGIN
+            EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE NOWAIT', tbl);
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN 0;
+        END;
+    END IF;
+    SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
     since := ingest_internal.raw_hours_since(tbl);
 
     -- 1. Stale hours: rollup rows and deltas this snapshot sees go, the raw
@@ -1039,7 +1059,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    INSERT INTO ingest_internal.fold_state (relid) VALUES (tbl)
+    -- not for a table unmanaged or dropped meanwhile: its state is gone
+    INSERT INTO ingest_internal.fold_state (relid)
+    SELECT tbl WHERE EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = tbl)
     ON CONFLICT (relid) DO NOTHING;
     UPDATE ingest_internal.fold_state f
        SET last_fold_at = started,

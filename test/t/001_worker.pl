@@ -117,6 +117,28 @@ is(sql(q{SELECT days('busy')}), '0', 'no partition was made while the lock was h
 $holder->query_safe('COMMIT');
 poll(q{SELECT days('busy') = '0,1,2'}, 'maintenance succeeds once the lock is released');
 
+# A policy changed between a run's plan and its detach: the detach reads
+# the policy again and leaves a day that is no longer past retention.  The
+# run is held between the two by a lock its partition creation waits for.
+sql(q{ALTER SYSTEM SET ingest.lock_timeout = '60s'; SELECT pg_reload_conf()});
+sql(q{SELECT ingest.create_event_table('keep', premake => 0); SELECT backdate('keep', -10)});
+select(undef, undef, undef, 2);		# for the worker to read the new lock_timeout
+$holder->query_safe('BEGIN; LOCK TABLE keep IN SHARE UPDATE EXCLUSIVE MODE');
+sql(q{SELECT ingest.configure('keep', retention => '3 days', premake => 1)});
+poll(q{SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		  WHERE l.relation = 'keep'::regclass AND NOT l.granted AND a.backend_type = 'ingest worker')},
+	'a run that plans to retire a day waits to create another');
+sql(q{SELECT ingest.configure('keep', retention => '30 days')});
+$holder->query_safe('COMMIT');
+poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'keep'::regclass AND action = 'detach')},
+	'the run reaches its detach');
+is(sql(q{SELECT string_agg(status || ':' || coalesce(message, ''), ' ') FROM ingest.maintenance_log
+		 WHERE relid = 'keep'::regclass AND action IN ('detach', 'drop')}),
+	"skipped:no longer due: the table's configuration changed since the plan",
+	'the detach planned under the old retention is skipped');
+is(sql(q{SELECT days('keep')}), '-10,0,1', 'the day the new retention keeps stays attached');
+sql(q{ALTER SYSTEM SET ingest.lock_timeout = 200; SELECT pg_reload_conf()});
+
 # A reader's snapshot holds up the second phase of DETACH CONCURRENTLY: it
 # times out, the detach stays pending, and a later run finishes it.
 sql(q{SELECT ingest.create_event_table('ret', premake => 0); SELECT backdate('ret', -10)});
