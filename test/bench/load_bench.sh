@@ -5,6 +5,7 @@
 # timestamp), in one throwaway cluster, plus ingest.load's growth curve.
 #
 #   test/bench/load_bench.sh                 # 2M rows per method, growth to 20M
+#   SHARED_BUFFERS=6GB test/bench/load_bench.sh   # the cluster's shared_buffers (2GB)
 #   ROWS=200000 GROWTH=1000000 test/bench/load_bench.sh   # a quick run
 #   STATS_ONLY=1 ROWS=2000000 GROWTH=2000000 CHUNK=50000 test/bench/load_bench.sh
 #                                       # only load statistics on against off
@@ -37,7 +38,7 @@ WINDOW=${WINDOW:-2000000}
 [ "$GROWTH" -lt "$ROWS" ] && GROWTH=$ROWS
 [ "$WINDOW" -gt "$GROWTH" ] && WINDOW=$GROWTH
 
-throwaway_cluster 54392 "ingest.enabled = off" "shared_buffers = 2GB" \
+throwaway_cluster 54392 "ingest.enabled = off" "shared_buffers = ${SHARED_BUFFERS:-2GB}" \
     "max_wal_size = 16GB" "checkpoint_timeout = 30min" "synchronous_commit = off"
 dir=$cluster_dir
 cols="organization_id, transaction_id, external_customer_id, code, \"timestamp\", properties, value, decimal_value"
@@ -198,8 +199,25 @@ t_multi=$(echo "$(now) - $t0" | bc)
 
 settle
 echo "== ingest.load, growth to $GROWTH rows (windows of $WINDOW)"
+# What each window did besides loading, to see where a decline comes from:
+# WAL bytes, checkpoints, and autovacuum and autoanalyze runs on the
+# table's partitions and side tables; and the ledger index's size at its end.
+if [ "$(q -c "SHOW server_version_num")" -ge 170000 ]; then
+    checkpoints="SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+else
+    checkpoints="SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+fi
+window_state() {
+    q -F ' ' -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, ($checkpoints),
+                        (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)
+                           FROM pg_stat_user_tables
+                          WHERE relid IN (SELECT relid FROM pg_partition_tree('ev_growth'))
+                             OR schemaname = 'ingest_side' AND relname LIKE 'ev\\_growth%'),
+                        pg_indexes_size('ingest_side.ev_growth_keys') / 1048576"
+}
 growth=""
 wstart=$(now)
+read -r wal0 ckpt0 av0 _ <<<"$(window_state)"
 per_window=$(( WINDOW / CHUNK ))
 for ((c = 0; c < nchunks; c++)); do
     f=$(printf '%s/chunk%05d.csv' "$dir" "$c")
@@ -209,8 +227,10 @@ for ((c = 0; c < nchunks; c++)); do
         wrate=$(rate "$WINDOW" "$(echo "$t - $wstart" | bc)")
         first_window=${first_window:-$wrate}
         last_window=$wrate
-        growth+="| $(( (c + 1 - per_window) * CHUNK / 1000 ))k-$(( (c + 1) * CHUNK / 1000 ))k | $wrate |"$'\n'
-        wstart=$t
+        read -r wal ckpt av ledger_mb <<<"$(window_state)"
+        growth+="| $(( (c + 1 - per_window) * CHUNK / 1000 ))k-$(( (c + 1) * CHUNK / 1000 ))k | $wrate | $(( (wal - wal0) / WINDOW )) | $(( ckpt - ckpt0 )) | $(( av - av0 )) | $ledger_mb |"$'\n'
+        wal0=$wal ckpt0=$ckpt av0=$av
+        wstart=$(now)
     fi
 done
 
@@ -236,8 +256,8 @@ ingest.load against the staging pattern: $(awk -v a="$t_stage" -v b="$t_ingest" 
 
 ingest.load growth ($GROWTH rows into one table; $stored stored, keys unique: $dupfree; last window $(awk -v a="$last_window" -v b="$first_window" 'BEGIN { printf "%d", a * 100 / b }')% of the first):
 
-| window | rows/s |
-|---|---|
+| window | rows/s | WAL bytes/event | checkpoints | autovacuum + autoanalyze runs | ledger index MB at the end |
+|---|---|---|---|---|---|
 $growth
 EOT
 )
