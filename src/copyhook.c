@@ -61,12 +61,15 @@ copy_format(List *options)
  * where ingest's triggers deduplicate row by row).  A table distributed
  * with ingest.distribute_table(): Citus's COPY sends each shard its rows,
  * and the hook loads them there (a shard is a managed table of its node).
+ * Once the table is locked (rel), the table itself is checked again; each
+ * partition is, under its own lock, when the loader opens it (partwriter.c).
  */
 static bool
-loader_takes(Oid relid, const IngestTable *t)
+loader_takes(Oid relid, Relation rel, const IngestTable *t)
 {
-	return t->ready && !IngestTableNeedsExecutor(relid) && !t->distributed &&
-		(!t->citus_shard || IngestCitusShardWritable());
+	return t->ready && !t->distributed &&
+		(!t->citus_shard || IngestCitusShardWritable()) &&
+		!(rel ? IngestRelationNeedsExecutor(rel) : IngestTableNeedsExecutor(relid));
 }
 
 /*
@@ -97,13 +100,13 @@ IngestCopyHook(CopyStmt *stmt, const char *query_string, QueryCompletion *qc)
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
-	if (!IngestLookupTable(relid, &t) || !loader_takes(relid, &t))
+	if (!IngestLookupTable(relid, &t) || !loader_takes(relid, NULL, &t))
 		return false;
 	/* what committed while the lock was waited for counts (managed.c) */
 	rel = IngestOpenForLoad(relid, &t, true);
 	if (rel == NULL)
 		return false;
-	if (!loader_takes(relid, &t))
+	if (!loader_takes(relid, rel, &t))
 	{
 		table_close(rel, NoLock);
 		return false;

@@ -179,10 +179,23 @@ fold_table(void *arg)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	args[0] = ObjectIdGetDatum(relid);
-	if (sqlstate == NULL &&
-		SPI_execute_with_args("SELECT ingest_internal.fold($1)", 1, (Oid[]) {REGCLASSOID},
-							  args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not fold the rollups of table %u", relid);
+	if (sqlstate == NULL)
+	{
+		bool		isnull;
+
+		if (SPI_execute_with_args("SELECT ingest_internal.fold($1)", 1, (Oid[]) {REGCLASSOID},
+								  args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not fold the rollups of table %u", relid);
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		/* DDL on the table: not a fold, so no success to record (fold_lag grows) */
+		if (isnull)
+		{
+			PopActiveSnapshot();
+			SPI_finish();
+			CommitTransactionCommand();
+			return;
+		}
+	}
 	args[1] = TimestampTzGetDatum(o->started);
 	args[2] = sqlstate ? CStringGetTextDatum(sqlstate) : (Datum) 0;
 	args[3] = message ? CStringGetTextDatum(message) : (Datum) 0;

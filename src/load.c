@@ -135,11 +135,16 @@ IngestCheckLoadPrivileges(Relation rel, List *attnums)
 				 errhint("Use INSERT statements instead.")));
 }
 
-/* Tables with foreign keys or triggers of the user's are COPY's to load. */
+/*
+ * Tables with foreign keys or triggers of the user's are COPY's to load:
+ * the table and its partitions before the table is locked, the table
+ * itself (rel) again once it is; each partition is checked again under its
+ * own lock when the loader opens it (partwriter.c).
+ */
 static void
-refuse_executor_tables(Oid relid, const IngestInput *input)
+refuse_executor_tables(Oid relid, Relation rel, const IngestInput *input)
 {
-	if (IngestTableNeedsExecutor(relid))
+	if (rel ? IngestRelationNeedsExecutor(rel) : IngestTableNeedsExecutor(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s() cannot check the foreign keys or fire the triggers of table \"%s\"",
@@ -198,10 +203,10 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 	if (!IngestLookupTable(relid, &t))
 		IngestRefuseCitusWorker(relid, "load");
 	IngestRequireTable(relid, &t);
-	refuse_executor_tables(relid, input);
+	refuse_executor_tables(relid, NULL, input);
 	/* what committed while the lock was waited for counts (managed.c) */
 	rel = IngestOpenForLoad(relid, &t, false);
-	refuse_executor_tables(relid, input);
+	refuse_executor_tables(relid, rel, input);
 	abort_on_error = on_error ? strcmp(on_error, "abort") == 0 : t.abort_on_error;
 	IngestRefuseCitus(rel, &t, "load managed table");
 	attnums = target_columns(rel, PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4));

@@ -287,6 +287,40 @@ still_planned(Oid relid, MaintAction *a)
 }
 
 /*
+ * Whether a planned detach or drop is still due, asked in the transaction
+ * that carries it out (a detach's first phase commits it), holding the
+ * table's configuration row FOR SHARE: a configure() committed since the
+ * plan is seen, and one made later waits for this transaction.  The table
+ * is locked as the detach will lock it.  A day no longer due is logged as
+ * skipped and loses the mark mark_retiring gave it.
+ */
+static bool
+still_due(Oid relid, int64 run_id, MaintAction *a)
+{
+	Datum		arg = ObjectIdGetDatum(a->partition_oid);
+	Datum		rel = ObjectIdGetDatum(relid);
+	bool		isnull;
+
+	LockRelationOid(relid, ShareUpdateExclusiveLock);
+	(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
+					   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE",
+					   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);
+	/* a snapshot that sees the policy as the row lock found it */
+	PopActiveSnapshot();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (still_planned(relid, a))
+		return true;
+	(void) exec_scalar("DELETE FROM ingest_internal.retired r "
+					   " WHERE r.partition_oid OPERATOR(pg_catalog.=) $1 "
+					   "   AND EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+					   "                WHERE i.inhrelid OPERATOR(pg_catalog.=) $1)",
+					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
+	log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+			   "no longer due: the table's policy changed since the plan");
+	return false;
+}
+
+/*
  * Retire a partition: remember it, detach it, log.  DETACH CONCURRENTLY
  * runs at top level; on a table Citus distributes, where Citus refuses it,
  * a plain DETACH (detach_locking).
@@ -303,14 +337,14 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 
 	xact_begin();
 	/*
-	 * The plan is a transaction old, and the detach waits out every load
-	 * before it: a day that a configure() since then keeps, or a table
-	 * unmanaged since, is left as it is.
+	 * The plan is a transaction old: a day that a configure() since then
+	 * keeps, or a table unmanaged since, is left as it is (asked again
+	 * under the lock, still_due, where the detach starts).
 	 */
 	if (!still_planned(relid, a))
 	{
 		log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
-				   "no longer due: the table's configuration changed since the plan");
+				   "no longer due: the table's policy changed since the plan");
 		xact_end();
 		return;
 	}
@@ -376,10 +410,15 @@ detach_concurrently(Oid relid, int64 run_id, MaintAction *a)
 	char	   *part_rel;
 	StringInfoData sql;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	/* Lock the parent as the detach will, so names cannot change under us. */
-	LockRelationOid(relid, ShareUpdateExclusiveLock);
+	/* the parent locked as the detach will: names cannot change under us */
+	xact_begin();
+	if (!still_due(relid, run_id, a))
+	{
+		xact_end();
+		return;
+	}
+	PopActiveSnapshot();
+	SPI_finish();
 	part_rel = get_rel_name(a->partition_oid);
 	if (part_rel == NULL || get_rel_name(relid) == NULL)
 		ereport(ERROR,
@@ -420,6 +459,11 @@ detach_locking(Oid relid, int64 run_id, MaintAction *a)
 	bool		isnull;
 
 	xact_begin();
+	if (!still_due(relid, run_id, a))
+	{
+		xact_end();
+		return;
+	}
 	(void) exec_scalar("SELECT ingest_internal.detach_locking($1)",
 					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
 	log_action(run_id, relid, a->action, a->partition, "ok", NULL,
@@ -568,6 +612,11 @@ action_step(Oid relid, int64 run_id, void *arg)
 		sql = "SELECT ingest_internal.close_step($1, 'analyze')";
 
 	xact_begin();
+	if (strcmp(a->action, "drop") == 0 && !still_due(relid, run_id, a))
+	{
+		xact_end();
+		return;
+	}
 	if (sql)
 		(void) exec_scalar(sql, nargs, types, values, NULL, &isnull);
 	else

@@ -29,6 +29,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -411,6 +412,46 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 							RelationGetRelationName(rel)),
 					 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
 	return rel;
+}
+
+PG_FUNCTION_INFO_V1(ingest_lock_table);
+
+/*
+ * ingest_internal.lock_table(tbl oid, wait boolean, mode text): a lock on a
+ * table by OID (a name could be another table's by the time it is locked,
+ * and Citus rewrites LOCK TABLE), held to the end of the transaction: mode
+ * 'access share' on the table, or 'share row exclusive' on the table and
+ * then its partitions, as LOCK TABLE takes it.
+ * Without wait, false when the lock is not free now.  False also when the
+ * table went while the lock was waited for.
+ */
+Datum
+ingest_lock_table(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *mode = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	LOCKMODE	lockmode;
+
+	if (strcmp(mode, "access share") == 0)
+		lockmode = AccessShareLock;
+	else if (strcmp(mode, "share row exclusive") == 0)
+		lockmode = ShareRowExclusiveLock;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unrecognized lock mode \"%s\"", mode)));
+	if (PG_GETARG_BOOL(1))
+		LockRelationOid(relid, lockmode);
+	else if (!ConditionalLockRelationOid(relid, lockmode))
+		PG_RETURN_BOOL(false);
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+	{
+		UnlockRelationOid(relid, lockmode);
+		PG_RETURN_BOOL(false);
+	}
+	if (lockmode == ShareRowExclusiveLock)
+		list_free(find_all_inheritors(relid, lockmode, NULL));
+	PG_RETURN_BOOL(true);
 }
 
 PG_FUNCTION_INFO_V1(ingest_on_citus);

@@ -63,7 +63,8 @@ struct IngestPartWriter
  * partition descriptor PostgreSQL routes INSERT and COPY with, under the
  * table's lock (which the caller holds): what committed while the lock was
  * waited for is in it, and partitions being detached concurrently are left
- * out as the executor leaves them out.  A range bound's partition is the one
+ * out where the executor leaves them out (not for a transaction snapshot
+ * that predates the detach).  A range bound's partition is the one
  * whose upper bound it is; its lower bound is the datum before.
  */
 IngestPartWriter *
@@ -71,7 +72,7 @@ IngestPartWriterBegin(Relation root, EState *estate)
 {
 	IngestPartWriter *w = palloc0(sizeof(IngestPartWriter));
 	PartitionKey key = RelationGetPartitionKey(root);
-	PartitionDesc pd = RelationGetPartitionDesc(root, true);
+	PartitionDesc pd = RelationGetPartitionDesc(root, !IsolationUsesXactSnapshot());
 	PartitionBoundInfo b = pd->boundinfo;
 	int			i;
 

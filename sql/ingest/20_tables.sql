@@ -126,18 +126,28 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM ingest_internal.check_policy(retention, premake, NULL, time_zone);
+    -- What adoption reads (partitions, triggers, stored keys) must be what
+    -- is there once the table is locked: a snapshot older than the lock
+    -- could miss a partition made meanwhile, which would then get no
+    -- triggers.
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'ingest.manage_table() must run in a READ COMMITTED transaction'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Run it in its own transaction, or SET TRANSACTION ISOLATION LEVEL READ COMMITTED first.';
+    END IF;
+    -- Writers wait from here until the triggers are in place, and no other
+    -- DDL changes what is checked below: a row stored meanwhile would miss
+    -- the ledger and the rollups.  SHARE ROW EXCLUSIVE (parent first, then
+    -- partitions, as INSERT locks them), which CREATE TRIGGER takes anyway;
+    -- readers go on unless the replica identity changes below.  Two
+    -- adoptions of one table queue here rather than deadlock later.
+    PERFORM ingest_internal.lock_table(tbl, true, 'share row exclusive');
     PERFORM ingest_internal.check_shape(tbl);
     PERFORM ingest_internal.refuse_citus(tbl, 'manage table');
     -- A replica identity that every partition shares and new ones inherit.
     -- ACCESS EXCLUSIVE on the table and on each partition that changes,
-    -- once, at adoption (the worker never alters a live partition); taken
-    -- first, so that the lock below is never upgraded.
+    -- once, at adoption (the worker never alters a live partition).
     PERFORM ingest_internal.start_replica_identity(tbl);
-    -- Writers wait from here until the triggers are in place, and no other
-    -- DDL changes what is checked below: a row stored meanwhile would miss
-    -- the ledger and the rollups.  SHARE ROW EXCLUSIVE, which CREATE TRIGGER
-    -- takes anyway; readers go on (unless the replica identity changed).
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
     IF EXISTS (SELECT 1 FROM ingest.table_config c WHERE c.event_table = tbl) THEN
         RAISE EXCEPTION 'table "%" is already managed by ingest', tbl
             USING ERRCODE = 'duplicate_object';
@@ -196,6 +206,15 @@ END
 $$;
 COMMENT ON FUNCTION ingest.manage_table(regclass, interval, integer, text) IS
     'Adopt an existing table partitioned by day on "timestamp"; maintenance creates its missing partitions';
+
+-- A table's lock by OID, for functions that must not lock another table
+-- of the same name (src/managed.c).
+CREATE OR REPLACE FUNCTION ingest_internal.lock_table(tbl oid, wait boolean,
+                                                     mode text DEFAULT 'access share')
+RETURNS boolean
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_lock_table';
 
 CREATE OR REPLACE FUNCTION ingest.configure(tbl regclass,
                                  retention interval DEFAULT NULL,

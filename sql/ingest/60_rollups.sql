@@ -472,7 +472,8 @@ $$;
 -- Bring a table's rollup up to date: recompute stale hours from raw events,
 -- finish rollups being built, merge committed deltas, apply rollup
 -- retention.  One folder per table at a time: others skip (or wait, when
--- "wait"); writers never wait.  Returns the rollup rows written.
+-- "wait"); writers never wait.  Returns the rollup rows written, or NULL
+-- when DDL on the table kept a fold that does not wait from starting.
 CREATE OR REPLACE FUNCTION ingest_internal.fold(tbl regclass, wait boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -506,18 +507,10 @@ BEGIN
     -- The table's lock, then its configuration again: an unmanage or a DROP
     -- TABLE (ACCESS EXCLUSIVE, taken first) is never deadlocked with over
     -- fold_state, and side tables it dropped are not read.  Only a fold
-    -- that must happen waits for such DDL; the worker's folds come back.
-    -- (A Citus shard has the shard lock taken above, and no LOCK TABLE.)
-    IF cfg.managed_by = 'citus_shard' THEN
-        NULL;
-    ELSIF wait THEN
-        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', tbl);
-    ELSE
-        BEGIN
-            EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE NOWAIT', tbl);
-        EXCEPTION WHEN lock_not_available THEN
-            RETURN 0;
-        END;
+    -- that must happen waits for such DDL; the worker's fold comes back
+    -- later (NULL: nothing folded, no outcome to record).
+    IF NOT ingest_internal.lock_table(tbl, wait) THEN
+        RETURN NULL;
     END IF;
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
     IF NOT FOUND THEN
@@ -679,7 +672,7 @@ BEGIN
                 AND pg_has_role(ingest_internal.caller(), pc.relowner, 'USAGE')
               ORDER BY 1
     LOOP
-        total := total + ingest_internal.fold(t);
+        total := total + COALESCE(ingest_internal.fold(t), 0);
     END LOOP;
     RETURN total;
 END
@@ -1059,9 +1052,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- not for a table unmanaged or dropped meanwhile: its state is gone
+    -- not for a table unmanaged or dropped meanwhile: its state is gone (the
+    -- row lock waits for an unmanage in progress)
     INSERT INTO ingest_internal.fold_state (relid)
-    SELECT tbl WHERE EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = tbl)
+    SELECT tbl WHERE EXISTS (SELECT FROM ingest.table_config c WHERE c.event_table = tbl
+                             FOR KEY SHARE)
     ON CONFLICT (relid) DO NOTHING;
     UPDATE ingest_internal.fold_state f
        SET last_fold_at = started,

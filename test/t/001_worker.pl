@@ -134,7 +134,7 @@ poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'keep'::r
 	'the run reaches its detach');
 is(sql(q{SELECT string_agg(status || ':' || coalesce(message, ''), ' ') FROM ingest.maintenance_log
 		 WHERE relid = 'keep'::regclass AND action IN ('detach', 'drop')}),
-	"skipped:no longer due: the table's configuration changed since the plan",
+	"skipped:no longer due: the table's policy changed since the plan",
 	'the detach planned under the old retention is skipped');
 is(sql(q{SELECT days('keep')}), '-10,0,1', 'the day the new retention keeps stays attached');
 sql(q{ALTER SYSTEM SET ingest.lock_timeout = 200; SELECT pg_reload_conf()});
