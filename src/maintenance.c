@@ -290,9 +290,9 @@ still_planned(Oid relid, MaintAction *a)
  * Whether a planned detach or drop is still due, asked in the transaction
  * that carries it out (a detach's first phase commits it), holding the
  * table's configuration row FOR SHARE: a configure() committed since the
- * plan is seen, and one made later waits for this transaction.  The table
- * is locked as the detach will lock it.  A day no longer due is logged as
- * skipped and loses the mark mark_retiring gave it.
+ * plan is seen, and one made later waits for this transaction.  For a
+ * detach, the table is locked as the detach will lock it.  A day no longer
+ * due is logged as skipped and loses the mark mark_retiring gave it.
  */
 static bool
 still_due(Oid relid, int64 run_id, MaintAction *a)
@@ -301,7 +301,9 @@ still_due(Oid relid, int64 run_id, MaintAction *a)
 	Datum		rel = ObjectIdGetDatum(relid);
 	bool		isnull;
 
-	LockRelationOid(relid, ShareUpdateExclusiveLock);
+	/* a drop is of a detached table: no lock on the parent */
+	if (strcmp(a->action, "drop") != 0)
+		LockRelationOid(relid, ShareUpdateExclusiveLock);
 	(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
 					   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE",
 					   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);

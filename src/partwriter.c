@@ -148,8 +148,8 @@ open_target(IngestPartWriter *w, PartTarget *p)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot load into partition \"%s\" of table \"%s\"",
 						RelationGetRelationName(p->rel), RelationGetRelationName(w->root)),
-				 errdetail("The partition has foreign keys or triggers of the user's, which the loader cannot check or fire."),
-				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
+				 errdetail("The partition has foreign keys or triggers of the user's, which the loader cannot check or fire; they were added while the load waited for it."),
+				 errhint("Run the load again as COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
 	p->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(p->rri, p->rel, 0, NULL, 0);
 	ExecOpenIndices(p->rri, false);

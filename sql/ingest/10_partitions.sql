@@ -317,13 +317,38 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'd'
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                        WHERE i.indrelid = tbl AND i.indisprimary) THEN
+    IF ingest_internal.wants_full_identity(tbl) THEN
         PERFORM ingest_internal.owner_ddl(tbl, pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl));
     END IF;
     PERFORM ingest_internal.propagate_replica_identity(tbl);
 END
+$$;
+
+-- The rule of start_replica_identity: DEFAULT with no primary key.
+CREATE OR REPLACE FUNCTION ingest_internal.wants_full_identity(tbl regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.relreplident = 'd'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                            WHERE i.indrelid = c.oid AND i.indisprimary)
+      FROM pg_catalog.pg_class c WHERE c.oid = tbl
+$$;
+
+-- Might start_replica_identity alter the table or a partition (ACCESS
+-- EXCLUSIVE)?  True when it will, or may (an identity USING INDEX).
+CREATE OR REPLACE FUNCTION ingest_internal.may_set_identity(tbl regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ingest_internal.wants_full_identity(tbl)
+        OR c.relreplident = 'i'
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                     JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
+                    WHERE i.inhparent = tbl AND p.relreplident <> c.relreplident)
+      FROM pg_catalog.pg_class c WHERE c.oid = tbl
 $$;
 
 -- Record that a partition is being retired, before DETACH ... CONCURRENTLY

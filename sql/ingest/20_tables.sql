@@ -138,10 +138,14 @@ BEGIN
     -- Writers wait from here until the triggers are in place, and no other
     -- DDL changes what is checked below: a row stored meanwhile would miss
     -- the ledger and the rollups.  SHARE ROW EXCLUSIVE (parent first, then
-    -- partitions, as INSERT locks them), which CREATE TRIGGER takes anyway;
-    -- readers go on unless the replica identity changes below.  Two
-    -- adoptions of one table queue here rather than deadlock later.
-    PERFORM ingest_internal.lock_table(tbl, true, 'share row exclusive');
+    -- partitions, as INSERT locks them), which CREATE TRIGGER takes anyway,
+    -- so readers go on; ACCESS EXCLUSIVE at once where the replica identity
+    -- is to change below, so that the lock is never upgraded (a reader
+    -- that then writes would deadlock with the upgrade).  Two adoptions of
+    -- one table queue here.
+    PERFORM ingest_internal.lock_table(tbl, true,
+        CASE WHEN ingest_internal.may_set_identity(tbl) THEN 'access exclusive'
+             ELSE 'share row exclusive' END);
     PERFORM ingest_internal.check_shape(tbl);
     PERFORM ingest_internal.refuse_citus(tbl, 'manage table');
     -- A replica identity that every partition shares and new ones inherit.

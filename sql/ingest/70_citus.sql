@@ -760,8 +760,8 @@ DECLARE
     written bigint := 0;
 BEGIN
     FOR shard IN SELECT * FROM ingest_internal.citus_shards_here(tbl, 'rebuild the rollups of') LOOP
-        written := written + ingest.rollup_rebuild(shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
-                                                   'epoch'::timestamptz + to_us * interval '1 microsecond');
+        written := written + COALESCE(ingest.rollup_rebuild(shard, 'epoch'::timestamptz + from_us * interval '1 microsecond',
+                                                            'epoch'::timestamptz + to_us * interval '1 microsecond'), 0);
     END LOOP;
     RETURN written;
 END

@@ -39,7 +39,8 @@ sub copy_start
 			'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
 			'-c', qq{COPY $tbl (organization_id, transaction_id, external_customer_id, code, "timestamp") FROM STDIN (FORMAT csv)}
 		],
-		'<', \$c{in}, '>', \$c{out}, '2>', \$c{err});
+		'<', \$c{in}, '>', \$c{out}, '2>', \$c{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
 	return \%c;
 }
 
