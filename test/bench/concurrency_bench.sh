@@ -221,3 +221,17 @@ EOT
 echo "$out"
 mkdir -p "$top/test/bench/out"
 echo "$out" > "$top/test/bench/out/concurrency_bench.md"
+# the figures full_bench.sh checks against the targets: scaling efficiency
+# against plain COPY's, and 40P01 summed over every run of a method
+dls() { local k t=0; for k in "${!DL[@]}"; do [[ $k == "$1",* ]] && t=$((t + DL[$k])); done; echo $t; }
+effr() { awk -v a="$(eff ingest "$1")" -v b="$(eff copy "$1")" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
+cat > "$top/test/bench/out/concurrency_bench.vars" <<EOT
+conc_eff_disjoint=$(effr disjoint)
+conc_eff_overlap=$(effr overlap)
+conc_eff_ingest="$(eff ingest disjoint) $(eff ingest overlap)"
+conc_eff_copy="$(eff copy disjoint) $(eff copy overlap)"
+conc_deadlocks_ingest=$(dls ingest)
+conc_deadlocks_stage=$(dls stage)
+conc_aborted="$(for k in "${!AB[@]}"; do echo "${AB[$k]}"; done | awk '{ t += $1 } END { print t + 0 }')"
+conc_shuffle=$SHUFFLE
+EOT

@@ -216,6 +216,7 @@ window_state() {
                         pg_indexes_size('ingest_side.ev_growth_keys') / 1048576"
 }
 growth=""
+windows=()
 wstart=$(now)
 read -r wal0 ckpt0 av0 _ <<<"$(window_state)"
 per_window=$(( WINDOW / CHUNK ))
@@ -227,6 +228,7 @@ for ((c = 0; c < nchunks; c++)); do
         wrate=$(rate "$WINDOW" "$(echo "$t - $wstart" | bc)")
         first_window=${first_window:-$wrate}
         last_window=$wrate
+        windows+=("$wrate")
         read -r wal ckpt av ledger_mb <<<"$(window_state)"
         growth+="| $(( (c + 1 - per_window) * CHUNK / 1000 ))k-$(( (c + 1) * CHUNK / 1000 ))k | $wrate | $(( (wal - wal0) / WINDOW )) | $(( ckpt - ckpt0 )) | $(( av - av0 )) | $ledger_mb |"$'\n'
         wal0=$wal ckpt0=$ckpt av0=$av
@@ -261,6 +263,30 @@ ingest.load growth ($GROWTH rows into one table; $stored stored, keys unique: $d
 $growth
 EOT
 )
+# the mean of the last five windows against the first five: one window
+# varies by about 15% from the next
+nw=${#windows[@]}
+k=$(( nw < 5 ? nw : 5 ))
+last5_first5=$(printf '%s\n' "${windows[@]}" | awk -v n="$nw" -v k="$k" '
+    { w[NR] = $1 } END { for (i = 1; i <= k; i++) { f += w[i]; l += w[n - k + i] } printf "%d", l * 100 / f }')
+out+=$'\n\n'"Mean of the last $k windows against the first $k: $last5_first5%."
 echo "$out"
 mkdir -p "$top/test/bench/out"
 echo "$out" > "$top/test/bench/out/load_bench.md"
+# the figures full_bench.sh checks against the targets
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+cat > "$top/test/bench/out/load_bench.vars" <<EOT
+live_ingest_bare=$(ratio "$t_bare" "$t_ingest")
+live_hook_bare=$(ratio "$t_bare" "$t_hook")
+live_ingest_copy=$(ratio "$t_copy" "$t_ingest")
+live_hook_copy=$(ratio "$t_copy" "$t_hook")
+live_ingest_stage=$(ratio "$t_stage" "$t_ingest")
+live_hook_stage=$(ratio "$t_stage" "$t_hook")
+live_rows=$rows_loaded
+growth_rows=$GROWTH
+growth_window=$WINDOW
+growth_last_first=$(awk -v a="$last_window" -v b="$first_window" 'BEGIN { printf "%d", a * 100 / b }')
+growth_last5_first5=$last5_first5
+growth_windows="${windows[*]}"
+growth_keys_unique=$dupfree
+EOT

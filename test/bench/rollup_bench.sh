@@ -209,3 +209,16 @@ EOT
 echo "$out"
 mkdir -p "$top/test/bench/out"
 echo "$out" > "$top/test/bench/out/rollup_bench_$DATA.md"
+# the figures full_bench.sh checks against the targets
+x() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+cat > "$top/test/bench/out/rollup_bench_$DATA.vars" <<EOT
+usage_events=$events
+usage_total_x=$(x "$lat_raw" "$lat_usage")
+usage_day_x=$(x "$lat_raw_day" "$lat_usage_day")
+usage_hour_x=$(x "$lat_raw_hour" "$lat_usage_hour")
+usage_total_ms="$lat_usage against $lat_raw"
+usage_day_ms="$lat_usage_day against $lat_raw_day"
+usage_hour_ms="$lat_usage_hour against $lat_raw_hour"
+usage_same="$same $same_day"
+usage_verify_empty=$exact
+EOT

@@ -12,12 +12,18 @@
 #
 #   test/bench/soak_bench.sh                       # 10 minutes, 5,000 rows a call
 #   DURATION=60 BATCH=2000 test/bench/soak_bench.sh
+#   SAME_ORDER=1 test/bench/soak_bench.sh          # every loader meets the
+#                                   shared keys in the same order
 #
 # Prints markdown; writes it to test/bench/out/soak_bench.md too.
 source "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-600}
 BATCH=${BATCH:-5000}
+SAME_ORDER=${SAME_ORDER:-0}
+case $SAME_ORDER in 0) order="each loader's batch in its own order" ;;
+                    1) order="every loader's batch in the same key order (SAME_ORDER=1)" ;;
+                    *) echo "SAME_ORDER must be 0 or 1" >&2; exit 2 ;; esac
 
 throwaway_cluster 54396 "ingest.enabled = on" "shared_buffers = 1GB" "max_wal_size = 8GB" \
     "deadlock_timeout = 100ms"
@@ -42,7 +48,7 @@ LANGUAGE sql AS \$\$
                    CASE WHEN j % 10 = 0 THEN b * $BATCH + j ELSE (l * 1000000000000 + b * $BATCH + j) END AS k,
                    CASE WHEN j % 10 = 0 THEN 'sh_' || (b * $BATCH + j) ELSE 'l' || l || '_' || (b * $BATCH + j) END AS k_text
               FROM generate_series(1, $BATCH) j) s
-     ORDER BY hashint8(k # l)
+     ORDER BY hashint8(k # CASE WHEN $SAME_ORDER = 1 THEN 0 ELSE l END)
 \$\$;
 SQL
 
@@ -100,7 +106,7 @@ mkdir -p "$(dirname "$0")/out"
 {
     echo "## Soak: four loaders at once"
     echo
-    echo "\`DURATION=$DURATION BATCH=$BATCH test/bench/soak_bench.sh\`, $(date -u +%F), $(pg_config --version), $(nproc) cores; one managed table, each call its own transaction (synchronous_commit on), 10% of each batch's keys shared by all four loaders, each loader's batch in its own order; deadlock_timeout 100ms; failed calls not retried."
+    echo "\`SAME_ORDER=$SAME_ORDER DURATION=$DURATION BATCH=$BATCH test/bench/soak_bench.sh\`, $(date -u +%F), $(pg_config --version), $(nproc) cores; one managed table, each call its own transaction (synchronous_commit on), 10% of each batch's keys shared by all four loaders, $order; deadlock_timeout 100ms; failed calls not retried."
     echo
     echo "| loader | calls committed | calls failed (SQLSTATE x count) | rows offered/s in committed calls |"
     echo "|---|---|---|---|"
@@ -108,6 +114,16 @@ mkdir -p "$(dirname "$0")/out"
     echo
     echo "Stored rows / distinct keys: $stored. Keys in the ledger without an event, or events without a key: $ledger."
 } | tee "$(dirname "$0")/out/soak_bench.md"
+# the figures full_bench.sh checks against the targets
+{
+    echo "soak_same_order=$SAME_ORDER"
+    echo "soak_seconds=$DURATION"
+    echo "soak_calls=$(cat "$dir"/{csv,jsonl,copy,insert}.log | grep -c '^ok$' || true)"
+    echo "soak_deadlocks=$(cat "$dir"/{csv,jsonl,copy,insert}.log | grep -c '^40P01$' || true)"
+    echo "soak_other_failures=$(cat "$dir"/{csv,jsonl,copy,insert}.log | grep -vc '^ok$\|^40P01$' || true)"
+    echo "soak_stored=\"$stored\""
+    echo "soak_ledger_mismatch=$ledger"
+} > "$(dirname "$0")/out/soak_bench.vars"
 # the first error of each kind, for the record
 for name in csv jsonl copy insert; do
     [ -f "$dir/$name.errors" ] && { echo "-- $name:"; grep -A3 'ERROR:' "$dir/$name.errors" | head -8; }
