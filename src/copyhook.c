@@ -61,15 +61,14 @@ copy_format(List *options)
  * where ingest's triggers deduplicate row by row).  A table distributed
  * with ingest.distribute_table(): Citus's COPY sends each shard its rows,
  * and the hook loads them there (a shard is a managed table of its node).
- * Once the table is locked (rel), the table itself is checked again; each
- * partition is, under its own lock, when the loader opens it (partwriter.c).
+ * Asked before the table is locked (rel NULL) and again once it is.
  */
 static bool
 loader_takes(Oid relid, Relation rel, const IngestTable *t)
 {
 	return t->ready && !t->distributed &&
 		(!t->citus_shard || IngestCitusShardWritable()) &&
-		!(rel ? IngestRelationNeedsExecutor(rel) : IngestTableNeedsExecutor(relid));
+		!IngestNeedsExecutor(relid, rel);
 }
 
 /*

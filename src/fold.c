@@ -115,38 +115,23 @@ adopt_shard(void *arg)
 }
 
 /*
- * Run a step of the worker's fold, catching and logging its error ("what"
- * failed); the error (copied) goes to *error when asked for, else NULL.
+ * Run a step of the worker's fold (worker.c), logging its error ("what"
+ * failed); the error goes to *error when asked for, else NULL.
  */
 static void
 try_step(void (*step) (void *), void *arg, const char *what, ErrorData **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata = IngestWorkerStep(step, arg);
 
 	if (error)
-		*error = NULL;
-	PG_TRY();
-	{
-		step(arg);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("could not %s: %s", what, edata->message)));
-		if (error)
-			*error = edata;
-		else
-			FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
+		*error = edata;
+	if (edata == NULL)
+		return;
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("could not %s: %s", what, edata->message)));
+	if (error == NULL)
+		FreeErrorData(edata);
 }
 
 /* A table's fold, or (with a sqlstate) the failure of its fold to record. */

@@ -62,6 +62,7 @@ extern PGDLLEXPORT void ingest_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void ingest_worker_main(Datum main_arg);
 extern BackgroundWorkerHandle *IngestStartDatabaseWorker(Oid dboid, Oid roleid);
 extern void IngestRunManual(Oid relid, int64 run_id, Oid roleid);
+extern ErrorData *IngestWorkerStep(void (*step) (void *), void *arg);
 
 /* maintenance.c */
 extern void IngestMaintainDatabase(Oid relid, int64 run_id, bool background);

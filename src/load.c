@@ -137,14 +137,13 @@ IngestCheckLoadPrivileges(Relation rel, List *attnums)
 
 /*
  * Tables with foreign keys or triggers of the user's are COPY's to load:
- * the table and its partitions before the table is locked, the table
- * itself (rel) again once it is; each partition is checked again under its
- * own lock when the loader opens it (partwriter.c).
+ * checked before the table is locked (rel NULL) and again once it is
+ * (IngestNeedsExecutor).
  */
 static void
 refuse_executor_tables(Oid relid, Relation rel, const IngestInput *input)
 {
-	if (rel ? IngestRelationNeedsExecutor(rel) : IngestTableNeedsExecutor(relid))
+	if (IngestNeedsExecutor(relid, rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s() cannot check the foreign keys or fire the triggers of table \"%s\"",
@@ -164,6 +163,7 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 	bool		header;
 	char	   *on_error;
 	IngestTable t;
+	bool		found;
 	bool		abort_on_error;
 	Relation	rel;
 	List	   *attnums;
@@ -200,9 +200,10 @@ load_common(FunctionCallInfo fcinfo, const IngestInput *input, const char *sourc
 				 errmsg("unrecognized on_error \"%s\"", on_error),
 				 errhint("Use \"reject\" or \"abort\".")));
 
-	if (!IngestLookupTable(relid, &t))
+	found = IngestLookupTable(relid, &t);
+	if (!found)
 		IngestRefuseCitusWorker(relid, "load");
-	IngestRequireTable(relid, &t);
+	IngestRequireTable(relid, found, &t);
 	refuse_executor_tables(relid, NULL, input);
 	/* what committed while the lock was waited for counts (managed.c) */
 	rel = IngestOpenForLoad(relid, &t, false);

@@ -96,10 +96,10 @@ typedef struct IngestOwnerScope
 } IngestOwnerScope;
 
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
-extern void IngestRequireTable(Oid relid, IngestTable *t);
+extern void IngestRequireTable(Oid relid, bool found, const IngestTable *t);
 extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);
-extern bool IngestTableNeedsExecutor(Oid relid);
+extern bool IngestNeedsExecutor(Oid relid, Relation rel);
 extern bool IngestRelationNeedsExecutor(Relation rel);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);

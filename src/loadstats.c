@@ -305,6 +305,84 @@ int8_array(LoadStatsEntry *entries, int n, size_t offset)
 	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* Counts taken from shared memory, for store_counts. */
+typedef struct LoadStatsBatch
+{
+	LoadStatsEntry *entries;
+	int			n;
+} LoadStatsBatch;
+
+/* Add a batch of counts to ingest_internal.load_stats, in a transaction. */
+static void
+store_counts(void *arg)
+{
+	LoadStatsEntry *entries = ((LoadStatsBatch *) arg)->entries;
+	int			n = ((LoadStatsBatch *) arg)->n;
+	Datum		args[10];
+	Oid			types[10] = {OIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum	   *relids;
+	Datum	   *hours;
+	Datum	   *secs;
+	Datum	   *lasts;
+	int			i;
+	int			rc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the arrays live in the transaction, and go with it */
+	relids = palloc(sizeof(Datum) * n);
+	hours = palloc(sizeof(Datum) * n);
+	secs = palloc(sizeof(Datum) * n);
+	lasts = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+	{
+		relids[i] = ObjectIdGetDatum(entries[i].key.relid);
+		hours[i] = TimestampTzGetDatum(entries[i].key.hour);
+		secs[i] = Float8GetDatum(entries[i].c.seconds);
+		lasts[i] = TimestampTzGetDatum(entries[i].c.last_load_at);
+	}
+	args[0] = PointerGetDatum(construct_array(relids, n, OIDOID, 4, true, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(hours, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = int8_array(entries, n, offsetof(IngestLoadCounts, calls));
+	args[3] = int8_array(entries, n, offsetof(IngestLoadCounts, loaded));
+	args[4] = int8_array(entries, n, offsetof(IngestLoadCounts, duplicates));
+	args[5] = int8_array(entries, n, offsetof(IngestLoadCounts, conflicts));
+	args[6] = int8_array(entries, n, offsetof(IngestLoadCounts, rejected));
+	args[7] = int8_array(entries, n, offsetof(IngestLoadCounts, bytes));
+	args[8] = PointerGetDatum(construct_array(secs, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[9] = PointerGetDatum(construct_array(lasts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	rc = SPI_execute_with_args(
+		"INSERT INTO ingest_internal.load_stats AS s "
+		"SELECT u.* FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+		"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+		"  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+		"  pg_catalog.unnest($9), pg_catalog.unnest($10)) "
+		"  AS u(event_table, hour, calls, loaded, duplicates, conflicts, rejected, bytes, seconds, last_load_at) "
+		" WHERE EXISTS (SELECT 1 FROM ingest.table_config c "
+		"                WHERE c.event_table OPERATOR(pg_catalog.=) u.event_table) "
+		"ON CONFLICT (event_table, hour) DO UPDATE SET "
+		"  calls = s.calls OPERATOR(pg_catalog.+) excluded.calls, "
+		"  loaded = s.loaded OPERATOR(pg_catalog.+) excluded.loaded, "
+		"  duplicates = s.duplicates OPERATOR(pg_catalog.+) excluded.duplicates, "
+		"  conflicts = s.conflicts OPERATOR(pg_catalog.+) excluded.conflicts, "
+		"  rejected = s.rejected OPERATOR(pg_catalog.+) excluded.rejected, "
+		"  bytes = s.bytes OPERATOR(pg_catalog.+) excluded.bytes, "
+		"  seconds = s.seconds OPERATOR(pg_catalog.+) excluded.seconds, "
+		"  last_load_at = GREATEST(s.last_load_at, excluded.last_load_at)",
+		10, types, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not store load statistics: %s", SPI_result_code_string(rc));
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
 /*
  * The worker's step: store the counts published in this database, in a
  * transaction of its own; counts of tables no longer managed are dropped.
@@ -313,100 +391,31 @@ int8_array(LoadStatsEntry *entries, int n, size_t offset)
 void
 IngestFlushLoadStats(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	LoadStatsEntry *entries;
-	int			n;
+	LoadStatsBatch batch;
+	ErrorData  *edata;
 	int64		lost;
 
 	if (shared == NULL)
 		return;
-	entries = take_shared(&n, &lost);
+	batch.entries = take_shared(&batch.n, &lost);
 	if (lost > 0)
 		ereport(LOG,
 				(errmsg("ingest: " INT64_FORMAT " load statistics counts were lost: the shared table of %d entries was full",
 						lost, LOAD_STATS_ENTRIES)));
-	if (n == 0)
+	if (batch.n == 0)
 		return;
 
 	pgstat_report_activity(STATE_RUNNING, "storing load statistics");
-	PG_TRY();
+	edata = IngestWorkerStep(store_counts, &batch);
+	if (edata != NULL)
 	{
-		Datum		args[10];
-		Oid			types[10] = {OIDARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
-			INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-		FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum	   *relids = palloc(sizeof(Datum) * n);
-		Datum	   *hours = palloc(sizeof(Datum) * n);
-		Datum	   *secs = palloc(sizeof(Datum) * n);
-		Datum	   *lasts = palloc(sizeof(Datum) * n);
-		int			i;
-		int			rc;
-
-		for (i = 0; i < n; i++)
-		{
-			relids[i] = ObjectIdGetDatum(entries[i].key.relid);
-			hours[i] = TimestampTzGetDatum(entries[i].key.hour);
-			secs[i] = Float8GetDatum(entries[i].c.seconds);
-			lasts[i] = TimestampTzGetDatum(entries[i].c.last_load_at);
-		}
-		args[0] = PointerGetDatum(construct_array(relids, n, OIDOID, 4, true, TYPALIGN_INT));
-		args[1] = PointerGetDatum(construct_array(hours, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[2] = int8_array(entries, n, offsetof(IngestLoadCounts, calls));
-		args[3] = int8_array(entries, n, offsetof(IngestLoadCounts, loaded));
-		args[4] = int8_array(entries, n, offsetof(IngestLoadCounts, duplicates));
-		args[5] = int8_array(entries, n, offsetof(IngestLoadCounts, conflicts));
-		args[6] = int8_array(entries, n, offsetof(IngestLoadCounts, rejected));
-		args[7] = int8_array(entries, n, offsetof(IngestLoadCounts, bytes));
-		args[8] = PointerGetDatum(construct_array(secs, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[9] = PointerGetDatum(construct_array(lasts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		rc = SPI_execute_with_args(
-			"INSERT INTO ingest_internal.load_stats AS s "
-			"SELECT u.* FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-			"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-			"  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
-			"  pg_catalog.unnest($9), pg_catalog.unnest($10)) "
-			"  AS u(event_table, hour, calls, loaded, duplicates, conflicts, rejected, bytes, seconds, last_load_at) "
-			" WHERE EXISTS (SELECT 1 FROM ingest.table_config c "
-			"                WHERE c.event_table OPERATOR(pg_catalog.=) u.event_table) "
-			"ON CONFLICT (event_table, hour) DO UPDATE SET "
-			"  calls = s.calls OPERATOR(pg_catalog.+) excluded.calls, "
-			"  loaded = s.loaded OPERATOR(pg_catalog.+) excluded.loaded, "
-			"  duplicates = s.duplicates OPERATOR(pg_catalog.+) excluded.duplicates, "
-			"  conflicts = s.conflicts OPERATOR(pg_catalog.+) excluded.conflicts, "
-			"  rejected = s.rejected OPERATOR(pg_catalog.+) excluded.rejected, "
-			"  bytes = s.bytes OPERATOR(pg_catalog.+) excluded.bytes, "
-			"  seconds = s.seconds OPERATOR(pg_catalog.+) excluded.seconds, "
-			"  last_load_at = GREATEST(s.last_load_at, excluded.last_load_at)",
-			10, types, args, NULL, false, 0);
-		if (rc != SPI_OK_INSERT)
-			elog(ERROR, "could not store load statistics: %s", SPI_result_code_string(rc));
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		give_back(entries, n, 0);
+		give_back(batch.entries, batch.n, 0);
 		ereport(LOG,
 				(errcode(edata->sqlerrcode),
 				 errmsg("could not store load statistics: %s", edata->message)));
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	pfree(entries);
+	pfree(batch.entries);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -477,7 +477,8 @@ detach_locking(Oid relid, int64 run_id, MaintAction *a)
 /*
  * Run a top-level statement on a relation as its owner, as owner_ddl does
  * for the others (the worker session's search_path is pinned already).
- * An error leaves the user to run_guarded, which restores it.
+ * An error leaves the user to IngestWorkerStep (worker.c), which restores
+ * it.
  */
 static void
 toplevel_as_owner(Oid rel, const char *sql)
@@ -649,10 +650,27 @@ plan_step(Oid relid, int64 run_id, void *arg)
 	ps->plan = plan_table(relid, ps->cxt);
 }
 
+/* A step of a table's maintenance, as IngestWorkerStep runs it. */
+typedef struct GuardedStep
+{
+	void		(*step) (Oid, int64, void *);
+	Oid			relid;
+	int64		run_id;
+	void	   *arg;
+} GuardedStep;
+
+static void
+guarded_step(void *arg)
+{
+	GuardedStep *g = (GuardedStep *) arg;
+
+	g->step(g->relid, g->run_id, g->arg);
+}
+
 /*
  * Run one step of a table's maintenance.  An error is caught, its
- * transaction rolled back, and it is logged with its SQLSTATE in a new
- * transaction; the caller goes on with the next step.
+ * transaction rolled back (worker.c), and it is logged with its SQLSTATE
+ * in a new transaction; the caller goes on with the next step.
  */
 static bool
 run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
@@ -660,27 +678,11 @@ run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
 			char **sqlstate, char **message)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	ErrorData  *volatile edata = NULL;
-	Oid			save_user;
-	int			save_sec;
+	GuardedStep g = {step, relid, run_id, arg};
+	ErrorData  *edata;
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
 	pgstat_report_activity(STATE_RUNNING, action);
-	PG_TRY();
-	{
-		step(relid, run_id, arg);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		/* a step that failed as the table's owner leaves us as the worker */
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
+	edata = IngestWorkerStep(guarded_step, &g);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (edata == NULL)

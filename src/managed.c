@@ -15,9 +15,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -32,6 +35,7 @@
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rls.h"
@@ -164,25 +168,31 @@ IngestRelationNeedsExecutor(Relation rel)
 }
 
 /*
- * The same over a table and its partitions.  A partition dropped since
- * they were listed has nothing to check (the loader checks each partition
- * again under its lock: partwriter.c).
+ * The same for a managed table the loader is about to take: before it is
+ * locked (rel NULL), over the table and its partitions, so that a load
+ * refused or left to COPY keeps no lock; once it is (rel), over the table
+ * itself, as each partition is checked under its own lock when the loader
+ * opens it (partwriter.c).  A partition dropped since the partitions were
+ * listed has nothing to check.
  */
 bool
-IngestTableNeedsExecutor(Oid relid)
+IngestNeedsExecutor(Oid relid, Relation rel)
 {
-	List	   *rels = find_all_inheritors(relid, NoLock, NULL);
+	List	   *rels;
 	ListCell   *lc;
 	bool		needs = false;
 
+	if (rel != NULL)
+		return IngestRelationNeedsExecutor(rel);
+	rels = find_all_inheritors(relid, NoLock, NULL);
 	foreach(lc, rels)
 	{
-		Relation	rel = try_relation_open(lfirst_oid(lc), AccessShareLock);
+		Relation	part = try_relation_open(lfirst_oid(lc), AccessShareLock);
 
-		if (rel == NULL)
+		if (part == NULL)
 			continue;
-		needs = IngestRelationNeedsExecutor(rel);
-		relation_close(rel, AccessShareLock);
+		needs = IngestRelationNeedsExecutor(part);
+		relation_close(part, AccessShareLock);
 		if (needs)
 			break;
 	}
@@ -217,6 +227,38 @@ extension_version(void)
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
+/*
+ * The same in the catalog snapshot: what committed up to the last lock
+ * this backend took, whatever the isolation level (a lock wait ends with
+ * the invalidations of what committed meanwhile).
+ */
+static char *
+extension_version_latest(void)
+{
+	Relation	ext = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *v = NULL;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("ingest"));
+	scan = systable_beginscan(ext, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(ext), &isnull);
+
+		if (!isnull)
+			v = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(ext, AccessShareLock);
+	return v;
+}
+
 static bool
 extension_is_current(void)
 {
@@ -225,21 +267,24 @@ extension_is_current(void)
 	return v != NULL && strcmp(v, INGEST_VERSION) == 0;
 }
 
-/* Refuse to write through the SQL objects of another version. */
-void
-IngestRequireCurrentVersion(void)
+/* Refuse to write through the SQL objects of another version (v). */
+static void
+refuse_other_version(const char *v)
 {
-	char	   *v;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	v = extension_version();
 	if (v != NULL && strcmp(v, INGEST_VERSION) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"ingest\" is at version %s, its library at version %s",
 						v, INGEST_VERSION),
 				 errhint("Run ALTER EXTENSION ingest UPDATE.")));
+}
+
+void
+IngestRequireCurrentVersion(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	refuse_other_version(extension_version());
 	SPI_finish();
 }
 
@@ -352,12 +397,15 @@ require_ready(Oid relid, bool found, const IngestTable *t)
 				 errdetail("A restore of the table may still be running.")));
 }
 
-/* The table's config, or 55000 naming it. */
+/*
+ * 55000 unless the extension is at this library's version and the table,
+ * as IngestLookupTable found it (found, t), is managed and ready.
+ */
 void
-IngestRequireTable(Oid relid, IngestTable *t)
+IngestRequireTable(Oid relid, bool found, const IngestTable *t)
 {
 	IngestRequireCurrentVersion();
-	require_ready(relid, IngestLookupTable(relid, t), t);
+	require_ready(relid, found, t);
 }
 
 /*
@@ -377,6 +425,8 @@ Relation
 IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 {
 	Relation	rel = try_relation_open(relid, RowExclusiveLock);
+	char	   *version;
+	bool		current;
 	bool		found;
 	Oid			side[4];
 	int			i;
@@ -390,7 +440,14 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 	memset(t, 0, sizeof(IngestTable));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	found = extension_is_current() && lookup_table(relid, t, false);
+	/*
+	 * An ALTER EXTENSION UPDATE may have committed meanwhile, too: COPY's
+	 * triggers would not see it either, so missing_ok does not cover it.
+	 */
+	version = extension_version_latest();
+	current = version != NULL && strcmp(version, INGEST_VERSION) == 0;
+	refuse_other_version(version);
+	found = current && lookup_table(relid, t, false);
 	SPI_finish();
 	if (missing_ok && !(found && t->ready))
 	{

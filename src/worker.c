@@ -200,6 +200,39 @@ ingest_worker_main(Datum main_arg)
 	database_loop();
 }
 
+/*
+ * Run one step of a worker's pass (a step runs its own transactions).  Its
+ * error does not end the worker: the transaction is aborted, the user and
+ * security context the step may have changed are put back, and the error
+ * is returned, copied into the caller's memory context, for the caller to
+ * log or record; NULL when the step succeeded.
+ */
+ErrorData *
+IngestWorkerStep(void (*step) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
+	Oid			save_user;
+	int			save_sec;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	PG_TRY();
+	{
+		step(arg);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
 static void
 database_loop(void)
 {
