@@ -334,7 +334,7 @@ store_counts(void *arg)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	/* the arrays live in the transaction, and go with it */
+	/* the arrays live in SPI's memory, freed by SPI_finish */
 	relids = palloc(sizeof(Datum) * n);
 	hours = palloc(sizeof(Datum) * n);
 	secs = palloc(sizeof(Datum) * n);

@@ -228,9 +228,10 @@ extension_version(void)
 }
 
 /*
- * The same in the catalog snapshot: what committed up to the last lock
- * this backend took, whatever the isolation level (a lock wait ends with
- * the invalidations of what committed meanwhile).
+ * The same in the catalog snapshot, whatever the isolation level: at
+ * least what committed before the last lock this backend took (a lock
+ * wait ends by accepting the invalidations of what committed meanwhile,
+ * and a change to pg_extension sends one).
  */
 static char *
 extension_version_latest(void)

@@ -222,9 +222,22 @@ echo "$out"
 mkdir -p "$top/test/bench/out"
 echo "$out" > "$top/test/bench/out/concurrency_bench.md"
 # the figures full_bench.sh checks against the targets: scaling efficiency
-# against plain COPY's, and 40P01 summed over every run of a method
+# against plain COPY's (unrounded), 40P01 summed over every run of a
+# method, and the configurations (key set, sessions) where ingest.load had
+# more 40P01 than staging + ON CONFLICT
 dls() { local k t=0; for k in "${!DL[@]}"; do [[ $k == "$1",* ]] && t=$((t + DL[$k])); done; echo $t; }
-effr() { awk -v a="$(eff ingest "$1")" -v b="$(eff copy "$1")" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
+effr() {
+    local a=${R[ingest,$1,2]:-} b=${R[ingest,$1,1]:-} c=${R[copy,$1,2]:-} d=${R[copy,$1,1]:-}
+    [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && [ -n "$d" ] &&
+        awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { printf "%.4f", (a / b) / (c / d) }' || echo "-"
+}
+dl_worse() {
+    local keys n w=0
+    for keys in $KEYSETS; do for n in "${sessions[@]}"; do
+        (( ${DL[ingest,$keys,$n]:-0} > ${DL[stage,$keys,$n]:-0} )) && w=$((w + 1))
+    done; done
+    echo $w
+}
 cat > "$top/test/bench/out/concurrency_bench.vars" <<EOT
 conc_eff_disjoint=$(effr disjoint)
 conc_eff_overlap=$(effr overlap)
@@ -232,6 +245,7 @@ conc_eff_ingest="$(eff ingest disjoint) $(eff ingest overlap)"
 conc_eff_copy="$(eff copy disjoint) $(eff copy overlap)"
 conc_deadlocks_ingest=$(dls ingest)
 conc_deadlocks_stage=$(dls stage)
+conc_deadlocks_worse=$(dl_worse)
 conc_aborted="$(for k in "${!AB[@]}"; do echo "${AB[$k]}"; done | awk '{ t += $1 } END { print t + 0 }')"
 conc_shuffle=$SHUFFLE
 EOT

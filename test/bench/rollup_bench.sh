@@ -210,7 +210,7 @@ echo "$out"
 mkdir -p "$top/test/bench/out"
 echo "$out" > "$top/test/bench/out/rollup_bench_$DATA.md"
 # the figures full_bench.sh checks against the targets
-x() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+x() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", a / b }'; }
 cat > "$top/test/bench/out/rollup_bench_$DATA.vars" <<EOT
 usage_events=$events
 usage_total_x=$(x "$lat_raw" "$lat_usage")

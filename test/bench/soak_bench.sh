@@ -34,7 +34,8 @@ q <<SQL
 CREATE EXTENSION ingest;
 SELECT ingest.create_event_table('soak', premake => 1);
 -- batch b of loader l: 90% keys of its own, 10% shared with the other
--- loaders' batch b, in an order of the loader's own
+-- loaders' batch b, in an order of the loader's own (SAME_ORDER=1: the
+-- shared keys in the same order in every loader's batch)
 CREATE FUNCTION soak_rows(l int, b bigint)
 RETURNS TABLE(organization_id uuid, transaction_id text, external_customer_id text, code text,
               ts timestamptz, properties jsonb, value float8)
@@ -57,7 +58,7 @@ cols="organization_id, transaction_id, external_customer_id, code, \"timestamp\"
 
 # loader NAME: calls until the end; one line per call: "ok" or the SQLSTATE
 loader() {
-    local name=$1 l sql f err b=0
+    local name=$1 l sql f err rc b=0
     case $name in csv) l=1 ;; jsonl) l=2 ;; copy) l=3 ;; insert) l=4 ;; esac
     f=$dir/$name.csv
     # the batch number counts here: a nextval() in the call would give its
@@ -72,13 +73,16 @@ loader() {
             copy) q -c "COPY (SELECT * FROM soak_rows($l, $b)) TO STDOUT (FORMAT csv)" > "$f"
                   sql="" ;;
         esac
+        rc=0
         if [ -n "$sql" ]; then
-            err=$(q -v VERBOSITY=verbose -c "$sql" 2>&1 >/dev/null) || true
+            err=$(q -v VERBOSITY=verbose -c "$sql" 2>&1 >/dev/null) || rc=$?
         else
-            err=$(q -v VERBOSITY=verbose -c "COPY soak ($cols) FROM STDIN (FORMAT csv)" < "$f" 2>&1 >/dev/null) || true
+            err=$(q -v VERBOSITY=verbose -c "COPY soak ($cols) FROM STDIN (FORMAT csv)" < "$f" 2>&1 >/dev/null) || rc=$?
         fi
         [ -n "$err" ] && printf '%s\n' "$err" >> "$dir/$name.errors"
         err=$(grep -o 'ERROR:  [0-9A-Z]\{5\}' <<<"$err" | head -1 | cut -c9-) || true
+        # a failure without an SQLSTATE (a lost connection, say) is one too
+        [ "$rc" -ne 0 ] && [ -z "$err" ] && err=other
         echo "${err:-ok}"
     done > "$dir/$name.log"
 }
@@ -121,6 +125,7 @@ mkdir -p "$(dirname "$0")/out"
     echo "soak_calls=$(cat "$dir"/{csv,jsonl,copy,insert}.log | grep -c '^ok$' || true)"
     echo "soak_deadlocks=$(cat "$dir"/{csv,jsonl,copy,insert}.log | grep -c '^40P01$' || true)"
     echo "soak_other_failures=$(cat "$dir"/{csv,jsonl,copy,insert}.log | grep -vc '^ok$\|^40P01$' || true)"
+    echo "soak_stored_distinct=$( [ "${stored% / *}" = "${stored#* / }" ] && echo t || echo f)"
     echo "soak_stored=\"$stored\""
     echo "soak_ledger_mismatch=$ledger"
 } > "$(dirname "$0")/out/soak_bench.vars"
