@@ -38,6 +38,32 @@ RETURNS text LANGUAGE sql AS $$
     )
     SELECT format('rows %s, differences %s', (SELECT count(*) FROM u),
                   (SELECT count(*) FROM ((TABLE u EXCEPT ALL TABLE r) UNION ALL (TABLE r EXCEPT ALL TABLE u)) x)) $$;
+-- ingest.usage of organization 1 over the four days with code and customer
+-- filters against the unfiltered answer filtered: rows answered, and rows
+-- that differ either way
+CREATE FUNCTION regress.dr_filters(gran text)
+RETURNS TABLE(code text, customer text, rows bigint, differences bigint) LANGUAGE sql AS $$
+    SELECT f.code, f.customer, (SELECT count(*) FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                        regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
+                                        granularity => gran)),
+           (SELECT count(*) FROM ((SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                           regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
+                                           granularity => gran)
+                                   EXCEPT ALL
+                                   SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                           regress.h(-3, 0), regress.h(1, 0), granularity => gran) u
+                                    WHERE u.code = COALESCE(f.code, u.code)
+                                      AND u.external_customer_id = COALESCE(f.customer, u.external_customer_id))
+                                  UNION ALL
+                                  (SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                           regress.h(-3, 0), regress.h(1, 0), granularity => gran) u
+                                    WHERE u.code = COALESCE(f.code, u.code)
+                                      AND u.external_customer_id = COALESCE(f.customer, u.external_customer_id)
+                                   EXCEPT ALL
+                                   SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                           regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
+                                           granularity => gran))) x)
+      FROM (VALUES ('api', NULL), (NULL, 'c1'), ('tokens', 'c3')) f(code, customer) $$;
 -- every kind of range, for one state of the table
 CREATE FUNCTION regress.dr_ranges(rollup text DEFAULT 'default')
 RETURNS TABLE(range text, granularity text, time_zone text, result text) LANGUAGE sql AS $$
@@ -75,6 +101,9 @@ SELECT (SELECT count(*) FROM (SELECT k, lag(k) OVER (ORDER BY ctid) AS prev
        (SELECT count(*) FROM ingest_side.dr_daily) > 10 AS enough_rows;
 SELECT * FROM regress.daily_mismatch('dr');
 SELECT * FROM regress.dr_ranges();
+-- in total, whole days with no deltas are their daily rows merged per key
+-- alone, filtered in the same statement
+SELECT * FROM regress.dr_filters('total');
 -- more events in the same days: folded deltas merge into the daily rows
 SELECT loaded FROM ingest.load('dr', regress.dr_events(1501, 2500, 13));
 SELECT * FROM regress.dr_diff(regress.h(-3, 0), regress.h(1, 0));
@@ -88,27 +117,9 @@ SELECT loaded FROM ingest.load('dr', regress.dr_events(9001, 9006, 600));
 SELECT count(DISTINCT date_trunc('day', hour, 'UTC')) AS days_with_deltas,
        count(DISTINCT organization_id) AS organizations FROM ingest_side.dr_deltas;
 SELECT * FROM regress.dr_ranges() WHERE granularity = 'day' AND time_zone IN ('UTC', 'Etc/UTC');
-SELECT f.code, f.customer, (SELECT count(*) FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
-                                    regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
-                                    granularity => 'day')) AS rows,
-       (SELECT count(*) FROM ((SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
-                                       regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
-                                       granularity => 'day')
-                               EXCEPT ALL
-                               SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
-                                       regress.h(-3, 0), regress.h(1, 0), granularity => 'day') u
-                                WHERE u.code = COALESCE(f.code, u.code)
-                                  AND u.external_customer_id = COALESCE(f.customer, u.external_customer_id))
-                              UNION ALL
-                              (SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
-                                       regress.h(-3, 0), regress.h(1, 0), granularity => 'day') u
-                                WHERE u.code = COALESCE(f.code, u.code)
-                                  AND u.external_customer_id = COALESCE(f.customer, u.external_customer_id)
-                               EXCEPT ALL
-                               SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
-                                       regress.h(-3, 0), regress.h(1, 0), f.code, f.customer,
-                                       granularity => 'day'))) x) AS differences
-  FROM (VALUES ('api', NULL), (NULL, 'c1'), ('tokens', 'c3')) f(code, customer);
+SELECT * FROM regress.dr_filters('day');
+-- in total, the days with deltas merge them with the others' daily rows
+SELECT * FROM regress.dr_filters('total');
 SELECT count(*) AS rows,
        count(*) FILTER (WHERE (bucket, code, external_customer_id) <= (pb, pc, pe)) AS out_of_order
   FROM (SELECT u.bucket, u.code, u.external_customer_id, lag(u.bucket) OVER w AS pb,

@@ -353,30 +353,64 @@ BEGIN
 END
 $$;
 
--- The statement that reads plain days (days_plain): the daily rows and
--- deltas of rollup $rollup_p, organization $org_p (all, NULL), days
--- [$lo_p, $hi_p) (daily rows of the days in array $days_p only, when
--- given), each argument the number of a parameter of the statement it goes
--- in.  A daily row carries its day in column "hour".
-CREATE OR REPLACE FUNCTION ingest_internal.plain_days_sql(cfg ingest.table_config, rollup_p int, org_p int,
-                                                         lo_p int, hi_p int, days_p int DEFAULT NULL)
+-- The daily rows of rollup $rollup_p, organization $org_p (all, NULL),
+-- days [$lo_p, $hi_p) (of the days in array $days_p only, when given),
+-- merged per key into one row carrying day $lo_p (each argument the number
+-- of a parameter of the statement it goes in);
+-- merged_dims is the dims of a merged row: "s.dims", or a constant for a
+-- rollup without dimensions, which spares hashing a jsonb per row.  A total
+-- over a month reads one row per key and day: merged in the scan's own
+-- aggregate, before deltas and edges join them, they cost half as much.
+CREATE OR REPLACE FUNCTION ingest_internal.days_merged_sql(cfg ingest.table_config, rollup_p int, org_p int,
+                                                          lo_p int, hi_p int, merged_dims text,
+                                                          days_p int DEFAULT NULL)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format($q$
-        SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
-               y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
-               y.latest_tx
-          FROM %1$s y
-         WHERE y.rollup = $%3$s AND ($%4$s::pg_catalog.uuid IS NULL OR y.organization_id = $%4$s)
-           AND y.day >= $%5$s AND y.day < $%6$s%7$s
+        SELECT s.rollup, s.organization_id, $%4$s::pg_catalog.timestamptz AS day, s.code,
+               s.external_customer_id, %6$s AS dims, %7$s
+          FROM %1$s s
+         WHERE s.rollup = $%2$s AND ($%3$s::pg_catalog.uuid IS NULL OR s.organization_id = $%3$s)
+           AND s.day >= $%4$s AND s.day < $%5$s%9$s
+         GROUP BY 1, 2, 4, 5%8$s$q$,
+        cfg.rollup_days, rollup_p, org_p, lo_p, hi_p, merged_dims, ingest_internal.rollup_merge_sql(),
+        CASE WHEN merged_dims = 's.dims' THEN ', 6' END,
+        CASE WHEN days_p IS NOT NULL THEN format(' AND s.day = ANY ($%s)', days_p) END)
+$$;
+
+-- The statement that reads plain days (days_plain): the daily rows and
+-- deltas of rollup $rollup_p, organization $org_p (all, NULL), days
+-- [$lo_p, $hi_p) (daily rows of the days in array $days_p only, when
+-- given), each argument the number of a parameter of the statement it goes
+-- in.  A daily row carries its day in column "hour".  With merged_dims, the
+-- daily rows come merged per key (days_merged_sql).
+CREATE OR REPLACE FUNCTION ingest_internal.plain_days_sql(cfg ingest.table_config, rollup_p int, org_p int,
+                                                         lo_p int, hi_p int, days_p int DEFAULT NULL,
+                                                         merged_dims text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        %7$s
         UNION ALL
         SELECT d.* FROM %2$s d
          WHERE d.rollup = $%3$s AND ($%4$s::pg_catalog.uuid IS NULL OR d.organization_id = $%4$s)
            AND d.hour >= $%5$s AND d.hour < $%6$s$q$,
         cfg.rollup_days, cfg.rollup_deltas, rollup_p, org_p, lo_p, hi_p,
-        CASE WHEN days_p IS NOT NULL THEN format(' AND y.day = ANY ($%s)', days_p) END)
+        CASE WHEN merged_dims IS NOT NULL
+             THEN ingest_internal.days_merged_sql(cfg, rollup_p, org_p, lo_p, hi_p, merged_dims, days_p)
+             ELSE format($q$
+        SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
+               y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
+               y.latest_tx
+          FROM %1$s y
+         WHERE y.rollup = $%2$s AND ($%3$s::pg_catalog.uuid IS NULL OR y.organization_id = $%3$s)
+           AND y.day >= $%4$s AND y.day < $%5$s%6$s$q$,
+                         cfg.rollup_days, rollup_p, org_p, lo_p, hi_p,
+                         CASE WHEN days_p IS NOT NULL THEN format(' AND y.day = ANY ($%s)', days_p) END) END)
 $$;
 
 -- The rollup rows of one rollup over whole UTC days [lo, hi) (one
@@ -715,6 +749,7 @@ DECLARE
     plain  boolean;
     dims_expr text := 's.dims';
     mixed  timestamptz[] := '{}';
+    days_passed boolean := false;
     passed text := 'SELECT NULL::text, NULL::text, NULL::jsonb, NULL::timestamptz, NULL::bigint, '
                    'NULL::numeric, NULL::numeric, NULL::float8, NULL::float8, NULL::float8, '
                    'NULL::timestamptz WHERE false';
@@ -809,12 +844,30 @@ BEGIN
                AND ($10::text IS NULL OR y.external_customer_id = $10)
              ORDER BY y.day, y.code, y.external_customer_id, y.dims$q$, cfg.rollup_days);
     END IF;
+    -- In total, a range of whole plain days with no deltas is answered by
+    -- its daily rows merged per key alone: nothing is left to merge them
+    -- with.
+    IF plain AND granularity = 'total' AND from_ts = d_from AND to_ts = d_to THEN
+        EXECUTE format($q$SELECT NOT EXISTS (SELECT 1 FROM %s d WHERE d.rollup = $1 AND d.organization_id = $2
+                                             AND d.hour >= $3 AND d.hour < $4)$q$, cfg.rollup_deltas)
+           INTO days_passed
+          USING rollup, organization_id, d_from, d_to;
+    END IF;
+    IF days_passed THEN
+        passed := format($q$
+            SELECT p.code, p.external_customer_id, p.dims, $4, p.events, p.value_sum, p.decimal_sum,
+                   p.value_min, p.value_max, p.latest_value, p.latest_at
+              FROM (%s) p
+             WHERE ($9::text IS NULL OR p.code = $9)
+               AND ($10::text IS NULL OR p.external_customer_id = $10)$q$,
+            ingest_internal.days_merged_sql(cfg, 3, 2, 11, 12, dims_expr));
+    END IF;
 
     RETURN QUERY EXECUTE format($q$
         WITH src AS (
             SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $11) WHERE $6 < $11
             UNION ALL
-            SELECT * FROM (%5$s) y WHERE $11 < $12
+            SELECT * FROM (%5$s) y WHERE $11 < $12 AND NOT $14
             UNION ALL
             SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $12, $7) WHERE $12 < $7
             UNION ALL
@@ -841,11 +894,13 @@ BEGIN
         -- plain days (the usual case) read in this statement, not through
         -- daily_rows' result set
         CASE WHEN plain AND granularity = 'day' THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12, 13)
+             WHEN plain AND granularity = 'total' THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12,
+                                                                                       NULL, dims_expr)
              WHEN plain THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12)
              ELSE 'SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12)' END,
         dims_expr, passed)
     USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
-          external_customer_id, d_from, d_to, mixed;
+          external_customer_id, d_from, d_to, mixed, days_passed;
 END
 $$;
 CREATE OR REPLACE FUNCTION ingest.usage(tbl regclass, organization_id uuid, from_ts timestamptz,
