@@ -104,6 +104,14 @@ SELECT * FROM regress.dr_ranges();
 -- in total, whole days with no deltas are their daily rows merged per key
 -- alone, filtered in the same statement
 SELECT * FROM regress.dr_filters('total');
+-- deltas of the other organization only: organization 1's whole days are
+-- still answered by its daily rows alone, and exactly
+SELECT loaded FROM ingest.load('dr', regress.dr_events(3003, 3003));
+SELECT count(*) AS deltas,
+       count(*) FILTER (WHERE organization_id = '00000000-0000-0000-0000-000000000001') AS of_organization_1
+  FROM ingest_side.dr_deltas;
+SELECT * FROM regress.dr_ranges() WHERE granularity = 'total';
+SELECT ingest.fold_rollups('dr') > 0 AS folded;
 -- more events in the same days: folded deltas merge into the daily rows
 SELECT loaded FROM ingest.load('dr', regress.dr_events(1501, 2500, 13));
 SELECT * FROM regress.dr_diff(regress.h(-3, 0), regress.h(1, 0));

@@ -360,7 +360,8 @@ $$;
 -- merged_dims is the dims of a merged row: "s.dims", or a constant for a
 -- rollup without dimensions, which spares hashing a jsonb per row.  A total
 -- over a month reads one row per key and day: merged in the scan's own
--- aggregate, before deltas and edges join them, they cost half as much.
+-- aggregate, before deltas and edges join them, they took a quarter less
+-- time than merged all at once (about 40,000 rows into 4,000).
 CREATE OR REPLACE FUNCTION ingest_internal.days_merged_sql(cfg ingest.table_config, rollup_p int, org_p int,
                                                           lo_p int, hi_p int, merged_dims text,
                                                           days_p int DEFAULT NULL)

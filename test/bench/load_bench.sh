@@ -137,8 +137,8 @@ echo "== ingest.load, load statistics on and off"
 # Each chunk into two more managed tables, one with load statistics on and
 # one off.  Which table has them on, and which is loaded first, alternate
 # from chunk to chunk, so that neither a table nor the machine's quieter
-# moments favour one side.  (Each chunk is loaded twice here, into two
-# tables, so these rows/s are not ingest.load's figure above.)
+# moments favour one side.  (Two tables loaded in turn share the machine
+# and its caches, so these rows/s are not ingest.load's figure above.)
 t_stats=0
 t_nostats=0
 load_timed() {
