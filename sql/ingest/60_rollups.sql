@@ -895,9 +895,8 @@ BEGIN
         -- plain days (the usual case) read in this statement, not through
         -- daily_rows' result set
         CASE WHEN plain AND granularity = 'day' THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12, 13)
-             WHEN plain AND granularity = 'total' THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12,
-                                                                                       NULL, dims_expr)
-             WHEN plain THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12)
+             -- (only totals and UTC days have plain days)
+             WHEN plain THEN ingest_internal.plain_days_sql(cfg, 3, 2, 11, 12, NULL, dims_expr)
              ELSE 'SELECT * FROM ingest_internal.daily_rows($1, $3, $2, $11, $12)' END,
         dims_expr, passed)
     USING tbl, organization_id, rollup, from_ts, time_zone, h_from, h_to, to_ts, code,
