@@ -104,6 +104,17 @@ SELECT * FROM regress.dr_ranges();
 -- in total, whole days with no deltas are their daily rows merged per key
 -- alone, filtered in the same statement
 SELECT * FROM regress.dr_filters('total');
+-- the path each kind of range takes
+SET client_min_messages = debug1;
+SELECT count(*) AS whole_days FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                                regress.h(-3, 0), regress.h(1, 0));
+SELECT count(*) AS partial_days FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                                  regress.h(-3, 5), regress.h(0, 7));
+SELECT count(*) AS per_day FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                             regress.h(-3, 0), regress.h(1, 0), granularity => 'day');
+SELECT count(*) AS per_hour FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                              regress.h(-3, 0), regress.h(-2, 0), granularity => 'hour');
+RESET client_min_messages;
 -- deltas of the other organization only: organization 1's whole days are
 -- still answered by its daily rows alone, and exactly
 SELECT loaded FROM ingest.load('dr', regress.dr_events(3003, 3003));
@@ -111,6 +122,10 @@ SELECT count(*) AS deltas,
        count(*) FILTER (WHERE organization_id = '00000000-0000-0000-0000-000000000001') AS of_organization_1
   FROM ingest_side.dr_deltas;
 SELECT * FROM regress.dr_ranges() WHERE granularity = 'total';
+SET client_min_messages = debug1;
+SELECT count(*) AS whole_days FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                                regress.h(-3, 0), regress.h(1, 0));
+RESET client_min_messages;
 SELECT ingest.fold_rollups('dr') > 0 AS folded;
 -- more events in the same days: folded deltas merge into the daily rows
 SELECT loaded FROM ingest.load('dr', regress.dr_events(1501, 2500, 13));
@@ -128,6 +143,12 @@ SELECT * FROM regress.dr_ranges() WHERE granularity = 'day' AND time_zone IN ('U
 SELECT * FROM regress.dr_filters('day');
 -- in total, the days with deltas merge them with the others' daily rows
 SELECT * FROM regress.dr_filters('total');
+SET client_min_messages = debug1;
+SELECT count(*) AS whole_days FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                                regress.h(-3, 0), regress.h(1, 0));
+SELECT count(*) AS per_day FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                             regress.h(-3, 0), regress.h(1, 0), granularity => 'day');
+RESET client_min_messages;
 SELECT count(*) AS rows,
        count(*) FILTER (WHERE (bucket, code, external_customer_id) <= (pb, pc, pe)) AS out_of_order
   FROM (SELECT u.bucket, u.code, u.external_customer_id, lag(u.bucket) OVER w AS pb,
@@ -154,6 +175,10 @@ DELETE FROM dr WHERE transaction_id = (SELECT min(transaction_id) FROM dr
                                           AND "timestamp" >= regress.h(-2, 10) AND "timestamp" < regress.h(-2, 11));
 SELECT organization_id IS NOT NULL AS one_organization, hi - lo AS span FROM ingest_side.dr_stale;
 SELECT * FROM regress.dr_ranges();
+SET client_min_messages = debug1;
+SELECT count(*) AS whole_days FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                                regress.h(-3, 0), regress.h(1, 0));
+RESET client_min_messages;
 -- the fold recomputes the day from its hours: the damage is gone
 SELECT ingest.fold_rollups('dr') >= 0 AS folded;
 SELECT count(*) AS stale_marks FROM ingest_side.dr_stale;

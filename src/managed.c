@@ -478,7 +478,8 @@ PG_FUNCTION_INFO_V1(ingest_lock_table);
  * ingest_internal.lock_table(tbl oid, wait boolean, mode text): a lock on a
  * table by OID (a name could be another table's by the time it is locked,
  * and Citus rewrites LOCK TABLE), held to the end of the transaction: mode
- * 'access share' on the table, or 'share row exclusive' or 'access
+ * 'access share' or 'share update exclusive' (what ATTACH PARTITION takes)
+ * on the table alone, or 'share row exclusive', 'exclusive' or 'access
  * exclusive' on the table and then its partitions, as LOCK TABLE takes it.
  * Without wait, false when the lock is not free now.  False also when the
  * table went while the lock was waited for.
@@ -492,8 +493,12 @@ ingest_lock_table(PG_FUNCTION_ARGS)
 
 	if (strcmp(mode, "access share") == 0)
 		lockmode = AccessShareLock;
+	else if (strcmp(mode, "share update exclusive") == 0)
+		lockmode = ShareUpdateExclusiveLock;
 	else if (strcmp(mode, "share row exclusive") == 0)
 		lockmode = ShareRowExclusiveLock;
+	else if (strcmp(mode, "exclusive") == 0)
+		lockmode = ExclusiveLock;
 	else if (strcmp(mode, "access exclusive") == 0)
 		lockmode = AccessExclusiveLock;
 	else
@@ -509,7 +514,7 @@ ingest_lock_table(PG_FUNCTION_ARGS)
 		UnlockRelationOid(relid, lockmode);
 		PG_RETURN_BOOL(false);
 	}
-	if (lockmode != AccessShareLock)
+	if (lockmode > ShareUpdateExclusiveLock)
 		list_free(find_all_inheritors(relid, lockmode, NULL));
 	PG_RETURN_BOOL(true);
 }

@@ -199,8 +199,15 @@ AS $$
 DECLARE
     tz    text;
     nsp   name;
-    part  text := ingest_internal.partition_name(tbl, d);
+    part  text;
 BEGIN
+    -- the lock ATTACH takes, by OID first: the table's name below is then
+    -- this table's, not a newcomer's
+    IF NOT ingest_internal.lock_table(tbl, true, 'share update exclusive') THEN
+        RAISE EXCEPTION 'table was dropped while waiting for its lock'
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    part := ingest_internal.partition_name(tbl, d);
     SELECT c.time_zone INTO tz FROM ingest.table_config c WHERE c.event_table = tbl;
     IF tz IS NULL THEN
         RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
@@ -449,11 +456,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
-        RAISE EXCEPTION 'partition "%" is still attached', part::regclass
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+    -- by OID, so that the name DROP TABLE is given is this table's
+    IF ingest_internal.lock_table(part, true, 'access exclusive') THEN
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
+            RAISE EXCEPTION 'partition "%" is still attached', part::regclass
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('DROP TABLE %s', part::regclass));
     END IF;
-    PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('DROP TABLE %s', part::regclass));
+    -- (gone already: nothing left to drop)
     DELETE FROM ingest_internal.retired WHERE partition_oid = part;
 END
 $$;

@@ -143,9 +143,12 @@ BEGIN
     -- is to change below, so that the lock is never upgraded (a reader
     -- that then writes would deadlock with the upgrade).  Two adoptions of
     -- one table queue here.
-    PERFORM ingest_internal.lock_table(tbl, true,
-        CASE WHEN ingest_internal.may_set_identity(tbl) THEN 'access exclusive'
-             ELSE 'share row exclusive' END);
+    IF NOT ingest_internal.lock_table(tbl, true,
+                                      CASE WHEN ingest_internal.may_set_identity(tbl) THEN 'access exclusive'
+                                           ELSE 'share row exclusive' END) THEN
+        RAISE EXCEPTION 'table was dropped while waiting for its lock'
+            USING ERRCODE = 'undefined_table';
+    END IF;
     PERFORM ingest_internal.check_shape(tbl);
     PERFORM ingest_internal.refuse_citus(tbl, 'manage table');
     -- A replica identity that every partition shares and new ones inherit.
@@ -287,7 +290,18 @@ BEGIN
     -- The lock that dropping the triggers takes, first: a fold or a load
     -- in progress finishes before any of the table's state is touched
     -- (taken later, it would deadlock with a fold writing that state).
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    -- By OID: a name looked up again after the wait could be a newcomer's.
+    IF NOT ingest_internal.lock_table(tbl, true, 'access exclusive') THEN
+        RAISE EXCEPTION 'table was dropped while waiting for its lock'
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    -- Citus passes a LOCK TABLE on to the workers; the name, formatted
+    -- under the lock, is this table's.
+    IF ingest_internal.citus_holds(tbl) THEN
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    END IF;
+    -- another unmanage_table may have gone first
+    PERFORM ingest_internal.require_managed(tbl);
     PERFORM ingest_internal.forget_table(tbl);
 END
 $$;

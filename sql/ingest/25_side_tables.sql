@@ -452,7 +452,7 @@ BEGIN
     -- side tables and the usage view, by OID; views anyone built on them go
     -- too, so that nobody can keep the table's owner from dropping it
     FOREACH rel IN ARRAY ARRAY[cfg.usage_view] LOOP
-        IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
+        IF rel IS NOT NULL AND ingest_internal.lock_table(rel, true, 'access exclusive') THEN
             EXECUTE format('DROP VIEW %s CASCADE', rel);
         END IF;
     END LOOP;

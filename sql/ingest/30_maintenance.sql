@@ -33,6 +33,12 @@ BEGIN
         RAISE EXCEPTION 'tbl, from_day and to_day must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- by OID (a name looked up again after the wait could be a newcomer's),
+    -- and the configuration read under the lock
+    IF NOT ingest_internal.lock_table(tbl, true, 'share update exclusive') THEN
+        RAISE EXCEPTION 'table was dropped while waiting for its lock'
+            USING ERRCODE = 'undefined_table';
+    END IF;
     cfg := ingest_internal.require_managed(tbl);
     IF cfg.managed_by <> 'ingest' THEN
         RAISE EXCEPTION 'the partitions of table "%" are made by %', tbl, cfg.managed_by
@@ -52,7 +58,6 @@ BEGIN
         END IF;
     END IF;
 
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
     FOR d IN SELECT from_day + i FROM pg_catalog.generate_series(0, to_day - from_day) i LOOP
         CONTINUE WHEN EXISTS (
             SELECT 1 FROM ingest_internal.bounds b

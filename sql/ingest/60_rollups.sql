@@ -864,6 +864,16 @@ BEGIN
             ingest_internal.days_merged_sql(cfg, 3, 2, 11, 12, dims_expr));
     END IF;
 
+    -- which path a range took, for tests and for a user asking why a call
+    -- is slow (client_min_messages = debug1)
+    -- (not on Citus, which answered above)
+    RAISE DEBUG 'usage of "%": %', tbl, CASE
+        WHEN d_from >= d_to THEN 'no whole UTC day, hours only'
+        WHEN days_passed THEN 'whole days from their daily rows merged, alone'
+        WHEN plain AND granularity = 'day'
+            THEN format('whole days from their daily rows, %s of them merged with deltas', cardinality(mixed))
+        WHEN plain THEN 'whole days from their daily rows merged, then with the deltas and edge hours'
+        ELSE 'a stale hour or a rollup being built: whole days through daily_rows' END;
     RETURN QUERY EXECUTE format($q$
         WITH src AS (
             SELECT * FROM ingest_internal.rollup_rows($1, $3, $2, $6, $11) WHERE $6 < $11

@@ -3,16 +3,20 @@
 # data (lib.sh's billing_rows; DATA=live: small events in time order, 200
 # organizations, 2,000 customers, 4 codes, 5% repeats): EVENTS events in calls of BATCH rows, each
 # its own transaction, synchronous_commit on, into a managed table with the
-# default rollup and index phases; and plain COPY of the same files into an
-# unmanaged table with no index, the ceiling, in the same run.
+# default rollup and index phases; plain COPY of the same files into an
+# unmanaged table with no index, the ceiling; and the staging pattern (COPY
+# into a temporary table, then INSERT ... ON CONFLICT DO NOTHING into a
+# table with a BRIN and UNIQUE (organization_id, transaction_id, timestamp),
+# as load_bench.sh loads it), all in the same run.
 #
 #   test/bench/load_profile.sh                    # 1M events
 #   EVENTS=200000 test/bench/load_profile.sh      # quicker
 #
-# CPU: perf record (call graphs) of the loading backend; each stage's share
+# CPU: perf record (call graphs) of each loading backend; each stage's share
 # is the inclusive samples of the function that does it.  WAL: pg_waldump
-# --stats over the load's WAL, per relation (events heap, BRIN, ledger heap
-# and index, rollup delta heap and index) and in total.  Needs perf (Debian
+# --stats over each load's WAL, per relation (events heap, BRIN, ledger heap
+# and index, rollup delta heap and index; for staging, the heap and its
+# indexes) and in total.  Needs perf (Debian
 # package linux-perf) and root or perf_event_paranoid <= 1.
 #
 # Prints a markdown report; writes it to test/bench/out/load_profile_$DATA.md too.
@@ -48,6 +52,7 @@ $$;
 SQL
 make_table pr_ingest ingest
 make_table pr_bare bare
+make_table pr_stage stage
 
 nfiles=$(( (EVENTS + BATCH - 1) / BATCH ))
 case $DATA in
@@ -94,15 +99,21 @@ echo "== ingest.load"
 read -r t_ingest l0_ingest l1_ingest < <(run_load pr_ingest "SELECT * FROM ingest.load('pr_ingest', pg_read_file('%s'));")
 stored=$(q -c "SELECT count(*) FROM pr_ingest")
 [ -n "${PROFILE_KEEP:-}" ] && cp "$dir/pr_ingest.perf" "$PROFILE_KEEP"
+echo "== staging + INSERT ... ON CONFLICT DO NOTHING"
+read -r t_stage l0_stage l1_stage < <(run_load pr_stage "BEGIN; CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT $cols FROM pr_stage WITH NO DATA; COPY stage ($cols) FROM '%s' CSV; INSERT INTO pr_stage ($cols) SELECT $cols FROM stage ON CONFLICT DO NOTHING; COMMIT;")
+stored_stage=$(q -c "SELECT count(*) FROM pr_stage")
 
-# inclusive share of each stage's function in the loading backend
-perf report -i "$dir/pr_ingest.perf" --children --stdio --sort symbol -g none 2>/dev/null \
-    > "$dir/pr_ingest.report"
+# inclusive share of each stage's function in a loading backend
+for t in pr_ingest pr_stage; do
+    perf report -i "$dir/$t.perf" --children --stdio --sort symbol -g none 2>/dev/null \
+        > "$dir/$t.report"
+done
+report_of=pr_ingest
 share() {
     local sym
     for sym in "$@"; do
         awk -v s="$sym" '$3 == "[.]" && $4 == s { gsub("%", "", $1); print $1; found = 1; exit }
-                         END { if (!found) print 0 }' "$dir/pr_ingest.report"
+                         END { if (!found) print 0 }' "$dir/$report_of.report"
     done | awk '{ t += $1 } END { printf "%.1f", t }'
 }
 declare -A stage
@@ -119,11 +130,23 @@ stage[wal]=$(share XLogInsert)
 stage[flush]=$(share XLogFlush)
 stage[load]=$(share IngestLoadInput)
 stage[read]=$(share pg_read_file_v2 pg_read_file_all pg_read_file_off_len pg_read_file)
+stage[token]=$(share SpeculativeInsertionLockAcquire SpeculativeInsertionLockRelease)
+report_of=pr_stage
+declare -A st
+st[copy]=$(share CopyFrom)
+st[insert]=$(share ExecInsert)
+st[probe]=$(share ExecCheckIndexConstraints)
+st[token]=$(share SpeculativeInsertionLockAcquire SpeculativeInsertionLockRelease)
+st[heap]=$(share heap_insert)
+st[btree]=$(share _bt_doinsert)
+st[wal]=$(share XLogInsert)
+st[flush]=$(share XLogFlush)
 
 # WAL per relation of the managed table, and in total
+# (wal_from and wal_to: the load's WAL)
 wal_bytes() {
     # the Total line's combined size (records + full-page images)
-    as_pg pg_waldump --stats -p "$pgdata/pg_wal" -s "$l0_ingest" -e "$l1_ingest" "$@" 2>/dev/null \
+    as_pg pg_waldump --stats -p "$pgdata/pg_wal" -s "$wal_from" -e "$wal_to" "$@" 2>/dev/null \
         | awk '/^Total/ { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) v[++n] = $i; print v[n]; exit }'
 }
 db=$(q -c "SELECT oid FROM pg_database WHERE datname = current_database()")
@@ -137,6 +160,8 @@ relwal() {
     done
     echo "$total"
 }
+wal_from=$l0_ingest
+wal_to=$l1_ingest
 wal_total=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_ingest', '$l0_ingest')::bigint") ))
 wal_bare=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_bare', '$l0_bare')::bigint") ))
 side_of() { q -c "SELECT c.$1::oid FROM ingest.table_config c WHERE c.event_table = 'pr_ingest'::regclass"; }
@@ -152,8 +177,15 @@ w_hours=$(relwal "SELECT pg_relation_filenode($hours) UNION ALL SELECT pg_relati
 w_other=$((wal_total - w_heap - w_idx - w_ledger - w_ledger_idx - w_deltas - w_hours))
 delta_rows=$(q -c "SELECT count(*) FROM $(q -c "SELECT $deltas::regclass")")
 keys=$(q -c "SELECT count(*) FROM $(q -c "SELECT $ledger::regclass")")
+wal_from=$l0_stage
+wal_to=$l1_stage
+ws_total=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_stage', '$l0_stage')::bigint") ))
+ws_heap=$(relwal "SELECT pg_relation_filenode(p.relid) FROM pg_partition_tree('pr_stage') p WHERE p.isleaf")
+ws_uniq=$(relwal "SELECT pg_relation_filenode(x.indexrelid) FROM pg_partition_tree('pr_stage') p JOIN pg_index x ON x.indrelid = p.relid WHERE p.isleaf AND x.indisunique")
+ws_brin=$(relwal "SELECT pg_relation_filenode(x.indexrelid) FROM pg_partition_tree('pr_stage') p JOIN pg_index x ON x.indrelid = p.relid WHERE p.isleaf AND NOT x.indisunique")
+ws_other=$((ws_total - ws_heap - ws_uniq - ws_brin))
 
-per() { awk -v b="$1" -v n="$stored" 'BEGIN { printf "%.0f", b / n }'; }
+per() { awk -v b="$1" -v n="${2:-$stored}" 'BEGIN { printf "%.0f", b / n }'; }
 pct() { awk -v b="$1" -v n="$wal_total" 'BEGIN { printf "%.0f%%", 100 * b / n }'; }
 report=$(cat <<EOF
 ## Load profile: where ingest.load's time and WAL go
@@ -166,7 +198,9 @@ $stored events stored, $keys keys in the ledger, $delta_rows rollup delta rows w
 |---|---|---|---|
 | plain COPY, no index (ceiling) | $t_bare | $(rate "$EVENTS" "$t_bare") | $(per "$wal_bare") |
 | ingest.load | $t_ingest | $(rate "$EVENTS" "$t_ingest") | $(per "$wal_total") |
-| ratio | | $(awk -v a="$t_bare" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }') | |
+| staging + INSERT ... ON CONFLICT ($stored_stage events stored: retries re-stamped are stored twice) | $t_stage | $(rate "$EVENTS" "$t_stage") | $(per "$ws_total" "$stored_stage") |
+| ingest.load / ceiling | | $(awk -v a="$t_bare" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }') | |
+| ingest.load / staging | | $(awk -v a="$t_stage" -v b="$t_ingest" 'BEGIN { printf "%.2f", a / b }') | |
 
 CPU of the loading backend (perf, inclusive on-CPU samples of each stage's function; the last rows cut across the stages above them; time waiting for the disk, as for the commit's WAL flush, is not sampled):
 
@@ -185,6 +219,7 @@ CPU of the loading backend (perf, inclusive on-CPU samples of each stage's funct
 | finding heap space, extending (all heaps) | RelationGetBufferForTuple | ${stage[extend]}% |
 | WAL insertion (all stages) | XLogInsert | ${stage[wal]}% |
 | WAL flush at commit | XLogFlush | ${stage[flush]}% |
+| speculative insertion locks (ledger) | SpeculativeInsertionLockAcquire, -Release | ${stage[token]}% |
 
 WAL of the load, by relation (pg_waldump --stats, records and full-page images):
 
@@ -198,6 +233,27 @@ WAL of the load, by relation (pg_waldump --stats, records and full-page images):
 | rollup hours (heap and index) | $(per "$w_hours") | $(pct "$w_hours") |
 | other (commits, rejects, statistics) | $(per "$w_other") | $(pct "$w_other") |
 | total | $(per "$wal_total") | 100% |
+
+The staging pattern's backend, the same way (per event stored by it):
+
+| stage | function | share of samples |
+|---|---|---|
+| COPY into the temporary table | CopyFrom | ${st[copy]}% |
+| INSERT ... ON CONFLICT, per row | ExecInsert | ${st[insert]}% |
+| its check for a conflict before inserting | ExecCheckIndexConstraints | ${st[probe]}% |
+| speculative insertion locks | SpeculativeInsertionLockAcquire, -Release | ${st[token]}% |
+| heap inserts (the table and the temporary one) | heap_insert | ${st[heap]}% |
+| B-tree inserts (the unique index) | _bt_doinsert | ${st[btree]}% |
+| WAL insertion | XLogInsert | ${st[wal]}% |
+| WAL flush at commit | XLogFlush | ${st[flush]}% |
+
+| relation | bytes/event |
+|---|---|
+| partitions (heap) | $(per "$ws_heap" "$stored_stage") |
+| UNIQUE (organization_id, transaction_id, timestamp) | $(per "$ws_uniq" "$stored_stage") |
+| BRIN | $(per "$ws_brin" "$stored_stage") |
+| other (commits, the temporary table's catalog rows) | $(per "$ws_other" "$stored_stage") |
+| total | $(per "$ws_total" "$stored_stage") |
 EOF
 )
 echo "$report"
