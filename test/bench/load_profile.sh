@@ -93,12 +93,49 @@ run_load() {
     echo "$(echo "$t1 - $t0 - 1" | bc) $lsn0 $lsn1"
 }
 
+# WAL of a load by relation, and in total (wal_from and wal_to: the load's
+# WAL), read before the next load's checkpoint recycles its segments
+wal_bytes() {
+    # the Total line's combined size (records + full-page images)
+    as_pg pg_waldump --stats -p "$pgdata/pg_wal" -s "$wal_from" -e "$wal_to" "$@" 2>/dev/null \
+        | awk '/^Total/ { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) v[++n] = $i; print v[n]; exit }'
+}
+db=$(q -c "SELECT oid FROM pg_database WHERE datname = current_database()")
+# relfilenodes of a class of relations: the managed table's partitions
+# (heap), their indexes, and each side table with its indexes
+relwal() {
+    local sql=$1 total=0 r b
+    for r in $(q -c "$sql"); do
+        b=$(wal_bytes --relation="1663/$db/$r")
+        # (nothing printed: no WAL of that relation, as of an empty partition)
+        total=$((total + ${b:-0}))
+    done
+    echo "$total"
+}
+
 echo "== plain COPY into an unindexed table"
 read -r t_bare l0_bare l1_bare < <(run_load pr_bare "COPY pr_bare ($cols) FROM '%s' CSV;")
 echo "== ingest.load"
 read -r t_ingest l0_ingest l1_ingest < <(run_load pr_ingest "SELECT * FROM ingest.load('pr_ingest', pg_read_file('%s'));")
 stored=$(q -c "SELECT count(*) FROM pr_ingest")
 [ -n "${PROFILE_KEEP:-}" ] && cp "$dir/pr_ingest.perf" "$PROFILE_KEEP"
+wal_from=$l0_ingest
+wal_to=$l1_ingest
+wal_total=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_ingest', '$l0_ingest')::bigint") ))
+wal_bare=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_bare', '$l0_bare')::bigint") ))
+side_of() { q -c "SELECT c.$1::oid FROM ingest.table_config c WHERE c.event_table = 'pr_ingest'::regclass"; }
+ledger=$(side_of ledger)
+deltas=$(side_of rollup_deltas)
+hours=$(side_of rollup_hours)
+w_heap=$(relwal "SELECT pg_relation_filenode(p.relid) FROM pg_partition_tree('pr_ingest') p WHERE p.isleaf")
+w_idx=$(relwal "SELECT pg_relation_filenode(x.indexrelid) FROM pg_partition_tree('pr_ingest') p JOIN pg_index x ON x.indrelid = p.relid WHERE p.isleaf")
+w_ledger=$(relwal "SELECT pg_relation_filenode($ledger)")
+w_ledger_idx=$(relwal "SELECT pg_relation_filenode(x.indexrelid) FROM pg_index x WHERE x.indrelid = $ledger")
+w_deltas=$(relwal "SELECT pg_relation_filenode($deltas) UNION ALL SELECT pg_relation_filenode(x.indexrelid) FROM pg_index x WHERE x.indrelid = $deltas")
+w_hours=$(relwal "SELECT pg_relation_filenode($hours) UNION ALL SELECT pg_relation_filenode(x.indexrelid) FROM pg_index x WHERE x.indrelid = $hours")
+w_other=$((wal_total - w_heap - w_idx - w_ledger - w_ledger_idx - w_deltas - w_hours))
+delta_rows=$(q -c "SELECT count(*) FROM $(q -c "SELECT $deltas::regclass")")
+keys=$(q -c "SELECT count(*) FROM $(q -c "SELECT $ledger::regclass")")
 echo "== staging + INSERT ... ON CONFLICT DO NOTHING"
 read -r t_stage l0_stage l1_stage < <(run_load pr_stage "BEGIN; CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT $cols FROM pr_stage WITH NO DATA; COPY stage ($cols) FROM '%s' CSV; INSERT INTO pr_stage ($cols) SELECT $cols FROM stage ON CONFLICT DO NOTHING; COMMIT;")
 stored_stage=$(q -c "SELECT count(*) FROM pr_stage")
@@ -137,46 +174,11 @@ st[copy]=$(share CopyFrom)
 st[insert]=$(share ExecInsert)
 st[probe]=$(share ExecCheckIndexConstraints)
 st[token]=$(share SpeculativeInsertionLockAcquire SpeculativeInsertionLockRelease)
-st[heap]=$(share heap_insert)
+st[heap]=$(share heap_insert heap_multi_insert)
 st[btree]=$(share _bt_doinsert)
 st[wal]=$(share XLogInsert)
 st[flush]=$(share XLogFlush)
 
-# WAL per relation of the managed table, and in total
-# (wal_from and wal_to: the load's WAL)
-wal_bytes() {
-    # the Total line's combined size (records + full-page images)
-    as_pg pg_waldump --stats -p "$pgdata/pg_wal" -s "$wal_from" -e "$wal_to" "$@" 2>/dev/null \
-        | awk '/^Total/ { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) v[++n] = $i; print v[n]; exit }'
-}
-db=$(q -c "SELECT oid FROM pg_database WHERE datname = current_database()")
-# relfilenodes of a class of relations: the managed table's partitions
-# (heap), their indexes, and each side table with its indexes
-relwal() {
-    local sql=$1 total=0 r b
-    for r in $(q -c "$sql"); do
-        b=$(wal_bytes --relation="1663/$db/$r")
-        total=$((total + ${b:-0}))
-    done
-    echo "$total"
-}
-wal_from=$l0_ingest
-wal_to=$l1_ingest
-wal_total=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_ingest', '$l0_ingest')::bigint") ))
-wal_bare=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_bare', '$l0_bare')::bigint") ))
-side_of() { q -c "SELECT c.$1::oid FROM ingest.table_config c WHERE c.event_table = 'pr_ingest'::regclass"; }
-ledger=$(side_of ledger)
-deltas=$(side_of rollup_deltas)
-hours=$(side_of rollup_hours)
-w_heap=$(relwal "SELECT pg_relation_filenode(p.relid) FROM pg_partition_tree('pr_ingest') p WHERE p.isleaf")
-w_idx=$(relwal "SELECT pg_relation_filenode(x.indexrelid) FROM pg_partition_tree('pr_ingest') p JOIN pg_index x ON x.indrelid = p.relid WHERE p.isleaf")
-w_ledger=$(relwal "SELECT pg_relation_filenode($ledger)")
-w_ledger_idx=$(relwal "SELECT pg_relation_filenode(x.indexrelid) FROM pg_index x WHERE x.indrelid = $ledger")
-w_deltas=$(relwal "SELECT pg_relation_filenode($deltas) UNION ALL SELECT pg_relation_filenode(x.indexrelid) FROM pg_index x WHERE x.indrelid = $deltas")
-w_hours=$(relwal "SELECT pg_relation_filenode($hours) UNION ALL SELECT pg_relation_filenode(x.indexrelid) FROM pg_index x WHERE x.indrelid = $hours")
-w_other=$((wal_total - w_heap - w_idx - w_ledger - w_ledger_idx - w_deltas - w_hours))
-delta_rows=$(q -c "SELECT count(*) FROM $(q -c "SELECT $deltas::regclass")")
-keys=$(q -c "SELECT count(*) FROM $(q -c "SELECT $ledger::regclass")")
 wal_from=$l0_stage
 wal_to=$l1_stage
 ws_total=$(( $(q -c "SELECT pg_wal_lsn_diff('$l1_stage', '$l0_stage')::bigint") ))
@@ -234,7 +236,7 @@ WAL of the load, by relation (pg_waldump --stats, records and full-page images):
 | other (commits, rejects, statistics) | $(per "$w_other") | $(pct "$w_other") |
 | total | $(per "$wal_total") | 100% |
 
-The staging pattern's backend, the same way (per event stored by it):
+The staging pattern's backend, the same way (CPU shares; then WAL per event it stored):
 
 | stage | function | share of samples |
 |---|---|---|
@@ -242,7 +244,7 @@ The staging pattern's backend, the same way (per event stored by it):
 | INSERT ... ON CONFLICT, per row | ExecInsert | ${st[insert]}% |
 | its check for a conflict before inserting | ExecCheckIndexConstraints | ${st[probe]}% |
 | speculative insertion locks | SpeculativeInsertionLockAcquire, -Release | ${st[token]}% |
-| heap inserts (the table and the temporary one) | heap_insert | ${st[heap]}% |
+| heap inserts (the table; the temporary one's, multi-insert) | heap_insert, heap_multi_insert | ${st[heap]}% |
 | B-tree inserts (the unique index) | _bt_doinsert | ${st[btree]}% |
 | WAL insertion | XLogInsert | ${st[wal]}% |
 | WAL flush at commit | XLogFlush | ${st[flush]}% |
