@@ -621,7 +621,17 @@ action_step(Oid relid, int64 run_id, void *arg)
 		return;
 	}
 	if (sql)
+	{
 		(void) exec_scalar(sql, nargs, types, values, NULL, &isnull);
+		/* a create finds NULL: the day was made while it waited for the lock */
+		if (isnull && strcmp(a->action, "create") == 0)
+		{
+			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+					   "made meanwhile");
+			xact_end();
+			return;
+		}
+	}
 	else
 	{
 		/* "warning" rows (the retirement cap) also go to the server log */

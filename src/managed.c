@@ -505,6 +505,11 @@ ingest_lock_table(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unrecognized lock mode \"%s\"", mode)));
+	/* the partitions would be waited for all the same */
+	if (!PG_GETARG_BOOL(1) && lockmode > ShareUpdateExclusiveLock)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("lock mode \"%s\" is taken only waiting", mode)));
 	if (PG_GETARG_BOOL(1))
 		LockRelationOid(relid, lockmode);
 	else if (!ConditionalLockRelationOid(relid, lockmode))

@@ -190,7 +190,8 @@ $$;
 
 -- Make the partition for one day: a standalone table, then ATTACH, which
 -- takes only SHARE UPDATE EXCLUSIVE on the parent (CREATE TABLE ... PARTITION
--- OF would take ACCESS EXCLUSIVE and queue every loader behind it).
+-- OF would take ACCESS EXCLUSIVE and queue every loader behind it).  NULL
+-- when a partition covering the day was made while its lock was waited for.
 CREATE OR REPLACE FUNCTION ingest_internal.create_partition(tbl regclass, d date)
 RETURNS text
 LANGUAGE plpgsql
@@ -203,15 +204,18 @@ DECLARE
 BEGIN
     -- the lock ATTACH takes, by OID first: the table's name below is then
     -- this table's, not a newcomer's
-    IF NOT ingest_internal.lock_table(tbl, true, 'share update exclusive') THEN
-        RAISE EXCEPTION 'table was dropped while waiting for its lock'
-            USING ERRCODE = 'undefined_table';
-    END IF;
+    PERFORM ingest_internal.lock_or_fail(tbl, 'share update exclusive');
     part := ingest_internal.partition_name(tbl, d);
     SELECT c.time_zone INTO tz FROM ingest.table_config c WHERE c.event_table = tbl;
     IF tz IS NULL THEN
         RAISE EXCEPTION 'table "%" is not managed by ingest', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ingest_internal.bounds b
+                WHERE b.relid = tbl AND NOT b.is_default
+                  AND b.lower_bound < ingest_internal.day_start(d + 1, tz)
+                  AND b.upper_bound > ingest_internal.day_start(d, tz)) THEN
+        RETURN NULL;
     END IF;
     SELECT n.nspname INTO nsp
       FROM pg_catalog.pg_class c
@@ -393,6 +397,12 @@ DECLARE
 BEGIN
     SELECT i.inhparent INTO parent FROM pg_catalog.pg_inherits i
      WHERE i.inhrelid = part AND i.inhdetachpending;
+    IF parent IS NOT NULL THEN
+        -- the lock the FINALIZE takes, by OID first; then still pending?
+        PERFORM ingest_internal.lock_or_fail(parent, 'share update exclusive');
+        SELECT i.inhparent INTO parent FROM pg_catalog.pg_inherits i
+         WHERE i.inhrelid = part AND i.inhdetachpending;
+    END IF;
     IF parent IS NULL THEN
         RAISE EXCEPTION 'partition % has no pending detach', part
             USING ERRCODE = 'object_not_in_prerequisite_state';

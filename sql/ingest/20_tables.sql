@@ -143,12 +143,10 @@ BEGIN
     -- is to change below, so that the lock is never upgraded (a reader
     -- that then writes would deadlock with the upgrade).  Two adoptions of
     -- one table queue here.
-    IF NOT ingest_internal.lock_table(tbl, true,
-                                      CASE WHEN ingest_internal.may_set_identity(tbl) THEN 'access exclusive'
-                                           ELSE 'share row exclusive' END) THEN
-        RAISE EXCEPTION 'table was dropped while waiting for its lock'
-            USING ERRCODE = 'undefined_table';
-    END IF;
+    PERFORM ingest_internal.lock_or_fail(tbl,
+        CASE WHEN ingest_internal.may_set_identity(tbl) THEN 'access exclusive'
+             ELSE 'share row exclusive' END);
+    PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.check_shape(tbl);
     PERFORM ingest_internal.refuse_citus(tbl, 'manage table');
     -- A replica identity that every partition shares and new ones inherit.
@@ -223,6 +221,26 @@ LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_lock_table';
 
+-- The same, waiting, for a table that must still be there (42P01 if it was
+-- dropped meanwhile).  Taken before the table's name goes into a statement:
+-- the name is then this table's, not a newcomer's that took it during the
+-- wait.  What was checked before the wait (ownership, the configuration)
+-- is the caller's to check again.
+CREATE OR REPLACE FUNCTION ingest_internal.lock_or_fail(tbl oid, mode text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    name text := tbl::regclass::text;
+BEGIN
+    IF NOT ingest_internal.lock_table(tbl, true, mode) THEN
+        RAISE EXCEPTION 'table "%" was dropped while waiting for its lock', name
+            USING ERRCODE = 'undefined_table';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ingest.configure(tbl regclass,
                                  retention interval DEFAULT NULL,
                                  premake integer DEFAULT NULL,
@@ -290,17 +308,14 @@ BEGIN
     -- The lock that dropping the triggers takes, first: a fold or a load
     -- in progress finishes before any of the table's state is touched
     -- (taken later, it would deadlock with a fold writing that state).
-    -- By OID: a name looked up again after the wait could be a newcomer's.
-    IF NOT ingest_internal.lock_table(tbl, true, 'access exclusive') THEN
-        RAISE EXCEPTION 'table was dropped while waiting for its lock'
-            USING ERRCODE = 'undefined_table';
-    END IF;
+    PERFORM ingest_internal.lock_or_fail(tbl, 'access exclusive');
     -- Citus passes a LOCK TABLE on to the workers; the name, formatted
     -- under the lock, is this table's.
     IF ingest_internal.citus_holds(tbl) THEN
         EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     END IF;
-    -- another unmanage_table may have gone first
+    -- an owner changed, or another unmanage_table gone first, meanwhile
+    PERFORM ingest_internal.require_owner(tbl);
     PERFORM ingest_internal.require_managed(tbl);
     PERFORM ingest_internal.forget_table(tbl);
 END

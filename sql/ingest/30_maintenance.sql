@@ -33,12 +33,9 @@ BEGIN
         RAISE EXCEPTION 'tbl, from_day and to_day must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- by OID (a name looked up again after the wait could be a newcomer's),
-    -- and the configuration read under the lock
-    IF NOT ingest_internal.lock_table(tbl, true, 'share update exclusive') THEN
-        RAISE EXCEPTION 'table was dropped while waiting for its lock'
-            USING ERRCODE = 'undefined_table';
-    END IF;
+    -- owner and configuration as they are under the lock
+    PERFORM ingest_internal.lock_or_fail(tbl, 'share update exclusive');
+    PERFORM ingest_internal.require_owner(tbl);
     cfg := ingest_internal.require_managed(tbl);
     IF cfg.managed_by <> 'ingest' THEN
         RAISE EXCEPTION 'the partitions of table "%" are made by %', tbl, cfg.managed_by
@@ -65,6 +62,7 @@ BEGIN
                AND b.lower_bound < ingest_internal.day_start(d + 1, cfg.time_zone)
                AND b.upper_bound > ingest_internal.day_start(d, cfg.time_zone));
         part := ingest_internal.create_partition(tbl, d)::regclass;
+        CONTINUE WHEN part IS NULL;
         -- a day not yet closed keeps the lean indexes of the hot phase
         FOR ix IN SELECT * FROM ingest.index_config c
                    WHERE c.event_table = tbl AND c.phase <> 'always'

@@ -868,7 +868,7 @@ BEGIN
     -- is slow (client_min_messages = debug1)
     -- (not on Citus, which answered above)
     RAISE DEBUG 'usage of "%": %', tbl, CASE
-        WHEN d_from >= d_to THEN 'no whole UTC day, hours only'
+        WHEN d_from >= d_to THEN 'hourly rows alone (per hour, days of another zone, or no whole UTC day)'
         WHEN days_passed THEN 'whole days from their daily rows merged, alone'
         WHEN plain AND granularity = 'day'
             THEN format('whole days from their daily rows, %s of them merged with deltas', cardinality(mixed))

@@ -114,14 +114,10 @@ BEGIN
     END IF;
     -- No write and no DDL on the table from here to the commit: the
     -- checks below hold, and the deltas dropped after the copy are the
-    -- copy's alone.  (Citus's own distribution takes this lock too.)  By
-    -- OID first, so that the name LOCK TABLE is given (for Citus to pass
-    -- on) is this table's.
-    IF NOT ingest_internal.lock_table(tbl, true, 'exclusive') THEN
-        RAISE EXCEPTION 'table was dropped while waiting for its lock'
-            USING ERRCODE = 'undefined_table';
-    END IF;
-    EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    -- copy's alone.  (Citus's own distribution takes this lock too.)  The
+    -- table is not Citus's yet: a local lock is all there is to take.
+    PERFORM ingest_internal.lock_or_fail(tbl, 'exclusive');
+    PERFORM ingest_internal.require_owner(tbl);
     cfg := ingest_internal.require_managed(tbl);
     IF EXISTS (SELECT FROM ingest_internal.bounds b WHERE b.relid = tbl AND b.detach_pending) THEN
         RAISE EXCEPTION 'cannot distribute table "%": a partition of it is being detached', tbl
