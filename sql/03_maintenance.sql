@@ -116,6 +116,11 @@ SELECT ingest.create_event_table('bf', retention => '60 days', premake => 0);
 SELECT ingest.add_index('bf', ARRAY['external_customer_id']);
 SELECT count(*) FROM ingest.create_partitions('bf', regress.today() - 31, regress.today() - 29);
 SELECT count(*) FROM ingest.create_partitions('bf', regress.today() - 30, regress.today() + 1);
+-- a day made while the worker's create waited for the table's lock (its
+-- plan is a moment old): NULL, nothing made twice; a retired partition
+-- dropped by someone else before the worker's drop: nothing to do
+SELECT ingest_internal.create_partition('bf', regress.today() - 30) IS NULL AS made_already;
+SELECT regress.try($$SELECT ingest_internal.drop_retired(4294967000::oid)$$) AS nothing_to_drop;
 -- the partitions, by their indexes
 WITH ix AS (
     SELECT v.day - regress.today() AS day,
