@@ -627,7 +627,7 @@ action_step(Oid relid, int64 run_id, void *arg)
 		if (isnull && strcmp(a->action, "create") == 0)
 		{
 			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
-					   "made meanwhile");
+					   a->detail ? psprintf("made meanwhile: %s", a->detail) : "made meanwhile");
 			xact_end();
 			return;
 		}

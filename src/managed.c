@@ -508,8 +508,8 @@ ingest_lock_table(PG_FUNCTION_ARGS)
 	/* the partitions would be waited for all the same */
 	if (!PG_GETARG_BOOL(1) && lockmode > ShareUpdateExclusiveLock)
 		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("lock mode \"%s\" is taken only waiting", mode)));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock mode \"%s\" requires wait", mode)));
 	if (PG_GETARG_BOOL(1))
 		LockRelationOid(relid, lockmode);
 	else if (!ConditionalLockRelationOid(relid, lockmode))

@@ -465,16 +465,22 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    locked boolean := false;
 BEGIN
-    -- by OID, so that the name DROP TABLE is given is this table's
-    IF ingest_internal.lock_table(part, true, 'access exclusive') THEN
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
-            RAISE EXCEPTION 'partition "%" is still attached', part::regclass
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
+    -- Locked by OID, so that the name DROP TABLE is given is this table's;
+    -- not while attached (its loaders would queue behind the lock), and
+    -- still detached once locked.  Gone already: nothing left to drop.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
+        locked := ingest_internal.lock_table(part, true, 'access exclusive');
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
+        RAISE EXCEPTION 'partition "%" is still attached', part::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF locked THEN
         PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('DROP TABLE %s', part::regclass));
     END IF;
-    -- (gone already: nothing left to drop)
     DELETE FROM ingest_internal.retired WHERE partition_oid = part;
 END
 $$;

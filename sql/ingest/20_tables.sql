@@ -232,12 +232,33 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    name text := tbl::regclass::text;
+    name name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl);
 BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'table with OID % does not exist', tbl
+            USING ERRCODE = 'undefined_table';
+    END IF;
     IF NOT ingest_internal.lock_table(tbl, true, mode) THEN
         RAISE EXCEPTION 'table "%" was dropped while waiting for its lock', name
             USING ERRCODE = 'undefined_table';
     END IF;
+END
+$$;
+
+-- A managed table locked for a management function: by OID, then its
+-- owner and configuration as they are under the lock.  A REPEATABLE READ
+-- snapshot predates the wait: the configuration row's lock makes a change
+-- committed meanwhile a serialization failure (40001), not a stale read.
+CREATE OR REPLACE FUNCTION ingest_internal.lock_managed(tbl regclass, mode text)
+RETURNS ingest.table_config
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ingest_internal.lock_or_fail(tbl, mode);
+    PERFORM ingest_internal.require_owner(tbl);
+    PERFORM FROM ingest.table_config c WHERE c.event_table = tbl FOR SHARE;
+    RETURN ingest_internal.require_managed(tbl);
 END
 $$;
 
@@ -308,15 +329,12 @@ BEGIN
     -- The lock that dropping the triggers takes, first: a fold or a load
     -- in progress finishes before any of the table's state is touched
     -- (taken later, it would deadlock with a fold writing that state).
-    PERFORM ingest_internal.lock_or_fail(tbl, 'access exclusive');
+    PERFORM ingest_internal.lock_managed(tbl, 'access exclusive');
     -- Citus passes a LOCK TABLE on to the workers; the name, formatted
     -- under the lock, is this table's.
     IF ingest_internal.citus_holds(tbl) THEN
         EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     END IF;
-    -- an owner changed, or another unmanage_table gone first, meanwhile
-    PERFORM ingest_internal.require_owner(tbl);
-    PERFORM ingest_internal.require_managed(tbl);
     PERFORM ingest_internal.forget_table(tbl);
 END
 $$;

@@ -33,17 +33,16 @@ BEGIN
         RAISE EXCEPTION 'tbl, from_day and to_day must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- owner and configuration as they are under the lock
-    PERFORM ingest_internal.lock_or_fail(tbl, 'share update exclusive');
-    PERFORM ingest_internal.require_owner(tbl);
-    cfg := ingest_internal.require_managed(tbl);
-    IF cfg.managed_by <> 'ingest' THEN
-        RAISE EXCEPTION 'the partitions of table "%" are made by %', tbl, cfg.managed_by
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
     IF from_day > to_day OR to_day - from_day >= 1000 THEN
         RAISE EXCEPTION 'from_day must not be after to_day, nor 1000 days or more before it'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ingest_internal.require_managed(tbl);
+    -- the rest is checked under the lock
+    cfg := ingest_internal.lock_managed(tbl, 'share update exclusive');
+    IF cfg.managed_by <> 'ingest' THEN
+        RAISE EXCEPTION 'the partitions of table "%" are made by %', tbl, cfg.managed_by
+            USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     cutoff := ingest_internal.retention_cutoff(cfg, pg_catalog.now());
     IF cutoff IS NOT NULL THEN
