@@ -471,13 +471,14 @@ BEGIN
     -- Locked by OID, so that the name DROP TABLE is given is this table's;
     -- not while attached (its loaders would queue behind the lock), and
     -- still detached once locked.  Gone already: nothing left to drop.
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
+    FOR i IN 1..2 LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = part) THEN
+            RAISE EXCEPTION 'partition "%" is still attached', part::regclass
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        EXIT WHEN i = 2;
         locked := ingest_internal.lock_table(part, true, 'access exclusive');
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = part) THEN
-        RAISE EXCEPTION 'partition "%" is still attached', part::regclass
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    END LOOP;
     IF locked THEN
         PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('DROP TABLE %s', part::regclass));
     END IF;

@@ -130,11 +130,7 @@ BEGIN
     -- is there once the table is locked: a snapshot older than the lock
     -- could miss a partition made meanwhile, which would then get no
     -- triggers.
-    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'ingest.manage_table() must run in a READ COMMITTED transaction'
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Run it in its own transaction, or SET TRANSACTION ISOLATION LEVEL READ COMMITTED first.';
-    END IF;
+    PERFORM ingest_internal.require_read_committed('ingest.manage_table()');
     -- Writers wait from here until the triggers are in place, and no other
     -- DDL changes what is checked below: a row stored meanwhile would miss
     -- the ledger and the rollups.  SHARE ROW EXCLUSIVE (parent first, then
@@ -221,6 +217,23 @@ LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_lock_table';
 
+-- For a function that reads, once it holds a table's lock, what others
+-- may have changed while it waited: a REPEATABLE READ or SERIALIZABLE
+-- snapshot is older than the wait and would not see it.
+CREATE OR REPLACE FUNCTION ingest_internal.require_read_committed(caller text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '% must run in a READ COMMITTED transaction', caller
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Run it in its own transaction, or SET TRANSACTION ISOLATION LEVEL READ COMMITTED first.';
+    END IF;
+END
+$$;
+
 -- The same, waiting, for a table that must still be there (42P01 if it was
 -- dropped meanwhile).  Taken before the table's name goes into a statement:
 -- the name is then this table's, not a newcomer's that took it during the
@@ -232,32 +245,33 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    name name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    name text := (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.oid = tbl);
 BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'table with OID % does not exist', tbl
             USING ERRCODE = 'undefined_table';
     END IF;
     IF NOT ingest_internal.lock_table(tbl, true, mode) THEN
-        RAISE EXCEPTION 'table "%" was dropped while waiting for its lock', name
+        RAISE EXCEPTION 'table % was dropped while waiting for its lock', name
             USING ERRCODE = 'undefined_table';
     END IF;
 END
 $$;
 
--- A managed table locked for a management function: by OID, then its
--- owner and configuration as they are under the lock.  A REPEATABLE READ
--- snapshot predates the wait: the configuration row's lock makes a change
--- committed meanwhile a serialization failure (40001), not a stale read.
-CREATE OR REPLACE FUNCTION ingest_internal.lock_managed(tbl regclass, mode text)
+-- A managed table locked for management function "caller": by OID, then
+-- its owner and configuration (and whatever else the caller reads) as they
+-- are under the lock, in a READ COMMITTED transaction.
+CREATE OR REPLACE FUNCTION ingest_internal.lock_managed(tbl regclass, mode text, caller text)
 RETURNS ingest.table_config
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM ingest_internal.require_read_committed(caller);
     PERFORM ingest_internal.lock_or_fail(tbl, mode);
     PERFORM ingest_internal.require_owner(tbl);
-    PERFORM FROM ingest.table_config c WHERE c.event_table = tbl FOR SHARE;
     RETURN ingest_internal.require_managed(tbl);
 END
 $$;
@@ -329,7 +343,7 @@ BEGIN
     -- The lock that dropping the triggers takes, first: a fold or a load
     -- in progress finishes before any of the table's state is touched
     -- (taken later, it would deadlock with a fold writing that state).
-    PERFORM ingest_internal.lock_managed(tbl, 'access exclusive');
+    PERFORM ingest_internal.lock_managed(tbl, 'access exclusive', 'ingest.unmanage_table()');
     -- Citus passes a LOCK TABLE on to the workers; the name, formatted
     -- under the lock, is this table's.
     IF ingest_internal.citus_holds(tbl) THEN

@@ -39,7 +39,7 @@ BEGIN
     END IF;
     PERFORM ingest_internal.require_managed(tbl);
     -- the rest is checked under the lock
-    cfg := ingest_internal.lock_managed(tbl, 'share update exclusive');
+    cfg := ingest_internal.lock_managed(tbl, 'share update exclusive', 'ingest.create_partitions()');
     IF cfg.managed_by <> 'ingest' THEN
         RAISE EXCEPTION 'the partitions of table "%" are made by %', tbl, cfg.managed_by
             USING ERRCODE = 'object_not_in_prerequisite_state';

@@ -116,7 +116,7 @@ BEGIN
     -- checks below hold, and the deltas dropped after the copy are the
     -- copy's alone.  (Citus's own distribution takes this lock too.)  The
     -- table is not Citus's yet: a local lock is all there is to take.
-    cfg := ingest_internal.lock_managed(tbl, 'exclusive');
+    cfg := ingest_internal.lock_managed(tbl, 'exclusive', 'ingest.distribute_table()');
     IF EXISTS (SELECT FROM ingest_internal.bounds b WHERE b.relid = tbl AND b.detach_pending) THEN
         RAISE EXCEPTION 'cannot distribute table "%": a partition of it is being detached', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
