@@ -121,6 +121,8 @@ SELECT count(*) FROM ingest.create_partitions('bf', regress.today() - 30, regres
 -- dropped by someone else before the worker's drop: nothing to do
 SELECT ingest_internal.create_partition('bf', regress.today() - 30) IS NULL AS made_already;
 SELECT regress.try($$SELECT ingest_internal.drop_retired(4294967000::oid)$$) AS nothing_to_drop;
+-- a lock that would also wait for the partitions cannot be tried without waiting
+SELECT regress.try($$SELECT ingest_internal.lock_table('bf'::regclass, false, 'access exclusive')$$);
 -- what it reads once it holds the lock would be older than the wait under
 -- REPEATABLE READ: refused there
 BEGIN ISOLATION LEVEL REPEATABLE READ;

@@ -55,11 +55,7 @@ BEGIN
     END IF;
 
     FOR d IN SELECT from_day + i FROM pg_catalog.generate_series(0, to_day - from_day) i LOOP
-        CONTINUE WHEN EXISTS (
-            SELECT 1 FROM ingest_internal.bounds b
-             WHERE b.relid = tbl AND NOT b.is_default
-               AND b.lower_bound < ingest_internal.day_start(d + 1, cfg.time_zone)
-               AND b.upper_bound > ingest_internal.day_start(d, cfg.time_zone));
+        -- NULL: a day that has its partition
         part := ingest_internal.create_partition(tbl, d)::regclass;
         CONTINUE WHEN part IS NULL;
         -- a day not yet closed keeps the lean indexes of the hot phase

@@ -864,9 +864,8 @@ BEGIN
             ingest_internal.days_merged_sql(cfg, 3, 2, 11, 12, dims_expr));
     END IF;
 
-    -- which path a range took, for tests and for a user asking why a call
-    -- is slow (client_min_messages = debug1)
-    -- (not on Citus, which answered above)
+    -- which path a range took (not on Citus, answered above), for tests and
+    -- for a user asking why a call is slow (client_min_messages = debug1)
     RAISE DEBUG 'usage of "%": %', tbl, CASE
         WHEN d_from >= d_to THEN 'hourly rows alone (per hour, days of another zone, or no whole UTC day)'
         WHEN days_passed THEN 'whole days from their daily rows merged, alone'
