@@ -17,9 +17,12 @@ SELECT ingest.create_event_table('usage_events', retention => '30 days');
 SELECT partition, day, lower_bound, upper_bound, state FROM ingest.partitions;
 
 -- 1,000 usage events through the loader, then the same payload again plus
--- 10 new events, a retry re-stamped an hour later and a bad row.
+-- 10 new events, a retry re-stamped an hour later and a bad row.  They are
+-- stamped in the first 20 minutes of today (UTC): the new table has no
+-- partition for yesterday, and "the last 20 minutes" reach into it just
+-- after midnight.
 SELECT string_agg(format('6f1c1f4e-0000-4000-8000-000000000001,tx-%s,customer-%s,api_call,%s,"{""model"": ""m%s""}",1,',
-                         g, g % 7, now() - (g % 20) * interval '1 minute', g % 3), E'\n') AS payload
+                         g, g % 7, date_trunc('day', now(), 'UTC') + (g % 20) * interval '1 minute', g % 3), E'\n') AS payload
   FROM generate_series(1, 1000) g \gset
 \set ECHO none
 \echo '-- SELECT * FROM ingest.load(''usage_events'', <1,000 csv rows>);'

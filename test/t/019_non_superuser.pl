@@ -1,6 +1,8 @@
 # A non-superuser runs the README's quick start and the whole demo
 # (test/demo.sh) on tables of its own, read from those files, not copied;
-# another non-superuser can touch none of them.
+# another non-superuser can touch none of them.  A second non-superuser runs
+# the demo with its clock at 00:05 UTC, where "the last 20 minutes" would
+# reach into a day the new table has no partition for.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
@@ -30,10 +32,13 @@ $node->safe_psql('postgres', q{
 	CREATE EXTENSION ingest;
 	CREATE ROLE alice LOGIN;
 	CREATE ROLE bob LOGIN;
+	CREATE ROLE carol LOGIN;
 	CREATE SCHEMA alice AUTHORIZATION alice;
 	CREATE SCHEMA bob AUTHORIZATION bob;
+	CREATE SCHEMA carol AUTHORIZATION carol;
 	ALTER ROLE alice SET search_path = alice;
 	ALTER ROLE bob SET search_path = bob;
+	ALTER ROLE carol SET search_path = carol;
 });
 
 sub as
@@ -52,9 +57,16 @@ is($rc, 0, 'alice runs the quick start') or diag($err);
 is($rc, 0, 'alice runs the demo') or diag($err);
 like($out, qr/^1010\|1010$/m, 'the demo stores 1,010 events, each key once');
 like($out, qr/^0$/m, 'the rollups agree with the raw events');
+# five minutes past midnight UTC, today
+(my $demo_midnight = $demo) =~
+  s/now\(\)/(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '5 minutes')/g;
+($rc, $out, $err) = as('carol', $demo_midnight);
+is($rc, 0, 'carol runs the demo at 00:05 UTC') or diag($err);
+like($out, qr/^1010\|1010$/m, 'at 00:05 UTC the demo stores 1,010 events, each key once');
+is(as_out('carol', q{SELECT count(*) FROM ingest.rejects}), '2', 'at 00:05 UTC only the bad row and the re-stamped retry are set aside');
 ok($node->poll_query_until('postgres',
 		q{SELECT NOT EXISTS (SELECT FROM pg_class WHERE relname = 'usage_events_old')}),
-	"the worker retires alice's old partition");
+	"the worker retires alice's and carol's old partitions");
 is(as_out('alice', q{SELECT count(*) > 0 FROM ingest.maintenance_log WHERE action = 'drop' AND status = 'ok'}), 't',
 	'alice reads the log of her tables');
 
