@@ -106,13 +106,14 @@ SELECT (SELECT count(*) FROM ld) = (SELECT count(*) FROM ingest_side.ld_keys) AS
 
 -- retiring a day forgets its keys: the day's events are set aside from then on
 SELECT regress.backdate('ld', -5);
+-- (hours, not days: the session's zone has DST; the partition is a UTC day)
 INSERT INTO ld (organization_id, transaction_id, external_customer_id, code, "timestamp")
-VALUES ('00000000-0000-0000-0000-000000000009', 'old1', 'c', 'k', now() - interval '5 days');
+VALUES ('00000000-0000-0000-0000-000000000009', 'old1', 'c', 'k', now() - interval '120 hours');
 SELECT count(*) FROM ingest_side.ld_keys WHERE transaction_id = 'old1';
 SELECT ingest.configure('ld', retention => '2 days');
 SELECT action, regress.rel(partition) FROM regress.lifecycle('ld');
 SELECT count(*) FROM ingest_side.ld_keys WHERE transaction_id = 'old1';
-SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000009,old1,c,k,' || (now() - interval '5 days') || ',{},,');
+SELECT * FROM ingest.load('ld', '00000000-0000-0000-0000-000000000009,old1,c,k,' || (now() - interval '120 hours') || ',{},,');
 
 -- bad calls
 SELECT regress.try($$SELECT * FROM ingest.load('no_such', 'x')$$);

@@ -35,8 +35,9 @@ SELECT action, regress.rel(partition) FROM ingest.run_maintenance('ix', dry_run 
 CREATE TABLE plainix (LIKE ix INCLUDING IDENTITY INCLUDING DEFAULTS) PARTITION BY RANGE ("timestamp");
 SELECT ingest.manage_table('plainix', premake => 0);
 SELECT regress.backdate('plainix', -2);
+-- (hours, not days: the session's zone has DST; the partition is a UTC day)
 INSERT INTO plainix (organization_id, transaction_id, external_customer_id, code, "timestamp")
-SELECT gen_random_uuid(), 'c' || g, 'c', 'k', now() - interval '2 days' FROM generate_series(1, 3) g;
+SELECT gen_random_uuid(), 'c' || g, 'c', 'k', now() - interval '48 hours' FROM generate_series(1, 3) g;
 SELECT relallvisible, reltuples FROM pg_class WHERE relname = 'plainix_old2';
 SELECT action, regress.rel(partition) FROM ingest.run_maintenance('plainix');
 SELECT relallvisible, reltuples FROM pg_class WHERE relname = 'plainix_old2';

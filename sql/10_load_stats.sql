@@ -18,6 +18,8 @@ SELECT calls, loaded, duplicates, conflicts, rejected, bytes > 0 AS has_bytes,
        seconds >= 0 AS has_seconds, hour = date_trunc('hour', last_load_at, 'UTC') AS hour_of_load
   FROM ingest.load_stats WHERE event_table = 'lst'::regclass;
 
+-- the counts are per hour: start clear of the next hour's turn
+DO $$ BEGIN PERFORM pg_sleep(s + 1) FROM (SELECT 3600 - extract(epoch FROM clock_timestamp()) % 3600 AS s) t WHERE s < 60; END $$;
 -- nothing yet
 SELECT * FROM regress.lst_stats;
 -- ingest.load: 5 loaded; then 3 duplicates (two with another payload: conflicts),

@@ -168,6 +168,10 @@ poll(q{SELECT count(*) = 0 FROM ingest.maintenance_log WHERE logged_at < now() -
 poll(q{SELECT count(*) > 0 FROM ingest.maintenance_log WHERE relid = 'bad'::regclass},
 	'recent rows are kept');
 
+# The load below is its hour's only one, which the trimming must keep:
+# start clear of the next hour's turn.
+sql(q{SELECT pg_sleep(s + 1) FROM (SELECT 3600 - extract(epoch FROM clock_timestamp()) % 3600 AS s) t WHERE s < 60});
+
 # So do ingest.rejects, by ingest.rejects_retention: an old reject goes, a
 # new one stays.
 sql(q{SELECT ingest.load('adopted', E'bad1,t1,c,k,2030-01-01,{},1,\nbad2,t2,c,k,2030-01-01,{},1,');

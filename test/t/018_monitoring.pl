@@ -37,6 +37,8 @@ $node->safe_psql('postgres', q{
 	GRANT CREATE ON SCHEMA public TO owner1;
 	CREATE ROLE watcher LOGIN IN ROLE pg_monitor;
 });
+# load statistics are per hour: start clear of the next hour's turn
+$node->safe_psql('postgres', q{SELECT pg_sleep(s + 1) FROM (SELECT 3600 - extract(epoch FROM clock_timestamp()) % 3600 AS s) t WHERE s < 60});
 # a table the monitoring role cannot read
 $node->safe_psql('postgres', q{
 	SELECT ingest.create_event_table('billing');
