@@ -88,6 +88,10 @@ SELECT regress.try($$SELECT ingest.configure('ev', premake => -1)$$);
 SELECT regress.try($$SELECT ingest.configure('pg_class')$$);
 SELECT regress.try($$SELECT * FROM ingest.run_maintenance('pg_class')$$);
 SELECT regress.try($$SELECT * FROM ingest.run_maintenance('nope')$$);
+-- a single statement whose default isolation is not READ COMMITTED
+SET default_transaction_isolation = 'repeatable read';
+SELECT * FROM ingest.run_maintenance('ev');
+RESET default_transaction_isolation;
 BEGIN;
 SELECT regress.try($$SELECT * FROM ingest.run_maintenance('ev')$$);
 SELECT count(*) FROM regress.lifecycle('ev', true);

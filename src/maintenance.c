@@ -287,12 +287,41 @@ still_planned(Oid relid, MaintAction *a)
 }
 
 /*
+ * Fail a detach, to be retried by the next run, while a transaction that
+ * changed the table's configuration (configure()) is still open.  The
+ * detach reads that row holding the table's lock: waiting for the row
+ * there would deadlock with that transaction if it went on to lock the
+ * table (to make partitions, say).  Otherwise the row is held FOR SHARE.
+ */
+static void
+lock_config_nowait(Oid relid)
+{
+	Datum		rel = ObjectIdGetDatum(relid);
+	bool		isnull;
+
+	(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
+					   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE SKIP LOCKED",
+					   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);
+	/* no row at all: the table was unmanaged, and still_planned says so */
+	if (isnull &&
+		DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM ingest.table_config c "
+								 " WHERE c.event_table OPERATOR(pg_catalog.=) $1)",
+								 1, (Oid[]) {OIDOID}, &rel, NULL, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("configuration of table \"%s\" is being changed by another transaction",
+						get_rel_name(relid)),
+				 errdetail("A detach does not wait for it while holding the table's lock; the next run retries.")));
+}
+
+/*
  * Whether a planned detach or drop is still due, asked in the transaction
  * that carries it out (a detach's first phase commits it), holding the
  * table's configuration row FOR SHARE: a configure() committed since the
  * plan is seen, and one made later waits for this transaction.  For a
- * detach, the table is locked as the detach will lock it.  A day no longer
- * due is logged as skipped and loses the mark mark_retiring gave it.
+ * detach, the table is locked as the detach will lock it, and the row is
+ * not waited for (lock_config_nowait).  A day no longer due is logged as
+ * skipped and loses the mark mark_retiring gave it.
  */
 static bool
 still_due(Oid relid, int64 run_id, MaintAction *a)
@@ -301,12 +330,15 @@ still_due(Oid relid, int64 run_id, MaintAction *a)
 	Datum		rel = ObjectIdGetDatum(relid);
 	bool		isnull;
 
-	/* a drop is of a detached table: no lock on the parent */
 	if (strcmp(a->action, "drop") != 0)
+	{
 		LockRelationOid(relid, ShareUpdateExclusiveLock);
-	(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
-					   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE",
-					   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);
+		lock_config_nowait(relid);
+	}
+	else						/* of a detached table: no lock on the parent */
+		(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
+						   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE",
+						   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);
 	/* a snapshot that sees the policy as the row lock found it */
 	PopActiveSnapshot();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -350,6 +382,8 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 		xact_end();
 		return;
 	}
+	/* before the day's rollups are folded for it, to no purpose */
+	lock_config_nowait(relid);
 	(void) exec_scalar("SELECT ingest_internal.mark_retiring($1)",
 					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
 	citus = IngestCitusTable(relid);
@@ -950,12 +984,18 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 					 errmsg("cannot run partition maintenance during recovery")));
-		if (IsTransactionBlock() || IsolationUsesXactSnapshot())
+		if (IsTransactionBlock())
 			ereport(ERROR,
 					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 					 errmsg("ingest.run_maintenance() cannot run inside a transaction block"),
 					 errdetail("Its actions commit on their own, as the background worker's do."),
 					 errhint("Call it outside BEGIN ... COMMIT, or pass dry_run => true.")));
+		/* its snapshot would not see what the run did */
+		if (IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("ingest.run_maintenance() must run in a READ COMMITTED transaction"),
+					 errhint("SET default_transaction_isolation = 'read committed' first, or pass dry_run => true.")));
 	}
 
 	if (dry_run)
