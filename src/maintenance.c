@@ -287,6 +287,29 @@ still_planned(Oid relid, MaintAction *a)
 }
 
 /*
+ * Take back the mark mark_retiring gave a day whose detach did not start
+ * (no longer due, or failed before it): the day is an ordinary one again
+ * until a later run marks it.  A detach that started and was interrupted
+ * leaves the day detach-pending, and the mark stays for its finalize.
+ */
+static void
+unmark_retiring(Oid partition_oid)
+{
+	Datum		arg = ObjectIdGetDatum(partition_oid);
+	bool		isnull;
+
+	/* a mark locked by another transaction is being deleted by it */
+	(void) exec_scalar("DELETE FROM ingest_internal.retired r "
+					   " WHERE r.partition_oid IN (SELECT t.partition_oid FROM ingest_internal.retired t "
+					   "                            WHERE t.partition_oid OPERATOR(pg_catalog.=) $1 "
+					   "                              FOR UPDATE SKIP LOCKED) "
+					   "   AND EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+					   "                WHERE i.inhrelid OPERATOR(pg_catalog.=) $1 "
+					   "                  AND NOT i.inhdetachpending)",
+					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
+}
+
+/*
  * Fail a detach, to be retried by the next run, while a transaction that
  * changed the table's configuration (configure()) is still open.  The
  * detach reads that row holding the table's lock: waiting for the row
@@ -310,7 +333,7 @@ lock_config_nowait(Oid relid)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("configuration of table \"%s\" is being changed by another transaction",
-						get_rel_name(relid)),
+						get_rel_name(relid) ? get_rel_name(relid) : "?"),
 				 errdetail("A detach does not wait for it while holding the table's lock; the next run retries.")));
 }
 
@@ -326,7 +349,6 @@ lock_config_nowait(Oid relid)
 static bool
 still_due(Oid relid, int64 run_id, MaintAction *a)
 {
-	Datum		arg = ObjectIdGetDatum(a->partition_oid);
 	Datum		rel = ObjectIdGetDatum(relid);
 	bool		isnull;
 
@@ -344,11 +366,7 @@ still_due(Oid relid, int64 run_id, MaintAction *a)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (still_planned(relid, a))
 		return true;
-	(void) exec_scalar("DELETE FROM ingest_internal.retired r "
-					   " WHERE r.partition_oid OPERATOR(pg_catalog.=) $1 "
-					   "   AND EXISTS (SELECT FROM pg_catalog.pg_inherits i "
-					   "                WHERE i.inhrelid OPERATOR(pg_catalog.=) $1)",
-					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
+	unmark_retiring(a->partition_oid);
 	log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
 			   "no longer due: the table's policy changed since the plan");
 	return false;
@@ -377,13 +395,12 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 	 */
 	if (!still_planned(relid, a))
 	{
+		unmark_retiring(a->partition_oid);	/* one an earlier run left */
 		log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
 				   "no longer due: the table's policy changed since the plan");
 		xact_end();
 		return;
 	}
-	/* before the day's rollups are folded for it, to no purpose */
-	lock_config_nowait(relid);
 	(void) exec_scalar("SELECT ingest_internal.mark_retiring($1)",
 					   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull);
 	citus = IngestCitusTable(relid);
@@ -788,7 +805,15 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 		}
 		if (!run_guarded(action_step, a, relid, run_id, a->action, a->partition,
 						 sqlstate, message))
+		{
 			failures++;
+			if (strcmp(a->action, "detach") == 0)
+			{
+				xact_begin();
+				unmark_retiring(a->partition_oid);
+				xact_end();
+			}
+		}
 		else if (strcmp(a->action, "detach") == 0 ||
 				 strcmp(a->action, "finalize") == 0)
 			*detached = true;

@@ -1,9 +1,10 @@
 # ingest.configure() in a transaction that goes on to lock its table, while
-# a maintenance run retires a day of that table.  The run holds the table's
-# lock when it reads the configuration row (still_due in maintenance.c); had
-# it waited for the configuring transaction's row lock, that transaction's
-# table lock would deadlock with it and one of the two fail with 40P01.
-# The detach fails with 55P03 instead, and the next run retires the day.
+# a maintenance run retires a day of that table.  The detach holds the
+# table's lock when it reads the configuration row (still_due in
+# maintenance.c); had it waited for the configuring transaction's row lock,
+# that transaction's table lock would deadlock with it and one of the two
+# fail with 40P01.  The detach fails with 55P03 instead, after the day was
+# marked as retiring: the mark is taken back, and the next run retires it.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
