@@ -91,6 +91,7 @@ SELECT regress.try($$SELECT * FROM ingest.run_maintenance('nope')$$);
 -- a single statement whose default isolation is not READ COMMITTED
 SET default_transaction_isolation = 'repeatable read';
 SELECT * FROM ingest.run_maintenance('ev');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET default_transaction_isolation;
 BEGIN;
 SELECT regress.try($$SELECT * FROM ingest.run_maintenance('ev')$$);

@@ -320,6 +320,7 @@ static void
 lock_config_nowait(Oid relid)
 {
 	Datum		rel = ObjectIdGetDatum(relid);
+	char	   *name = get_rel_name(relid);
 	bool		isnull;
 
 	(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
@@ -333,7 +334,7 @@ lock_config_nowait(Oid relid)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("configuration of table \"%s\" is being changed by another transaction",
-						get_rel_name(relid) ? get_rel_name(relid) : "?"),
+						name ? name : "?"),
 				 errdetail("A detach does not wait for it while holding the table's lock; the next run retries.")));
 }
 
@@ -357,10 +358,13 @@ still_due(Oid relid, int64 run_id, MaintAction *a)
 		LockRelationOid(relid, ShareUpdateExclusiveLock);
 		lock_config_nowait(relid);
 	}
-	else						/* of a detached table: no lock on the parent */
+	else
+	{
+		/* of a detached table: no lock on the parent, nothing to deadlock */
 		(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
 						   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE",
 						   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);
+	}
 	/* a snapshot that sees the policy as the row lock found it */
 	PopActiveSnapshot();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1015,11 +1019,11 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 					 errmsg("ingest.run_maintenance() cannot run inside a transaction block"),
 					 errdetail("Its actions commit on their own, as the background worker's do."),
 					 errhint("Call it outside BEGIN ... COMMIT, or pass dry_run => true.")));
-		/* its snapshot would not see what the run did */
 		if (IsolationUsesXactSnapshot())
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("ingest.run_maintenance() must run in a READ COMMITTED transaction"),
+					 errdetail("Its snapshot would not see what the run did."),
 					 errhint("SET default_transaction_isolation = 'read committed' first, or pass dry_run => true.")));
 	}
 

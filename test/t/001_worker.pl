@@ -122,6 +122,9 @@ poll(q{SELECT days('busy') = '0,1,2'}, 'maintenance succeeds once the lock is re
 # run is held between the two by a lock its partition creation waits for.
 sql(q{ALTER SYSTEM SET ingest.lock_timeout = '60s'; SELECT pg_reload_conf()});
 sql(q{SELECT ingest.create_event_table('keep', premake => 0); SELECT backdate('keep', -10)});
+# as a detach that failed before it started left it on an older version
+sql(q{SELECT ingest_internal.mark_retiring(partition::regclass) FROM ingest.partitions
+	   WHERE event_table = 'keep'::regclass AND day = current_date - 10});
 select(undef, undef, undef, 2);		# for the worker to read the new lock_timeout
 $holder->query_safe('BEGIN; LOCK TABLE keep IN SHARE UPDATE EXCLUSIVE MODE');
 sql(q{SELECT ingest.configure('keep', retention => '3 days', premake => 1)});
@@ -137,6 +140,8 @@ is(sql(q{SELECT string_agg(status || ':' || coalesce(message, ''), ' ') FROM ing
 	"skipped:no longer due: the table's policy changed since the plan",
 	'the detach planned under the old retention is skipped');
 is(sql(q{SELECT days('keep')}), '-10,0,1', 'the day the new retention keeps stays attached');
+is(sql(q{SELECT count(*) FROM ingest_internal.retired WHERE relid = 'keep'::regclass}), '0',
+	'and keeps no retirement mark');
 sql(q{ALTER SYSTEM SET ingest.lock_timeout = 200; SELECT pg_reload_conf()});
 
 # A reader's snapshot holds up the second phase of DETACH CONCURRENTLY: it

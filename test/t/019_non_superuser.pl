@@ -1,8 +1,8 @@
 # A non-superuser runs the README's quick start and the whole demo
 # (test/demo.sh) on tables of its own, read from those files, not copied;
-# another non-superuser can touch none of them.  A second non-superuser runs
-# the demo with its clock at 00:05 UTC, where "the last 20 minutes" would
-# reach into a day the new table has no partition for.
+# another non-superuser can touch none of them.  A third runs the demo with
+# its clock at 00:05 UTC, where the 20 minutes before it fall in yesterday,
+# which a new table has no partition for.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
