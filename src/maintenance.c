@@ -377,6 +377,24 @@ still_due(Oid relid, int64 run_id, MaintAction *a)
 }
 
 /*
+ * A relation's qualified name as it is now (in a transaction): a top-level
+ * statement names what the plan found by OID, which may have been renamed
+ * since.
+ */
+static char *
+name_now(Oid relid)
+{
+	char	   *rel = get_rel_name(relid);
+	char	   *nsp = rel ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+
+	if (nsp == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u no longer exists", relid)));
+	return quote_qualified_identifier(nsp, rel);
+}
+
+/*
  * Retire a partition: remember it, detach it, log.  DETACH CONCURRENTLY
  * runs at top level; on a table Citus distributes, where Citus refuses it,
  * a plain DETACH (detach_locking).
@@ -464,7 +482,6 @@ detach_concurrently(Oid relid, int64 run_id, MaintAction *a)
 	bool		isnull;
 	char	   *parent_name;
 	char	   *part_name;
-	char	   *part_rel;
 	StringInfoData sql;
 
 	/* the parent locked as the detach will: names cannot change under us */
@@ -476,15 +493,8 @@ detach_concurrently(Oid relid, int64 run_id, MaintAction *a)
 	}
 	PopActiveSnapshot();
 	SPI_finish();
-	part_rel = get_rel_name(a->partition_oid);
-	if (part_rel == NULL || get_rel_name(relid) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table or partition %u no longer exists", a->partition_oid)));
-	parent_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-											 get_rel_name(relid));
-	part_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(a->partition_oid)),
-										   part_rel);
+	parent_name = name_now(relid);
+	part_name = name_now(a->partition_oid);
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY",
 					 parent_name, part_name);
@@ -550,17 +560,20 @@ toplevel_as_owner(Oid rel, const char *sql)
 }
 
 /*
- * Run a top-level statement, then log the action (and run "after", an SQL
- * call taking the partition's OID, if any) in the transaction it returns in.
+ * Run a top-level statement ("sql", followed by the name "target" has now
+ * if it is valid), then log the action (and run "after", an SQL call taking
+ * the partition's OID, if any) in the transaction it returns in.
  */
 static void
 toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
-			  const char *after)
+			  Oid target, const char *after)
 {
 	bool		isnull;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (OidIsValid(target))
+		sql = psprintf("%s %s", sql, name_now(target));
 	toplevel_as_owner(OidIsValid(a->partition_oid) ? a->partition_oid : relid, sql);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -606,7 +619,7 @@ do_index(Oid relid, int64 run_id, MaintAction *a)
 	SetConfigOption("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION);
 	PG_TRY();
 	{
-		toplevel_step(relid, run_id, a, sql, NULL);
+		toplevel_step(relid, run_id, a, sql, InvalidOid, NULL);
 	}
 	PG_FINALLY();
 	{
@@ -639,15 +652,15 @@ action_step(Oid relid, int64 run_id, void *arg)
 	}
 	if (strcmp(a->action, "drop_index") == 0)
 	{
+		/* a declared index's partition index is known by its name */
 		toplevel_step(relid, run_id, a,
 					  psprintf("DROP INDEX CONCURRENTLY IF EXISTS %s", a->arg),
-					  "SELECT ingest_internal.tidy_index_drops($2)");
+					  InvalidOid, "SELECT ingest_internal.tidy_index_drops($2)");
 		return;
 	}
 	if (strcmp(a->action, "freeze") == 0)
 	{
-		toplevel_step(relid, run_id, a,
-					  psprintf("VACUUM (FREEZE) %s", a->partition),
+		toplevel_step(relid, run_id, a, "VACUUM (FREEZE)", a->partition_oid,
 					  "SELECT ingest_internal.close_step($1, 'freeze')");
 		return;
 	}

@@ -184,6 +184,14 @@ ingest_worker_main(Datum main_arg)
 	apply_lock_timeout();
 	/* Nothing a user can create is looked up by name in our statements. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+
+	/*
+	 * Each step reads the policy as its row lock finds it (still_due): a
+	 * database or role default of REPEATABLE READ would make a step that
+	 * waited for a configure() fail with 40001 instead.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_SESSION);
 	citus_settings();
 
 	if (args.manual)

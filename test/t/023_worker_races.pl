@@ -1,0 +1,137 @@
+# A maintenance run against what a table's owner does while it runs, where
+# the run waits for a lock and finds the world changed when it gets it:
+#  1. a database whose default isolation is REPEATABLE READ: a drop waits
+#     for the configuration row of a configure() that then commits.  In its
+#     own snapshot the worker could not go on (40001); it runs READ
+#     COMMITTED whatever the database's default.
+#  2. the day a create step waits to make is made by the waited-for
+#     transaction: the step is logged as skipped, not failed.
+#  3. a partition renamed while the run waits: the closing VACUUM (FREEZE)
+#     finds it by OID, not by the name the plan saw.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+
+my $node = PostgreSQL::Test::Cluster->new('worker_races');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.enabled = off
+ingest.lock_timeout = '60s'
+});
+$node->start;
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{CREATE EXTENSION ingest});
+
+# A manual run of one table, in the background; returns its handle.
+sub start_run
+{
+	my ($tbl) = @_;
+	my %run = (out => '', err => '');
+	$run{h} = IPC::Run::start(
+		[
+			'psql', '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', $node->host, '-p', $node->port,
+			'-d', 'postgres', '-c', q{SET default_transaction_isolation = 'read committed'},
+			'-c', qq{SELECT action, partition FROM ingest.run_maintenance('$tbl')}
+		],
+		'>', \$run{out}, '2>', \$run{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return \%run;
+}
+
+sub run_waits
+{
+	return $node->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')});
+}
+
+# --- 1. a drop under a database default of REPEATABLE READ ---------------
+sql(q{
+	ALTER DATABASE postgres SET default_transaction_isolation = 'repeatable read';
+	SELECT ingest.create_event_table('rr', retention => '30 days');
+	SELECT ingest.configure('rr', retention_action => 'detach');
+	CREATE TABLE rr_old (LIKE rr);
+});
+sql(q{SELECT format('ALTER TABLE rr ATTACH PARTITION rr_old FOR VALUES FROM (%L) TO (%L)',
+                    (current_date - 40)::timestamp AT TIME ZONE 'UTC',
+                    (current_date - 39)::timestamp AT TIME ZONE 'UTC') \gexec});
+my $rr_log = q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sqlstate, ''), ', ' ORDER BY id)
+                 FROM ingest.maintenance_log WHERE partition = 'public.rr_old'};
+# a caller must run it READ COMMITTED; the run itself is the worker's
+sql(q{SET default_transaction_isolation = 'read committed';
+      SELECT * FROM ingest.run_maintenance('rr')});
+is(sql($rr_log), 'detach ok', 'the day is detached and kept');
+sql(q{SELECT ingest.configure('rr', retention_action => 'drop')});
+
+my $owner = $node->background_psql('postgres');
+$owner->query_safe(q{BEGIN; SELECT ingest.configure('rr', on_error => 'reject')});
+my $run = start_run('rr');
+ok(run_waits(), 'the drop waits for the configuring transaction');
+$owner->query_safe('COMMIT');
+$run->{h}->finish;
+like($run->{out}, qr/^drop\|public\.rr_old$/m, 'the run planned the drop') or diag($run->{err});
+is(sql($rr_log), 'detach ok, drop ok', 'the drop goes on once the configuration is committed');
+is(sql(q{SELECT to_regclass('public.rr_old') IS NULL}), 't', 'the day is gone');
+is(sql(q{SELECT on_error FROM ingest.table_config WHERE event_table = 'rr'::regclass}), 'reject',
+	"configure()'s change is kept");
+sql(q{ALTER DATABASE postgres RESET default_transaction_isolation});
+$owner->query_safe(q{SET default_transaction_isolation = 'read committed'});
+
+# --- 2. a day made by the transaction a create waits for ------------------
+sql(q{SELECT ingest.create_event_table('mm')});
+my $day = sql(q{SELECT (now() AT TIME ZONE 'UTC')::date + 3});
+my $part = sql(qq{SELECT partition FROM ingest.partitions WHERE event_table = 'mm'::regclass AND day = '$day'});
+sql(qq{DROP TABLE $part});
+$owner->query_safe(q{BEGIN; LOCK TABLE mm IN SHARE UPDATE EXCLUSIVE MODE});
+$run = start_run('mm');
+ok(run_waits(), 'the create waits for the transaction holding the table');
+$owner->query_safe(qq{SELECT ingest.create_partitions('mm', '$day', '$day'); COMMIT});
+$run->{h}->finish;
+like($run->{out}, qr/^create\|public\.\Q$part\E$/m, 'the run planned the day') or diag($run->{err});
+is(sql(qq{SELECT status || ': ' || message FROM ingest.maintenance_log
+           WHERE relid = 'mm'::regclass AND action = 'create'}),
+	"skipped: made meanwhile: [$day 00:00:00+00, " . sql(qq{SELECT '$day'::date + 1}) . ' 00:00:00+00)',
+	'the create is skipped as made meanwhile, not failed');
+is(sql(q{SELECT consecutive_failures FROM ingest.event_tables WHERE event_table = 'mm'::regclass}), '0',
+	'the table is healthy');
+is(sql(qq{SELECT count(*) FROM ingest.partitions WHERE event_table = 'mm'::regclass AND day = '$day'}), '1',
+	'the day exists once');
+
+# --- 3. a closing day renamed while the run waits -------------------------
+sql(q{
+	SELECT ingest.create_event_table('fz');
+	CREATE TABLE fz_old (LIKE fz);
+});
+sql(q{SELECT format('ALTER TABLE fz ATTACH PARTITION fz_old FOR VALUES FROM (%L) TO (%L)',
+                    (current_date - 5)::timestamp AT TIME ZONE 'UTC',
+                    (current_date - 4)::timestamp AT TIME ZONE 'UTC') \gexec});
+# its declared indexes built, as the background worker would
+sql(q{SELECT ingest_internal.partition_index_ddl('fz_old'::regclass, name)
+        FROM ingest.index_config WHERE event_table = 'fz'::regclass \gexec});
+# the day's creates wait for the owner, who renames the old day meanwhile
+my $today = sql(q{SELECT partition FROM ingest.partitions
+                   WHERE event_table = 'fz'::regclass AND day = (now() AT TIME ZONE 'UTC')::date});
+sql(qq{DROP TABLE $today});
+$owner->query_safe(q{BEGIN; LOCK TABLE fz IN SHARE UPDATE EXCLUSIVE MODE});
+$run = start_run('fz');
+ok(run_waits(), 'the run waits for the transaction holding the table');
+$owner->query_safe(q{ALTER TABLE fz_old RENAME TO fz_renamed; COMMIT});
+$run->{h}->finish;
+like($run->{out}, qr/^freeze\|public\.fz_old$/m, 'the run planned the freeze under the old name')
+	or diag($run->{err});
+is(sql(q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sqlstate, ''), ', ' ORDER BY id)
+           FROM ingest.maintenance_log WHERE relid = 'fz'::regclass
+            AND action IN ('summarize', 'analyze', 'freeze')}),
+	'summarize ok, analyze ok, freeze ok', 'the day is closed under its new name');
+is(sql(q{SELECT string_agg(step, ',' ORDER BY step) FROM ingest_internal.partition_closed
+          WHERE partition_oid = 'fz_renamed'::regclass}),
+	'analyze,freeze,summarize', 'every closing step is recorded');
+
+$owner->quit;
+$node->stop;
+done_testing();
