@@ -343,19 +343,20 @@ lock_config_nowait(Oid relid)
  * that carries it out (a detach's first phase commits it), holding the
  * table's configuration row FOR SHARE: a configure() committed since the
  * plan is seen, and one made later waits for this transaction.  For a
- * detach, the table is locked as the detach will lock it, and the row is
- * not waited for (lock_config_nowait).  A day no longer due is logged as
+ * detach, the table is first locked as the detach will lock it (lockmode),
+ * so that the row is never held while a table lock is waited for, and the
+ * row is not waited for (lock_config_nowait).  A day no longer due is logged as
  * skipped and loses the mark mark_retiring gave it.
  */
 static bool
-still_due(Oid relid, int64 run_id, MaintAction *a)
+still_due(Oid relid, int64 run_id, MaintAction *a, LOCKMODE lockmode)
 {
 	Datum		rel = ObjectIdGetDatum(relid);
 	bool		isnull;
 
 	if (strcmp(a->action, "drop") != 0)
 	{
-		LockRelationOid(relid, ShareUpdateExclusiveLock);
+		LockRelationOid(relid, lockmode);
 		lock_config_nowait(relid);
 	}
 	else
@@ -486,7 +487,7 @@ detach_concurrently(Oid relid, int64 run_id, MaintAction *a)
 
 	/* the parent locked as the detach will: names cannot change under us */
 	xact_begin();
-	if (!still_due(relid, run_id, a))
+	if (!still_due(relid, run_id, a, ShareUpdateExclusiveLock))
 	{
 		xact_end();
 		return;
@@ -526,7 +527,7 @@ detach_locking(Oid relid, int64 run_id, MaintAction *a)
 	bool		isnull;
 
 	xact_begin();
-	if (!still_due(relid, run_id, a))
+	if (!still_due(relid, run_id, a, AccessExclusiveLock))
 	{
 		xact_end();
 		return;
@@ -683,7 +684,7 @@ action_step(Oid relid, int64 run_id, void *arg)
 		sql = "SELECT ingest_internal.close_step($1, 'analyze')";
 
 	xact_begin();
-	if (strcmp(a->action, "drop") == 0 && !still_due(relid, run_id, a))
+	if (strcmp(a->action, "drop") == 0 && !still_due(relid, run_id, a, NoLock))
 	{
 		xact_end();
 		return;

@@ -201,6 +201,7 @@ DECLARE
     tz    text;
     nsp   name;
     part  text;
+    citus_triggers text := pg_catalog.current_setting('citus.enable_unsafe_triggers', true);
 BEGIN
     -- the lock ATTACH takes, by OID first: the table's name below is then
     -- this table's, not a newcomer's
@@ -229,10 +230,19 @@ BEGIN
         nsp, part, tbl));
     PERFORM ingest_internal.create_always_indexes(tbl, pg_catalog.format('%I.%I', nsp, part)::regclass);
     PERFORM ingest_internal.track_relation(pg_catalog.format('%I.%I', nsp, part)::regclass);
+    -- Citus distributes a partition attached to a table it distributes,
+    -- and refuses one with triggers (ingest's act on their own shard and
+    -- its colocated side tables) unless this is on, as the worker has it
+    IF citus_triggers IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    END IF;
     PERFORM ingest_internal.owner_ddl(tbl, pg_catalog.format(
         'ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
         tbl, nsp, part,
         ingest_internal.day_start(d, tz), ingest_internal.day_start(d + 1, tz)));
+    IF citus_triggers IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', citus_triggers, true);
+    END IF;
     -- after ATTACH, which makes the partition's copy of a USING INDEX
     -- index; the table is still this transaction's alone, so its ACCESS
     -- EXCLUSIVE lock blocks no one

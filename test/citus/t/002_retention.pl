@@ -10,6 +10,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use FindBin;
 use lib $FindBin::RealBin;
 use IngestCitus;
@@ -101,6 +102,51 @@ $coord->safe_psql('postgres', q{SELECT ingest.create_event_table('local_ev', pre
 is($coord->safe_psql('postgres', q{SELECT string_agg(action || ':' || status || ':' || (coalesce(message, '') LIKE '%plain DETACH%'), ' ' ORDER BY id)
 		  FROM ingest.maintenance_log WHERE relid = 'local_ev'::regclass AND action IN ('detach', 'drop')}),
 	'detach:ok:false drop:ok:false', 'a local table is retired with DETACH CONCURRENTLY');
+
+# A transaction that writes to the distributed table and then configures
+# it, while a run detaches a day: the plain DETACH waits for the writer's
+# lock on the parent before it reads the policy, so the configure is not
+# waited for (it deadlocked with the detach, which held the policy's row
+# while it waited for ACCESS EXCLUSIVE).
+$coord->safe_psql('postgres', q{ALTER SYSTEM SET ingest.lock_timeout = '60s'; SELECT pg_reload_conf();
+	SELECT ingest.configure('ev', retention => '30 days');});
+# a day made by hand: Citus distributes it at ATTACH, which it refused
+# ("cannot distribute relation ... because it has triggers") outside the
+# worker
+($rc, $out, $err) = try_sql($coord, q{BEGIN; SELECT count(*) FROM ingest.create_partitions('ev',
+	(now() AT TIME ZONE 'UTC')::date - 7, (now() AT TIME ZONE 'UTC')::date - 7);
+	SHOW citus.enable_unsafe_triggers; COMMIT});
+is("$rc $out", "0 1\noff", 'ingest.create_partitions() makes a day of a distributed table, leaving the setting as it was')
+	or diag($err);
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition p JOIN ingest.partitions i ON i.partition = p.logicalrelid
+	WHERE i.event_table = 'ev'::regclass AND i.day = (now() AT TIME ZONE 'UTC')::date - 7}),
+	'1', 'which Citus distributes');
+$coord->safe_psql('postgres', q{SELECT ingest.configure('ev', retention => '5 days')});
+my $old7 = $coord->safe_psql('postgres', q{SELECT partition::text FROM ingest.partitions
+	WHERE event_table = 'ev'::regclass AND day = (now() AT TIME ZONE 'UTC')::date - 7});
+my $writer = $coord->background_psql('postgres', on_error_stop => 0);
+$writer->query_safe(q{BEGIN; INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('00000000-0000-0000-0000-000000000001', 'tx-late', 'c', 'api', now(), 1)});
+my %run = (out => '', err => '');
+$run{h} = IPC::Run::start(
+	['psql', '-X', '-At', '-h', $coord->host, '-p', $coord->port, '-d', 'postgres',
+	 '-c', q{SELECT action || ':' || coalesce(detail, '') FROM ingest.run_maintenance('ev') WHERE action = 'detach'}],
+	'>', \$run{out}, '2>', \$run{err}, IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+ok($coord->poll_query_until('postgres', q{
+	SELECT EXISTS (SELECT FROM pg_stat_activity
+	                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')}),
+	'the plain DETACH waits for the writer');
+my $configured = $writer->query(q{SELECT ingest.configure('ev', premake => 2)});
+is($writer->{stderr} // '', '', 'the writer configures the table without a deadlock');
+$writer->query_safe('COMMIT');
+$writer->quit;
+$run{h}->finish;
+like($run{out}, qr/^detach:.*plain DETACH PARTITION/m, 'the run detached the day') or diag($run{err});
+is($coord->safe_psql('postgres', qq{SELECT status || coalesce(' ' || sqlstate, '') FROM ingest.maintenance_log
+		WHERE partition = 'public.$old7' AND action = 'detach'}), 'ok', 'once');
+is($coord->safe_psql('postgres', q{SELECT premake || ' ' || (SELECT count(*) FROM ev WHERE transaction_id = 'tx-late')
+		FROM ingest.table_config WHERE event_table = 'ev'::regclass}), '2 1', "the writer's event and configuration are kept");
+is(ledger_mismatches($coord, 'ev'), 0, 'the ledger holds the keys of the events');
 
 $_->stop for @nodes;
 done_testing();
