@@ -478,8 +478,8 @@ PG_FUNCTION_INFO_V1(ingest_lock_table);
  * ingest_internal.lock_table(tbl oid, wait boolean, mode text): a lock on a
  * table by OID (a name could be another table's by the time it is locked,
  * and Citus rewrites LOCK TABLE), held to the end of the transaction: mode
- * 'access share' or 'share update exclusive' (what ATTACH PARTITION takes)
- * on the table alone, or 'share row exclusive', 'exclusive' or 'access
+ * 'access share', 'row share' or 'share update exclusive' (what ATTACH
+ * PARTITION takes) on the table alone, or 'share row exclusive', 'exclusive' or 'access
  * exclusive' on the table and then its partitions, as LOCK TABLE takes it.
  * Without wait, false when the lock is not free now.  False also when the
  * table went while the lock was waited for.
@@ -493,6 +493,8 @@ ingest_lock_table(PG_FUNCTION_ARGS)
 
 	if (strcmp(mode, "access share") == 0)
 		lockmode = AccessShareLock;
+	else if (strcmp(mode, "row share") == 0)
+		lockmode = RowShareLock;
 	else if (strcmp(mode, "share update exclusive") == 0)
 		lockmode = ShareUpdateExclusiveLock;
 	else if (strcmp(mode, "share row exclusive") == 0)

@@ -10,6 +10,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use FindBin;
 use lib $FindBin::RealBin;
 use IngestCitus;
@@ -218,6 +219,29 @@ $coord->safe_psql('postgres', q{SELECT ingest.create_event_table('by_props');
 refused($coord, q{SELECT ingest.distribute_table('by_props')},
 	qr/cannot distribute table "public.by_props": it has rollups by properties/,
 	'a table with rollups by properties is refused');
+# ... also when the rollup is not committed yet as distribute_table() looks:
+# it waits for the creating transaction (both went through before)
+$coord->safe_psql('postgres', q{SELECT ingest.create_event_table('props_race')});
+my $creator = $coord->background_psql('postgres');
+$creator->query_safe(q{BEGIN; SELECT ingest.create_rollup('props_race', 'region', ARRAY['region'])});
+my %dist = (out => '', err => '');
+$dist{h} = IPC::Run::start(
+	['psql', '-X', '-At', '-h', $coord->host, '-p', $coord->port, '-d', 'postgres',
+	 '-c', q{SELECT ingest.distribute_table('props_race')}],
+	'>', \$dist{out}, '2>', \$dist{err}, IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+ok($coord->poll_query_until('postgres', q{
+	SELECT EXISTS (SELECT FROM pg_stat_activity
+	                WHERE query LIKE '%distribute_table(''props_race'')%' AND wait_event_type = 'Lock'
+	                  AND pid <> pg_backend_pid())
+	    OR EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid::text = 'props_race')}),
+	'distribute_table() waits for the transaction creating a rollup, or is done');
+$creator->query_safe('COMMIT');
+$creator->quit;
+$dist{h}->finish;
+like($dist{err}, qr/cannot distribute table "public.props_race": it has rollups by properties/,
+	'then refuses the table');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = 'props_race'}),
+	'0', 'which Citus does not hold');
 refused($w1, q{SELECT ingest.distribute_table('ev')},
 	qr/cannot distribute table "public.ev": this node is not the Citus coordinator/,
 	'distribute_table on a worker node is refused');
