@@ -320,7 +320,6 @@ static void
 lock_config_nowait(Oid relid)
 {
 	Datum		rel = ObjectIdGetDatum(relid);
-	char	   *name = get_rel_name(relid);
 	bool		isnull;
 
 	(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
@@ -331,11 +330,15 @@ lock_config_nowait(Oid relid)
 		DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM ingest.table_config c "
 								 " WHERE c.event_table OPERATOR(pg_catalog.=) $1)",
 								 1, (Oid[]) {OIDOID}, &rel, NULL, &isnull)))
+	{
+		char	   *name = get_rel_name(relid);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("configuration of table \"%s\" is being changed by another transaction",
 						name ? name : "?"),
 				 errdetail("A detach does not wait for it while holding the table's lock; the next run retries.")));
+	}
 }
 
 /*
