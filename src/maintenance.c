@@ -275,15 +275,18 @@ log_action(int64 run_id, Oid relid, const char *action, const char *partition,
 static bool
 still_planned(Oid relid, MaintAction *a)
 {
-	Datum		args[4] = {ObjectIdGetDatum(relid), Int32GetDatum(ingest_max_drops_per_run),
-	CStringGetTextDatum(a->action), ObjectIdGetDatum(a->partition_oid)};
+	Datum		args[5] = {ObjectIdGetDatum(relid), Int32GetDatum(ingest_max_drops_per_run),
+		CStringGetTextDatum(a->action), ObjectIdGetDatum(a->partition_oid),
+	a->arg ? CStringGetTextDatum(a->arg) : (Datum) 0};
+	char		nulls[5] = {' ', ' ', ' ', ' ', a->arg ? ' ' : 'n'};
 	bool		isnull;
 
 	return DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM ingest_internal.plan($1, pg_catalog.now(), $2) p "
 									" WHERE p.action OPERATOR(pg_catalog.=) $3 "
-									"   AND p.partition_oid OPERATOR(pg_catalog.=) $4)",
-									4, (Oid[]) {OIDOID, INT4OID, TEXTOID, OIDOID}, args, NULL,
-									&isnull));
+									"   AND p.partition_oid OPERATOR(pg_catalog.=) $4 "
+									"   AND p.arg IS NOT DISTINCT FROM $5)",
+									5, (Oid[]) {OIDOID, INT4OID, TEXTOID, OIDOID, TEXTOID}, args,
+									nulls, &isnull));
 }
 
 /*
@@ -310,11 +313,12 @@ unmark_retiring(Oid partition_oid)
 }
 
 /*
- * Fail a detach, to be retried by the next run, while a transaction that
- * changed the table's configuration (configure()) is still open.  The
- * detach reads that row holding the table's lock: waiting for the row
- * there would deadlock with that transaction if it went on to lock the
- * table (to make partitions, say).  Otherwise the row is held FOR SHARE.
+ * Fail a detach or drop, to be retried by the next run, while a
+ * transaction that changed the table's configuration (configure()) is
+ * still open.  The step reads that row holding its tables' locks: waiting
+ * for the row there would deadlock with that transaction if it went on to
+ * lock one of them (to make partitions, say).  Otherwise the row is held
+ * FOR SHARE.
  */
 static void
 lock_config_nowait(Oid relid)
@@ -337,7 +341,7 @@ lock_config_nowait(Oid relid)
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("configuration of table \"%s\" is being changed by another transaction",
 						name ? name : "?"),
-				 errdetail("A detach does not wait for it while holding the table's lock; the next run retries.")));
+				 errdetail("A retirement does not wait for it while holding the table's locks; the next run retries.")));
 	}
 }
 
@@ -345,30 +349,32 @@ lock_config_nowait(Oid relid)
  * Whether a planned detach or drop is still due, asked in the transaction
  * that carries it out (a detach's first phase commits it), holding the
  * table's configuration row FOR SHARE: a configure() committed since the
- * plan is seen, and one made later waits for this transaction.  For a
- * detach, the table is first locked as the detach will lock it (lockmode),
- * so that the row is never held while a table lock is waited for, and the
- * row is not waited for (lock_config_nowait).  A day no longer due is logged as
+ * plan is seen, and one made later waits for this transaction.  First the
+ * tables are locked as the statement will lock them (a detach: the table
+ * and the day in lockmode; a drop: the detached day), so that the row is
+ * never held while a table lock is waited for; then the row is taken
+ * without waiting (lock_config_nowait).  A day no longer due is logged as
  * skipped and loses the mark mark_retiring gave it.
  */
 static bool
 still_due(Oid relid, int64 run_id, MaintAction *a, LOCKMODE lockmode)
 {
-	Datum		rel = ObjectIdGetDatum(relid);
+	Datum		part = ObjectIdGetDatum(a->partition_oid);
 	bool		isnull;
 
 	if (strcmp(a->action, "drop") != 0)
 	{
 		LockRelationOid(relid, lockmode);
-		lock_config_nowait(relid);
+		LockRelationOid(a->partition_oid, lockmode);
 	}
-	else
+	else if (!DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+									   " WHERE i.inhrelid OPERATOR(pg_catalog.=) $1)",
+									   1, (Oid[]) {OIDOID}, &part, NULL, &isnull)))
 	{
-		/* of a detached table: no lock on the parent, nothing to deadlock */
-		(void) exec_scalar("SELECT 1 FROM ingest.table_config c "
-						   " WHERE c.event_table OPERATOR(pg_catalog.=) $1 FOR SHARE",
-						   1, (Oid[]) {OIDOID}, &rel, NULL, &isnull);
+		/* detached: its loaders are gone (attached again: not due) */
+		LockRelationOid(a->partition_oid, AccessExclusiveLock);
 	}
+	lock_config_nowait(relid);
 	/* a snapshot that sees the policy as the row lock found it */
 	PopActiveSnapshot();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -564,20 +570,43 @@ toplevel_as_owner(Oid rel, const char *sql)
 }
 
 /*
- * Run a top-level statement ("sql", followed by the name "target" has now
- * if it is valid), then log the action (and run "after", an SQL call taking
- * the partition's OID, if any) in the transaction it returns in.
+ * Run a top-level statement, then log the action (and run "after", an SQL
+ * call taking the partition's OID, if any) in the transaction it returns
+ * in.  With a valid "target", the statement is "sql" followed by the name
+ * the target has now: the plan found it by OID, and it may have been
+ * renamed since.  It is locked first, so that the name stays its own until
+ * the statement has looked it up, and the action is asked again under the
+ * lock: one no longer planned (the target gone, say) is skipped.
  */
 static void
 toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
 			  Oid target, const char *after)
 {
+	const char *logged = a->partition;
 	bool		isnull;
 
+	xact_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (OidIsValid(target))
-		sql = psprintf("%s %s", sql, name_now(target));
+	{
+		LockRelationOid(target, AccessShareLock);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (!still_planned(relid, a))
+		{
+			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+					   "no longer due: changed since the plan");
+			xact_end();
+			return;
+		}
+		PopActiveSnapshot();
+		SPI_finish();
+		/* kept where the statement's commits do not free it */
+		logged = MemoryContextStrdup(xact_caller_cxt, name_now(target));
+		sql = psprintf("%s %s", sql, logged);
+	}
 	toplevel_as_owner(OidIsValid(a->partition_oid) ? a->partition_oid : relid, sql);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -589,7 +618,7 @@ toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
 
 		(void) exec_scalar(after, 2, (Oid[]) {OIDOID, OIDOID}, args, NULL, &isnull);
 	}
-	log_action(run_id, relid, a->action, a->partition, "ok", NULL, a->detail);
+	log_action(run_id, relid, a->action, logged, "ok", NULL, a->detail);
 	xact_end();
 }
 
@@ -656,10 +685,9 @@ action_step(Oid relid, int64 run_id, void *arg)
 	}
 	if (strcmp(a->action, "drop_index") == 0)
 	{
-		/* a declared index's partition index is known by its name */
-		toplevel_step(relid, run_id, a,
-					  psprintf("DROP INDEX CONCURRENTLY IF EXISTS %s", a->arg),
-					  InvalidOid, "SELECT ingest_internal.tidy_index_drops($2)");
+		/* the plan gives the index's OID */
+		toplevel_step(relid, run_id, a, "DROP INDEX CONCURRENTLY IF EXISTS",
+					  atooid(a->arg), "SELECT ingest_internal.tidy_index_drops($2)");
 		return;
 	}
 	if (strcmp(a->action, "freeze") == 0)

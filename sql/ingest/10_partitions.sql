@@ -642,7 +642,7 @@ BEGIN
         day := NULL;
         IF d.idx IS NOT NULL AND (NOT d.declared OR NOT (SELECT i.indisvalid FROM pg_catalog.pg_index i
                                                          WHERE i.indexrelid = d.idx)) THEN
-            action := 'drop_index'; partition := d.idx::text; arg := d.idx::text;
+            action := 'drop_index'; partition := d.idx::text; arg := d.idx::oid::text;
             detail := CASE WHEN d.declared THEN 'invalid index left by an interrupted build'
                            ELSE 'index no longer declared' END;
             RETURN NEXT;

@@ -73,6 +73,60 @@ is(sql($log), 'detach error, detach ok, drop ok', 'the next run retires the day'
 is(sql(q{SELECT consecutive_failures FROM ingest.event_tables WHERE event_table = 'cf'::regclass}), '0',
 	'and the table is healthy again');
 
+# The same, where the configuring transaction holds a lock on the day
+# itself (an index build on it, a read of a detached day): the retirement
+# waits for that lock before it reads the policy, never holding the policy
+# while it waits (it did, and deadlocked with the configure).
+sub waits_for_lock
+{
+	return $node->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')});
+}
+
+sub run_in_background
+{
+	my %r = (out => '', err => '');
+	$r{h} = IPC::Run::start(
+		[
+			'psql', '-X', '-At', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
+			'-c', q{SELECT action, partition FROM ingest.run_maintenance('cf')}
+		],
+		'>', \$r{out}, '2>', \$r{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return \%r;
+}
+
+sql(q{CREATE TABLE cf_day (LIKE cf)});
+sql(q{SELECT format('ALTER TABLE cf ATTACH PARTITION cf_day FOR VALUES FROM (%L) TO (%L)',
+                    (current_date - 38)::timestamp AT TIME ZONE 'UTC',
+                    (current_date - 37)::timestamp AT TIME ZONE 'UTC') \gexec});
+sql(q{SELECT ingest.configure('cf', retention_action => 'detach')});
+my $day_log = q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sqlstate, ''), ', ' ORDER BY id)
+                  FROM ingest.maintenance_log WHERE partition = 'public.cf_day'};
+
+$owner->query_safe(q{BEGIN; LOCK TABLE cf_day IN SHARE MODE});
+my $r = run_in_background();
+ok(waits_for_lock(), 'the detach waits for the lock on the day');
+my ($out, $failed) = $owner->query(q{SELECT ingest.configure('cf', premake => 5)});
+is($failed, 0, 'the transaction holding the day configures the table') or diag($owner->{stderr});
+$owner->query_safe('COMMIT');
+$r->{h}->finish;
+is(sql($day_log), 'detach ok', 'the day is detached once that transaction ends') or diag($r->{err});
+
+sql(q{SELECT * FROM ingest.run_maintenance('cf')});	# detached, whatever came before
+sql(q{SELECT ingest.configure('cf', retention_action => 'drop')});
+$owner->query_safe(q{BEGIN; SELECT count(*) FROM cf_day});
+$r = run_in_background();
+ok(waits_for_lock(), 'the drop waits for a reader of the detached day');
+($out, $failed) = $owner->query(q{SELECT ingest.configure('cf', premake => 6)});
+is($failed, 0, 'the reader configures the table') or diag($owner->{stderr});
+$owner->query_safe('COMMIT');
+$r->{h}->finish;
+is(sql($day_log), 'detach ok, drop ok', 'the day is dropped once the reader ends') or diag($r->{err});
+is(sql(q{SELECT premake FROM ingest.table_config WHERE event_table = 'cf'::regclass}), '6',
+	"the configuring transactions' changes are kept");
+
 $owner->quit;
 $node->stop;
 done_testing();

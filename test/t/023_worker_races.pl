@@ -1,9 +1,10 @@
 # A maintenance run against what a table's owner does while it runs, where
 # the run waits for a lock and finds the world changed when it gets it:
 #  1. a database whose default isolation is REPEATABLE READ: a drop waits
-#     for the configuration row of a configure() that then commits.  In its
-#     own snapshot the worker could not go on (40001); it runs READ
-#     COMMITTED whatever the database's default.
+#     for a reader of the detached day that has configured the table and
+#     then commits.  In its own snapshot the worker could not lock the
+#     changed configuration (40001); it runs READ COMMITTED whatever the
+#     database's default.
 #  2. the day a create step waits to make is made by the waited-for
 #     transaction: the step is logged as skipped, not failed.
 #  3. a partition renamed while the run waits: the closing VACUUM (FREEZE)
@@ -69,13 +70,13 @@ is(sql($rr_log), 'detach ok', 'the day is detached and kept');
 sql(q{SELECT ingest.configure('rr', retention_action => 'drop')});
 
 my $owner = $node->background_psql('postgres');
-$owner->query_safe(q{BEGIN; SELECT ingest.configure('rr', on_error => 'reject')});
+$owner->query_safe(q{BEGIN; SELECT count(*) FROM rr_old; SELECT ingest.configure('rr', on_error => 'reject')});
 my $run = start_run('rr');
-ok(run_waits(), 'the drop waits for the configuring transaction');
+ok(run_waits(), 'the drop waits for the reader of the day');
 $owner->query_safe('COMMIT');
 $run->{h}->finish;
 like($run->{out}, qr/^drop\|public\.rr_old$/m, 'the run planned the drop') or diag($run->{err});
-is(sql($rr_log), 'detach ok, drop ok', 'the drop goes on once the configuration is committed');
+is(sql($rr_log), 'detach ok, drop ok', 'the drop goes on once the reader has committed');
 is(sql(q{SELECT to_regclass('public.rr_old') IS NULL}), 't', 'the day is gone');
 is(sql(q{SELECT on_error FROM ingest.table_config WHERE event_table = 'rr'::regclass}), 'reject',
 	"configure()'s change is kept");
@@ -110,9 +111,9 @@ sql(q{
 sql(q{SELECT format('ALTER TABLE fz ATTACH PARTITION fz_old FOR VALUES FROM (%L) TO (%L)',
                     (current_date - 5)::timestamp AT TIME ZONE 'UTC',
                     (current_date - 4)::timestamp AT TIME ZONE 'UTC') \gexec});
-# its declared indexes built, as the background worker would
-sql(q{SELECT ingest_internal.partition_index_ddl('fz_old'::regclass, name)
-        FROM ingest.index_config WHERE event_table = 'fz'::regclass \gexec});
+# no declared index (they are found by names made from the day's), so
+# that the day is ready to close whatever it is called
+sql(q{SELECT ingest.drop_index('fz', name) FROM ingest.index_config WHERE event_table = 'fz'::regclass});
 # the day's creates wait for the owner, who renames the old day meanwhile
 my $today = sql(q{SELECT partition FROM ingest.partitions
                    WHERE event_table = 'fz'::regclass AND day = (now() AT TIME ZONE 'UTC')::date});
@@ -122,7 +123,7 @@ $run = start_run('fz');
 ok(run_waits(), 'the run waits for the transaction holding the table');
 $owner->query_safe(q{ALTER TABLE fz_old RENAME TO fz_renamed; COMMIT});
 $run->{h}->finish;
-like($run->{out}, qr/^freeze\|public\.fz_old$/m, 'the run planned the freeze under the old name')
+like($run->{out}, qr/^freeze\|public\.fz_renamed$/m, 'the run froze the day under its new name')
 	or diag($run->{err});
 is(sql(q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sqlstate, ''), ', ' ORDER BY id)
            FROM ingest.maintenance_log WHERE relid = 'fz'::regclass
@@ -131,6 +132,10 @@ is(sql(q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sqlstate, 
 is(sql(q{SELECT string_agg(step, ',' ORDER BY step) FROM ingest_internal.partition_closed
           WHERE partition_oid = 'fz_renamed'::regclass}),
 	'analyze,freeze,summarize', 'every closing step is recorded');
+is(sql(q{SELECT last_vacuum IS NOT NULL FROM pg_stat_all_tables WHERE relid = 'fz_renamed'::regclass}),
+	't', 'the renamed day was vacuumed');
+is(sql(q{SELECT partition FROM ingest.maintenance_log WHERE relid = 'fz'::regclass AND action = 'freeze'}),
+	'public.fz_renamed', 'and the log names it as it is called now');
 
 $owner->quit;
 $node->stop;

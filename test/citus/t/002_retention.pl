@@ -136,7 +136,7 @@ ok($coord->poll_query_until('postgres', q{
 	SELECT EXISTS (SELECT FROM pg_stat_activity
 	                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')}),
 	'the plain DETACH waits for the writer');
-my $configured = $writer->query(q{SELECT ingest.configure('ev', premake => 2)});
+$writer->query(q{SELECT ingest.configure('ev', premake => 2)});
 is($writer->{stderr} // '', '', 'the writer configures the table without a deadlock');
 $writer->query_safe('COMMIT');
 $writer->quit;
