@@ -10,7 +10,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IPC::Run;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestRun;
 
 my $node = PostgreSQL::Test::Cluster->new('configure_lock');
 $node->init;
@@ -37,27 +39,16 @@ my $log = q{SELECT string_agg(action || ' ' || status, ', ' ORDER BY id)
 my $owner = $node->background_psql('postgres');
 $owner->query_safe(q{BEGIN; SELECT ingest.configure('cf', premake => 4)});
 
-my %run = (out => '', err => '');
-$run{h} = IPC::Run::start(
-	[
-		'psql', '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
-		'-c', q{SELECT action, partition FROM ingest.run_maintenance('cf')}
-	],
-	'>', \$run{out}, '2>', \$run{err},
-	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+my $run = start_maintenance_run($node, 'cf');
 # the run either waits for the configuring transaction or has passed the day
-ok($node->poll_query_until('postgres', qq{
-	SELECT EXISTS (SELECT FROM pg_stat_activity
-	                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')
-	    OR ($log) IS NOT NULL}),
-	'the maintenance run has reached the day');
+ok(worker_waits_for_lock($node, "($log) IS NOT NULL"), 'the maintenance run has reached the day');
 
 # what ingest.create_partitions() or an ATTACH would take next
 my $locked = eval { $owner->query_safe(q{LOCK TABLE cf IN SHARE UPDATE EXCLUSIVE MODE; SELECT 'locked'}) };
 is($locked, 'locked', 'the configuring transaction locks its table with no deadlock') or diag($@);
 $owner->query_safe('COMMIT');
-$run{h}->finish;
-like($run{out}, qr/^detach\|public\.cf_old$/m, 'the run planned the detach') or diag($run{err});
+$run->{h}->finish;
+like($run->{out}, qr/^detach\|public\.cf_old$/m, 'the run planned the detach') or diag($run->{err});
 is(sql($log), 'detach error', 'the detach failed');
 is(sql(q{SELECT sqlstate || ': ' || message FROM ingest.maintenance_log WHERE partition = 'public.cf_old'}),
 	'55P03: configuration of table "cf" is being changed by another transaction',
@@ -77,26 +68,6 @@ is(sql(q{SELECT consecutive_failures FROM ingest.event_tables WHERE event_table 
 # itself (an index build on it, a read of a detached day): the retirement
 # waits for that lock before it reads the policy, never holding the policy
 # while it waits (it did, and deadlocked with the configure).
-sub waits_for_lock
-{
-	return $node->poll_query_until('postgres', q{
-		SELECT EXISTS (SELECT FROM pg_stat_activity
-		                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')});
-}
-
-sub run_in_background
-{
-	my %r = (out => '', err => '');
-	$r{h} = IPC::Run::start(
-		[
-			'psql', '-X', '-At', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
-			'-c', q{SELECT action, partition FROM ingest.run_maintenance('cf')}
-		],
-		'>', \$r{out}, '2>', \$r{err},
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return \%r;
-}
-
 sql(q{CREATE TABLE cf_day (LIKE cf)});
 sql(q{SELECT format('ALTER TABLE cf ATTACH PARTITION cf_day FOR VALUES FROM (%L) TO (%L)',
                     (current_date - 38)::timestamp AT TIME ZONE 'UTC',
@@ -106,8 +77,8 @@ my $day_log = q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sql
                   FROM ingest.maintenance_log WHERE partition = 'public.cf_day'};
 
 $owner->query_safe(q{BEGIN; LOCK TABLE cf_day IN SHARE MODE});
-my $r = run_in_background();
-ok(waits_for_lock(), 'the detach waits for the lock on the day');
+my $r = start_maintenance_run($node, 'cf');
+ok(worker_waits_for_lock($node), 'the detach waits for the lock on the day');
 my ($out, $failed) = $owner->query(q{SELECT ingest.configure('cf', premake => 5)});
 is($failed, 0, 'the transaction holding the day configures the table') or diag($owner->{stderr});
 $owner->query_safe('COMMIT');
@@ -117,8 +88,8 @@ is(sql($day_log), 'detach ok', 'the day is detached once that transaction ends')
 sql(q{SELECT * FROM ingest.run_maintenance('cf')});	# detached, whatever came before
 sql(q{SELECT ingest.configure('cf', retention_action => 'drop')});
 $owner->query_safe(q{BEGIN; SELECT count(*) FROM cf_day});
-$r = run_in_background();
-ok(waits_for_lock(), 'the drop waits for a reader of the detached day');
+$r = start_maintenance_run($node, 'cf');
+ok(worker_waits_for_lock($node), 'the drop waits for a reader of the detached day');
 ($out, $failed) = $owner->query(q{SELECT ingest.configure('cf', premake => 6)});
 is($failed, 0, 'the reader configures the table') or diag($owner->{stderr});
 $owner->query_safe('COMMIT');

@@ -14,7 +14,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IPC::Run;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestRun;
 
 my $node = PostgreSQL::Test::Cluster->new('worker_races');
 $node->init;
@@ -27,29 +29,6 @@ $node->start;
 sub sql { return $node->safe_psql('postgres', shift); }
 
 sql(q{CREATE EXTENSION ingest});
-
-# A manual run of one table, in the background; returns its handle.
-sub start_run
-{
-	my ($tbl) = @_;
-	my %run = (out => '', err => '');
-	$run{h} = IPC::Run::start(
-		[
-			'psql', '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', $node->host, '-p', $node->port,
-			'-d', 'postgres', '-c', q{SET default_transaction_isolation = 'read committed'},
-			'-c', qq{SELECT action, partition FROM ingest.run_maintenance('$tbl')}
-		],
-		'>', \$run{out}, '2>', \$run{err},
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return \%run;
-}
-
-sub run_waits
-{
-	return $node->poll_query_until('postgres', q{
-		SELECT EXISTS (SELECT FROM pg_stat_activity
-		                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')});
-}
 
 # --- 1. a drop under a database default of REPEATABLE READ ---------------
 sql(q{
@@ -71,8 +50,8 @@ sql(q{SELECT ingest.configure('rr', retention_action => 'drop')});
 
 my $owner = $node->background_psql('postgres');
 $owner->query_safe(q{BEGIN; SELECT count(*) FROM rr_old; SELECT ingest.configure('rr', on_error => 'reject')});
-my $run = start_run('rr');
-ok(run_waits(), 'the drop waits for the reader of the day');
+my $run = start_maintenance_run($node, 'rr');
+ok(worker_waits_for_lock($node), 'the drop waits for the reader of the day');
 $owner->query_safe('COMMIT');
 $run->{h}->finish;
 like($run->{out}, qr/^drop\|public\.rr_old$/m, 'the run planned the drop') or diag($run->{err});
@@ -89,8 +68,8 @@ my $day = sql(q{SELECT (now() AT TIME ZONE 'UTC')::date + 3});
 my $part = sql(qq{SELECT partition FROM ingest.partitions WHERE event_table = 'mm'::regclass AND day = '$day'});
 sql(qq{DROP TABLE $part});
 $owner->query_safe(q{BEGIN; LOCK TABLE mm IN SHARE UPDATE EXCLUSIVE MODE});
-$run = start_run('mm');
-ok(run_waits(), 'the create waits for the transaction holding the table');
+$run = start_maintenance_run($node, 'mm');
+ok(worker_waits_for_lock($node), 'the create waits for the transaction holding the table');
 $owner->query_safe(qq{SELECT ingest.create_partitions('mm', '$day', '$day'); COMMIT});
 $run->{h}->finish;
 like($run->{out}, qr/^create\|public\.\Q$part\E$/m, 'the run planned the day') or diag($run->{err});
@@ -119,8 +98,8 @@ my $today = sql(q{SELECT partition FROM ingest.partitions
                    WHERE event_table = 'fz'::regclass AND day = (now() AT TIME ZONE 'UTC')::date});
 sql(qq{DROP TABLE $today});
 $owner->query_safe(q{BEGIN; LOCK TABLE fz IN SHARE UPDATE EXCLUSIVE MODE});
-$run = start_run('fz');
-ok(run_waits(), 'the run waits for the transaction holding the table');
+$run = start_maintenance_run($node, 'fz');
+ok(worker_waits_for_lock($node), 'the run waits for the transaction holding the table');
 $owner->query_safe(q{ALTER TABLE fz_old RENAME TO fz_renamed; COMMIT});
 $run->{h}->finish;
 like($run->{out}, qr/^freeze\|public\.fz_renamed$/m, 'the run froze the day under its new name')
