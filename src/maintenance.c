@@ -25,6 +25,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/index.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -53,11 +55,11 @@ typedef struct MaintAction
 {
 	char	   *action;
 	char	   *partition;		/* may be NULL */
-	Oid			partition_oid;	/* InvalidOid unless detach/finalize/drop */
+	Oid			partition_oid;	/* the action's partition, if any */
 	bool		day_null;
 	Datum		day;			/* DateADT */
 	char	   *detail;
-	char	   *arg;			/* index actions: declared or index name */
+	char	   *arg;			/* index: declared name; drop_index: index OID */
 } MaintAction;
 
 static void xact_begin(void);
@@ -345,6 +347,18 @@ lock_config_nowait(Oid relid)
 	}
 }
 
+/* Whether a relation is a partition now (in a transaction, with SPI). */
+static bool
+attached(Oid relid)
+{
+	Datum		arg = ObjectIdGetDatum(relid);
+	bool		isnull;
+
+	return DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+									" WHERE i.inhrelid OPERATOR(pg_catalog.=) $1)",
+									1, (Oid[]) {OIDOID}, &arg, NULL, &isnull));
+}
+
 /*
  * Whether a planned detach or drop is still due, asked in the transaction
  * that carries it out (a detach's first phase commits it), holding the
@@ -359,20 +373,24 @@ lock_config_nowait(Oid relid)
 static bool
 still_due(Oid relid, int64 run_id, MaintAction *a, LOCKMODE lockmode)
 {
-	Datum		part = ObjectIdGetDatum(a->partition_oid);
-	bool		isnull;
 
 	if (strcmp(a->action, "drop") != 0)
 	{
 		LockRelationOid(relid, lockmode);
 		LockRelationOid(a->partition_oid, lockmode);
 	}
-	else if (!DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
-									   " WHERE i.inhrelid OPERATOR(pg_catalog.=) $1)",
-									   1, (Oid[]) {OIDOID}, &part, NULL, &isnull)))
+	else if (!attached(a->partition_oid))
 	{
-		/* detached: its loaders are gone (attached again: not due) */
+		/* detached: its loaders are gone */
 		LockRelationOid(a->partition_oid, AccessExclusiveLock);
+		/* attached again meanwhile: let its loaders go at once */
+		if (attached(a->partition_oid))
+		{
+			unmark_retiring(a->partition_oid);
+			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+					   "no longer due: the day was attached again");
+			return false;
+		}
 	}
 	lock_config_nowait(relid);
 	/* a snapshot that sees the policy as the row lock found it */
@@ -570,13 +588,58 @@ toplevel_as_owner(Oid rel, const char *sql)
 }
 
 /*
+ * Lock the target of a top-level statement as the statement will, so that
+ * its name stays its own until the statement has looked it up: an index
+ * as DROP INDEX CONCURRENTLY locks it (its table first), a partition
+ * against renaming.
+ */
+static void
+lock_target(Oid target)
+{
+	if (get_rel_relkind(target) == RELKIND_INDEX)
+	{
+		Oid			heap = IndexGetRelation(target, true);
+
+		if (OidIsValid(heap))
+			LockRelationOid(heap, ShareUpdateExclusiveLock);
+		LockRelationOid(target, ShareUpdateExclusiveLock);
+	}
+	else
+		LockRelationOid(target, AccessShareLock);
+}
+
+/*
+ * Whether the action on a locked target is still due.  An index drop is
+ * asked of a fresh plan; a freeze only needs its day still attached and
+ * not frozen (the plan closes the oldest day ready, which an index built
+ * meanwhile may have made another).
+ */
+static bool
+target_still_due(Oid relid, MaintAction *a)
+{
+	Datum		args[2] = {ObjectIdGetDatum(a->partition_oid), ObjectIdGetDatum(relid)};
+	bool		isnull;
+
+	if (strcmp(a->action, "freeze") != 0)
+		return still_planned(relid, a);
+	return DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+									" WHERE i.inhrelid OPERATOR(pg_catalog.=) $1 "
+									"   AND i.inhparent OPERATOR(pg_catalog.=) $2 "
+									"   AND NOT i.inhdetachpending) "
+									"   AND NOT EXISTS (SELECT FROM ingest_internal.partition_closed c "
+									"                    WHERE c.partition_oid OPERATOR(pg_catalog.=) $1 "
+									"                      AND c.step OPERATOR(pg_catalog.=) 'freeze')",
+									2, (Oid[]) {OIDOID, OIDOID}, args, NULL, &isnull));
+}
+
+/*
  * Run a top-level statement, then log the action (and run "after", an SQL
  * call taking the partition's OID, if any) in the transaction it returns
  * in.  With a valid "target", the statement is "sql" followed by the name
- * the target has now: the plan found it by OID, and it may have been
- * renamed since.  It is locked first, so that the name stays its own until
- * the statement has looked it up, and the action is asked again under the
- * lock: one no longer planned (the target gone, say) is skipped.
+ * the target has now (the plan gives its OID; it may have been renamed
+ * since): the target is locked first (lock_target) and the action asked
+ * again under the lock; one no longer due (the target gone, say) is
+ * skipped.
  */
 static void
 toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
@@ -590,11 +653,11 @@ toplevel_step(Oid relid, int64 run_id, MaintAction *a, const char *sql,
 	StartTransactionCommand();
 	if (OidIsValid(target))
 	{
-		LockRelationOid(target, AccessShareLock);
+		lock_target(target);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (!still_planned(relid, a))
+		if (!target_still_due(relid, a))
 		{
 			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
 					   "no longer due: changed since the plan");
@@ -686,8 +749,12 @@ action_step(Oid relid, int64 run_id, void *arg)
 	if (strcmp(a->action, "drop_index") == 0)
 	{
 		/* the plan gives the index's OID */
+		Oid			idx = a->arg ? atooid(a->arg) : InvalidOid;
+
+		if (!OidIsValid(idx))
+			elog(ERROR, "maintenance plan gave no index to drop");
 		toplevel_step(relid, run_id, a, "DROP INDEX CONCURRENTLY IF EXISTS",
-					  atooid(a->arg), "SELECT ingest_internal.tidy_index_drops($2)");
+					  idx, "SELECT ingest_internal.tidy_index_drops($2)");
 		return;
 	}
 	if (strcmp(a->action, "freeze") == 0)
