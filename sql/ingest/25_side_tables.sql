@@ -481,19 +481,25 @@ DECLARE
     cfg ingest.table_config := ingest_internal.require_managed(tbl);
     r   ingest_internal.retired;
 BEGIN
+    SELECT * INTO r FROM ingest_internal.retired x WHERE x.partition_oid = part;
+    -- As the table's owner: on Citus a plain DETACH by the owner comes
+    -- first in the transaction, and Citus refuses a second user on the
+    -- shards it touched.
     IF ingest_internal.on_citus(tbl) THEN
         -- one statement that Citus runs shard by shard: the detached day is
         -- a table colocated with the ledger
-        EXECUTE format('DELETE FROM %s k USING %s p WHERE k.organization_id = p.organization_id '
-                       'AND k.transaction_id = p.transaction_id COLLATE "C"', cfg.ledger, part::regclass);
+        PERFORM ingest_internal.owner_exec(tbl, format(
+            'DELETE FROM %s k USING %s p WHERE k.organization_id = p.organization_id '
+            'AND k.transaction_id = p.transaction_id COLLATE "C" '
+            'AND p."timestamp" >= $1 AND p."timestamp" < $2', cfg.ledger, part::regclass),
+            COALESCE(r.lower_bound, '-infinity'), COALESCE(r.upper_bound, 'infinity'));
     ELSE
         PERFORM ingest_internal.release_keys(tbl, part);
     END IF;
-    SELECT * INTO r FROM ingest_internal.retired x WHERE x.partition_oid = part;
-    IF FOUND THEN
-        EXECUTE format('DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',
-                       cfg.rollup_stale)
-          USING r.lower_bound, r.upper_bound;
+    IF r.partition_oid IS NOT NULL THEN
+        PERFORM ingest_internal.owner_exec(tbl, format(
+            'DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',
+            cfg.rollup_stale), r.lower_bound, r.upper_bound);
     END IF;
 END
 $$;

@@ -816,8 +816,11 @@ DECLARE
     cfg   ingest.table_config := ingest_internal.require_managed(tbl);
     stale boolean;
 BEGIN
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s x WHERE x.lo < $2 AND x.hi > $1)', cfg.rollup_stale)
-       INTO stale USING lo, hi;
+    -- as the table's owner, as the DETACH before it in a plain DETACH's
+    -- transaction: Citus refuses a second user on the shards it touched
+    SELECT e.stale INTO stale
+      FROM ingest_internal.owner_query(tbl, format('SELECT EXISTS (SELECT 1 FROM %s x WHERE x.lo < $2 AND x.hi > $1)',
+                                                   cfg.rollup_stale), lo, hi) AS e(stale boolean);
     IF stale THEN
         RAISE EXCEPTION 'partition % has hours that the Citus nodes have not folded yet', part::regclass
             USING ERRCODE = 'object_not_in_prerequisite_state',

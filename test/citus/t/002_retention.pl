@@ -148,5 +148,35 @@ is($coord->safe_psql('postgres', q{SELECT premake || ' ' || (SELECT count(*) FRO
 		FROM ingest.table_config WHERE event_table = 'ev'::regclass}), '2 1', "the writer's event and configuration are kept");
 is(ledger_mismatches($coord, 'ev'), 0, 'the ledger holds the keys of the events');
 
+# A table of a role without superuser: the worker acts as the table's owner
+# (detach, drop), while the checks on the side tables' shards ran as the
+# extension's owner in the same transaction, which Citus refused (25001,
+# "placements that were modified in this transaction by a different user")
+# at every run.
+$coord->safe_psql('postgres', q{
+	CREATE ROLE alice LOGIN;
+	CREATE SCHEMA alice AUTHORIZATION alice;
+	SET ROLE alice;
+	SELECT ingest.create_event_table('alice.ev', premake => 1);
+	RESET ROLE;
+	SELECT ingest.distribute_table('alice.ev', shard_count => 4);
+	SET ROLE alice;
+	SELECT count(*) FROM ingest.create_partitions('alice.ev', (now() AT TIME ZONE 'UTC')::date - 9,
+	                                              (now() AT TIME ZONE 'UTC')::date - 9);
+	INSERT INTO alice.ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	SELECT '00000000-0000-0000-0000-000000000001', 'a-' || d || '-' || i, 'c', 'api',
+	       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - d * interval '1 day' + interval '1 hour', i
+	  FROM unnest(ARRAY[9, 0]) d, generate_series(1, 5) i;
+	SELECT ingest.configure('alice.ev', retention => '5 days');
+});
+($rc, $out, $err) = try_sql($coord, q{SET ROLE alice; SELECT action || ':' || coalesce(detail, '') FROM ingest.run_maintenance('alice.ev')
+	WHERE action IN ('detach', 'drop')});
+like($out, qr/^detach:.*plain DETACH PARTITION.*\ndrop:/s, "the day of a role's distributed table is retired") or diag("$out\n$err");
+my $alice_keys = $coord->safe_psql('postgres', q{SELECT ledger FROM ingest.table_config WHERE event_table = 'alice.ev'::regclass});
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM alice.ev}) . '/' .
+   $coord->safe_psql('postgres', qq{SELECT count(*) FROM $alice_keys}),
+	'5/5', "its events and keys are gone, today's kept");
+is(ledger_mismatches($coord, 'alice.ev'), 0, 'the ledger holds the keys of the events');
+
 $_->stop for @nodes;
 done_testing();
