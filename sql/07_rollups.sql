@@ -140,6 +140,10 @@ SELECT regress.try($$SELECT ingest.create_rollup('ru', 'by_model', ARRAY['model'
 SELECT regress.try($$SELECT ingest.create_rollup('ru', 'x', ARRAY[]::text[])$$);
 SELECT regress.try($$SELECT ingest.create_rollup('ru', 'x', ARRAY['a', 'a'])$$);
 SELECT regress.try($$SELECT ingest.create_rollup('pg_class', 'x', ARRAY['a'])$$);
+-- it checks the table under its lock, in a snapshot taken after it
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT regress.try($$SELECT ingest.create_rollup('ru', 'x', ARRAY['a'])$$);
+ROLLBACK;
 SELECT regress.try($$SELECT ingest.drop_rollup('ru', 'default')$$);
 SELECT regress.try($$SELECT ingest.drop_rollup('ru', 'nope')$$);
 SELECT ingest.drop_rollup('ru', 'by_model');

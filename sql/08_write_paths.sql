@@ -348,6 +348,37 @@ ALTER TABLE wp NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE wp DISABLE ROW LEVEL SECURITY;
 DROP TABLE wp_p9;
 SELECT regress.wp_keys(), regress.wp_exact();
+-- ... nor to adopt a table (its ledger had the visible rows' keys alone)
+CREATE TABLE wp_adopt (LIKE wp INCLUDING ALL) PARTITION BY RANGE ("timestamp");
+SELECT regress.try(format('CREATE TABLE wp_adopt_d PARTITION OF wp_adopt FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(0, 0), regress.h(1, 0)));
+INSERT INTO wp_adopt (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'a1', 'c1', 'api', regress.h(0, 1), 1),
+       ('00000000-0000-0000-0000-0000000000aa', 'a2', 'c1', 'hidden', regress.h(0, 1), 1);
+ALTER TABLE wp_adopt OWNER TO wp_owner2;
+ALTER TABLE wp_adopt_d OWNER TO wp_owner2;
+ALTER TABLE wp_adopt ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wp_adopt FORCE ROW LEVEL SECURITY;
+CREATE POLICY wp_adopt_hide ON wp_adopt USING (code <> 'hidden');
+SELECT regress.try($$SELECT ingest.manage_table('wp_adopt')$$);
+SELECT count(*) AS adopted FROM ingest.table_config WHERE event_table = 'wp_adopt'::regclass;
+DROP TABLE wp_adopt;
+-- ... nor to retire a day (the visible rows' keys alone left the ledger)
+SELECT ingest.create_event_table('wp_ret', retention => '30 days') IS NOT NULL AS made;
+CREATE TABLE wp_ret_old (LIKE wp_ret);
+SELECT regress.try(format('ALTER TABLE wp_ret ATTACH PARTITION wp_ret_old FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(-40, 0), regress.h(-39, 0)));
+SELECT loaded FROM ingest.load('wp_ret', regress.wp('r1', 'c1', 'api', regress.h(-40, 1), 1) || E'\n'
+                                       || regress.wp('r2', 'c1', 'hidden', regress.h(-40, 1), 1));
+ALTER TABLE wp_ret OWNER TO wp_owner2;
+ALTER TABLE wp_ret_old OWNER TO wp_owner2;
+ALTER TABLE wp_ret_old ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wp_ret_old FORCE ROW LEVEL SECURITY;
+CREATE POLICY wp_ret_hide ON wp_ret_old USING (code <> 'hidden');
+SELECT action, CASE WHEN detail LIKE 'error%' THEN detail ELSE 'ok' END AS outcome
+  FROM ingest.run_maintenance('wp_ret') WHERE action IN ('detach', 'drop');
+SELECT to_regclass('wp_ret_old') IS NOT NULL AS day_kept, count(*) AS keys FROM ingest_side.wp_ret_keys;
+DROP TABLE wp_ret;
 -- a managed table that goes with its schema, a partition of it elsewhere:
 -- its whole state goes with it
 CREATE SCHEMA wp_gone;

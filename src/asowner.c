@@ -50,6 +50,20 @@ IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s)
 	}
 }
 
+/*
+ * Within a scope pushed with pin_path: statements read every row of a
+ * table or fail (42501), never what a row-level security policy that
+ * applies to the owner (FORCE ROW LEVEL SECURITY) leaves of it.  Every
+ * statement that keeps side state from a table's rows needs all of them.
+ */
+void
+IngestOwnerAllRows(IngestOwnerScope *s)
+{
+	Assert(s->guc_level >= 0);
+	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
 void
 IngestOwnerPop(IngestOwnerScope *s)
 {
@@ -111,8 +125,7 @@ run_as(Oid role, const char *sql, int nargs, Oid *types, Datum *values,
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(role, true, &scope);
 	if (row_security_off)
-		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		IngestOwnerAllRows(&scope);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, into != NULL, 0);
 	processed = SPI_processed;
 	IngestOwnerPop(&scope);
@@ -218,9 +231,9 @@ ingest_caller_ddl(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(ingest_owner_exec);
 
 /*
- * ingest_internal.owner_exec(rel, sql, VARIADIC args): a statement ingest
- * built over a managed table and its side tables, with parameters $1..$n,
- * run as the table's owner with row_security off.  The fold runs its
+ * ingest_internal.owner_exec(rel, sql [, VARIADIC args]): a statement
+ * ingest built over a managed table and its side tables, with parameters
+ * $1..$n if any, run as the table's owner with row_security off.  The fold runs its
  * statements over the events through it.  Returns the rows processed.
  */
 Datum

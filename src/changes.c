@@ -392,6 +392,8 @@ side_state_of(Oid relid, Oid src, void (*step) (IngestTable *, const char *))
 		elog(ERROR, "SPI_connect failed");
 	t.latest_snapshot = true;
 	IngestOwnerPush(t.owner, true, &scope);
+	/* the side state of every row (42501 otherwise), not of a policy's */
+	IngestOwnerAllRows(&scope);
 	step(&t, IngestQualifiedName(src));
 	IngestOwnerPop(&scope);
 	SPI_finish();

@@ -107,6 +107,7 @@ extern Oid	IngestCaller(void);
 extern void IngestInstallCallerHook(void);
 extern char *IngestQualifiedName(Oid relid);
 extern void IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s);
+extern void IngestOwnerAllRows(IngestOwnerScope *s);
 extern void IngestOwnerPop(IngestOwnerScope *s);
 
 /* cmdstack.c */

@@ -343,7 +343,7 @@ lock_config_nowait(Oid relid)
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("configuration of table \"%s\" is being changed by another transaction",
 						name ? name : "?"),
-				 errdetail("A retirement does not wait for it while holding the table's locks; the next run retries.")));
+				 errdetail("A retirement does not wait for it while holding table locks; the next run retries.")));
 	}
 }
 
@@ -373,17 +373,16 @@ attached(Oid relid)
 static bool
 still_due(Oid relid, int64 run_id, MaintAction *a, LOCKMODE lockmode)
 {
-
 	if (strcmp(a->action, "drop") != 0)
 	{
 		LockRelationOid(relid, lockmode);
 		LockRelationOid(a->partition_oid, lockmode);
 	}
-	else if (!attached(a->partition_oid))
+	else
 	{
-		/* detached: its loaders are gone */
-		LockRelationOid(a->partition_oid, AccessExclusiveLock);
-		/* attached again meanwhile: let its loaders go at once */
+		/* detached: no loader holds it; attached again: let its loaders be */
+		if (!attached(a->partition_oid))
+			LockRelationOid(a->partition_oid, AccessExclusiveLock);
 		if (attached(a->partition_oid))
 		{
 			unmark_retiring(a->partition_oid);
@@ -610,9 +609,9 @@ lock_target(Oid target)
 
 /*
  * Whether the action on a locked target is still due.  An index drop is
- * asked of a fresh plan; a freeze only needs its day still attached and
- * not frozen (the plan closes the oldest day ready, which an index built
- * meanwhile may have made another).
+ * asked of a fresh plan; a freeze only needs its day still attached to a
+ * managed table and not frozen (the plan closes the oldest day ready,
+ * which an index built meanwhile may have made another).
  */
 static bool
 target_still_due(Oid relid, MaintAction *a)
@@ -626,6 +625,8 @@ target_still_due(Oid relid, MaintAction *a)
 									" WHERE i.inhrelid OPERATOR(pg_catalog.=) $1 "
 									"   AND i.inhparent OPERATOR(pg_catalog.=) $2 "
 									"   AND NOT i.inhdetachpending) "
+									"   AND EXISTS (SELECT FROM ingest.table_config t "
+									"                WHERE t.event_table OPERATOR(pg_catalog.=) $2) "
 									"   AND NOT EXISTS (SELECT FROM ingest_internal.partition_closed c "
 									"                    WHERE c.partition_oid OPERATOR(pg_catalog.=) $1 "
 									"                      AND c.step OPERATOR(pg_catalog.=) 'freeze')",

@@ -363,9 +363,7 @@ partition_leaves(IngestTable *t, Oid part)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(t->owner, true, &scope);
-	/* every row or an error (42501), never what a policy leaves */
-	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	IngestOwnerAllRows(&scope);
 	t->latest_snapshot = true;
 	IngestForgetKeys(t, name);
 	if (!t->partman)

@@ -279,6 +279,11 @@ CREATE OR REPLACE FUNCTION ingest_internal.owner_exec(rel regclass, sql text, VA
 RETURNS bigint LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_exec';
+-- The same without parameters.
+CREATE OR REPLACE FUNCTION ingest_internal.owner_exec(rel regclass, sql text)
+RETURNS bigint LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_owner_exec';
 
 -- A query over a managed table and its side tables, with parameters, run
 -- as the table's owner with row_security off in the caller's snapshot; its
@@ -490,9 +495,7 @@ BEGIN
         -- a table colocated with the ledger
         PERFORM ingest_internal.owner_exec(tbl, format(
             'DELETE FROM %s k USING %s p WHERE k.organization_id = p.organization_id '
-            'AND k.transaction_id = p.transaction_id COLLATE "C" '
-            'AND p."timestamp" >= $1 AND p."timestamp" < $2', cfg.ledger, part::regclass),
-            COALESCE(r.lower_bound, '-infinity'), COALESCE(r.upper_bound, 'infinity'));
+            'AND k.transaction_id = p.transaction_id COLLATE "C"', cfg.ledger, part::regclass));
     ELSE
         PERFORM ingest_internal.release_keys(tbl, part);
     END IF;

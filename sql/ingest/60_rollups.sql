@@ -1050,9 +1050,10 @@ BEGIN
     IF tbl IS NULL OR name IS NULL OR dimensions IS NULL THEN
         RAISE EXCEPTION 'tbl, name and dimensions must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- ROW SHARE blocks no writer and no maintenance, only
-    -- distribute_table() (EXCLUSIVE): that waits for this transaction and
-    -- then sees the rollup, or this waits for that and sees Citus hold it
+    -- ROW SHARE (as SELECT ... FOR UPDATE) blocks no writer and no
+    -- maintenance step, only what takes EXCLUSIVE or ACCESS EXCLUSIVE:
+    -- distribute_table() waits for this transaction and then sees the
+    -- rollup, or this waits for it and sees Citus hold the table
     PERFORM ingest_internal.lock_managed(tbl, 'row share', 'ingest.create_rollup()');
     PERFORM ingest_internal.refuse_on_citus(tbl, 'create a rollup of');
     IF cardinality(dimensions) = 0 OR array_position(dimensions, NULL) IS NOT NULL

@@ -816,8 +816,9 @@ DECLARE
     cfg   ingest.table_config := ingest_internal.require_managed(tbl);
     stale boolean;
 BEGIN
-    -- as the table's owner, as the DETACH before it in a plain DETACH's
-    -- transaction: Citus refuses a second user on the shards it touched
+    -- as the table's owner, as every statement over its side tables: in a
+    -- plain DETACH's transaction the DETACH by the owner comes first, and
+    -- Citus refuses a second user on the shards it touched
     SELECT e.stale INTO stale
       FROM ingest_internal.owner_query(tbl, format('SELECT EXISTS (SELECT 1 FROM %s x WHERE x.lo < $2 AND x.hi > $1)',
                                                    cfg.rollup_stale), lo, hi) AS e(stale boolean);
