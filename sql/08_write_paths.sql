@@ -377,8 +377,40 @@ ALTER TABLE wp_ret_old FORCE ROW LEVEL SECURITY;
 CREATE POLICY wp_ret_hide ON wp_ret_old USING (code <> 'hidden');
 SELECT action, CASE WHEN detail LIKE 'error%' THEN detail ELSE 'ok' END AS outcome
   FROM ingest.run_maintenance('wp_ret') WHERE action IN ('detach', 'drop');
-SELECT to_regclass('wp_ret_old') IS NOT NULL AS day_kept, count(*) AS keys FROM ingest_side.wp_ret_keys;
+-- the detach had begun: the day waits detach-pending, with its keys
+SELECT (SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass('wp_ret_old')) AS detach_pending,
+       count(*) AS keys FROM ingest_side.wp_ret_keys;
 DROP TABLE wp_ret;
+-- ... nor to attach a partition (its visible rows' keys alone were claimed)
+CREATE TABLE wp_att (LIKE wp INCLUDING ALL);
+INSERT INTO wp_att (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 'att1', 'c1', 'api', regress.h(9, 1), 1),
+       ('00000000-0000-0000-0000-0000000000aa', 'att2', 'c1', 'hidden', regress.h(9, 1), 1);
+ALTER TABLE wp_att OWNER TO wp_owner2;
+ALTER TABLE wp_att ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wp_att FORCE ROW LEVEL SECURITY;
+CREATE POLICY wp_att_hide ON wp_att USING (code <> 'hidden');
+SELECT regress.try(format('ALTER TABLE wp ATTACH PARTITION wp_att FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(9, 0), regress.h(10, 0)));
+SELECT count(*) AS attached FROM pg_inherits WHERE inhrelid = 'wp_att'::regclass;
+DROP TABLE wp_att;
+-- ... nor to truncate a partition (its visible rows' keys alone were forgotten)
+SELECT regress.try(format('CREATE TABLE wp_tr PARTITION OF wp FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(9, 0), regress.h(10, 0)));
+SELECT loaded FROM ingest.load('wp', regress.wp('tr1', 'c1', 'api', regress.h(9, 1), 1) || E'\n'
+                                   || regress.wp('tr2', 'c1', 'hidden', regress.h(9, 1), 1));
+ALTER TABLE wp_tr OWNER TO wp_owner2;
+ALTER TABLE wp_tr ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wp_tr FORCE ROW LEVEL SECURITY;
+CREATE POLICY wp_tr_hide ON wp_tr USING (code <> 'hidden');
+SELECT regress.try('TRUNCATE wp_tr');
+SELECT count(*) AS rows_kept FROM wp_tr;
+DROP POLICY wp_tr_hide ON wp_tr;
+ALTER TABLE wp_tr NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE wp_tr DISABLE ROW LEVEL SECURITY;
+TRUNCATE wp_tr;
+DROP TABLE wp_tr;
+SELECT regress.wp_keys(), regress.wp_exact();
 -- a managed table that goes with its schema, a partition of it elsewhere:
 -- its whole state goes with it
 CREATE SCHEMA wp_gone;

@@ -59,7 +59,8 @@ IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s)
 void
 IngestOwnerAllRows(IngestOwnerScope *s)
 {
-	Assert(s->guc_level >= 0);
+	if (s->guc_level < 0)
+		elog(ERROR, "IngestOwnerAllRows needs a scope pushed with pin_path");
 	(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 }

@@ -337,6 +337,8 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
 	IngestOwnerPush(t.owner, true, &scope);
+	/* a TRUNCATE reads its partition (transition tables have no policy) */
+	IngestOwnerAllRows(&scope);
 
 	if (TRIGGER_FIRED_BY_INSERT(ev))
 	{

@@ -384,6 +384,7 @@ partition_joins(IngestTable *t, Oid part)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	IngestOwnerPush(t->owner, true, &scope);
+	IngestOwnerAllRows(&scope);
 	t->latest_snapshot = true;
 	IngestClaimKeysStrict(t, name);
 	IngestFeedDeltas(t, name);

@@ -281,7 +281,7 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_exec';
 -- The same without parameters.
 CREATE OR REPLACE FUNCTION ingest_internal.owner_exec(rel regclass, sql text)
-RETURNS bigint LANGUAGE C VOLATILE
+RETURNS bigint LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_owner_exec';
 
