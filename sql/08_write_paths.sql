@@ -382,10 +382,11 @@ SELECT (SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regcl
        count(*) AS keys FROM ingest_side.wp_ret_keys;
 DROP TABLE wp_ret;
 -- ... nor to attach a partition (its visible rows' keys alone were claimed)
-CREATE TABLE wp_att (LIKE wp INCLUDING ALL);
-INSERT INTO wp_att (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
-VALUES ('00000000-0000-0000-0000-0000000000aa', 'att1', 'c1', 'api', regress.h(9, 1), 1),
-       ('00000000-0000-0000-0000-0000000000aa', 'att2', 'c1', 'hidden', regress.h(9, 1), 1);
+-- (no identity column: PostgreSQL 17 refuses one in a partition attached)
+CREATE TABLE wp_att (LIKE wp INCLUDING DEFAULTS);
+INSERT INTO wp_att (id, organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES (900001, '00000000-0000-0000-0000-0000000000aa', 'att1', 'c1', 'api', regress.h(9, 1), 1),
+       (900002, '00000000-0000-0000-0000-0000000000aa', 'att2', 'c1', 'hidden', regress.h(9, 1), 1);
 ALTER TABLE wp_att OWNER TO wp_owner2;
 ALTER TABLE wp_att ENABLE ROW LEVEL SECURITY;
 ALTER TABLE wp_att FORCE ROW LEVEL SECURITY;
