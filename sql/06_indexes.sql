@@ -90,4 +90,29 @@ SELECT ingest.partition_index_name('ix_old3', repeat('n', 60)) =
        ingest.partition_index_name('ix_old3', repeat('n', 59) || 'm') AS collide,
        octet_length(ingest.partition_index_name('ix_old3', repeat('n', 60))) <= 63 AS fits;
 
+-- a partition renamed by hand keeps its declared indexes: they are renamed
+-- with it (ingest knows them by the name made from the partition's), so
+-- maintenance builds none again, closes the day, and a dropped declaration
+-- still finds its index
+SELECT ingest.create_event_table('rnix', premake => 0);
+SELECT count(*) FROM ingest.create_partitions('rnix', regress.today() - 5, regress.today() - 5);
+SELECT format('ALTER TABLE %s RENAME TO rnix_renamed', partition)
+  FROM ingest.partitions WHERE event_table = 'rnix'::regclass AND day = regress.today() - 5 \gexec
+SELECT indexname FROM pg_indexes WHERE tablename = 'rnix_renamed' ORDER BY 1;
+SELECT name, status FROM ingest.indexes WHERE partition = 'rnix_renamed'::regclass ORDER BY name;
+SELECT action, partition FROM ingest.run_maintenance('rnix', dry_run => true)
+ WHERE partition LIKE '%rnix_renamed%' ORDER BY 1;
+SELECT ingest.drop_index('rnix', 'customer_ts');
+SELECT action, partition FROM ingest.run_maintenance('rnix') WHERE action = 'drop_index';
+SELECT indexname FROM pg_indexes WHERE tablename = 'rnix_renamed' ORDER BY 1;
+-- ALTER INDEX ... RENAME naming the partition renames it too
+ALTER INDEX rnix_renamed RENAME TO rnix_again;
+SELECT indexname FROM pg_indexes WHERE tablename = 'rnix_again' ORDER BY 1;
+-- a name its index cannot take fails the rename
+CREATE TABLE rnix_taken_org_code_ts ();
+SELECT regress.try($$ALTER TABLE rnix_again RENAME TO rnix_taken$$);
+SELECT count(*) AS still_again FROM pg_class WHERE relname = 'rnix_again';
+DROP TABLE rnix_taken_org_code_ts;
+DROP TABLE rnix;
+
 SELECT * FROM regress.invariants();

@@ -33,6 +33,9 @@
  * key or drop the row, leaving the ledger with a key no event has.  Such a
  * trigger (made or renamed so) is refused; one that fires before is free.
  *
+ * Maintenance knows a partition's declared indexes by the names made from
+ * the partition's: a partition renamed by hand takes them along.
+ *
  * On Citus the coordinator's table has these rules, not its shards.  A
  * partition of a distributed table leaves only by retention (the keys of its
  * rows are released shard by shard there).
@@ -90,7 +93,8 @@ typedef enum PartAction
 	PART_JOINS,					/* attached: claim its keys, feed its rows */
 	PART_CREATED,				/* a new, empty partition: triggers */
 	PART_OWNER,					/* the table's owner changed: its side tables' too */
-	PART_IDENTITY				/* the table's replica identity changed */
+	PART_IDENTITY,				/* the table's replica identity changed */
+	PART_RENAMED				/* a partition renamed: its declared indexes too */
 } PartAction;
 
 /* The columns ingest reads, by name: their types are checked at adoption. */
@@ -121,6 +125,9 @@ typedef struct PartWork
 	PartAction	action;
 	Oid			root;
 	RangeVar   *partition;
+	Oid			relid;			/* PART_RENAMED: the partition, */
+	List	   *indexes;		/* its declared indexes' OIDs */
+	List	   *names;			/* and their declarations' names */
 } PartWork;
 
 /* The managed, ready root of a partitioned table, or InvalidOid. */
@@ -226,20 +233,24 @@ rename_trigger_before(RenameStmt *rs)
  * DDL on ingest's own triggers and side tables, which runs no user code.
  */
 static void
-run_internal(const char *sql, Oid rel)
+run_internal_args(const char *sql, int nargs, Oid *types, Datum *args)
 {
-	Datum		arg = ObjectIdGetDatum(rel);
 	Oid			owner;
 	int			rc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	owner = IngestExtensionOwner();
-	AS_OWNER(owner, rc = SPI_execute_with_args(sql, 1, (Oid[]) {REGCLASSOID}, &arg, NULL,
-											   false, 1));
+	AS_OWNER(owner, rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 1));
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
 	SPI_finish();
+}
+
+static void
+run_internal(const char *sql, Oid rel)
+{
+	run_internal_args(sql, 1, (Oid[]) {REGCLASSOID}, (Datum[]) {ObjectIdGetDatum(rel)});
 }
 
 static void
@@ -649,11 +660,6 @@ IngestStatementLeave(void *outer)
 }
 
 /*
- * Before a utility statement: the work that must see the partition as it
- * is (DETACH, DROP), and what to do after it (ATTACH, CREATE ... PARTITION
- * OF).  Returns the latter for IngestPartitionDDLAfter, or NULL.
- */
-/*
  * The nodes find the side tables of a distributed table's shards by the
  * table's qualified name: it keeps it (RENAME, SET SCHEMA, a rename of its
  * schema are refused).
@@ -700,6 +706,71 @@ refuse_citus_schema_rename(const char *schema)
 		refuse_citus_rename(lfirst_oid(lc));
 }
 
+/*
+ * A partition renamed by hand: maintenance knows its declared indexes by
+ * the names made from the partition's (ingest.partition_index_name), so
+ * they are renamed with it.  Found here, before the rename, by the old
+ * name; renamed after it.  A distributed table's partitions are left alone.
+ */
+static void *
+partition_renamed_before(Oid relid)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	IngestTable t;
+	PartWork   *w;
+	Datum		arg = ObjectIdGetDatum(relid);
+	int			rc;
+
+	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION ||
+		!get_rel_relispartition(relid) || !OidIsValid(managed_root(relid, &t)) ||
+		t.distributed)
+		return NULL;
+	w = palloc0(sizeof(PartWork));
+	w->action = PART_RENAMED;
+	w->root = t.relid;
+	w->relid = relid;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	AS_OWNER(IngestExtensionOwner(),
+			 rc = SPI_execute_with_args("SELECT idx, name FROM ingest_internal.declared_indexes($1)",
+										1, (Oid[]) {REGCLASSOID}, &arg, NULL, true, 0));
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not find the declared indexes of \"%s\"", get_rel_name(relid));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Oid			idx = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+
+		w->indexes = lappend_oid(w->indexes, idx);
+		w->names = lappend(w->names, pstrdup(name));
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	return w->indexes != NIL ? list_make1(w) : NULL;
+}
+
+static void
+partition_renamed_after(PartWork *w)
+{
+	ListCell   *li,
+			   *ln;
+
+	forboth(li, w->indexes, ln, w->names)
+		run_internal_args("SELECT ingest_internal.rename_declared_index($1, $2, $3)", 3,
+						  (Oid[]) {REGCLASSOID, OIDOID, TEXTOID},
+						  (Datum[]) {ObjectIdGetDatum(w->relid), ObjectIdGetDatum(lfirst_oid(li)),
+									 CStringGetTextDatum(lfirst(ln))});
+}
+
+/*
+ * Before a utility statement: the work that must see the partition as it
+ * is (DETACH, DROP), and what to do after it (ATTACH, CREATE ... PARTITION
+ * OF).  Returns the latter for IngestPartitionDDLAfter, or NULL.
+ */
 void *
 IngestPartitionDDLBefore(Node *stmt)
 {
@@ -741,14 +812,19 @@ IngestPartitionDDLBefore(Node *stmt)
 			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
 			refuse_column_change(IngestRootOf(RangeVarGetRelid(rs->relation, NoLock, true)),
 								 rs->subname, "rename");
+		if (rs->renameType == OBJECT_SCHEMA && rs->subname != NULL)
+			refuse_citus_schema_rename(rs->subname);
 		/* ALTER INDEX/VIEW/SEQUENCE ... RENAME rename a table too */
 		if ((rs->renameType == OBJECT_TABLE || rs->renameType == OBJECT_INDEX ||
 			 rs->renameType == OBJECT_VIEW || rs->renameType == OBJECT_MATVIEW ||
 			 rs->renameType == OBJECT_SEQUENCE || rs->renameType == OBJECT_FOREIGN_TABLE) &&
 			rs->relation != NULL)
-			refuse_citus_rename(RangeVarGetRelid(rs->relation, NoLock, true));
-		if (rs->renameType == OBJECT_SCHEMA && rs->subname != NULL)
-			refuse_citus_schema_rename(rs->subname);
+		{
+			Oid			relid = RangeVarGetRelid(rs->relation, NoLock, true);
+
+			refuse_citus_rename(relid);
+			return partition_renamed_before(relid);
+		}
 		return NULL;
 	}
 
@@ -795,6 +871,8 @@ IngestPartitionDDLAfter(void *work)
 			run_internal("SELECT ingest_internal.follow_owner($1)", w->root);
 		else if (w->action == PART_IDENTITY)
 			run_internal("SELECT ingest_internal.propagate_replica_identity($1)", w->root);
+		else if (w->action == PART_RENAMED)
+			partition_renamed_after(w);
 		else
 		{
 			Oid			part = RangeVarGetRelid(w->partition, NoLock, false);

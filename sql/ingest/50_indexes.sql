@@ -28,6 +28,45 @@ $$;
 COMMENT ON FUNCTION ingest.partition_index_name(regclass, text) IS
     'Name of the index that a declared index of a table has on one of its partitions';
 
+-- A partition renamed by hand keeps its declared indexes (src/tableddl.c):
+-- before the rename, the indexes it has by the names made from its name
+-- (those of dropped declarations not dropped yet too); after it, each takes
+-- the name made from the new one, as the partition's owner.
+CREATE OR REPLACE FUNCTION ingest_internal.declared_indexes(part regclass)
+RETURNS TABLE(idx oid, name text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.indexrelid, d.name
+      FROM pg_catalog.pg_inherits h
+     CROSS JOIN LATERAL (SELECT c.name FROM ingest.index_config c
+                          WHERE c.event_table = h.inhparent
+                         UNION
+                         SELECT x.name FROM ingest_internal.index_drops x
+                          WHERE x.event_table = h.inhparent) d
+      JOIN pg_catalog.pg_index i ON i.indrelid = h.inhrelid
+      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+     WHERE h.inhrelid = part
+       AND ic.relname = ingest.partition_index_name(part, d.name)
+$$;
+
+CREATE OR REPLACE FUNCTION ingest_internal.rename_declared_index(part regclass, idx oid, name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_name text := ingest.partition_index_name(part, name);
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                 JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                WHERE i.indexrelid = idx AND i.indrelid = part AND c.relname <> new_name) THEN
+        PERFORM ingest_internal.owner_ddl(part, pg_catalog.format('ALTER INDEX %s RENAME TO %I',
+                                                                  idx::regclass, new_name));
+    END IF;
+END
+$$;
+
 -- Seconds after its day's end at which a partition is closed.
 CREATE OR REPLACE FUNCTION ingest_internal.close_delay()
 RETURNS interval
