@@ -9,6 +9,11 @@
 #     transaction: the step is logged as skipped, not failed.
 #  3. a partition renamed while the run waits: the closing VACUUM (FREEZE)
 #     finds it by OID, not by the name the plan saw.
+#  4. a retired day attached again by the reader its drop waits for: the
+#     drop lets it be, logged as skipped.
+#  5. a partition renamed while the drop of an index no longer declared
+#     waits for it: the index is renamed with it, and dropped by its new
+#     name.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -115,6 +120,53 @@ is(sql(q{SELECT last_vacuum IS NOT NULL FROM pg_stat_all_tables WHERE relid = 'f
 	't', 'the renamed day was vacuumed');
 is(sql(q{SELECT partition FROM ingest.maintenance_log WHERE relid = 'fz'::regclass AND action = 'freeze'}),
 	'public.fz_renamed', 'and the log names it as it is called now');
+
+# --- 4. a retired day attached again while its drop waits ----------------
+sql(q{
+	SELECT ingest.create_event_table('ag', retention => '30 days');
+	SELECT ingest.configure('ag', retention_action => 'detach');
+	CREATE TABLE ag_old (LIKE ag);
+});
+my $ag_attach = sql(q{SELECT format('ALTER TABLE ag ATTACH PARTITION ag_old FOR VALUES FROM (%L) TO (%L)',
+                                   (current_date - 40)::timestamp AT TIME ZONE 'UTC',
+                                   (current_date - 39)::timestamp AT TIME ZONE 'UTC')});
+sql($ag_attach);
+sql(q{SELECT * FROM ingest.run_maintenance('ag')});
+sql(q{SELECT ingest.configure('ag', retention_action => 'drop')});
+$owner->query_safe(q{BEGIN; SELECT count(*) FROM ag_old});
+$run = start_maintenance_run($node, 'ag');
+ok(worker_waits_for_lock($node), 'the drop waits for the reader of the detached day');
+$owner->query_safe("$ag_attach; COMMIT");
+$run->{h}->finish;
+like($run->{out}, qr/^drop\|public\.ag_old$/m, 'the run planned the drop') or diag($run->{err});
+is(sql(q{SELECT string_agg(action || ' ' || status, ', ' ORDER BY id)
+           FROM ingest.maintenance_log WHERE relid = 'ag'::regclass AND partition = 'public.ag_old'}),
+	'detach ok, drop skipped', 'the drop lets the day attached again be');
+is(sql(q{SELECT message FROM ingest.maintenance_log WHERE relid = 'ag'::regclass AND action = 'drop'}),
+	'no longer due: the day was attached again', 'and says why');
+is(sql(q{SELECT count(*) FROM pg_inherits WHERE inhrelid = 'ag_old'::regclass AND inhparent = 'ag'::regclass}),
+	'1', 'the day is attached');
+is(sql(q{SELECT count(*) FROM ingest_internal.retired WHERE partition_oid = 'ag_old'::regclass}), '0',
+	'and no longer marked as retiring');
+
+# --- 5. a partition renamed while an index drop waits for it --------------
+sql(q{SELECT ingest.create_event_table('di');
+      SELECT ingest.drop_index('di', 'brin_timestamp')});
+my $dpart = sql(q{SELECT partition FROM ingest.partitions WHERE event_table = 'di'::regclass
+                   ORDER BY day LIMIT 1});
+$owner->query_safe(qq{BEGIN; LOCK TABLE $dpart IN SHARE UPDATE EXCLUSIVE MODE});
+$run = start_maintenance_run($node, 'di');
+ok(worker_waits_for_lock($node), 'the index drop waits for the day');
+$owner->query_safe(qq{ALTER TABLE $dpart RENAME TO di_renamed; COMMIT});
+$run->{h}->finish;
+like($run->{out}, qr/^drop_index\|public\.di_renamed_brin_timestamp$/m, 'the run dropped the index by its new name')
+	or diag($run->{err});
+is(sql(q{SELECT status FROM ingest.maintenance_log WHERE relid = 'di'::regclass
+          AND partition = 'public.di_renamed_brin_timestamp'}),
+	'ok', 'the index was dropped, logged by its new name');
+is(sql(q{SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND tablename LIKE 'di%'}), '0',
+	'no partition keeps the index');
+is(sql(q{SELECT count(*) FROM ingest_internal.index_drops}), '0', 'the dropped declaration is forgotten');
 
 $owner->quit;
 $node->stop;
