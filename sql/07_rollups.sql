@@ -95,6 +95,9 @@ SELECT count(*) AS raw_left FROM ru WHERE "timestamp" < regress.h(-2, 0);
 SELECT * FROM regress.usage(regress.h(-3, 0), regress.h(-2, 0));
 -- the retired day's partial hours can no longer be answered
 SELECT split_part(regress.try($$SELECT * FROM regress.usage(regress.h(-3, 5, 30), regress.h(-2, 0))$$), ' DETAIL', 1);
+-- whole hours from before retention up to a partial hour that is retained
+-- (from the start of a month to now, say): only that hour is read raw
+SELECT * FROM regress.usage(regress.h(-3, 0), regress.h(0, 0, 30));
 -- events for the retired day are set aside, never counted twice
 SELECT * FROM ingest.load('ru', regress.ev('old3', 'c1', 'api', regress.h(-3, 7), '1'));
 
@@ -173,5 +176,7 @@ SELECT loaded FROM ingest.load('rb', (SELECT string_agg(format('00000000-0000-00
                                         FROM generate_series(1, 70000) n));
 SELECT count(*) AS delta_rows FROM ingest_side.rb_deltas;
 SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', '-infinity', 'infinity');
+-- a range that ends inside an hour verifies that whole hour
+SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', regress.h(0, 0), regress.h(0, 3, 30));
 
 SELECT * FROM regress.invariants();

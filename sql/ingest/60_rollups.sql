@@ -797,7 +797,10 @@ BEGIN
     h_to := GREATEST(date_trunc('hour', to_ts, 'UTC'), h_from);
     -- (finding it costs more than a read of whole days)
     since := CASE WHEN from_ts < LEAST(h_from, to_ts) OR h_to < to_ts THEN ingest_internal.raw_since(tbl) END;
-    IF (from_ts < LEAST(h_from, to_ts) OR h_to < to_ts) AND (since IS NULL OR from_ts < since) THEN
+    -- each partial hour against retention on its own: a range from before it
+    -- may end in a partial hour that is retained
+    IF (from_ts < LEAST(h_from, to_ts) AND (since IS NULL OR from_ts < since))
+       OR (h_to < to_ts AND (since IS NULL OR h_to < since)) THEN
         RAISE EXCEPTION 'raw events of the partial hours of this range are no longer retained'
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Raw events are retained from %s.', since),
@@ -973,6 +976,9 @@ DECLARE
 BEGIN
     PERFORM ingest_internal.require_reader(tbl);
     PERFORM ingest_internal.require_managed(tbl);
+    -- whole hours: a range that ends inside an hour verifies all of it, as
+    -- it starts with all of the hour of from_ts (rollup_horizon)
+    to_ts := date_trunc('hour', to_ts - interval '1 microsecond', 'UTC') + interval '1 hour';
     IF ingest_internal.on_citus(tbl) THEN
         RETURN QUERY SELECT * FROM ingest_internal.citus_rollup_verify(tbl, from_ts, to_ts, rollup);
         RETURN;
