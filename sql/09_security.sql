@@ -52,6 +52,12 @@ SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['(code); CREATE TABLE 
 SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['(code) WHERE (true'])$$);
 SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['code'], with_options => 'fillfactor = 70) WHERE (true')$$);
 SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['code'], with_options => 'fillfactor = 70); CREATE TABLE pwned(); --')$$);
+-- nor across pieces: a comment a piece opens cannot hide a statement in
+-- the next, nor bring in another clause
+SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['code'], with_options => 'fillfactor=90) ; --',
+                                             where_clause => E'true /*\nCREATE TABLE public.pwned(); --*/')$$);
+SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['(code)) ; --', E'(code) /*\nCREATE TABLE public.pwned(); --*/'])$$);
+SELECT regress.try($$SELECT ingest.add_index('sec', ARRAY['code'], with_options => 'fillfactor=90) TABLESPACE pg_default --')$$);
 SELECT to_regclass('pwned') IS NULL AS no_pwned,
        (SELECT count(*) FROM ingest.index_config WHERE event_table = 'sec'::regclass AND phase = 'closed'
                                                    AND name NOT LIKE 'btree%') AS stored;

@@ -11,7 +11,9 @@
  * piece (one expression, one predicate, a list of options) of exactly one
  * statement.  A piece that would close the statement, open another or
  * smuggle in another clause is refused (42601).  Names are quoted by the
- * SQL that builds the statement.
+ * SQL that builds the statement.  The statement built from the pieces is
+ * checked again as a whole before it runs: pieces that each pass alone can
+ * still combine (a comment one opens hides the start of the next).
  *
  *-------------------------------------------------------------------------
  */
@@ -77,6 +79,40 @@ check_options(const char *opts)
 	if (stmt == NULL || !IsA(stmt, IndexStmt) || list_length(stmt->indexParams) != 1 ||
 		stmt->whereClause != NULL || stmt->options == NIL)
 		refuse("WITH options", opts);
+}
+
+/*
+ * The statement built from a declaration: exactly one CREATE INDEX with
+ * ncolumns columns, a WHERE clause and options when the declaration has
+ * them, and nothing else (no INCLUDE, no TABLESPACE).
+ */
+static void
+check_statement(const char *sql, int ncolumns, bool has_where, bool has_with)
+{
+	IndexStmt  *stmt = (IndexStmt *) parse_one(sql);
+
+	if (stmt == NULL || !IsA(stmt, IndexStmt) || stmt->unique ||
+		list_length(stmt->indexParams) != ncolumns || stmt->indexIncludingParams != NIL ||
+		(stmt->whereClause != NULL) != has_where || (stmt->options != NIL) != has_with ||
+		stmt->tableSpace != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid index declaration: its parts do not make one CREATE INDEX statement"),
+				 errdetail("A part may not end the statement, or open a comment or a clause that another part closes.")));
+}
+
+PG_FUNCTION_INFO_V1(ingest_check_index_statement);
+
+/*
+ * ingest_internal.check_index_statement(sql, ncolumns, has_where,
+ * has_with): raises 42601 unless sql is the one index the parts declare.
+ */
+Datum
+ingest_check_index_statement(PG_FUNCTION_ARGS)
+{
+	check_statement(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT32(1),
+					PG_GETARG_BOOL(2), PG_GETARG_BOOL(3));
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(ingest_check_index_declaration);

@@ -86,10 +86,20 @@ LANGUAGE C CALLED ON NULL INPUT IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_check_index_declaration';
 
+-- Raises 42601 unless sql is exactly the one CREATE INDEX that a
+-- declaration of ncolumns columns, with or without WHERE and WITH, makes.
+CREATE OR REPLACE FUNCTION ingest_internal.check_index_statement(sql text, ncolumns integer,
+                                                                has_where boolean, has_with boolean)
+RETURNS void
+LANGUAGE C STRICT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_check_index_statement';
+
 -- CREATE INDEX for a declared index on a relation (a partition, or a scratch
 -- table to check the declaration).  Column entries are names, or
--- parenthesized expressions; every piece is checked again here, so a
--- declaration stored by an older version is never pasted unchecked.
+-- parenthesized expressions; every piece is checked again here, and the
+-- statement they make as a whole, so a declaration stored by an older
+-- version is never pasted unchecked.
 CREATE OR REPLACE FUNCTION ingest_internal.index_ddl(rel regclass, index_name text, columns text[],
                                           method text, where_clause text,
                                           with_options text, concurrent boolean)
@@ -97,13 +107,15 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    ddl text;
 BEGIN
     PERFORM ingest_internal.check_index_declaration(columns, where_clause, with_options);
     IF method NOT IN ('btree', 'brin') THEN
         RAISE EXCEPTION 'index method "%" is not supported', method
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    RETURN format('CREATE INDEX %s%I ON %s USING %s (%s)%s%s',
+    ddl := format('CREATE INDEX %s%I ON %s USING %s (%s)%s%s',
                   CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END,
                   index_name, rel, method,
                   (SELECT string_agg(CASE WHEN c LIKE '(%' THEN c ELSE quote_ident(c) END, ', '
@@ -111,6 +123,9 @@ BEGIN
                      FROM unnest(columns) WITH ORDINALITY AS u(c, o)),
                   CASE WHEN with_options IS NOT NULL THEN ' WITH (' || with_options || ')' ELSE '' END,
                   CASE WHEN where_clause IS NOT NULL THEN ' WHERE (' || where_clause || ')' ELSE '' END);
+    PERFORM ingest_internal.check_index_statement(ddl, cardinality(columns), where_clause IS NOT NULL,
+                                                  with_options IS NOT NULL);
+    RETURN ddl;
 END
 $$;
 
