@@ -203,5 +203,33 @@ SELECT regress.try($$MERGE INTO nullkey t USING (SELECT NULL::uuid AS o) s ON fa
                                            VALUES (s.o, 'k6', 'c', 'api', now())$$);
 SELECT transaction_id, organization_id IS NOT NULL AS has_org FROM nullkey ORDER BY 1;
 DROP TABLE nullkey;
+-- Nor may the columns it rolls up and routes by be null: a load of such a
+-- row crashed the server, and an UPDATE to one left the fold failing for
+-- good; each is set aside or refused (23502), by every write path.
+CREATE TABLE nullroll (organization_id uuid NOT NULL, transaction_id text NOT NULL, external_customer_id text,
+                       code text, "timestamp" timestamptz,
+                       properties jsonb NOT NULL DEFAULT '{}', value double precision,
+                       decimal_value numeric, created_at timestamptz NOT NULL DEFAULT now())
+  PARTITION BY RANGE ("timestamp");
+SELECT ingest.manage_table('nullroll');
+SELECT count(*) > 0 AS made FROM ingest.run_maintenance('nullroll');
+CREATE TABLE nullroll_default PARTITION OF nullroll DEFAULT;
+SELECT * FROM ingest.load('nullroll', format(E'00000000-0000-0000-0000-000000000001,r1,c,,%s,{},1,\n00000000-0000-0000-0000-000000000001,r2,,api,%s,{},1,\n00000000-0000-0000-0000-000000000001,r3,c,api,,{},1,\n00000000-0000-0000-0000-000000000001,r4,c,api,%s,{},1,\n',
+                                             now(), now(), now()));
+COPY nullroll (organization_id, transaction_id, external_customer_id, code, "timestamp") FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-000000000001,r5,c,,2099-01-01
+\.
+SELECT line_number, sqlstate, message FROM ingest.rejects
+ WHERE event_table = 'nullroll'::regclass ORDER BY id;
+SELECT regress.try($$INSERT INTO nullroll (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                     VALUES ('00000000-0000-0000-0000-000000000001', 'r7', 'c', NULL, now())$$);
+SELECT regress.try($$INSERT INTO nullroll (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                     VALUES ('00000000-0000-0000-0000-000000000001', 'r8', 'c', 'api', NULL)$$);
+SELECT regress.try($$UPDATE nullroll SET code = NULL WHERE transaction_id = 'r4'$$);
+SELECT regress.try($$UPDATE nullroll SET external_customer_id = NULL WHERE transaction_id = 'r4'$$);
+SELECT regress.try($$UPDATE nullroll SET "timestamp" = NULL WHERE transaction_id = 'r4'$$);
+SELECT ingest.fold_rollups('nullroll') >= 0 AS folded;
+SELECT transaction_id FROM nullroll ORDER BY 1;
+DROP TABLE nullroll;
 
 SELECT * FROM regress.invariants();

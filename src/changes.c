@@ -167,31 +167,41 @@ IngestFeedDeltas(IngestTable *t, const char *src)
 	"SELECT x.organization_id, x.transaction_id COLLATE \"C\" AS transaction_id FROM " tt " x"
 
 /*
- * 23502 for a new row of "src" without a key: an adopted table's key
- * columns may be nullable, ingest's key may not (loader.c and dedup.c
- * refuse one on the way in).
+ * 23502 for a new row of "src" with a null where ingest may have none
+ * (IngestNeverNull): an adopted table's columns may be nullable (loader.c
+ * and dedup.c refuse one on the way in).
  */
 static void
 refuse_null_keys(IngestTable *t, Relation rel, const char *src)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData sql;
+	int			i;
+	bool		nullable = false;
 
-	/* NOT NULL key columns (every table create_event_table makes) need no look */
-	if (TupleDescAttr(desc, get_attnum(RelationGetRelid(rel), "organization_id") - 1)->attnotnull &&
-		TupleDescAttr(desc, get_attnum(RelationGetRelid(rel), "transaction_id") - 1)->attnotnull)
+	/* NOT NULL columns (every table create_event_table makes) need no look */
+	for (i = 0; i < INGEST_NEVER_NULL; i++)
+		if (!TupleDescAttr(desc, get_attnum(RelationGetRelid(rel), IngestNeverNull[i]) - 1)->attnotnull)
+			nullable = true;
+	if (!nullable)
 		return;
-	if (exec_sql(t, psprintf("SELECT n.organization_id IS NULL FROM %s n "
-							 " WHERE n.organization_id IS NULL OR n.transaction_id IS NULL LIMIT 1", src),
-				 SPI_OK_SELECT) > 0)
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT CASE");
+	for (i = 0; i < INGEST_NEVER_NULL; i++)
+		appendStringInfo(&sql, " WHEN n.%s IS NULL THEN %d", quote_identifier(IngestNeverNull[i]), i);
+	appendStringInfo(&sql, " END AS i FROM %s n WHERE", src);
+	for (i = 0; i < INGEST_NEVER_NULL; i++)
+		appendStringInfo(&sql, "%s n.%s IS NULL", i > 0 ? " OR" : "", quote_identifier(IngestNeverNull[i]));
+	appendStringInfoString(&sql, " LIMIT 1");
+	if (exec_sql(t, sql.data, SPI_OK_SELECT) > 0)
 	{
 		bool		isnull;
-		bool		org = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-													 1, &isnull));
+		int			col = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+													  1, &isnull));
 
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
-						org ? "organization_id" : "transaction_id")));
+				 errmsg_internal("%s", IngestNullColumnError(IngestNeverNull[col]))));
 	}
 }
 

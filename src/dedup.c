@@ -126,6 +126,25 @@ IngestKeyWidthError(Datum tx, bool tx_null, Datum code, bool code_null,
 	return NULL;
 }
 
+/*
+ * The columns ingest keys, rolls up and routes by are never null, whatever
+ * an adopted table's own constraints say: an event without one could be
+ * neither claimed nor rolled up.  Why a null in one of them is refused.
+ */
+const char *const IngestNeverNull[INGEST_NEVER_NULL] = {
+	"organization_id", "transaction_id", "code", "external_customer_id", "timestamp"
+};
+
+char *
+IngestNullColumnError(const char *column)
+{
+	if (strcmp(column, "organization_id") == 0 || strcmp(column, "transaction_id") == 0)
+		return psprintf("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
+						column);
+	return psprintf("null value in column \"%s\" violates ingest's rollup key (code, external_customer_id, timestamp)",
+					column);
+}
+
 PG_FUNCTION_INFO_V1(ingest_key_width_error);
 
 /* ingest_side.key_width_error(transaction_id, code, external_customer_id) */
@@ -576,6 +595,7 @@ typedef struct TriggerTarget
 	AttrNumber	tx_att;
 	AttrNumber	code_att;
 	AttrNumber	customer_att;
+	AttrNumber	never_null[INGEST_NEVER_NULL];	/* IngestNeverNull's */
 	PayloadColumns payload_cols;
 } TriggerTarget;
 
@@ -666,6 +686,8 @@ trigger_target(Relation rel)
 			tt->tx_att = column_attnum(rel, "transaction_id");
 			tt->code_att = column_attnum(rel, "code");
 			tt->customer_att = column_attnum(rel, "external_customer_id");
+			for (int i = 0; i < INGEST_NEVER_NULL; i++)
+				tt->never_null[i] = column_attnum(rel, IngestNeverNull[i]);
 			/* the shape is enforced (tableddl.c); never read a Datum amiss */
 			if (TupleDescAttr(RelationGetDescr(rel), tt->org_att - 1)->atttypid != UUIDOID ||
 				TupleDescAttr(RelationGetDescr(rel), tt->tx_att - 1)->atttypid != TEXTOID)
@@ -832,18 +854,19 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, nulls);
-	if (nulls[tt->org_att - 1] || nulls[tt->tx_att - 1])
+	for (int i = 0; i < INGEST_NEVER_NULL; i++)
 	{
-		AttrNumber	att = nulls[tt->org_att - 1] ? tt->org_att : tt->tx_att;
+		AttrNumber	att = tt->never_null[i];
 
+		if (!nulls[att - 1])
+			continue;
 		/* a NOT NULL column's own check fails the insert, with its message */
 		if (TupleDescAttr(desc, att - 1)->attnotnull)
 			return PointerGetDatum(tuple);
-		/* an adopted table's may be nullable: ingest's key may not */
+		/* an adopted table's may be nullable: ingest's columns may not */
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
-						NameStr(TupleDescAttr(desc, att - 1)->attname)),
+				 errmsg_internal("%s", IngestNullColumnError(IngestNeverNull[i])),
 				 errtable(td->tg_relation)));
 	}
 	{

@@ -64,6 +64,7 @@ typedef struct LoadState
 	AttrNumber	tx_att;
 	AttrNumber	code_att;
 	AttrNumber	customer_att;
+	AttrNumber	never_null[INGEST_NEVER_NULL];	/* IngestNeverNull's */
 	int			ntargets;
 	int			batches;		/* batches loaded so far */
 	int64		bytes;			/* input read */
@@ -279,14 +280,16 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 		}
 		if (r->state != ROW_CONVERTED)
 			continue;
-		/* an adopted table's key columns may be nullable: a key may not */
-		if (r->nulls[st->org_att - 1] || r->nulls[st->tx_att - 1])
-		{
-			reject_row(st, r, ERRCODE_NOT_NULL_VIOLATION,
-					   psprintf("null value in column \"%s\" violates ingest's key (organization_id, transaction_id)",
-								r->nulls[st->org_att - 1] ? "organization_id" : "transaction_id"));
+		/* an adopted table's columns may be nullable: ingest's may not */
+		for (a = 0; a < INGEST_NEVER_NULL; a++)
+			if (r->nulls[st->never_null[a] - 1])
+			{
+				reject_row(st, r, ERRCODE_NOT_NULL_VIOLATION,
+						   IngestNullColumnError(IngestNeverNull[a]));
+				break;
+			}
+		if (r->state != ROW_CONVERTED)
 			continue;
-		}
 		why = IngestKeyWidthError(r->values[st->tx_att - 1], r->nulls[st->tx_att - 1],
 								  r->values[st->code_att - 1], r->nulls[st->code_att - 1],
 								  r->values[st->customer_att - 1], r->nulls[st->customer_att - 1]);
@@ -487,6 +490,8 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	st.tx_att = get_attnum(RelationGetRelid(rel), "transaction_id");
 	st.code_att = get_attnum(RelationGetRelid(rel), "code");
 	st.customer_att = get_attnum(RelationGetRelid(rel), "external_customer_id");
+	for (int i = 0; i < INGEST_NEVER_NULL; i++)
+		st.never_null[i] = get_attnum(RelationGetRelid(rel), IngestNeverNull[i]);
 	estate = CreateExecutorState();
 	st.econtext = CreateExprContext(estate);
 	st.parser = IngestParserBegin(rel, format, header, copy_options, attnums, input,

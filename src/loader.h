@@ -186,6 +186,9 @@ extern uint64 IngestPayloadHash(TupleDesc desc, Datum *values, bool *nulls);
 extern uint64 IngestLedgerHash(IngestLedger *ledger, Datum *values, bool *nulls);
 extern char *IngestKeyWidthError(Datum tx, bool tx_null, Datum code, bool code_null,
 								 Datum customer, bool customer_null);
+#define INGEST_NEVER_NULL 5
+extern const char *const IngestNeverNull[INGEST_NEVER_NULL];
+extern char *IngestNullColumnError(const char *column);
 extern bool IngestLedgerWaitingFor(IngestLedger *ledger, Datum *org, Datum *tx);
 extern void IngestLedgerAwait(IngestLedger *ledger, Datum org, Datum tx);
 extern void IngestLedgerEnd(IngestLedger *ledger);
