@@ -68,6 +68,8 @@ SELECT regress.wp_keys(), regress.wp_exact();
 -- as a unique index would: a key stored already, or given twice, is refused
 SELECT regress.try($$UPDATE wp SET transaction_id = 'e1' WHERE transaction_id = 'e9'$$);
 SELECT regress.try($$UPDATE wp SET transaction_id = 'dup' WHERE transaction_id IN ('e3', 'e9')$$);
+-- also when the key two rows end up sharing is one of theirs already
+SELECT regress.try($$UPDATE wp SET transaction_id = 'e3' WHERE transaction_id IN ('e3', 'e9')$$);
 SELECT regress.wp_keys(), regress.wp_exact();
 
 -- UPDATE of the timestamp across days moves the event to tomorrow's

@@ -95,13 +95,20 @@ refuse_duplicate(IngestTable *t, const char *what)
  * claimed by another transaction is waited for.  Set operations, hashed:
  * no plan here is quadratic in the rows of a statement.
  */
-void
-IngestClaimKeysStrict(IngestTable *t, const char *src)
+/* 23505 for a key that two rows of src have */
+static void
+refuse_repeated_keys(IngestTable *t, const char *src)
 {
 	exec_sql(t, psprintf("SELECT s.organization_id, s.transaction_id COLLATE \"C\" FROM %s s "
 						 "GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 1", src),
 			 SPI_OK_SELECT);
 	refuse_duplicate(t, "is given more than once");
+}
+
+void
+IngestClaimKeysStrict(IngestTable *t, const char *src)
+{
+	refuse_repeated_keys(t, src);
 	exec_sql(t, psprintf("WITH claimed AS ("
 						 "  INSERT INTO %s AS k "
 						 "  SELECT s.organization_id, s.transaction_id COLLATE \"C\", "
@@ -226,13 +233,18 @@ changes_update(IngestTable *t, Relation rel)
 				 errmsg("event too wide for managed table \"%s\"", get_rel_name(t->relid)),
 				 errdetail("The %s.", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1))));
 
-	/* keys gone, then keys new (most updates change none) */
-	exec_sql(t, psprintf("DELETE FROM %s k USING (" KEYS_OF("ingest_old") " EXCEPT "
-						 KEYS_OF("ingest_new") ") g "
-						 " WHERE k.organization_id = g.organization_id "
-						 "   AND k.transaction_id = g.transaction_id",
-						 ledger),
-			 SPI_OK_DELETE);
+	/*
+	 * Keys gone, then keys new (most updates change none).  Rows that end
+	 * up sharing a key may share one of their old ones (no new key to
+	 * claim): the old keys being distinct, one of them is then gone.
+	 */
+	if (exec_sql(t, psprintf("DELETE FROM %s k USING (" KEYS_OF("ingest_old") " EXCEPT "
+							 KEYS_OF("ingest_new") ") g "
+							 " WHERE k.organization_id = g.organization_id "
+							 "   AND k.transaction_id = g.transaction_id",
+							 ledger),
+				 SPI_OK_DELETE) > 0)
+		refuse_repeated_keys(t, "ingest_new");
 	if (exec_sql(t, KEYS_OF("ingest_new") " EXCEPT " KEYS_OF("ingest_old") " LIMIT 1",
 				 SPI_OK_SELECT) > 0)
 		IngestClaimKeysStrict(t, "(SELECT n.* FROM ingest_new n "
