@@ -192,6 +192,44 @@ BEGIN
 END $$;
 UPDATE regress.other SET id = regress.import();
 SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+-- and one run inside an UPDATE of this very table too: its rows are
+-- inserted (their keys claimed), not rows the UPDATE moves
+UPDATE wp SET value = value WHERE transaction_id = 'e2' AND regress.import() = 2;
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+-- data-modifying WITH: each row by the command that writes it; an UPDATE
+-- in a WITH moves its row, an INSERT in a WITH under an UPDATE claims its
+-- key, and a statement that writes the table by two kinds of command is
+-- refused (its inserted and moved rows could not be told apart)
+WITH m AS (UPDATE wp SET "timestamp" = "timestamp" + interval '1 day' WHERE transaction_id = 'e1' RETURNING 1)
+SELECT count(*) AS moved FROM m;
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+WITH i AS (INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+           VALUES ('00000000-0000-0000-0000-0000000000aa', 'e1', 'c1', 'api', regress.h(0, 2)),
+                  ('00000000-0000-0000-0000-0000000000aa', 'cte1', 'c1', 'api', regress.h(0, 2))
+           RETURNING transaction_id)
+UPDATE regress.other SET id = (SELECT count(*) FROM i);
+SELECT id AS inserted FROM regress.other;
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+SELECT regress.try($$
+    WITH d AS (DELETE FROM wp WHERE transaction_id = 'cte1' RETURNING *)
+    INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+    SELECT organization_id, transaction_id, external_customer_id, code, "timestamp" FROM d$$);
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+-- a cursor whose fetch failed in a subtransaction is dropped without its
+-- command ending: the dedup trigger never looks at what it left
+BEGIN;
+DECLARE cur CURSOR FOR SELECT 1 / (g - 3) FROM generate_series(1, 5) g;
+SAVEPOINT s;
+SELECT regress.try('FETCH ALL FROM cur');
+ROLLBACK TO s;
+CLOSE cur;
+SET LOCAL ingest.copy_hook = off;
+SELECT regress.import();
+COMMIT;
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
+-- (back as the tests below expect it)
+UPDATE wp SET "timestamp" = "timestamp" - interval '1 day' WHERE transaction_id = 'e1';
+DELETE FROM wp WHERE transaction_id = 'cte1';
 
 -- MERGE that would move a row to another day is refused (PostgreSQL 15
 -- shows such a row in no transition table)

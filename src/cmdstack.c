@@ -11,19 +11,29 @@
  * commands running, and the trigger asks which of them writes its relation:
  * the innermost command whose result relations (targets, or partitions it
  * routes rows to) include it.  Commands that only read (a lazily evaluated
- * function, an open cursor) are passed over.  COPY runs no executor command
- * of its own: when no command writes the relation, the row comes from COPY
- * (or an INSERT the hooks did not see) and is treated as inserted.
+ * function, an open cursor) are passed over.  Within a command, the answer
+ * is the operation of the ModifyTable node that writes the relation, not
+ * the command's own: a data-modifying WITH query may INSERT under a top
+ * UPDATE, or UPDATE under a SELECT.  A command in which nodes of different
+ * operations write one relation is refused (0A000): its rows could not be
+ * told apart.  A plain COPY FROM (one the loader does not take) runs no
+ * executor command: the utility hook pushes a frame for it, and a row with
+ * no command writing its relation at all is treated as inserted.
  *
  * A command that fails never reaches ExecutorEnd: the frames of an aborted
- * (sub)transaction are dropped by the transaction callbacks.
+ * (sub)transaction are dropped by the transaction callbacks, and a frame
+ * goes when its command's memory does (a cursor whose fetch failed in a
+ * subtransaction is dropped, not ended).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/partition.h"
 #include "executor/executor.h"
+#include "nodes/execnodes.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/memutils.h"
 
@@ -31,8 +41,10 @@
 
 typedef struct CmdFrame
 {
-	QueryDesc  *query;
-	CmdType		operation;
+	QueryDesc  *query;			/* an executor command, or NULL: */
+	Oid			copy_rel;		/* a COPY FROM into this relation */
+	Oid			last_rel;		/* the COPY's last partition asked about, */
+	bool		last_writes;	/* and whether it writes it */
 	int			nest_level;		/* transaction nesting level it started in */
 } CmdFrame;
 
@@ -45,7 +57,7 @@ static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 
 static void
-push_frame(QueryDesc *query)
+push_frame(QueryDesc *query, Oid copy_rel)
 {
 	if (nframes == maxframes)
 	{
@@ -55,26 +67,34 @@ push_frame(QueryDesc *query)
 			: repalloc(frames, sizeof(CmdFrame) * maxframes);
 	}
 	frames[nframes].query = query;
-	frames[nframes].operation = query->operation;
+	frames[nframes].copy_rel = copy_rel;
+	frames[nframes].last_rel = InvalidOid;
 	frames[nframes].nest_level = GetCurrentTransactionNestLevel();
 	nframes++;
 }
 
 static void
-pop_frame(QueryDesc *query)
+pop_frame(QueryDesc *query, Oid copy_rel)
 {
 	int			i;
 
 	/* usually the top one; a cursor may close under a running command */
 	for (i = nframes - 1; i >= 0; i--)
 	{
-		if (frames[i].query == query)
+		if (frames[i].query == query && frames[i].copy_rel == copy_rel)
 		{
 			memmove(&frames[i], &frames[i + 1], sizeof(CmdFrame) * (nframes - i - 1));
 			nframes--;
 			return;
 		}
 	}
+}
+
+/* A command's memory is going: so is its frame, if ExecutorEnd left it. */
+static void
+command_memory_gone(void *arg)
+{
+	pop_frame((QueryDesc *) arg, InvalidOid);
 }
 
 static void
@@ -85,13 +105,21 @@ cmdstack_ExecutorStart(QueryDesc *queryDesc, int eflags)
 	else
 		standard_ExecutorStart(queryDesc, eflags);
 	if (!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
-		push_frame(queryDesc);
+	{
+		MemoryContextCallback *cb = MemoryContextAlloc(queryDesc->estate->es_query_cxt,
+													   sizeof(MemoryContextCallback));
+
+		cb->func = command_memory_gone;
+		cb->arg = queryDesc;
+		MemoryContextRegisterResetCallback(queryDesc->estate->es_query_cxt, cb);
+		push_frame(queryDesc, InvalidOid);
+	}
 }
 
 static void
 cmdstack_ExecutorEnd(QueryDesc *queryDesc)
 {
-	pop_frame(queryDesc);
+	pop_frame(queryDesc, InvalidOid);
 	if (prev_ExecutorEnd)
 		prev_ExecutorEnd(queryDesc);
 	else
@@ -120,41 +148,124 @@ cmdstack_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		nframes--;
 }
 
+/* Does ModifyTable node mt write relid: a target, or a partition it routes to? */
 static bool
-writes_relation(EState *estate, Oid relid)
+node_writes(EState *estate, ModifyTableState *mt, Oid relid)
 {
 	ListCell   *lc;
+	int			i;
 
-	foreach(lc, estate->es_opened_result_relations)
-		if (RelationGetRelid(((ResultRelInfo *) lfirst(lc))->ri_RelationDesc) == relid)
+	/* the table named (its statement triggers fire there), and its targets */
+	if (RelationGetRelid(mt->rootResultRelInfo->ri_RelationDesc) == relid)
+		return true;
+	for (i = 0; i < mt->mt_nrels; i++)
+		if (RelationGetRelid(mt->resultRelInfo[i].ri_RelationDesc) == relid)
 			return true;
 	foreach(lc, estate->es_tuple_routing_result_relations)
-		if (RelationGetRelid(((ResultRelInfo *) lfirst(lc))->ri_RelationDesc) == relid)
+	{
+		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
+
+		if (rri->ri_RootResultRelInfo == mt->rootResultRelInfo &&
+			RelationGetRelid(rri->ri_RelationDesc) == relid)
 			return true;
+	}
 	return false;
 }
 
 /*
- * The innermost executor command running that writes relation relid (its
- * QueryDesc in *query), or CMD_UNKNOWN when none does.
+ * The node of a command that writes relid: its top node or one of its
+ * data-modifying WITH queries' (es_auxmodifytables), or NULL.  Nodes of
+ * different operations writing it are refused.
+ */
+static ModifyTableState *
+command_node_writing(QueryDesc *qd, Oid relid)
+{
+	EState	   *estate = qd->estate;
+	ModifyTableState *found = NULL;
+	List	   *nodes = estate->es_auxmodifytables;
+	ListCell   *lc;
+
+	if (qd->planstate != NULL && IsA(qd->planstate, ModifyTableState))
+		nodes = lcons(qd->planstate, list_copy(nodes));
+	foreach(lc, nodes)
+	{
+		ModifyTableState *mt = lfirst_node(ModifyTableState, lc);
+
+		if (!node_writes(estate, mt, relid))
+			continue;
+		if (found != NULL && found->operation != mt->operation)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a statement may not write managed table \"%s\" by more than one kind of command",
+							get_rel_name(IngestRootOf(relid))),
+					 errdetail("ingest tells a row that UPDATE or MERGE moves from an inserted one by the command writing its partition."),
+					 errhint("Run the data-modifying WITH queries as statements of their own.")));
+		found = mt;
+	}
+	return found;
+}
+
+/*
+ * Is a COPY FROM writing relid (its relation or one of its partitions)?
+ * Asked for every row: the last answer is kept.
+ */
+static bool
+copy_writes(CmdFrame *f, Oid relid)
+{
+	if (f->copy_rel == relid)
+		return true;
+	if (f->last_rel != relid)
+	{
+		f->last_writes = get_rel_relispartition(relid) &&
+			list_member_oid(get_partition_ancestors(relid), f->copy_rel);
+		f->last_rel = relid;
+	}
+	return f->last_writes;
+}
+
+/*
+ * The operation of the innermost command running that writes relation
+ * relid (its ModifyTable plan node in *node, NULL for a COPY), or
+ * CMD_UNKNOWN when none does.
  */
 CmdType
-IngestCommandWriting(Oid relid, QueryDesc **query)
+IngestCommandWriting(Oid relid, ModifyTable **node)
 {
 	int			i;
 
 	for (i = nframes - 1; i >= 0; i--)
 	{
 		QueryDesc  *qd = frames[i].query;
+		ModifyTableState *mt;
 
-		if (qd->estate != NULL && writes_relation(qd->estate, relid))
+		if (qd == NULL)
 		{
-			if (query)
-				*query = qd;
-			return frames[i].operation;
+			if (!copy_writes(&frames[i], relid))
+				continue;
+			if (node)
+				*node = NULL;
+			return CMD_INSERT;
 		}
+		if (qd->estate == NULL || (mt = command_node_writing(qd, relid)) == NULL)
+			continue;
+		if (node)
+			*node = (ModifyTable *) mt->ps.plan;
+		return mt->operation;
 	}
 	return CMD_UNKNOWN;
+}
+
+/* A plain COPY FROM into relid runs: its rows are inserted (utility_hook.c). */
+void
+IngestCopyFromEnter(Oid relid)
+{
+	push_frame(NULL, relid);
+}
+
+void
+IngestCopyFromLeave(Oid relid)
+{
+	pop_frame(NULL, relid);
 }
 
 void

@@ -731,16 +731,13 @@ trigger_target(Relation rel)
  * could not be kept: a MERGE that sets "timestamp" is refused.
  */
 static void
-refuse_merge_moving_rows(QueryDesc *query, Relation rel)
+refuse_merge_moving_rows(ModifyTable *mt, Relation rel)
 {
-	ModifyTable *mt = (ModifyTable *) query->plannedstmt->planTree;
 	Oid			root = IngestRootOf(RelationGetRelid(rel));
 	AttrNumber	ts = get_attnum(root, "timestamp");
 	ListCell   *lc;
 	ListCell   *lc2;
 
-	if (!IsA(mt, ModifyTable))
-		return;
 	foreach(lc, mt->mergeActionLists)
 	{
 		foreach(lc2, (List *) lfirst(lc))
@@ -769,13 +766,12 @@ refuse_merge_moving_rows(QueryDesc *query, Relation rel)
  * which this trigger deduplicates as ON CONFLICT DO NOTHING would.
  */
 static void
-refuse_on_conflict(QueryDesc *query, Relation rel)
+refuse_on_conflict(ModifyTable *mt, Relation rel)
 {
-	ModifyTable *mt = (ModifyTable *) query->plannedstmt->planTree;
 	List	   *indexes;
 	ListCell   *lc;
 
-	if (!IsA(mt, ModifyTable) || mt->onConflictAction == ONCONFLICT_NONE)
+	if (mt == NULL || mt->onConflictAction == ONCONFLICT_NONE)
 		return;
 	indexes = RelationGetIndexList(rel);
 	foreach(lc, indexes)
@@ -818,7 +814,7 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	Datum		args[3];
 	CmdType		cmd;
-	QueryDesc  *query = NULL;
+	ModifyTable *node = NULL;
 	int			rc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
@@ -835,16 +831,16 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	tuple = td->tg_trigtuple;
 	if (trigger_targets == NULL)
 		IngestRequireCurrentVersion();
-	cmd = IngestCommandWriting(RelationGetRelid(td->tg_relation), &query);
+	cmd = IngestCommandWriting(RelationGetRelid(td->tg_relation), &node);
 	if (cmd == CMD_UPDATE)
 		return PointerGetDatum(tuple);	/* a row moved: it holds its key */
 	if (cmd == CMD_MERGE)
 	{
-		refuse_merge_moving_rows(query, td->tg_relation);
+		refuse_merge_moving_rows(node, td->tg_relation);
 		return PointerGetDatum(tuple);	/* claimed by the statement trigger */
 	}
 	if (cmd == CMD_INSERT)
-		refuse_on_conflict(query, td->tg_relation);
+		refuse_on_conflict(node, td->tg_relation);
 
 	tt = trigger_target(td->tg_relation);
 	if (!tt->managed)

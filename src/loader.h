@@ -35,6 +35,7 @@
 #include "executor/execdesc.h"
 #include "nodes/execnodes.h"
 #include "nodes/parsenodes.h"
+#include "nodes/plannodes.h"
 #include "tcop/cmdtag.h"
 #include "nodes/pg_list.h"
 #include "utils/relcache.h"
@@ -113,7 +114,9 @@ extern void IngestOwnerPop(IngestOwnerScope *s);
 /* cmdstack.c */
 extern void IngestInstallExecutorHooks(void);
 extern bool IngestExecutorHooksInstalled(void);
-extern CmdType IngestCommandWriting(Oid relid, QueryDesc **query);
+extern CmdType IngestCommandWriting(Oid relid, ModifyTable **node);
+extern void IngestCopyFromEnter(Oid relid);
+extern void IngestCopyFromLeave(Oid relid);
 
 /* changes.c: side state of the rows of "src" (a relation or transition table) */
 extern void IngestClaimKeysStrict(IngestTable *t, const char *src);

@@ -26,6 +26,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -146,6 +147,7 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	void	   *outer;
 	const char *alone;
 	LOCKMODE	mode;
+	Oid			copy_rel = InvalidOid;
 
 	alone = database_needed_alone(pstmt->utilityStmt, &mode);
 	if (alone != NULL)
@@ -154,6 +156,12 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		IngestCopyHook((CopyStmt *) pstmt->utilityStmt, queryString, qc))
 		return;
 	partition_work = IngestPartitionDDLBefore(pstmt->utilityStmt);
+	/* a plain COPY FROM inserts its rows, whatever command it runs in */
+	if (IsA(pstmt->utilityStmt, CopyStmt) && ((CopyStmt *) pstmt->utilityStmt)->is_from &&
+		((CopyStmt *) pstmt->utilityStmt)->relation != NULL)
+		copy_rel = RangeVarGetRelid(((CopyStmt *) pstmt->utilityStmt)->relation, NoLock, true);
+	if (OidIsValid(copy_rel))
+		IngestCopyFromEnter(copy_rel);
 
 	outer = IngestStatementEnter(pstmt->utilityStmt);
 	PG_TRY();
@@ -168,6 +176,8 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	PG_FINALLY();
 	{
 		IngestStatementLeave(outer);
+		if (OidIsValid(copy_rel))
+			IngestCopyFromLeave(copy_rel);
 	}
 	PG_END_TRY();
 
