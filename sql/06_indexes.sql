@@ -96,8 +96,11 @@ SELECT ingest.partition_index_name('ix_old3', repeat('n', 60)) =
 -- still finds its index
 SELECT ingest.create_event_table('rnix', premake => 0);
 SELECT count(*) FROM ingest.create_partitions('rnix', regress.today() - 5, regress.today() - 5);
-SELECT format('ALTER TABLE %s RENAME TO rnix_renamed', partition)
-  FROM ingest.partitions WHERE event_table = 'rnix'::regclass AND day = regress.today() - 5 \gexec
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE %s RENAME TO rnix_renamed',
+                   (SELECT partition FROM ingest.partitions
+                     WHERE event_table = 'rnix'::regclass AND day = regress.today() - 5));
+END $$;
 SELECT indexname FROM pg_indexes WHERE tablename = 'rnix_renamed' ORDER BY 1;
 SELECT name, status FROM ingest.indexes WHERE partition = 'rnix_renamed'::regclass ORDER BY name;
 SELECT action, partition FROM ingest.run_maintenance('rnix', dry_run => true)
