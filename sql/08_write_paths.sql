@@ -250,6 +250,18 @@ SELECT regress.try($$INSERT INTO wp (organization_id, transaction_id, external_c
                      VALUES ('00000000-0000-0000-0000-0000000000aa', 'oc2', 'c1', 'api', regress.h(0, 6))
                      ON CONFLICT DO NOTHING$$);
 DROP INDEX wp_unique;
+-- an exclusion constraint arbitrates ON CONFLICT DO NOTHING as well
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT wp_excl EXCLUDE USING btree (transaction_id WITH =)',
+                   (SELECT partition FROM ingest.partitions WHERE event_table = 'wp'::regclass AND day = regress.today()));
+END $$;
+SELECT regress.try($$INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+                     VALUES ('00000000-0000-0000-0000-0000000000aa', 'oc3', 'c1', 'api', regress.h(0, 6))
+                     ON CONFLICT DO NOTHING$$);
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT wp_excl',
+                   (SELECT partition FROM ingest.partitions WHERE event_table = 'wp'::regclass AND day = regress.today()));
+END $$;
 SELECT regress.wp_keys(), regress.wp_exact();
 
 -- rollup hours older than the raw events retained stay as they were,

@@ -761,8 +761,8 @@ refuse_merge_moving_rows(ModifyTable *mt, Relation rel)
 
 /*
  * INSERT ... ON CONFLICT can skip a row after this trigger claimed its key
- * (a conflict on another unique index): on a table with unique indexes it
- * is refused.  Without one there is nothing to conflict with but the key,
+ * (a conflict on another unique index or an exclusion constraint): on a
+ * table with either it is refused.  Without one there is nothing to conflict with but the key,
  * which this trigger deduplicates as ON CONFLICT DO NOTHING would.
  */
 static void
@@ -781,12 +781,14 @@ refuse_on_conflict(ModifyTable *mt, Relation rel)
 
 		if (!HeapTupleIsValid(tup))
 			continue;
-		unique = ((Form_pg_index) GETSTRUCT(tup))->indisunique;
+		/* with no conflict target, exclusion constraints arbitrate too */
+		unique = ((Form_pg_index) GETSTRUCT(tup))->indisunique ||
+			((Form_pg_index) GETSTRUCT(tup))->indisexclusion;
 		ReleaseSysCache(tup);
 		if (unique)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("INSERT ... ON CONFLICT is not supported on managed table \"%s\", which has a unique index",
+					 errmsg("INSERT ... ON CONFLICT is not supported on managed table \"%s\", which has a unique index or an exclusion constraint",
 							get_rel_name(IngestRootOf(RelationGetRelid(rel)))),
 					 errdetail("A row skipped for another unique index would keep the key ingest claimed for it."),
 					 errhint("ingest skips rows whose key is stored already: use INSERT without ON CONFLICT.")));
