@@ -403,6 +403,24 @@ partition_joins(IngestTable *t, Oid part)
 	SPI_finish();
 }
 
+/*
+ * May the current user run DDL on relid: a member of its owner's role (a
+ * superuser), or with schema_owner_too of its schema's owner, as DROP
+ * allows?  PostgreSQL checks this before it locks: the hook's work on a
+ * partition's rows waits for it, so that a statement to be refused takes no
+ * lock on another role's table and reads none of its rows.
+ */
+static Oid	namespace_owner(Oid relid);
+
+static bool
+may_alter(Oid relid, bool schema_owner_too)
+{
+	Oid			user = GetUserId();
+
+	return has_privs_of_role(user, IngestRelationOwner(relid)) ||
+		(schema_owner_too && has_privs_of_role(user, namespace_owner(relid)));
+}
+
 static List *
 alter_table_before(AlterTableStmt *stmt)
 {
@@ -482,7 +500,7 @@ alter_table_before(AlterTableStmt *stmt)
 			/* the rows are still readable, through the partition, after */
 			Oid			part = RangeVarGetRelid(pc->name, NoLock, true);
 
-			if (OidIsValid(part))
+			if (OidIsValid(part) && may_alter(relid, false))
 				partition_leaves(&t, part);
 		}
 	}
@@ -504,7 +522,7 @@ drop_before(DropStmt *stmt)
 
 		if (!OidIsValid(relid) || !get_rel_relispartition(relid))
 			continue;
-		if (OidIsValid(managed_root(relid, &t)))
+		if (OidIsValid(managed_root(relid, &t)) && may_alter(relid, true))
 			partition_leaves(&t, relid);
 	}
 }
