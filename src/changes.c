@@ -280,11 +280,16 @@ changes_truncate(IngestTable *t, Relation rel)
 				 SPI_OK_INSERT);
 		return;
 	}
+	/*
+	 * TRUNCATE removes rows whatever the snapshot: so many keys go, read
+	 * with the latest snapshot (an older one, REPEATABLE READ's, could find
+	 * the ledger empty while rows committed since are truncated).
+	 */
+	t->latest_snapshot = true;
 	if (exec_sql(t, psprintf("SELECT 1 FROM %s LIMIT 1", IngestQualifiedName(t->ledger)),
 				 SPI_OK_SELECT) == 0)
 		return;
 	part = IngestQualifiedName(RelationGetRelid(rel));
-	t->latest_snapshot = true;
 	IngestForgetKeys(t, part);
 	IngestMarkStale(t, part, false);
 }
