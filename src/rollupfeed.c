@@ -243,16 +243,21 @@ IngestRollupBegin(Relation rel, IngestTable *t, EState *estate)
 			 SPI_result_code_string(SPI_result));
 
 	/*
-	 * Which rollups the table has, as of the load's snapshot; for a Citus
-	 * shard, as of now: this very statement may have adopted it (citus.c),
-	 * writing its rollup after the snapshot.
+	 * Which rollups the table has, as of now, after the load took its xid
+	 * (loader.c): a rollup created before that is fed, one created after
+	 * waits for this transaction to end before it is built.  The load's own
+	 * snapshot may be older than both (a statement that waited for a lock;
+	 * REPEATABLE READ).  A Citus shard's statement may even have adopted it
+	 * (citus.c), writing its rollup after the snapshot.
 	 */
 	arg = ObjectIdGetDatum(f->relid);
+	PushActiveSnapshot(GetLatestSnapshot());
 	rc = SPI_execute_with_args(
 		"SELECT pg_catalog.bool_or(rc.dimensions OPERATOR(pg_catalog.<>) '{}'::pg_catalog.text[]), "
 		"       pg_catalog.bool_or(rc.name OPERATOR(pg_catalog.=) 'default') "
 		"  FROM ingest.rollup_config rc WHERE rc.event_table OPERATOR(pg_catalog.=) $1",
-		1, (Oid[]) {OIDOID}, &arg, NULL, !t->citus_shard, 1);
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	PopActiveSnapshot();
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the rollups of table %u", f->relid);
 	f->has_dimensions = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
