@@ -938,12 +938,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     known timestamptz;
+    building boolean;
 BEGIN
-    SELECT rc.known_from INTO known FROM ingest.rollup_config rc
+    SELECT rc.known_from, rc.building_xid IS NOT NULL INTO known, building FROM ingest.rollup_config rc
      WHERE rc.event_table = tbl AND rc.name = rollup;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'rollup "%" of table "%" does not exist', rollup, tbl
             USING ERRCODE = 'undefined_object';
+    END IF;
+    -- a rollup not built yet is answered from the raw events: from those
+    -- retained now (retention may have retired days since its creation)
+    IF building THEN
+        RETURN GREATEST(known, ingest_internal.raw_hours_since(tbl));
     END IF;
     RETURN known;
 END
