@@ -249,6 +249,14 @@ CREATE UNIQUE INDEX wp_unique ON wp (organization_id, code, "timestamp");
 SELECT regress.try($$INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
                      VALUES ('00000000-0000-0000-0000-0000000000aa', 'oc2', 'c1', 'api', regress.h(0, 6))
                      ON CONFLICT DO NOTHING$$);
+-- also when a data-modifying WITH wrote the partition first without it
+SELECT regress.try($$
+    WITH x AS (INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+               VALUES ('00000000-0000-0000-0000-0000000000aa', 'oc4', 'c1', 'api', regress.h(0, 7))
+               RETURNING "timestamp")
+    INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
+    SELECT '00000000-0000-0000-0000-0000000000aa', 'oc5', 'c1', 'api', "timestamp" FROM x
+    ON CONFLICT DO NOTHING$$);
 DROP INDEX wp_unique;
 -- an exclusion constraint arbitrates ON CONFLICT DO NOTHING as well
 DO $$ BEGIN

@@ -43,8 +43,8 @@ typedef struct CmdFrame
 {
 	QueryDesc  *query;			/* an executor command, or NULL: */
 	Oid			copy_rel;		/* a COPY FROM into this relation */
-	Oid			last_rel;		/* the COPY's last partition asked about, */
-	bool		last_writes;	/* and whether it writes it */
+	List	   *copy_parts;		/* the COPY's partitions found to be its, */
+	List	   *other_rels;		/* and relations found not to be */
 	int			nest_level;		/* transaction nesting level it started in */
 } CmdFrame;
 
@@ -68,7 +68,8 @@ push_frame(QueryDesc *query, Oid copy_rel)
 	}
 	frames[nframes].query = query;
 	frames[nframes].copy_rel = copy_rel;
-	frames[nframes].last_rel = InvalidOid;
+	frames[nframes].copy_parts = NIL;
+	frames[nframes].other_rels = NIL;
 	frames[nframes].nest_level = GetCurrentTransactionNestLevel();
 	nframes++;
 }
@@ -83,6 +84,8 @@ pop_frame(QueryDesc *query, Oid copy_rel)
 	{
 		if (frames[i].query == query && frames[i].copy_rel == copy_rel)
 		{
+			list_free(frames[i].copy_parts);
+			list_free(frames[i].other_rels);
 			memmove(&frames[i], &frames[i + 1], sizeof(CmdFrame) * (nframes - i - 1));
 			nframes--;
 			return;
@@ -173,12 +176,13 @@ node_writes(EState *estate, ModifyTableState *mt, Oid relid)
 }
 
 /*
- * The node of a command that writes relid: its top node or one of its
- * data-modifying WITH queries' (es_auxmodifytables), or NULL.  Nodes of
+ * The nodes of a command that write relid: its top node and those of its
+ * data-modifying WITH queries (es_auxmodifytables), as their plans, in
+ * *writers; returns their operation, or CMD_UNKNOWN for none.  Nodes of
  * different operations writing it are refused.
  */
-static ModifyTableState *
-command_node_writing(QueryDesc *qd, Oid relid)
+static CmdType
+command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
 {
 	EState	   *estate = qd->estate;
 	ModifyTableState *found = NULL;
@@ -201,56 +205,63 @@ command_node_writing(QueryDesc *qd, Oid relid)
 					 errdetail("ingest tells a row that UPDATE or MERGE moves from an inserted one by the command writing its partition."),
 					 errhint("Run the data-modifying WITH queries as statements of their own.")));
 		found = mt;
+		if (writers)
+			*writers = lappend(*writers, mt->ps.plan);
 	}
-	return found;
+	return found ? found->operation : CMD_UNKNOWN;
 }
 
 /*
  * Is a COPY FROM writing relid (its relation or one of its partitions)?
- * Asked for every row: the last answer is kept.
+ * Asked for every row: the answers are kept for the COPY (a few days'
+ * partitions), in the transaction's memory, which outlives the frame.
  */
 static bool
 copy_writes(CmdFrame *f, Oid relid)
 {
-	if (f->copy_rel == relid)
+	MemoryContext old;
+	bool		writes;
+
+	if (f->copy_rel == relid || list_member_oid(f->copy_parts, relid))
 		return true;
-	if (f->last_rel != relid)
-	{
-		f->last_writes = get_rel_relispartition(relid) &&
-			list_member_oid(get_partition_ancestors(relid), f->copy_rel);
-		f->last_rel = relid;
-	}
-	return f->last_writes;
+	if (list_member_oid(f->other_rels, relid))
+		return false;
+	writes = get_rel_relispartition(relid) &&
+		list_member_oid(get_partition_ancestors(relid), f->copy_rel);
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	if (writes)
+		f->copy_parts = lappend_oid(f->copy_parts, relid);
+	else
+		f->other_rels = lappend_oid(f->other_rels, relid);
+	MemoryContextSwitchTo(old);
+	return writes;
 }
 
 /*
  * The operation of the innermost command running that writes relation
- * relid (its ModifyTable plan node in *node, NULL for a COPY), or
- * CMD_UNKNOWN when none does.
+ * relid, or CMD_UNKNOWN when none does; with writers, the ModifyTable plan
+ * nodes of that command that write it (none for a COPY) are appended
+ * there, each to be checked.
  */
 CmdType
-IngestCommandWriting(Oid relid, ModifyTable **node)
+IngestCommandWriting(Oid relid, List **writers)
 {
 	int			i;
 
 	for (i = nframes - 1; i >= 0; i--)
 	{
 		QueryDesc  *qd = frames[i].query;
-		ModifyTableState *mt;
+		CmdType		op;
 
 		if (qd == NULL)
 		{
-			if (!copy_writes(&frames[i], relid))
-				continue;
-			if (node)
-				*node = NULL;
-			return CMD_INSERT;
-		}
-		if (qd->estate == NULL || (mt = command_node_writing(qd, relid)) == NULL)
+			if (copy_writes(&frames[i], relid))
+				return CMD_INSERT;
 			continue;
-		if (node)
-			*node = (ModifyTable *) mt->ps.plan;
-		return mt->operation;
+		}
+		if (qd->estate != NULL &&
+			(op = command_nodes_writing(qd, relid, writers)) != CMD_UNKNOWN)
+			return op;
 	}
 	return CMD_UNKNOWN;
 }

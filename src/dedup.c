@@ -771,7 +771,7 @@ refuse_on_conflict(ModifyTable *mt, Relation rel)
 	List	   *indexes;
 	ListCell   *lc;
 
-	if (mt == NULL || mt->onConflictAction == ONCONFLICT_NONE)
+	if (mt->onConflictAction == ONCONFLICT_NONE)
 		return;
 	indexes = RelationGetIndexList(rel);
 	foreach(lc, indexes)
@@ -816,7 +816,8 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	Datum		args[3];
 	CmdType		cmd;
-	ModifyTable *node = NULL;
+	List	   *writers = NIL;
+	ListCell   *lc;
 	int			rc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
@@ -833,16 +834,18 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	tuple = td->tg_trigtuple;
 	if (trigger_targets == NULL)
 		IngestRequireCurrentVersion();
-	cmd = IngestCommandWriting(RelationGetRelid(td->tg_relation), &node);
+	cmd = IngestCommandWriting(RelationGetRelid(td->tg_relation), &writers);
 	if (cmd == CMD_UPDATE)
 		return PointerGetDatum(tuple);	/* a row moved: it holds its key */
 	if (cmd == CMD_MERGE)
 	{
-		refuse_merge_moving_rows(node, td->tg_relation);
+		foreach(lc, writers)
+			refuse_merge_moving_rows(lfirst_node(ModifyTable, lc), td->tg_relation);
 		return PointerGetDatum(tuple);	/* claimed by the statement trigger */
 	}
 	if (cmd == CMD_INSERT)
-		refuse_on_conflict(node, td->tg_relation);
+		foreach(lc, writers)
+			refuse_on_conflict(lfirst_node(ModifyTable, lc), td->tg_relation);
 
 	tt = trigger_target(td->tg_relation);
 	if (!tt->managed)

@@ -114,7 +114,7 @@ extern void IngestOwnerPop(IngestOwnerScope *s);
 /* cmdstack.c */
 extern void IngestInstallExecutorHooks(void);
 extern bool IngestExecutorHooksInstalled(void);
-extern CmdType IngestCommandWriting(Oid relid, ModifyTable **node);
+extern CmdType IngestCommandWriting(Oid relid, List **writers);
 extern void IngestCopyFromEnter(Oid relid);
 extern void IngestCopyFromLeave(Oid relid);
 
