@@ -728,7 +728,8 @@ refuse_citus_schema_rename(const char *schema)
  * A partition renamed by hand: maintenance knows its declared indexes by
  * the names made from the partition's (ingest.partition_index_name), so
  * they are renamed with it.  Found here, before the rename, by the old
- * name; renamed after it.  A distributed table's partitions are left alone.
+ * name, under the rename's lock; renamed after it.  A distributed table's
+ * partitions are left alone.
  */
 static void *
 partition_renamed_before(Oid relid)
@@ -741,8 +742,10 @@ partition_renamed_before(Oid relid)
 
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION ||
 		!get_rel_relispartition(relid) || !OidIsValid(managed_root(relid, &t)) ||
-		t.distributed)
+		t.distributed || !may_alter(relid, false))
 		return NULL;
+	/* the rename's own lock, first: an index built meanwhile is found too */
+	LockRelationOid(relid, AccessExclusiveLock);
 	w = palloc0(sizeof(PartWork));
 	w->action = PART_RENAMED;
 	w->root = t.relid;
