@@ -69,9 +69,9 @@ SELECT * FROM regress.usage(regress.h(0, 1, 15), regress.h(0, 1, 45));
 SELECT code, external_customer_id, (bucket AT TIME ZONE 'UTC')::date - regress.today() AS day_offset, events
   FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
        regress.h(-1, 0), regress.h(2, 0), granularity => 'day', time_zone => 'UTC');
-SELECT code, to_char(bucket AT TIME ZONE 'Asia/Kolkata', 'HH24:MI') AS local_midnight, events
+SELECT code, to_char(bucket AT TIME ZONE 'Asia/Tokyo', 'HH24:MI') AS local_midnight, events
   FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
-       regress.h(-1, 0), regress.h(2, 0), granularity => 'day', time_zone => 'Asia/Kolkata');
+       regress.h(-1, 0), regress.h(2, 0), granularity => 'day', time_zone => 'Asia/Tokyo');
 -- filters
 SELECT code, external_customer_id, events FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
        regress.h(0, 0), regress.h(1, 0), code => 'api', external_customer_id => 'c2');

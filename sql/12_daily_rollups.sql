@@ -79,6 +79,12 @@ RETURNS TABLE(range text, granularity text, time_zone text, result text) LANGUAG
      ORDER BY 1, 2, 3 $$;
 
 SELECT loaded FROM ingest.load('dr', regress.dr_events(1, 1500));
+-- days of a zone whose offset is not a whole number of hours are no union
+-- of hours: refused, where they were answered approximately
+SELECT regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', regress.h(-3, 0),
+                                                regress.h(1, 0), granularity => 'day', time_zone => 'Asia/Kolkata')$$);
+SELECT count(*) > 0 AS answered FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', regress.h(-3, 0),
+                                                  regress.h(1, 0), granularity => 'hour', time_zone => 'Asia/Kolkata');
 -- deltas not folded yet
 SELECT count(*) AS daily_rows FROM ingest_side.dr_daily;
 SELECT * FROM regress.dr_ranges();

@@ -504,6 +504,30 @@ AS $$
                          'etc/gmt+0', 'etc/gmt-0', 'etc/greenwich')
 $$;
 
+-- Do the days of zone tz that meet [lo, hi) start on whole UTC hours, so
+-- that each is a union of hourly rows?  Not in a zone whose offset has
+-- minutes (Asia/Kolkata, Australia/Adelaide, Lord Howe's half-hour DST)
+-- at one of them.  Days from 1970 to ten years ahead are looked at: an
+-- infinite bound stops there.
+CREATE OR REPLACE FUNCTION ingest_internal.days_on_hours(tz text, lo timestamptz, hi timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d timestamptz := date_trunc('day', GREATEST(lo, '1970-01-01 00:00+00'), tz);
+BEGIN
+    hi := LEAST(hi, now() + interval '10 years');
+    WHILE d < hi LOOP
+        IF date_trunc('hour', d, 'UTC') <> d THEN
+            RETURN false;
+        END IF;
+        d := (timezone(tz, d) + interval '1 day') AT TIME ZONE tz;
+    END LOOP;
+    RETURN true;
+END
+$$;
+
 -- Bring a table's rollup up to date: recompute stale hours from raw events,
 -- finish rollups being built, merge committed deltas, apply rollup
 -- retention.  One folder per table at a time: others skip (or wait, when
@@ -761,6 +785,14 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     cfg := ingest_internal.require_managed(tbl);
+    -- a day that is no union of hours could only be answered approximately
+    IF granularity = 'day' AND NOT ingest_internal.utc_days(time_zone)
+       AND NOT ingest_internal.days_on_hours(time_zone, from_ts, to_ts) THEN
+        RAISE EXCEPTION 'days in time zone "%" do not all start on a whole hour', time_zone
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Usage is kept per hour: such a day is not a union of hours.',
+                  HINT = 'Ask for each day''s total (granularity "total" from one local midnight to the next): its partial hours are read from raw events.';
+    END IF;
     IF ingest_internal.on_citus(tbl) THEN
         RETURN QUERY SELECT * FROM ingest_internal.usage_citus(cfg, organization_id, from_ts, to_ts, code,
                                                                external_customer_id, rollup,
