@@ -898,6 +898,17 @@ IngestPartitionDDLAfter(void *work)
 		{
 			Oid			part = RangeVarGetRelid(w->partition, NoLock, false);
 
+			/*
+			 * The name is looked up again: a relation another role made
+			 * under it since, earlier in search_path, is not the one the
+			 * statement attached or made, and is not read as the owner.
+			 */
+			if (IngestRootOf(part) != w->root)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("relation \"%s\" is not a partition of managed table \"%s\"",
+								w->partition->relname, get_rel_name(w->root)),
+						 errdetail("Another relation took the name of the partition while the statement ran.")));
 			if (w->action == PART_JOINS)
 				partition_joins(&t, part);
 			else
