@@ -231,6 +231,22 @@ SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
 UPDATE wp SET "timestamp" = "timestamp" - interval '1 day' WHERE transaction_id = 'e1';
 DELETE FROM wp WHERE transaction_id = 'cte1';
 
+-- CREATE TABLE IF NOT EXISTS ... PARTITION OF a partition that exists does
+-- nothing, as PostgreSQL does: it left the partition's replica identity
+-- reset (as the extension's owner, for a role that does not own the table)
+CREATE TABLE wp_2099 PARTITION OF wp FOR VALUES FROM ('2099-01-01 00:00+00') TO ('2099-01-02 00:00+00');
+ALTER TABLE wp_2099 REPLICA IDENTITY NOTHING;
+CREATE ROLE wp_stranger;
+GRANT CREATE ON SCHEMA public TO wp_stranger;
+SET ROLE wp_stranger;
+CREATE TABLE IF NOT EXISTS public.wp_2099 PARTITION OF wp
+    FOR VALUES FROM ('2099-01-01 00:00+00') TO ('2099-01-02 00:00+00');
+RESET ROLE;
+SELECT relreplident FROM pg_class WHERE oid = 'wp_2099'::regclass;
+DROP TABLE wp_2099;
+REVOKE CREATE ON SCHEMA public FROM wp_stranger;
+DROP ROLE wp_stranger;
+
 -- MERGE that would move a row to another day is refused (PostgreSQL 15
 -- shows such a row in no transition table)
 SELECT regress.try($$

@@ -70,6 +70,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/fmgroids.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
@@ -752,9 +753,12 @@ partition_renamed_before(Oid relid)
 	w->relid = relid;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* the catalogs as the lock left them, not as the statement's snapshot */
+	PushActiveSnapshot(GetLatestSnapshot());
 	AS_OWNER(IngestExtensionOwner(),
 			 rc = SPI_execute_with_args("SELECT idx, name FROM ingest_internal.declared_indexes($1)",
 										1, (Oid[]) {REGCLASSOID}, &arg, NULL, true, 0));
+	PopActiveSnapshot();
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not find the declared indexes of \"%s\"", get_rel_name(relid));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -863,6 +867,11 @@ IngestPartitionDDLBefore(Node *stmt)
 		Oid			root;
 
 		if (cs->partbound == NULL || list_length(cs->inhRelations) != 1)
+			return NULL;
+		/* IF NOT EXISTS of a relation that exists: PostgreSQL does nothing */
+		if (cs->if_not_exists &&
+			OidIsValid(get_relname_relid(cs->relation->relname,
+										 RangeVarGetCreationNamespace(cs->relation))))
 			return NULL;
 		root = managed_root(RangeVarGetRelid(linitial_node(RangeVar, cs->inhRelations),
 											 NoLock, true), &t);

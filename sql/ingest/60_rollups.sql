@@ -522,7 +522,8 @@ BEGIN
         IF date_trunc('hour', d, 'UTC') <> d THEN
             RETURN false;
         END IF;
-        d := (timezone(tz, d) + interval '1 day') AT TIME ZONE tz;
+        -- the next local midnight (or the hour a DST gap puts there)
+        d := date_trunc('day', d + interval '25 hours', tz);
     END LOOP;
     RETURN true;
 END
@@ -981,7 +982,7 @@ BEGIN
     -- a rollup not built yet is answered from the raw events: from those
     -- retained now (retention may have retired days since its creation)
     IF building THEN
-        RETURN GREATEST(known, ingest_internal.raw_hours_since(tbl));
+        RETURN GREATEST(known, COALESCE(ingest_internal.raw_hours_since(tbl), 'infinity'));
     END IF;
     RETURN known;
 END
