@@ -205,7 +205,8 @@ SELECT transaction_id, organization_id IS NOT NULL AS has_org FROM nullkey ORDER
 DROP TABLE nullkey;
 -- Nor may the columns it rolls up and routes by be null: a load of such a
 -- row crashed the server, and an UPDATE to one left the fold failing for
--- good; each is set aside or refused (23502), by every write path.
+-- good; each is set aside (the loader, COPY) or refused (INSERT, UPDATE)
+-- with 23502.
 CREATE TABLE nullroll (organization_id uuid NOT NULL, transaction_id text NOT NULL, external_customer_id text,
                        code text, "timestamp" timestamptz,
                        properties jsonb NOT NULL DEFAULT '{}', value double precision,

@@ -116,6 +116,9 @@ CREATE TABLE rnix_taken_org_code_ts ();
 SELECT regress.try($$ALTER TABLE rnix_again RENAME TO rnix_taken$$);
 SELECT count(*) AS still_again FROM pg_class WHERE relname = 'rnix_again';
 DROP TABLE rnix_taken_org_code_ts;
+-- an index renamed by hand is no longer the declared one: it is built again
+ALTER INDEX rnix_again_org_code_ts RENAME TO rnix_by_hand;
+SELECT action, partition FROM ingest.run_maintenance('rnix', dry_run => true) WHERE action = 'index';
 DROP TABLE rnix;
 
 SELECT * FROM regress.invariants();

@@ -214,6 +214,17 @@ SELECT regress.try($$
     WITH d AS (DELETE FROM wp WHERE transaction_id = 'cte1' RETURNING *)
     INSERT INTO wp (organization_id, transaction_id, external_customer_id, code, "timestamp")
     SELECT organization_id, transaction_id, external_customer_id, code, "timestamp" FROM d$$);
+-- also when each writes another day of it (the DELETE pruned to today's
+-- partition, the INSERT into tomorrow's, named): the key the DELETE frees
+-- at the end made the INSERT skip its row, and the event was gone
+SELECT regress.try(format($f$
+    WITH d AS (DELETE FROM wp WHERE transaction_id = 'cte1' AND "timestamp" >= %L AND "timestamp" < %L
+               RETURNING *)
+    INSERT INTO %s (organization_id, transaction_id, external_customer_id, code, "timestamp")
+    SELECT organization_id, transaction_id, external_customer_id, code, "timestamp" + interval '1 day' FROM d$f$,
+    regress.h(0, 0), regress.h(1, 0),
+    (SELECT partition FROM ingest.partitions WHERE event_table = 'wp'::regclass AND day = regress.today() + 1)));
+SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
 SELECT regress.wp_keys(), regress.wp_events(), regress.wp_exact();
 -- a cursor whose fetch failed in a subtransaction is dropped without its
 -- command ending: the dedup trigger never looks at what it left

@@ -85,6 +85,11 @@ SELECT regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-0
                                                 regress.h(1, 0), granularity => 'day', time_zone => 'Asia/Kolkata')$$);
 SELECT count(*) > 0 AS answered FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', regress.h(-3, 0),
                                                   regress.h(1, 0), granularity => 'hour', time_zone => 'Asia/Kolkata');
+-- and one such day's total, from local midnight to local midnight, is the
+-- raw answer (its partial hours read from raw events)
+SELECT regress.dr_diff((regress.today() - 1)::timestamp AT TIME ZONE 'Asia/Kolkata',
+                       regress.today()::timestamp AT TIME ZONE 'Asia/Kolkata', 'total', 'Asia/Kolkata')
+       AS kolkata_day_total;
 -- deltas not folded yet
 SELECT count(*) AS daily_rows FROM ingest_side.dr_daily;
 SELECT * FROM regress.dr_ranges();

@@ -15,8 +15,8 @@
  * is the operation of the ModifyTable node that writes the relation, not
  * the command's own: a data-modifying WITH query may INSERT under a top
  * UPDATE, or UPDATE under a SELECT.  A command in which nodes of different
- * operations write one relation is refused (0A000): its rows could not be
- * told apart.  A plain COPY FROM (one the loader does not take) runs no
+ * operations write one managed table is refused (0A000): its rows could
+ * not be told apart.  A plain COPY FROM (one the loader does not take) runs no
  * executor command: the utility hook pushes a frame for it, and a row with
  * no command writing its relation at all is treated as inserted.
  *
@@ -176,10 +176,40 @@ node_writes(EState *estate, ModifyTableState *mt, Oid relid)
 }
 
 /*
+ * A command whose nodes write one managed table by different operations
+ * (a data-modifying WITH) is refused, whichever partitions each writes: a
+ * key that one frees or changes at the end of the statement would make
+ * another's insert of it look like a duplicate, and a moved row could not
+ * be told from an inserted one.
+ */
+static void
+refuse_mixed_writers(List *nodes, Oid relid)
+{
+	Oid			root = IngestRootOf(relid);
+	CmdType		op = CMD_UNKNOWN;
+	ListCell   *lc;
+
+	foreach(lc, nodes)
+	{
+		ModifyTableState *mt = lfirst_node(ModifyTableState, lc);
+
+		if (IngestRootOf(RelationGetRelid(mt->rootResultRelInfo->ri_RelationDesc)) != root)
+			continue;
+		if (op != CMD_UNKNOWN && op != mt->operation)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a statement may not write managed table \"%s\" by more than one kind of command",
+							get_rel_name(root)),
+					 errdetail("ingest tells a row that UPDATE or MERGE moves from an inserted one by the command writing its partition."),
+					 errhint("Run the data-modifying WITH queries as statements of their own.")));
+		op = mt->operation;
+	}
+}
+
+/*
  * The nodes of a command that write relid: its top node and those of its
  * data-modifying WITH queries (es_auxmodifytables), as their plans, in
- * *writers; returns their operation, or CMD_UNKNOWN for none.  Nodes of
- * different operations writing it are refused.
+ * *writers; returns their operation, or CMD_UNKNOWN for none.
  */
 static CmdType
 command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
@@ -197,17 +227,13 @@ command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
 
 		if (!node_writes(estate, mt, relid))
 			continue;
-		if (found != NULL && found->operation != mt->operation)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("a statement may not write managed table \"%s\" by more than one kind of command",
-							get_rel_name(IngestRootOf(relid))),
-					 errdetail("ingest tells a row that UPDATE or MERGE moves from an inserted one by the command writing its partition."),
-					 errhint("Run the data-modifying WITH queries as statements of their own.")));
 		found = mt;
 		if (writers)
 			*writers = lappend(*writers, mt->ps.plan);
 	}
+	/* (a plain statement has one node: the catalog is read for WITH only) */
+	if (found != NULL && list_length(nodes) > 1)
+		refuse_mixed_writers(nodes, relid);
 	return found ? found->operation : CMD_UNKNOWN;
 }
 
