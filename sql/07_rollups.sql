@@ -179,4 +179,27 @@ SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', '-infinity', 'i
 -- a range that ends inside an hour verifies that whole hour
 SELECT count(*) AS disagreements FROM ingest.rollup_verify('rb', regress.h(0, 0), regress.h(0, 3, 30));
 
+-- the loader sums the values of a delta as sum(value::numeric) does, with
+-- its scale: counts, fractions, values beyond 15 digits, an integral sum
+-- past int64 (9,300 values near 10^15), -0, NaN and infinity
+SELECT ingest.create_event_table('rs', premake => 1);
+SELECT loaded FROM ingest.load('rs', (SELECT string_agg(format('00000000-0000-0000-0000-0000000000cc,%s,c0,%s,%s,{},%s,',
+                                                               'n' || n, code, regress.h(0, 3), v), E'\n')
+                                        FROM (VALUES ('ints', ARRAY['1', '-0', '-7', '999999999999999', '0']),
+                                                     ('mixed', ARRAY['3', '0.1', '2.5', '1e15', '1e20', '123456789012345678', '-4']),
+                                                     ('fractions', ARRAY['0.25', '1e-7', '-0.5']),
+                                                     ('nan', ARRAY['5', 'NaN', '6']),
+                                                     ('inf', ARRAY['5', 'Infinity', '-3']),
+                                                     ('big', array_fill('999999999999999'::text, ARRAY[9300]) || '-1'::text))
+                                               AS c(code, vs),
+                                             unnest(c.vs) WITH ORDINALITY AS u(v, i),
+                                             LATERAL (SELECT code || '-' || i AS n) k));
+SELECT d.code, d.value_sum::text AS delta_sum, r.s::text AS raw_sum,
+       d.value_sum::text IS NOT DISTINCT FROM r.s::text AS same
+  FROM ingest_side.rs_deltas d
+  JOIN (SELECT code, sum(value::numeric) AS s FROM rs GROUP BY code) r USING (code)
+ ORDER BY d.code;
+SELECT ingest.fold_rollups('rs') > 0 AS folded;
+SELECT count(*) AS disagreements FROM ingest.rollup_verify('rs', '-infinity', 'infinity');
+
 SELECT * FROM regress.invariants();
