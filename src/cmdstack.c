@@ -175,6 +175,22 @@ node_writes(EState *estate, ModifyTableState *mt, Oid relid)
 	return false;
 }
 
+/* One node of a command, for refuse_mixed_writers: its operation into *op. */
+static void
+one_kind(ModifyTableState *mt, Oid root, CmdType *op)
+{
+	if (IngestRootOf(RelationGetRelid(mt->rootResultRelInfo->ri_RelationDesc)) != root)
+		return;
+	if (*op != CMD_UNKNOWN && *op != mt->operation)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a statement may not write managed table \"%s\" by more than one kind of command",
+						get_rel_name(root)),
+				 errdetail("ingest tells a row that UPDATE or MERGE moves from an inserted one by the command writing its partition."),
+				 errhint("Run the data-modifying WITH queries as statements of their own.")));
+	*op = mt->operation;
+}
+
 /*
  * A command whose nodes write one managed table by different operations
  * (a data-modifying WITH) is refused, whichever partitions each writes: a
@@ -183,27 +199,16 @@ node_writes(EState *estate, ModifyTableState *mt, Oid relid)
  * be told from an inserted one.
  */
 static void
-refuse_mixed_writers(List *nodes, Oid relid)
+refuse_mixed_writers(ModifyTableState *top, List *aux, Oid relid)
 {
 	Oid			root = IngestRootOf(relid);
 	CmdType		op = CMD_UNKNOWN;
 	ListCell   *lc;
 
-	foreach(lc, nodes)
-	{
-		ModifyTableState *mt = lfirst_node(ModifyTableState, lc);
-
-		if (IngestRootOf(RelationGetRelid(mt->rootResultRelInfo->ri_RelationDesc)) != root)
-			continue;
-		if (op != CMD_UNKNOWN && op != mt->operation)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("a statement may not write managed table \"%s\" by more than one kind of command",
-							get_rel_name(root)),
-					 errdetail("ingest tells a row that UPDATE or MERGE moves from an inserted one by the command writing its partition."),
-					 errhint("Run the data-modifying WITH queries as statements of their own.")));
-		op = mt->operation;
-	}
+	if (top != NULL)
+		one_kind(top, root, &op);
+	foreach(lc, aux)
+		one_kind(lfirst_node(ModifyTableState, lc), root, &op);
 }
 
 /*
@@ -215,13 +220,23 @@ static CmdType
 command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
 {
 	EState	   *estate = qd->estate;
+	List	   *aux = estate->es_auxmodifytables;
+	ModifyTableState *top = NULL;
 	ModifyTableState *found = NULL;
-	List	   *nodes = estate->es_auxmodifytables;
 	ListCell   *lc;
 
+	/* asked per row: no list is built */
 	if (qd->planstate != NULL && IsA(qd->planstate, ModifyTableState))
-		nodes = lcons(qd->planstate, list_copy(nodes));
-	foreach(lc, nodes)
+	{
+		top = (ModifyTableState *) qd->planstate;
+		if (node_writes(estate, top, relid))
+		{
+			found = top;
+			if (writers)
+				*writers = lappend(*writers, top->ps.plan);
+		}
+	}
+	foreach(lc, aux)
 	{
 		ModifyTableState *mt = lfirst_node(ModifyTableState, lc);
 
@@ -232,8 +247,8 @@ command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
 			*writers = lappend(*writers, mt->ps.plan);
 	}
 	/* (a plain statement has one node: the catalog is read for WITH only) */
-	if (found != NULL && list_length(nodes) > 1)
-		refuse_mixed_writers(nodes, relid);
+	if (found != NULL && list_length(aux) + (top != NULL) > 1)
+		refuse_mixed_writers(top, aux, relid);
 	return found ? found->operation : CMD_UNKNOWN;
 }
 
