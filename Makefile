@@ -16,6 +16,7 @@ OBJS = \
 	src/launcher.o \
 	src/worker.o \
 	src/maintenance.o \
+	src/tablelock.o \
 	src/toplevel.o \
 	src/utility_hook.o \
 	src/load.o \

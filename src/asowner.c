@@ -199,15 +199,18 @@ PG_FUNCTION_INFO_V1(ingest_retire_ddl);
 Datum
 ingest_retire_ddl(PG_FUNCTION_ARGS)
 {
+	int			save_depth = ingest_internal_ddl_depth;
+
 	PG_TRY();
 	{
-		ingest_internal_ddl = true;
+		/* the statement run_as_owner runs, not one nested in it */
+		ingest_internal_ddl_depth = ingest_utility_depth + 1;
 		(void) run_as_owner(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 							0, NULL, NULL, NULL, false, NULL);
 	}
 	PG_FINALLY();
 	{
-		ingest_internal_ddl = false;
+		ingest_internal_ddl_depth = save_depth;
 	}
 	PG_END_TRY();
 	PG_RETURN_VOID();

@@ -14,6 +14,7 @@
 #define INGEST_COMPAT_H
 
 #include "access/attmap.h"
+#include "access/genam.h"
 #include "catalog/pg_database.h"
 #include "executor/executor.h"
 #include "utils/acl.h"
@@ -60,6 +61,13 @@ object_ownercheck(Oid classid, Oid objectid, Oid roleid)
 								  arbiterIndexes) \
 	ExecCheckIndexConstraints((rri), (slot), (estate), (conflictTid), \
 							  (arbiterIndexes))
+
+/*
+ * 18 added instrument, where a scan counts its work for EXPLAIN; ingest's
+ * probes pass NULL.
+ */
+#define index_beginscan(heap, index, snapshot, instrument, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
 
 #endif							/* PG_VERSION_NUM < 180000 */
 

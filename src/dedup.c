@@ -34,6 +34,8 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/genam.h"
+#include "access/skey.h"
 
 #include "access/heapam.h"
 #include "access/htup_details.h"
@@ -42,6 +44,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "utils/syscache.h"
 #include "nodes/plannodes.h"
@@ -55,10 +58,12 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
@@ -93,6 +98,11 @@ struct IngestLedger
 	bool		waiting;
 	Datum		wait_org;
 	Datum		wait_tx;
+	/* a load that can be loaded again yields instead of waiting holding keys */
+	bool		may_yield;
+	bool		yielded;
+	int64		nclaimed;		/* keys this ledger claimed */
+	TupleTableSlot *probe_slot;
 };
 
 /*
@@ -285,10 +295,88 @@ IngestLedgerBegin(Relation rel, IngestTable *t, EState *estate)
 	InitResultRelInfo(l->rri, l->keys, 0, NULL, 0);
 	ExecOpenIndices(l->rri, true);
 	l->slot = table_slot_create(l->keys, NULL);
+	l->probe_slot = table_slot_create(l->keys, NULL);
 	l->bistate = GetBulkInsertState();
 	l->keycxt = AllocSetContextCreate(CurrentMemoryContext, "ingest ledger key",
 									  ALLOCSET_SMALL_SIZES);
 	return l;
+}
+
+/*
+ * The transaction in progress that holds a key (inserted it, or is deleting
+ * it), without waiting for it: InvalidTransactionId when none does.
+ * *stored: a version of the key is there (committed, or in progress).
+ */
+static TransactionId
+key_holder(IngestLedger *l, Datum org, Datum tx, bool *stored)
+{
+	SnapshotData dirty;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	TransactionId holder = InvalidTransactionId;
+	Relation	pkey = NULL;
+
+	InitDirtySnapshot(dirty);
+	ScanKeyEntryInitialize(&skey[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   InvalidOid, F_UUID_EQ, org);
+	ScanKeyEntryInitialize(&skey[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, tx);
+	for (int i = 0; i < l->rri->ri_NumIndices && pkey == NULL; i++)
+		if (l->rri->ri_IndexRelationInfo[i]->ii_Unique)
+			pkey = l->rri->ri_IndexRelationDescs[i];
+	if (pkey == NULL)
+		elog(ERROR, "the key ledger of table %u has no primary key", l->relid);
+	scan = index_beginscan(l->keys, pkey, &dirty, NULL, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	*stored = false;
+	while (index_getnext_slot(scan, ForwardScanDirection, l->probe_slot))
+	{
+		*stored = true;
+		holder = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+		if (TransactionIdIsValid(holder))
+			break;
+	}
+	index_endscan(scan);
+	ExecClearTuple(l->probe_slot);
+	return holder;
+}
+
+/* What a look at a key before waiting for its claimant found. */
+typedef enum KeyLook
+{
+	KEY_WAIT,					/* wait for the claimant, if any, as before */
+	KEY_STORED,					/* stored, by nobody in progress: a duplicate */
+	KEY_FREE					/* not stored: insert it */
+} KeyLook;
+
+/*
+ * Before waiting for a key's claimant: a load that holds keys already, and
+ * can be loaded again, lets go of everything instead (40P01, which
+ * loadretry.c takes as a deadlock: it rolls the attempt back, waits for
+ * that claimant holding nothing, and loads again).  Waiting, it could hold
+ * a key the claimant meets later in a batch of its own, which sorts its
+ * keys in its own order: a deadlock, found only after deadlock_timeout.
+ */
+static KeyLook
+yield_or_wait(IngestLedger *l, Datum org, Datum tx)
+{
+	TransactionId holder;
+	bool		stored;
+
+	if (!l->may_yield || l->nclaimed == 0)
+		return KEY_WAIT;
+	holder = key_holder(l, org, tx, &stored);
+	if (!TransactionIdIsValid(holder))
+		return stored ? KEY_STORED : KEY_FREE;
+	l->waiting = true;
+	l->wait_org = org;
+	l->wait_tx = tx;
+	l->yielded = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+			 errmsg("load let go of its keys for a key held by transaction %u", holder),
+			 errdetail("The load is retried once that transaction ends.")));
+	return KEY_WAIT;			/* keep compiler quiet */
 }
 
 /*
@@ -328,14 +416,18 @@ claim_key(IngestLedger *l, Datum org, Datum tx, uint64 hash, bool probe_first)
 
 		if (probe_first)
 		{
-			bool		held;
+			KeyLook		look = yield_or_wait(l, org, tx);
+			bool		held = (look == KEY_STORED);
 
-			l->waiting = true;
-			l->wait_org = org;
-			l->wait_tx = tx;
-			held = !ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid,
-											  NULL, NIL);
-			l->waiting = false;
+			if (look == KEY_WAIT)
+			{
+				l->waiting = true;
+				l->wait_org = org;
+				l->wait_tx = tx;
+				held = !ExecCheckIndexConstraints(l->rri, slot, l->estate, &conflict_tid,
+												  NULL, NIL);
+				l->waiting = false;
+			}
 			if (held)
 				break;			/* a duplicate */
 		}
@@ -351,6 +443,7 @@ claim_key(IngestLedger *l, Datum org, Datum tx, uint64 hash, bool probe_first)
 		if (!conflict)
 		{
 			claimed = true;
+			l->nclaimed++;
 			break;
 		}
 		probe_first = true;		/* wait for the claimant, then look again */
@@ -547,6 +640,20 @@ IngestLedgerWaitingFor(IngestLedger *l, Datum *org, Datum *tx)
 	return l->waiting;
 }
 
+/* A load that can be loaded again yields keys instead of waiting holding them. */
+void
+IngestLedgerMayYield(IngestLedger *l)
+{
+	l->may_yield = true;
+}
+
+/* Did an error come from a yield rather than a deadlock? */
+bool
+IngestLedgerYielded(IngestLedger *l)
+{
+	return l->yielded;
+}
+
 /*
  * Wait until no transaction in progress holds the key: before a retried
  * load claims anything, so that it waits holding nothing.
@@ -573,6 +680,7 @@ IngestLedgerEnd(IngestLedger *l)
 	SPI_freeplan(l->lookup);
 	FreeBulkInsertState(l->bistate);
 	ExecDropSingleTupleTableSlot(l->slot);
+	ExecDropSingleTupleTableSlot(l->probe_slot);
 	ExecCloseIndices(l->rri);
 	table_close(l->keys, NoLock);
 	MemoryContextDelete(l->keycxt);

@@ -45,9 +45,20 @@ extern void IngestRegistryShmemRequest(void);
 extern void IngestRegistryShmemInit(void);
 extern bool IngestRegistryLoaded(void);
 extern void IngestRegistrySetLauncher(void);
-extern void IngestWakeLauncher(void);
+extern void IngestWakeLauncher(bool rescan);
+extern bool IngestRegistryTakeRescan(void);
 extern bool IngestRegistryClaimDatabase(Oid dboid);
 extern pid_t IngestRegistryWorkerPid(Oid dboid);
+
+/* tablelock.c */
+typedef enum IngestTableLock
+{
+	INGEST_LOCK_MAINTENANCE = 1,	/* a maintenance run, for the session */
+	INGEST_LOCK_FOLD = 2		/* a fold of the rollups, for the transaction */
+} IngestTableLock;
+
+extern bool IngestTableLockAcquire(Oid relid, IngestTableLock kind, bool session, bool wait);
+extern void IngestTableLockRelease(Oid relid, IngestTableLock kind, bool session);
 
 /* loadstats.c */
 extern void IngestLoadStatsShmemRequest(void);

@@ -7,7 +7,8 @@
  * lists the databases that accept connections and starts a worker for each
  * one that has none; a worker finding no ingest extension in its database
  * exits at once.  So a database that runs CREATE EXTENSION is served within
- * one interval, with no configuration.  During recovery the launcher starts
+ * one interval, with no configuration.  A statement that stopped a
+ * database's worker asks for a scan at once (registry.c).  During recovery the launcher starts
  * nothing and says so once; after promotion it starts work.
  *
  *-------------------------------------------------------------------------
@@ -71,6 +72,7 @@ IngestRegisterLauncher(void)
 void
 ingest_launcher_main(Datum main_arg)
 {
+	TimestampTz last_scan = 0;
 	TimestampTz next_scan = 0;
 	bool		said_recovery = false;
 
@@ -94,7 +96,15 @@ ingest_launcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* a shorter interval counts from the last scan */
+			next_scan = Min(next_scan,
+							TimestampTzPlusMilliseconds(last_scan,
+														ingest_maintenance_interval * 1000L));
 		}
+
+		/* read after any reset of the latch: a request is never missed */
+		if (IngestRegistryTakeRescan())
+			next_scan = 0;
 
 		now = GetCurrentTimestamp();
 		if (now >= next_scan)
@@ -109,6 +119,7 @@ ingest_launcher_main(Datum main_arg)
 			}
 			else if (ingest_enabled)
 				launch_missing_workers();
+			last_scan = now;
 			next_scan = TimestampTzPlusMilliseconds(now,
 													ingest_maintenance_interval * 1000L);
 		}
@@ -167,6 +178,47 @@ connectable_databases(Oid *roleid, bool *role_ok)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return dbs;
+}
+
+/*
+ * Wait a little for a worker this launcher started to exit, and forget it:
+ * false if none does.  Workers of databases without the extension exit at
+ * once, so when slots run out a scan waits for one of them instead of
+ * leaving the databases after it without a worker: the ones before it in
+ * pg_database would take the slots again at every scan.
+ */
+#define SLOT_WAIT_MS 10000
+
+static bool
+a_worker_exits(void)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SLOT_WAIT_MS);
+
+	while (launched != NIL)
+	{
+		ListCell   *lc;
+
+		foreach(lc, launched)
+		{
+			LaunchedWorker *w = lfirst(lc);
+			pid_t		pid;
+
+			if (GetBackgroundWorkerPid(w->handle, &pid) == BGWH_STOPPED)
+			{
+				launched = foreach_delete_current(launched, lc);
+				pfree(w->handle);
+				pfree(w);
+				return true;
+			}
+		}
+		if (GetCurrentTimestamp() >= give_up)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return false;
 }
 
 static void
@@ -233,6 +285,8 @@ launch_missing_workers(void)
 			continue;
 
 		handle = IngestStartDatabaseWorker(dboid, roleid);
+		while (handle == NULL && a_worker_exits())
+			handle = IngestStartDatabaseWorker(dboid, roleid);
 		if (handle == NULL)
 		{
 			if (!said_no_slots)

@@ -508,6 +508,8 @@ IngestLoadAttempt(Relation rel, IngestTable *t, const char *format, bool header,
 	if (attempt != NULL && st.ledger != NULL)
 	{
 		attempt->ledger = st.ledger;
+		if (attempt->may_yield)
+			IngestLedgerMayYield(st.ledger);
 		if (attempt->await)
 		{
 			attempt->awaiting = true;

@@ -130,7 +130,11 @@ extern void IngestPartitionDDLAfter(void *work);
 extern void IngestInstallDropHook(void);
 extern void *IngestStatementEnter(Node *stmt);
 extern void IngestStatementLeave(void *outer);
-extern bool ingest_internal_ddl;
+extern int	ingest_internal_ddl_depth;
+extern bool IngestInternalDDL(void);
+
+/* utility_hook.c */
+extern int	ingest_utility_depth;
 
 /*
  * Where the loader's input comes from: a payload in memory (ingest.load), a
@@ -194,6 +198,8 @@ extern const char *const IngestNeverNull[INGEST_NEVER_NULL];
 extern char *IngestNullColumnError(const char *column);
 extern bool IngestLedgerWaitingFor(IngestLedger *ledger, Datum *org, Datum *tx);
 extern void IngestLedgerAwait(IngestLedger *ledger, Datum org, Datum tx);
+extern void IngestLedgerMayYield(IngestLedger *ledger);
+extern bool IngestLedgerYielded(IngestLedger *ledger);
 extern void IngestLedgerEnd(IngestLedger *ledger);
 
 /* partwriter.c */
@@ -230,6 +236,7 @@ typedef struct IngestRetry
 	Datum		org;
 	Datum		tx;
 	bool		awaiting;		/* in that wait, holding nothing of the call */
+	bool		may_yield;		/* the attempt may yield keys (dedup.c) */
 	IngestLedger *ledger;
 } IngestRetry;
 

@@ -18,7 +18,10 @@
  * each other.  Locks the transaction took before the call (advisory, LOCK
  * TABLE) stay held: a deadlock over them fails the call.  COPY through the
  * hook streams its input, which cannot be read again: a deadlock fails it,
- * as it fails COPY.  The cost, paid by every such call: a subtransaction,
+ * as it fails COPY.  Such a call does not even wait for a key's claimant
+ * while it holds keys of its own: it lets go of them and loads again after
+ * waiting (dedup.c), so that it never holds a key another call meets later
+ * in its own order.  The cost, paid by every such call: a subtransaction,
  * whose xid is one more per call.  A retry reads and writes the whole input
  * again (the first attempt's rows are dead tuples for vacuum).
  *
@@ -39,6 +42,13 @@
 /* Attempts before a deadlock fails the call after all. */
 #define LOAD_ATTEMPTS 5
 
+/*
+ * Attempts that let go of their keys rather than wait holding them
+ * (dedup.c), besides: past these, an attempt waits, as one with nothing to
+ * load again must.
+ */
+#define LOAD_YIELDS 16
+
 /* Whether the input can be read again from its start. */
 static bool
 input_replayable(const IngestInput *input)
@@ -57,7 +67,8 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 	ResourceOwner owner = CurrentResourceOwner;
 	IngestRetry *retry;
 	off_t		start = 0;
-	int			attempt;
+	int			deadlocks = 0;
+	int			yields = 0;
 
 	/*
 	 * Citus cancels a deadlocked load of a distributed table (57014, which
@@ -72,15 +83,17 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 	/* not a local: an attempt writes it before a longjmp */
 	retry = palloc0(sizeof(IngestRetry));
 
-	for (attempt = 1;; attempt++)
+	for (;;)
 	{
 		IngestLoadResult result;
 		ErrorData  *edata = NULL;
+		bool		yielded = false;
 		MemoryContext attemptcxt = AllocSetContextCreate(cxt, "ingest load attempt",
 														 ALLOCSET_DEFAULT_SIZES);
 
 		retry->ledger = NULL;
 		retry->awaiting = false;
+		retry->may_yield = (yields < LOAD_YIELDS);
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(attemptcxt);
 		PG_TRY();
@@ -112,6 +125,7 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 			Datum		org;
 			Datum		tx;
 
+			yielded = IngestLedgerYielded(retry->ledger);
 			if (IngestLedgerWaitingFor(retry->ledger, &org, &tx))
 			{
 				retry->await = true;
@@ -130,8 +144,12 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 		 * transaction held before the call (an advisory or table lock): a
 		 * retry cannot let go of that.
 		 */
+		if (yielded)
+			yields++;
+		else if (edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
+			deadlocks++;
 		if (edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED || retry->awaiting ||
-			attempt == LOAD_ATTEMPTS ||
+			deadlocks == LOAD_ATTEMPTS ||
 			(input->file != NULL && fseeko(input->file, start, SEEK_SET) != 0))
 			ReThrowError(edata);
 		if (input->file != NULL)

@@ -4,7 +4,7 @@
  *	  Carry out the partition maintenance plan of a database.
  *
  * The plan comes from ingest_internal.plan() (SQL), one table at a time,
- * under a session advisory lock on the table so that the worker and a manual
+ * under the table's maintenance lock (tablelock.c) so that the worker and a manual
  * run never act on one table together.  Each action runs in a transaction of
  * its own, under ingest.lock_timeout, and is logged in the same transaction,
  * so the log says "ok" exactly when the action committed.  A failed action
@@ -46,9 +46,6 @@
 
 /* This process saw Citus refuse DETACH ... CONCURRENTLY. */
 static bool citus_refuses_concurrent_detach = false;
-
-/* Key space of our session advisory locks: "ing\0" in the high half. */
-#define MAINTENANCE_LOCK_KEY(relid) ((((int64) 0x696E6700) << 32) | (int64) (relid))
 
 /* One row of the plan. */
 typedef struct MaintAction
@@ -174,13 +171,10 @@ managed_tables(Oid relid, bool background, MemoryContext cxt)
 static bool
 lock_table(Oid relid)
 {
-	Datum		key = Int64GetDatum(MAINTENANCE_LOCK_KEY(relid));
-	bool		isnull;
 	bool		locked;
 
 	xact_begin();
-	locked = DatumGetBool(exec_scalar("SELECT pg_catalog.pg_try_advisory_lock($1)",
-									  1, (Oid[]) {INT8OID}, &key, NULL, &isnull));
+	locked = IngestTableLockAcquire(relid, INGEST_LOCK_MAINTENANCE, true, false);
 	xact_end();
 	return locked;
 }
@@ -246,9 +240,7 @@ unlock_table(Oid relid, int failures, const char *sqlstate, const char *message)
 	xact_begin();
 	(void) exec_scalar("SELECT ingest_internal.record_outcome($1, $2, $3, $4, $5)",
 					   5, types, values, nulls, &isnull);
-	values[0] = Int64GetDatum(MAINTENANCE_LOCK_KEY(relid));
-	(void) exec_scalar("SELECT pg_catalog.pg_advisory_unlock($1)",
-					   1, (Oid[]) {INT8OID}, values, NULL, &isnull);
+	IngestTableLockRelease(relid, INGEST_LOCK_MAINTENANCE, true);
 	xact_end();
 }
 

@@ -340,6 +340,13 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 	Oid			tgfoid;
 
 	/*
+	 * A configuration row whose table is gone (dropped with event triggers
+	 * off, so that nothing cleaned up) manages nothing.
+	 */
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		return false;
+
+	/*
 	 * The dedup trigger is ingest_dedup; Citus names its copy on a shard
 	 * ingest_dedup_<shardid>.
 	 */

@@ -33,6 +33,7 @@ typedef struct IngestRegistry
 {
 	LWLock	   *lock;
 	Latch	   *launcher_latch;
+	bool		rescan;			/* the launcher is to scan now */
 	int			nslots;
 	IngestSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } IngestRegistry;
@@ -93,16 +94,36 @@ IngestRegistrySetLauncher(void)
 	on_shmem_exit(launcher_detach, (Datum) 0);
 }
 
-/* Wake the launcher so that it looks for work now. */
+/*
+ * Wake the launcher: with rescan, it lists the databases now, instead of at
+ * its next interval (a database's worker was stopped for a statement that
+ * needed the database to itself); without, it only looks again at the
+ * workers it waits for.
+ */
 void
-IngestWakeLauncher(void)
+IngestWakeLauncher(bool rescan)
 {
 	if (registry == NULL)
 		return;
-	LWLockAcquire(registry->lock, LW_SHARED);
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (rescan)
+		registry->rescan = true;
 	if (registry->launcher_latch)
 		SetLatch(registry->launcher_latch);
 	LWLockRelease(registry->lock);
+}
+
+/* For the launcher, after its latch is reset: was a scan asked for? */
+bool
+IngestRegistryTakeRescan(void)
+{
+	bool		rescan;
+
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	rescan = registry->rescan;
+	registry->rescan = false;
+	LWLockRelease(registry->lock);
+	return rescan;
 }
 
 static void
@@ -117,7 +138,7 @@ slot_release(int code, Datum arg)
 		registry->slots[i].pid = 0;
 	}
 	LWLockRelease(registry->lock);
-	IngestWakeLauncher();
+	IngestWakeLauncher(false);
 }
 
 /*

@@ -17,7 +17,7 @@
  * table's own REPLICA IDENTITY, set by hand, reaches its partitions.  The
  * side tables follow the table's owner.  DETACH ... CONCURRENTLY commits
  * halfway, so the ledger could not follow it exactly: it is refused, except
- * for the worker's own retention (ingest_internal_ddl), which forgets the
+ * for the worker's own retention (IngestInternalDDL()), which forgets the
  * keys itself.  A partition can also go without a DROP TABLE naming it
  * (DROP SCHEMA ... CASCADE, DROP OWNED BY its owner, DROP EXTENSION of an
  * extension it was added to): the object access hook sees it dropped, its
@@ -78,8 +78,19 @@
 
 #include "loader.h"
 
-/* Set while the worker runs its own partition DDL. */
-bool		ingest_internal_ddl = false;
+/*
+ * While the worker runs its own partition DDL: the depth of utility
+ * statements (utility_hook.c) that statement runs at.  Only it is let
+ * through: a statement nested in it (one that code of the owner's, as an
+ * index expression or an event trigger, runs) is checked as any other.
+ */
+int			ingest_internal_ddl_depth = 0;
+
+bool
+IngestInternalDDL(void)
+{
+	return ingest_internal_ddl_depth != 0 && ingest_utility_depth == ingest_internal_ddl_depth;
+}
 
 /* The utility statement being run, for the object access hook. */
 static Node *running_stmt = NULL;
@@ -190,7 +201,7 @@ create_trigger_before(CreateTrigStmt *ct)
 	IngestTable t;
 	Oid			root;
 
-	if (ingest_internal_ddl)
+	if (IngestInternalDDL())
 		return;
 	root = managed_root(RangeVarGetRelid(ct->relation, NoLock, true), &t);
 	if (OidIsValid(root))
@@ -445,7 +456,7 @@ alter_table_before(AlterTableStmt *stmt)
 		pc = (PartitionCmd *) cmd->def;
 		relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 		root = managed_root(relid, &t);
-		if (!OidIsValid(root) || ingest_internal_ddl)
+		if (!OidIsValid(root) || IngestInternalDDL())
 			continue;
 		if (cmd->subtype == AT_ReplicaIdentity)
 		{
@@ -514,7 +525,7 @@ drop_before(DropStmt *stmt)
 	ListCell   *lc;
 	IngestTable t;
 
-	if (stmt->removeType != OBJECT_TABLE || ingest_internal_ddl)
+	if (stmt->removeType != OBJECT_TABLE || IngestInternalDDL())
 		return;
 	foreach(lc, stmt->objects)
 	{
@@ -626,7 +637,7 @@ ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 	if (access != OAT_DROP || classId != RelationRelationId || subId != 0 ||
-		ingest_internal_ddl || IsBinaryUpgrade)
+		IngestInternalDDL() || IsBinaryUpgrade)
 		return;
 	if (running_stmt != NULL && IsA(running_stmt, DropStmt) &&
 		((DropStmt *) running_stmt)->removeType == OBJECT_TABLE)

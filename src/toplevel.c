@@ -40,6 +40,7 @@ IngestExecuteTopLevel(const char *sql)
 	MemoryContext stmtcxt;
 	Portal		portal;
 	QueryCompletion qc;
+	int			save_depth = ingest_internal_ddl_depth;
 
 	/* The trees must outlive the transaction the statement may commit. */
 	stmtcxt = AllocSetContextCreate(TopMemoryContext,
@@ -73,13 +74,13 @@ IngestExecuteTopLevel(const char *sql)
 						  plantrees, NULL);
 		PortalStart(portal, NULL, 0, InvalidSnapshot);
 		/* the worker's own partition DDL: tableddl.c lets it through */
-		ingest_internal_ddl = true;
+		ingest_internal_ddl_depth = ingest_utility_depth + 1;
 		(void) IngestPortalRun(portal, FETCH_ALL, true, None_Receiver, None_Receiver, &qc);
 		PortalDrop(portal, false);
 	}
 	PG_FINALLY();
 	{
-		ingest_internal_ddl = false;
+		ingest_internal_ddl_depth = save_depth;
 		if (IsTransactionState())
 			MemoryContextSwitchTo(TopTransactionContext);
 		else

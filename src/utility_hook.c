@@ -54,7 +54,7 @@ wake_launcher_callback(XactEvent event, void *arg)
 		event == XACT_EVENT_PREPARE)
 	{
 		wake_launcher_at_end = false;
-		IngestWakeLauncher();
+		IngestWakeLauncher(true);
 	}
 }
 
@@ -138,10 +138,10 @@ stop_database_worker(const char *dbname, LOCKMODE mode)
 }
 
 static void
-ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
-					  bool readOnlyTree, ProcessUtilityContext context,
-					  ParamListInfo params, QueryEnvironment *queryEnv,
-					  DestReceiver *dest, QueryCompletion *qc)
+process_utility(PlannedStmt *pstmt, const char *queryString,
+				bool readOnlyTree, ProcessUtilityContext context,
+				ParamListInfo params, QueryEnvironment *queryEnv,
+				DestReceiver *dest, QueryCompletion *qc)
 {
 	void	   *partition_work;
 	void	   *outer;
@@ -183,6 +183,32 @@ ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	if (partition_work)
 		IngestPartitionDDLAfter(partition_work);
+}
+
+/* Utility statements being run, nested (a subcommand is its statement's). */
+int			ingest_utility_depth = 0;
+
+static void
+ingest_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					  bool readOnlyTree, ProcessUtilityContext context,
+					  ParamListInfo params, QueryEnvironment *queryEnv,
+					  DestReceiver *dest, QueryCompletion *qc)
+{
+	bool		counted = (context != PROCESS_UTILITY_SUBCOMMAND);
+
+	if (counted)
+		ingest_utility_depth++;
+	PG_TRY();
+	{
+		process_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (counted)
+			ingest_utility_depth--;
+	}
+	PG_END_TRY();
 }
 
 void

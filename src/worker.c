@@ -27,6 +27,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -49,7 +50,7 @@ static void prepare_worker(BackgroundWorker *worker, Oid dboid,
 						   const IngestWorkerArgs *args);
 static bool extension_present(void);
 static void apply_lock_timeout(void);
-static void database_loop(void);
+static void database_loop(Oid roleid);
 
 static void
 prepare_worker(BackgroundWorker *worker, Oid dboid, const IngestWorkerArgs *args)
@@ -141,6 +142,26 @@ extension_present(void)
 	return present;
 }
 
+/*
+ * Is roleid (what the launcher connected this worker as) the role
+ * ingest.maintenance_role names now?  Compared by OID: the setting may have
+ * changed between the launcher's reading and this process's start.
+ */
+static bool
+connected_as_configured(Oid roleid)
+{
+	Oid			want = InvalidOid;
+
+	if (ingest_maintenance_role[0] != '\0')
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		want = get_role_oid(ingest_maintenance_role, true);
+		CommitTransactionCommand();
+	}
+	return want == roleid;
+}
+
 /* Every maintenance statement waits at most ingest.lock_timeout for a lock. */
 static void
 apply_lock_timeout(void)
@@ -179,6 +200,15 @@ ingest_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
+	/*
+	 * Claim the database before joining it: a statement that needs the
+	 * database to itself (utility_hook.c) then finds and stops this worker
+	 * even while it still waits to connect.  Another worker may already
+	 * serve the database.
+	 */
+	if (!args.manual && !IngestRegistryClaimDatabase(dboid))
+		proc_exit(0);
+
 	BackgroundWorkerInitializeConnectionByOid(dboid, args.roleid, 0);
 	pgstat_report_appname(args.manual ? "ingest maintenance run" : "ingest worker");
 	apply_lock_timeout();
@@ -201,17 +231,14 @@ ingest_worker_main(Datum main_arg)
 		proc_exit(0);
 	}
 
-	/* Another worker may already serve this database. */
-	if (!IngestRegistryClaimDatabase(dboid))
-		proc_exit(0);
-
-	database_loop();
+	database_loop(args.roleid);
 }
 
 /*
  * Run one step of a worker's pass (a step runs its own transactions).  Its
  * error does not end the worker: the transaction is aborted, the user and
- * security context the step may have changed are put back, and the error
+ * security context and the lock timeout the step may have changed are put
+ * back, and the error
  * is returned, copied into the caller's memory context, for the caller to
  * log or record; NULL when the step succeeded.
  */
@@ -235,6 +262,8 @@ IngestWorkerStep(void (*step) (void *), void *arg)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		SetUserIdAndSecContext(save_user, save_sec);
+		/* a step's own lock_timeout (an index build's) set in its transaction */
+		apply_lock_timeout();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
@@ -242,11 +271,16 @@ IngestWorkerStep(void (*step) (void *), void *arg)
 }
 
 static void
-database_loop(void)
+database_loop(Oid roleid)
 {
+	TimestampTz last_run = 0;
 	TimestampTz next_run = 0;
+	TimestampTz last_fold = 0;
 	TimestampTz next_fold = 0;
-	char	   *role = pstrdup(ingest_maintenance_role);
+
+	/* a new role needs a new connection: the launcher makes one */
+	if (!connected_as_configured(roleid))
+		proc_exit(0);
 
 	for (;;)
 	{
@@ -260,9 +294,13 @@ database_loop(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			apply_lock_timeout();
-			/* A new role needs a new connection: the launcher makes one. */
-			if (strcmp(role, ingest_maintenance_role) != 0)
+			if (!connected_as_configured(roleid))
 				proc_exit(0);
+			/* shorter intervals count from the last run and fold */
+			next_run = Min(next_run, TimestampTzPlusMilliseconds(last_run,
+																 ingest_maintenance_interval * 1000L));
+			next_fold = Min(next_fold, TimestampTzPlusMilliseconds(last_fold,
+																   ingest_rollup_fold_interval * 1000L));
 		}
 
 		if (!ingest_enabled || !extension_present())
@@ -273,7 +311,7 @@ database_loop(void)
 		{
 			IngestMaintainDatabase(InvalidOid, 0, true);
 			IngestTrimByAge();
-			now = GetCurrentTimestamp();
+			now = last_run = GetCurrentTimestamp();
 			next_run = TimestampTzPlusMilliseconds(now,
 												   ingest_maintenance_interval * 1000L);
 		}
@@ -281,7 +319,7 @@ database_loop(void)
 		{
 			IngestFlushLoadStats();
 			IngestFoldRollups();
-			now = GetCurrentTimestamp();
+			now = last_fold = GetCurrentTimestamp();
 			next_fold = TimestampTzPlusMilliseconds(now,
 													ingest_rollup_fold_interval * 1000L);
 		}

@@ -217,6 +217,15 @@ LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_lock_table';
 
+-- A table's fold lock, to the end of the transaction (src/tablelock.c):
+-- out of reach of SQL's advisory lock functions.  Without wait, false when
+-- it is held.
+CREATE OR REPLACE FUNCTION ingest_internal.lock_fold(tbl oid, wait boolean)
+RETURNS boolean
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_lock_fold';
+
 -- For a function that reads, once it holds a table's lock, what others
 -- may have changed while it waited: a REPEATABLE READ or SERIALIZABLE
 -- snapshot is older than the wait and would not see it.

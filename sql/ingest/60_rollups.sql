@@ -559,9 +559,7 @@ BEGIN
        OR NOT ingest_internal.ready(tbl) THEN
         RETURN 0;
     END IF;
-    IF wait THEN
-        PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
-    ELSIF NOT pg_try_advisory_xact_lock(1768843009, tbl::oid::int4) THEN
+    IF NOT ingest_internal.lock_fold(tbl, wait) THEN
         RETURN 0;
     END IF;
     -- The table's lock, then its configuration again: an unmanage or a DROP
@@ -1129,7 +1127,7 @@ BEGIN
         RAISE EXCEPTION 'the default rollup cannot be dropped' USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     -- after a running fold, which may be writing the rollup's rows
-    PERFORM pg_advisory_xact_lock(1768843009, tbl::oid::int4);
+    PERFORM ingest_internal.lock_fold(tbl, true);
     DELETE FROM ingest.rollup_config rc WHERE rc.event_table = tbl AND rc.name = drop_rollup.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'rollup "%" of table "%" does not exist', name, tbl USING ERRCODE = 'undefined_object';

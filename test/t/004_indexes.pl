@@ -93,6 +93,52 @@ poll(q{SELECT NOT EXISTS (SELECT FROM pg_indexes WHERE indexname LIKE 'ix%late')
 		  AND NOT EXISTS (SELECT FROM ingest_internal.index_drops)},
 	'drop_index leaves no index behind');
 
+# Code of the owner's that the worker's build runs (an index expression
+# here) meets the rules any statement meets: it may not change the shape of
+# another managed table (0A000).  Before, the worker's DDL let through every
+# statement run while it ran.
+my $log_before = sql(q{SELECT coalesce(max(id), 0) FROM ingest.maintenance_log});
+sql(q{
+	SELECT ingest.create_event_table('ix_other', premake => 1);
+	CREATE FUNCTION public.reshape_now() RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN EXECUTE 'ALTER TABLE public.ix_other DROP COLUMN IF EXISTS value'; END $$;
+	CREATE FUNCTION public.reshape(v float8) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS $$
+	BEGIN PERFORM public.reshape_now(); RETURN v; END $$;
+	SELECT ingest.add_index('ix', ARRAY['(public.reshape(value))'], name => 'reshape');
+});
+poll(qq{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE action = 'index' AND status = 'error'
+		  AND id > $log_before)}, 'the build with the reshaping expression fails');
+is(sql(qq{SELECT sqlstate FROM ingest.maintenance_log WHERE action = 'index' AND status = 'error'
+		  AND id > $log_before ORDER BY id LIMIT 1}), '0A000',
+	'refused as the same ALTER TABLE run by hand is');
+is(sql(q{SELECT count(*) FROM pg_attribute WHERE attrelid = 'ix_other'::regclass AND attname = 'value'
+		  AND NOT attisdropped}), '1', 'the other managed table keeps its column');
+sql(q{SELECT ingest.drop_index('ix', 'reshape')});
+
+# A build that fails leaves the worker's lock timeout as it was: the
+# index's (index_lock_timeout, an hour here) was set for the build only, so
+# a later step waiting for a lock gives up after ingest.lock_timeout (1 s)
+# and says so (55P03), instead of waiting an hour.
+sql(q{ALTER SYSTEM SET ingest.index_lock_timeout = '1h'; SELECT pg_reload_conf()});
+sql(q{INSERT INTO ix (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	  VALUES (gen_random_uuid(), 'thirteen', 'c1', 'api', now() - interval '2 days', 13)});
+sql(q{SELECT ingest.add_index('ix', ARRAY['(1 / (value::int - 13))'], name => 'fails')});
+poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE action = 'index' AND status = 'error'
+		  AND sqlstate = '22012')}, 'the index build fails on the partition (division by zero)');
+sql(q{SELECT ingest.drop_index('ix', 'fails')});
+poll(q{SELECT NOT EXISTS (SELECT FROM pg_indexes WHERE indexname LIKE 'ix%fails')
+		  AND NOT EXISTS (SELECT FROM ingest_internal.index_drops)}, 'its declaration and leftovers are gone');
+my $failed_before = sql(q{SELECT count(*) FROM ingest.maintenance_log WHERE sqlstate = '55P03'});
+sql(q{SELECT ingest.configure('ix', premake => 3)});
+$holder = $node->background_psql('postgres');
+$holder->query_safe(q{BEGIN; LOCK TABLE ix IN ACCESS EXCLUSIVE MODE});
+poll(qq{SELECT count(*) > $failed_before FROM ingest.maintenance_log WHERE sqlstate = '55P03'},
+	'a step blocked after the failed build gives up at ingest.lock_timeout (55P03)');
+$holder->query_safe('ROLLBACK');
+$holder->quit;
+poll(q{SELECT count(*) = 4 FROM ingest.partitions WHERE event_table = 'ix'::regclass AND day >= (now() AT TIME ZONE 'UTC')::date},
+	'and is done once the lock is gone');
+
 ok(!$node->log_contains('terminated by signal 11'), 'no crash besides the one we caused');
 $node->stop;
 done_testing();
