@@ -40,6 +40,7 @@
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/subtrans.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -351,11 +352,15 @@ typedef enum KeyLook
 
 /*
  * Before waiting for a key's claimant: a load that holds keys already, and
- * can be loaded again, lets go of everything instead (40P01, which
- * loadretry.c takes as a deadlock: it rolls the attempt back, waits for
- * that claimant holding nothing, and loads again).  Waiting, it could hold
- * a key the claimant meets later in a batch of its own, which sorts its
- * keys in its own order: a deadlock, found only after deadlock_timeout.
+ * can be loaded again, lets go of everything instead when the claimant's
+ * transaction is older than its own (40P01, which loadretry.c takes as a
+ * deadlock: it rolls the attempt back, waits for that claimant holding
+ * nothing, and loads again).  Waiting, it could hold a key the claimant
+ * meets later in a batch of its own, which sorts its keys in its own
+ * order: a deadlock, found only after deadlock_timeout.  An older load
+ * waits for a younger one (wait-die): so two loads never both let go and
+ * meet again in step, and a load keeps its age (its top transaction) from
+ * one attempt to the next, so it is not let go of for ever.
  */
 static KeyLook
 yield_or_wait(IngestLedger *l, Datum org, Datum tx)
@@ -368,6 +373,8 @@ yield_or_wait(IngestLedger *l, Datum org, Datum tx)
 	holder = key_holder(l, org, tx, &stored);
 	if (!TransactionIdIsValid(holder))
 		return stored ? KEY_STORED : KEY_FREE;
+	if (!TransactionIdPrecedes(SubTransGetTopmostTransaction(holder), GetTopTransactionId()))
+		return KEY_WAIT;		/* a younger claimant: wait for it */
 	l->waiting = true;
 	l->wait_org = org;
 	l->wait_tx = tx;

@@ -193,8 +193,10 @@ static bool
 a_worker_exits(void)
 {
 	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SLOT_WAIT_MS);
+	bool		exited = false;
+	bool		woken = false;
 
-	while (launched != NIL)
+	while (launched != NIL && !exited)
 	{
 		ListCell   *lc;
 
@@ -208,17 +210,24 @@ a_worker_exits(void)
 				launched = foreach_delete_current(launched, lc);
 				pfree(w->handle);
 				pfree(w);
-				return true;
+				exited = true;
+				break;
 			}
 		}
-		if (GetCurrentTimestamp() >= give_up)
+		if (exited || GetCurrentTimestamp() >= give_up)
 			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  100, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			woken = true;
+		}
 		CHECK_FOR_INTERRUPTS();
 	}
-	return false;
+	/* a wake meant for the main loop (a rescan asked for) is passed on */
+	if (woken)
+		SetLatch(MyLatch);
+	return exited;
 }
 
 static void

@@ -149,9 +149,17 @@ IngestLoadInput(Relation rel, IngestTable *t, const char *format, bool header,
 		else if (edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
 			deadlocks++;
 		if (edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED || retry->awaiting ||
-			deadlocks == LOAD_ATTEMPTS ||
-			(input->file != NULL && fseeko(input->file, start, SEEK_SET) != 0))
+			deadlocks == LOAD_ATTEMPTS)
 			ReThrowError(edata);
+		if (input->file != NULL && fseeko(input->file, start, SEEK_SET) != 0)
+		{
+			/* a yield is no deadlock: say what failed */
+			if (!yielded)
+				ReThrowError(edata);
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not rewind file \"%s\" to load it again: %m", source)));
+		}
 		if (input->file != NULL)
 			clearerr(input->file);
 		FreeErrorData(edata);

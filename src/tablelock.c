@@ -6,27 +6,34 @@
  * A maintenance run holds its table's lock for the run (a session lock:
  * a run is many transactions), so that the worker and a manual run never
  * maintain one table at once; a fold holds its table's fold lock to the
- * end of its transaction.  Both are advisory locks in a space of their own:
- * SQL's advisory lock functions name field4 1 or 2, so no session can take
- * these and hold them to stop another role's maintenance or folds.
+ * end of its transaction.  Neither is an advisory lock, which any session
+ * could take with pg_advisory_lock() and hold to stop another role's
+ * maintenance or folds, and whose session locks pg_advisory_unlock_all()
+ * (run, say, by an index expression the worker evaluates) would release:
+ * they are object locks on the table under a class of ingest's own.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/pg_extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 
 #include "ingest.h"
 
-/* field4 of our advisory lock tags: out of reach of pg_advisory_lock(). */
-#define INGEST_LOCK_SPACE 0x494E
+/*
+ * The lock of (extension class, relid, INGEST_LOCK_SPACE + kind): a sub-id
+ * PostgreSQL never locks an extension object with (it uses 0).
+ */
+#define INGEST_LOCK_SPACE 0x4900
 
 static void
 table_lock_tag(LOCKTAG *tag, Oid relid, IngestTableLock kind)
 {
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, relid, (uint32) kind, INGEST_LOCK_SPACE);
+	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, ExtensionRelationId, relid,
+					   INGEST_LOCK_SPACE + (uint16) kind);
 }
 
 /*
