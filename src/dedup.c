@@ -23,11 +23,13 @@
  * then killed, and the key's claimant is waited for if its transaction is
  * in progress.  A loader never holds a key while waiting for one that sorts
  * before it, so loaders whose keys arrive in the same order never
- * deadlock.  When most keys of a batch conflict (a replay), the next batch
- * checks before inserting.  Plain INSERT and COPY claim
- * through a row trigger; every other change keeps the ledger through the
- * statement triggers of changes.c.  Retention forgets the keys of retired
- * partitions.  The ledger is written as the table's owner.
+ * deadlock; a load that can be loaded again does not wait for an older
+ * transaction while it holds keys at all (wait-die, yield_or_wait).  When
+ * most keys of a batch conflict (a replay), the next batch checks before
+ * inserting.  Plain INSERT and COPY claim through a row trigger; every
+ * other change keeps the ledger through the statement triggers of
+ * changes.c.  Retention forgets the keys of retired partitions.  The
+ * ledger is written as the table's owner.
  *
  *-------------------------------------------------------------------------
  */

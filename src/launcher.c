@@ -8,8 +8,9 @@
  * one that has none; a worker finding no ingest extension in its database
  * exits at once.  So a database that runs CREATE EXTENSION is served within
  * one interval, with no configuration.  A statement that stopped a
- * database's worker asks for a scan at once (registry.c).  During recovery the launcher starts
- * nothing and says so once; after promotion it starts work.
+ * database's worker asks for a scan at once (registry.c).  During recovery
+ * the launcher starts nothing and says so once; after promotion it starts
+ * work.
  *
  *-------------------------------------------------------------------------
  */

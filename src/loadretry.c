@@ -18,10 +18,10 @@
  * each other.  Locks the transaction took before the call (advisory, LOCK
  * TABLE) stay held: a deadlock over them fails the call.  COPY through the
  * hook streams its input, which cannot be read again: a deadlock fails it,
- * as it fails COPY.  Such a call does not even wait for a key's claimant
- * while it holds keys of its own: it lets go of them and loads again after
- * waiting (dedup.c), so that it never holds a key another call meets later
- * in its own order.  The cost, paid by every such call: a subtransaction,
+ * as it fails COPY.  Such a call does not even wait for an older
+ * transaction while it holds keys of its own: it lets go of them and loads
+ * again after waiting (wait-die, dedup.c), so that two such calls never
+ * deadlock, whatever order each meets its keys in.  The cost, paid by every such call: a subtransaction,
  * whose xid is one more per call.  A retry reads and writes the whole input
  * again (the first attempt's rows are dead tuples for vacuum).
  *

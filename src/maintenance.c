@@ -4,8 +4,8 @@
  *	  Carry out the partition maintenance plan of a database.
  *
  * The plan comes from ingest_internal.plan() (SQL), one table at a time,
- * under the table's maintenance lock (tablelock.c) so that the worker and a manual
- * run never act on one table together.  Each action runs in a transaction of
+ * under the table's maintenance lock (tablelock.c) so that the worker and
+ * a manual run never act on one table together.  Each action runs in a transaction of
  * its own, under ingest.lock_timeout, and is logged in the same transaction,
  * so the log says "ok" exactly when the action committed.  A failed action
  * is logged with its SQLSTATE in a new transaction; the other actions and
