@@ -202,4 +202,33 @@ SELECT d.code, d.value_sum::text AS delta_sum, r.s::text AS raw_sum,
 SELECT ingest.fold_rollups('rs') > 0 AS folded;
 SELECT count(*) AS disagreements FROM ingest.rollup_verify('rs', '-infinity', 'infinity');
 
+-- a day detached by hand and attached again counts its events once: its
+-- hours are recomputed from its rows, not fed on top of the hours its
+-- rollup kept (the oldest day's, frozen as a retirement's)
+SELECT ingest.create_event_table('rt', premake => 1);
+SELECT count(*) FROM ingest.create_partitions('rt', (now() AT TIME ZONE 'UTC')::date - 1,
+                                              (now() AT TIME ZONE 'UTC')::date - 1);
+SELECT loaded FROM ingest.load('rt', (SELECT string_agg(format('00000000-0000-0000-0000-0000000000ee,a%s,c0,api,%s,{},%s,',
+                                                               n, regress.h(-1, n, 5), n), E'\n')
+                                        FROM generate_series(1, 3) n));
+SELECT ingest.fold_rollups('rt') > 0 AS folded;
+CREATE TABLE regress.rt_oldest AS
+SELECT partition::regclass AS part, day FROM ingest.partitions WHERE event_table = 'rt'::regclass ORDER BY day LIMIT 1;
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE rt DETACH PARTITION %s', (SELECT part FROM regress.rt_oldest));
+END $$;
+SELECT ingest.fold_rollups('rt') >= 0 AS folded;
+SELECT sum(events) AS kept_by_the_rollup FROM ingest_side.rt_rollup;
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE rt ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                   (SELECT part FROM regress.rt_oldest),
+                   (SELECT day FROM regress.rt_oldest)::timestamp AT TIME ZONE 'UTC',
+                   ((SELECT day FROM regress.rt_oldest) + 1)::timestamp AT TIME ZONE 'UTC');
+END $$;
+SELECT ingest.fold_rollups('rt') >= 0 AS folded;
+SELECT (SELECT sum(events) FROM ingest.usage('rt', '00000000-0000-0000-0000-0000000000ee', regress.h(-2, 0), regress.h(1, 0))) AS usage_events,
+       (SELECT count(*) FROM rt) AS stored;
+SELECT count(*) AS disagreements FROM ingest.rollup_verify('rt', '-infinity', 'infinity');
+DROP TABLE regress.rt_oldest;
+
 SELECT * FROM regress.invariants();

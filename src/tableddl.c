@@ -395,8 +395,14 @@ partition_leaves(IngestTable *t, Oid part)
 	SPI_finish();
 }
 
-/* A partition's rows join the table (the ATTACH holds its locks): keys
- * claimed, rollups fed. */
+/*
+ * A partition's rows join the table (the ATTACH holds its locks): keys
+ * claimed, and their hours marked stale, to be recomputed from the raw
+ * events, not fed as deltas: a day detached (or retired) before keeps its
+ * rollup hours, and deltas would count its events again on top of them.
+ * pg_partman's own attaches feed deltas, as its detaches leave the hours
+ * unmarked.
+ */
 static void
 partition_joins(IngestTable *t, Oid part)
 {
@@ -410,7 +416,10 @@ partition_joins(IngestTable *t, Oid part)
 	IngestOwnerAllRows(&scope);
 	t->latest_snapshot = true;
 	IngestClaimKeysStrict(t, name);
-	IngestFeedDeltas(t, name);
+	if (t->partman)
+		IngestFeedDeltas(t, name);
+	else
+		IngestMarkStale(t, name, false);
 	IngestOwnerPop(&scope);
 	SPI_finish();
 }

@@ -551,6 +551,10 @@ DECLARE
     los   timestamptz[];
     his   timestamptz[];
 BEGIN
+    -- A new rollup is built from the raw events in the fold's snapshot: an
+    -- older one (REPEATABLE READ) could miss a load that committed before
+    -- the fold and fed only the rollups it knew of.
+    PERFORM ingest_internal.require_read_committed('a fold of the rollups');
     SELECT * INTO cfg FROM ingest.table_config c WHERE c.event_table = tbl;
     -- on Citus each node folds its shards (sql/ingest/70_citus.sql), under
     -- Citus's shard lock (a shard of a table no longer ingest's is let go)
