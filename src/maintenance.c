@@ -47,6 +47,14 @@
 /* This process saw Citus refuse DETACH ... CONCURRENTLY. */
 static bool citus_refuses_concurrent_detach = false;
 
+/*
+ * This process holds the maintenance lock of the table it maintains.  A
+ * session lock of the default lock method, it goes with any transaction
+ * that aborts (as CREATE INDEX CONCURRENTLY's do): a failed step takes it
+ * back, and stops the table's run if another run has it by then.
+ */
+static bool table_lock_held = false;
+
 /* One row of the plan. */
 typedef struct MaintAction
 {
@@ -176,7 +184,18 @@ lock_table(Oid relid)
 	xact_begin();
 	locked = IngestTableLockAcquire(relid, INGEST_LOCK_MAINTENANCE, true, false);
 	xact_end();
+	table_lock_held = locked;
 	return locked;
+}
+
+/*
+ * Take the table's maintenance lock back after an abort released it (in a
+ * transaction); table_lock_held says whether it did.
+ */
+static void
+retake_table_lock(Oid relid)
+{
+	table_lock_held = IngestTableLockAcquire(relid, INGEST_LOCK_MAINTENANCE, true, false);
 }
 
 /* Read the table's plan into a list of MaintAction in "cxt". */
@@ -240,7 +259,9 @@ unlock_table(Oid relid, int failures, const char *sqlstate, const char *message)
 	xact_begin();
 	(void) exec_scalar("SELECT ingest_internal.record_outcome($1, $2, $3, $4, $5)",
 					   5, types, values, nulls, &isnull);
-	IngestTableLockRelease(relid, INGEST_LOCK_MAINTENANCE, true);
+	if (table_lock_held)
+		IngestTableLockRelease(relid, INGEST_LOCK_MAINTENANCE, true);
+	table_lock_held = false;
 	xact_end();
 }
 
@@ -480,6 +501,11 @@ do_detach(Oid relid, int64 run_id, MaintAction *a)
 		MemoryContextSwitchTo(cxt);
 		/* refused before it started: the partition is as it was */
 		xact_begin();
+		retake_table_lock(relid);
+		if (!table_lock_held)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("another maintenance run took table \"%s\"", get_rel_name(relid))));
 		untouched = DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
 											 " WHERE i.inhrelid OPERATOR(pg_catalog.=) $1 "
 											 "   AND NOT i.inhdetachpending)",
@@ -868,6 +894,10 @@ run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
 
 	xact_begin();
 	log_action(run_id, relid, action, partition, "error", *sqlstate, *message);
+	retake_table_lock(relid);
+	if (!table_lock_held)
+		log_action(run_id, relid, "run", NULL, "skipped", NULL,
+				   "another maintenance run took this table after a failed step");
 	xact_end();
 	MemoryContextSwitchTo(cxt);
 	return false;
@@ -895,6 +925,8 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 		MaintAction *a = lfirst(lc);
 
 		CHECK_FOR_INTERRUPTS();
+		if (!table_lock_held)
+			break;
 		if (only && strcmp(a->action, only) != 0)
 			continue;
 
@@ -916,7 +948,8 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 						 sqlstate, message))
 		{
 			failures++;
-			if (strcmp(a->action, "detach") == 0)
+			/* (a run that took the table meanwhile may have marked it) */
+			if (strcmp(a->action, "detach") == 0 && table_lock_held)
 			{
 				xact_begin();
 				unmark_retiring(a->partition_oid);
@@ -979,7 +1012,7 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 			failures = maintain_table(tbl, run_id, NULL, background, &detached,
 									  &sqlstate, &message);
 			/* Partitions detached just now are dropped in the same run. */
-			if (detached)
+			if (detached && table_lock_held)
 				failures += maintain_table(tbl, run_id, "drop", background,
 										   &detached, &sqlstate, &message);
 			unlock_table(tbl, failures, sqlstate, message);

@@ -102,11 +102,12 @@ static object_access_hook_type prev_object_access_hook = NULL;
 
 typedef enum PartAction
 {
-	PART_JOINS,					/* attached: claim its keys, feed its rows */
-	PART_CREATED,				/* a new, empty partition: triggers */
+	PART_JOINS,					/* attached: claim its keys, its hours stale */
+	PART_CREATED,				/* a new, empty partition: triggers, its hours stale */
 	PART_OWNER,					/* the table's owner changed: its side tables' too */
 	PART_IDENTITY,				/* the table's replica identity changed */
-	PART_RENAMED				/* a partition renamed: its declared indexes too */
+	PART_RENAMED,				/* a partition renamed: its declared indexes too */
+	PART_FINALIZED				/* a retirement's detach ended by hand */
 } PartAction;
 
 /* The columns ingest reads, by name: their types are checked at adoption. */
@@ -137,7 +138,7 @@ typedef struct PartWork
 	PartAction	action;
 	Oid			root;
 	RangeVar   *partition;
-	Oid			relid;			/* PART_RENAMED: the partition, */
+	Oid			relid;			/* PART_RENAMED, PART_FINALIZED: the partition, */
 	List	   *indexes;		/* its declared indexes' OIDs */
 	List	   *names;			/* and their declarations' names */
 } PartWork;
@@ -425,6 +426,28 @@ partition_joins(IngestTable *t, Oid part)
 }
 
 /*
+ * A partition made by hand (CREATE TABLE ... PARTITION OF) gets ingest's
+ * triggers, and its range's hours are marked stale: a day retired before
+ * and made again keeps its rollup hours, and the events loaded into it
+ * would count on top of them.  The next fold recomputes them from its own
+ * events (none, for a day no rollup row has).  pg_partman's tables keep
+ * their hours, as on ATTACH.
+ */
+static void
+partition_created(IngestTable *t, Oid part)
+{
+	track_partition(part);
+	/* (a partition of a partition has the table's range of its parent) */
+	if (!t->partman)
+		run_internal_args("SELECT ingest_internal.mark_stale($1, NULL, b.lower_bound, b.upper_bound) "
+						  "  FROM ingest_internal.bounds b "
+						  " WHERE b.partition_oid OPERATOR(pg_catalog.=) $2 AND NOT b.is_default "
+						  "   AND b.relid OPERATOR(pg_catalog.=) $1",
+						  2, (Oid[]) {REGCLASSOID, OIDOID},
+						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
+}
+
+/*
  * May the current user run DDL on relid: a member of its owner's role (a
  * superuser), or with schema_owner_too of its schema's owner, as DROP
  * allows?  PostgreSQL checks this before it locks: the hook's work on a
@@ -459,6 +482,7 @@ alter_table_before(AlterTableStmt *stmt)
 		Oid			relid;
 
 		if (cmd->subtype != AT_AttachPartition && cmd->subtype != AT_DetachPartition &&
+			cmd->subtype != AT_DetachPartitionFinalize &&
 			cmd->subtype != AT_ChangeOwner && cmd->subtype != AT_AlterColumnType &&
 			cmd->subtype != AT_DropColumn && cmd->subtype != AT_ReplicaIdentity)
 			continue;
@@ -484,6 +508,17 @@ alter_table_before(AlterTableStmt *stmt)
 		if (cmd->subtype == AT_AlterColumnType)
 		{
 			refuse_column_change(root, cmd->name, "change the type of");
+			continue;
+		}
+		if (cmd->subtype == AT_DetachPartitionFinalize)
+		{
+			/* only retention's detach can be pending: ended as retention ends it */
+			PartWork   *w = palloc0(sizeof(PartWork));
+
+			w->action = PART_FINALIZED;
+			w->root = root;
+			w->relid = RangeVarGetRelid(pc->name, NoLock, false);
+			work = lappend(work, w);
 			continue;
 		}
 		if (cmd->subtype == AT_DropColumn)
@@ -923,6 +958,10 @@ IngestPartitionDDLAfter(void *work)
 			run_internal("SELECT ingest_internal.propagate_replica_identity($1)", w->root);
 		else if (w->action == PART_RENAMED)
 			partition_renamed_after(w);
+		else if (w->action == PART_FINALIZED)
+			run_internal_args("SELECT ingest_internal.forget_keys($1, $2)", 2,
+							  (Oid[]) {OIDOID, OIDOID},
+							  (Datum[]) {ObjectIdGetDatum(w->root), ObjectIdGetDatum(w->relid)});
 		else
 		{
 			Oid			part = RangeVarGetRelid(w->partition, NoLock, false);
@@ -941,7 +980,7 @@ IngestPartitionDDLAfter(void *work)
 			if (w->action == PART_JOINS)
 				partition_joins(&t, part);
 			else
-				track_partition(part);
+				partition_created(&t, part);
 			inherit_replica_identity(part);
 		}
 	}

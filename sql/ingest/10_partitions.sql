@@ -444,10 +444,6 @@ BEGIN
     PERFORM ingest_internal.set_local_everywhere('lock_timeout', current_setting('lock_timeout'));
     PERFORM ingest_internal.retire_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s',
                                                                  parent::regclass, part::regclass));
-    -- No write reaches the day now: a stale mark committed since
-    -- mark_retiring looked waits for the nodes' folds, as there.
-    PERFORM ingest_internal.require_folded(parent, part, r.lower_bound, r.upper_bound)
-       FROM ingest_internal.retired r WHERE r.partition_oid = part;
     PERFORM ingest_internal.forget_keys(parent, part);
 END
 $$;

@@ -474,9 +474,11 @@ BEGIN
 END
 $$;
 
--- Retention: forget the keys of a retired partition's events (its day is
--- set aside from now on) and the stale marks left in its hours, whose
--- rollup rows now stay as they are.
+-- Retention, once a partition is detached: forget the keys of its events
+-- (its day is set aside from now on), and settle the hours its changes
+-- marked stale since the fold before its retirement (fold_retired), whose
+-- rollup rows then stay as they are.  In the transaction that ends the
+-- detach.
 CREATE OR REPLACE FUNCTION ingest_internal.forget_keys(tbl oid, part oid)
 RETURNS void
 LANGUAGE plpgsql
@@ -496,13 +498,19 @@ BEGIN
         PERFORM ingest_internal.owner_exec(tbl, format(
             'DELETE FROM %s k USING %s p WHERE k.organization_id = p.organization_id '
             'AND k.transaction_id = p.transaction_id COLLATE "C"', cfg.ledger, part::regclass));
+        -- No write reaches the day now: a stale mark committed since
+        -- mark_retiring looked waits for the nodes' folds, as there.
+        IF r.partition_oid IS NOT NULL THEN
+            PERFORM ingest_internal.require_folded(tbl, part, r.lower_bound, r.upper_bound);
+            PERFORM ingest_internal.owner_exec(tbl, format(
+                'DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',
+                cfg.rollup_stale), r.lower_bound, r.upper_bound);
+        END IF;
     ELSE
+        IF r.partition_oid IS NOT NULL THEN
+            PERFORM ingest_internal.fold_retired(tbl, part, r.lower_bound, r.upper_bound);
+        END IF;
         PERFORM ingest_internal.release_keys(tbl, part);
-    END IF;
-    IF r.partition_oid IS NOT NULL THEN
-        PERFORM ingest_internal.owner_exec(tbl, format(
-            'DELETE FROM %s x WHERE x.lo >= date_trunc(''hour'', $1, ''UTC'') AND x.hi <= $2',
-            cfg.rollup_stale), r.lower_bound, r.upper_bound);
     END IF;
 END
 $$;

@@ -529,6 +529,119 @@ BEGIN
 END
 $$;
 
+-- The days of a table whose detach has begun and not ended, as retention
+-- recorded them (mark_retiring): read with no lock on them, which the end
+-- of their detach holds ACCESS EXCLUSIVE.
+CREATE OR REPLACE FUNCTION ingest_internal.detaching(tbl regclass)
+RETURNS TABLE(partition_oid oid, lower_bound timestamptz, upper_bound timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.partition_oid, r.lower_bound, r.upper_bound
+      FROM ingest_internal.retired r
+      JOIN pg_catalog.pg_inherits i ON i.inhrelid = r.partition_oid AND i.inhdetachpending
+     WHERE r.relid = tbl
+$$;
+
+-- The partitions a statement over the table reads now (not detaching).
+CREATE OR REPLACE FUNCTION ingest_internal.readable_partitions(tbl regclass)
+RETURNS oid[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_agg(i.inhrelid ORDER BY i.inhrelid) FROM pg_catalog.pg_inherits i
+     WHERE i.inhparent = tbl AND NOT i.inhdetachpending
+$$;
+
+-- The statement that recomputes the rollup hours of stale marks from the
+-- raw events of "src" (the table, or a day of it being retired): the marks
+-- (query "marks", rows of the table's stale marks) from instant $2 on, made
+-- disjoint; their hours' rollup rows and deltas go and the raw aggregation
+-- comes in.  $1 is the table; the marks' own parameters follow.
+CREATE OR REPLACE FUNCTION ingest_internal.recompute_sql(cfg ingest.table_config, src regclass, marks text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format($q$
+        WITH marks AS (%1$s),
+        pieces AS (%5$s),
+        -- one organization's hours, and every organization's ranges: disjoint
+        org_hours AS (SELECT p.org, h FROM pieces p,
+                             generate_series(lower(p.r), upper(p.r) - interval '1 hour', interval '1 hour') h
+                       WHERE p.org IS NOT NULL),
+        all_orgs AS (SELECT p.r FROM pieces p WHERE p.org IS NULL),
+        gone_h1 AS (DELETE FROM %2$s h USING org_hours o
+                     WHERE h.organization_id = o.org AND h.hour = o.h RETURNING 1),
+        gone_h2 AS (DELETE FROM %2$s h USING all_orgs a
+                     WHERE h.hour >= lower(a.r) AND h.hour < upper(a.r) RETURNING 1),
+        gone_d1 AS (DELETE FROM %3$s d USING org_hours o
+                     WHERE d.organization_id = o.org AND d.hour = o.h RETURNING 1),
+        gone_d2 AS (DELETE FROM %3$s d USING all_orgs a
+                     WHERE d.hour >= lower(a.r) AND d.hour < upper(a.r) RETURNING 1),
+        raw AS (%4$s)
+        INSERT INTO %2$s
+        SELECT raw.* FROM raw, (SELECT count(*) FROM gone_h1) a, (SELECT count(*) FROM gone_h2) b,
+                               (SELECT count(*) FROM gone_d1) c, (SELECT count(*) FROM gone_d2) d$q$,
+        marks, cfg.rollup_hours, cfg.rollup_deltas,
+        ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(src, 'pieces'), 'true'),
+        ingest_internal.stale_pieces_sql('marks', '$2'))
+$$;
+
+-- Retention, once a day is detached and no writer can reach it: the hours
+-- of the day that changes marked stale since the fold before its
+-- retirement (an UPDATE or DELETE that committed while its DETACH waited
+-- for it), recomputed from the day's own events before they go; then the
+-- marks' parts in the day go.  Whole UTC hours of the day only: in a zone
+-- whose days do not start on one, the hour it shares with the next day is
+-- left to the fold, and the one it shares with the day before is retired.
+CREATE OR REPLACE FUNCTION ingest_internal.fold_retired(tbl regclass, part regclass,
+                                                       lo timestamptz, hi timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    cfg   ingest.table_config := ingest_internal.require_managed(tbl);
+    first timestamptz := date_trunc('hour', lo - interval '1 microsecond', 'UTC') + interval '1 hour';
+    last  timestamptz := date_trunc('hour', hi, 'UTC');
+    orgs  uuid[];
+    los   timestamptz[];
+    his   timestamptz[];
+BEGIN
+    -- No writer can reach the day: its detach holds it ACCESS EXCLUSIVE.
+    -- A fold would merge deltas into these hours: none may run, and none
+    -- is waited for, since a fold may be waiting for the day's lock.
+    IF NOT ingest_internal.lock_fold(tbl, false) THEN
+        RAISE EXCEPTION 'the rollups of table "%" are being folded', tbl
+            USING ERRCODE = 'lock_not_available',
+                  DETAIL = 'The end of a retirement folds the retired day''s changed hours.',
+                  HINT = 'The next maintenance run finishes the detach.';
+    END IF;
+    EXECUTE format('SELECT array_agg(x.organization_id), array_agg(GREATEST(x.lo, $1)), '
+                   '       array_agg(LEAST(x.hi, $2)) FROM %s x WHERE x.lo < $2 AND x.hi > $1',
+                   cfg.rollup_stale)
+       INTO orgs, los, his USING first, last;
+    IF orgs IS NOT NULL THEN
+        PERFORM ingest_internal.owner_exec(tbl, ingest_internal.recompute_sql(cfg, part,
+            'SELECT m.org AS organization_id, m.lo, m.hi '
+            '  FROM unnest($3::pg_catalog.uuid[], $4::pg_catalog.timestamptz[], '
+            '              $5::pg_catalog.timestamptz[]) m(org, lo, hi)'),
+            tbl, '-infinity'::timestamptz, orgs, los, his);
+        PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
+    END IF;
+    -- the marks keep their parts before and after the day's hours
+    PERFORM ingest_internal.owner_exec(tbl, format($q$
+        WITH gone AS (DELETE FROM %1$s x WHERE x.lo < $2 AND x.hi > $1 RETURNING x.*)
+        INSERT INTO %1$s
+        SELECT g.organization_id, g.lo, $1 FROM gone g WHERE g.lo < $1
+        UNION ALL
+        SELECT g.organization_id, $2, g.hi FROM gone g WHERE g.hi > $2$q$, cfg.rollup_stale),
+        date_trunc('hour', lo, 'UTC'), last);
+END
+$$;
+
 -- Bring a table's rollup up to date: recompute stale hours from raw events,
 -- finish rollups being built, merge committed deltas, apply rollup
 -- retention.  One folder per table at a time: others skip (or wait, when
@@ -550,6 +663,8 @@ DECLARE
     orgs  uuid[];
     los   timestamptz[];
     his   timestamptz[];
+    parts oid[];
+    built boolean := false;
 BEGIN
     -- A new rollup is built from the raw events in the fold's snapshot: an
     -- older one (REPEATABLE READ) could miss a load that committed before
@@ -578,6 +693,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    parts := ingest_internal.readable_partitions(tbl);
     since := ingest_internal.raw_hours_since(tbl);
 
     -- 1. Stale hours: rollup rows and deltas this snapshot sees go, the raw
@@ -589,36 +705,32 @@ BEGIN
     -- consumes those alone, by value: a mark committed in between stays for
     -- the next fold, and one equal to a mark read has the same days.  (The
     -- organization of a mark of all is '' there: a key a hash join can use.)
-    EXECUTE format('SELECT array_agg(x.organization_id), array_agg(x.lo), array_agg(x.hi) FROM %s x',
+    -- The hours of a day whose detach has begun wait for its end
+    -- (fold_retired): its events are out of this snapshot's reach.  Marks
+    -- are split at its hours, so that the rest of them is folded now.
+    FOR r IN SELECT * FROM ingest_internal.detaching(tbl) LOOP
+        PERFORM ingest_internal.owner_exec(tbl, format($q$
+            WITH gone AS (DELETE FROM %1$s x WHERE x.lo < $2 AND x.hi > $1
+                                              AND (x.lo < $1 OR x.hi > $2) RETURNING x.*)
+            INSERT INTO %1$s
+            SELECT g.organization_id, g.lo, $1 FROM gone g WHERE g.lo < $1
+            UNION ALL
+            SELECT g.organization_id, GREATEST(g.lo, $1), LEAST(g.hi, $2) FROM gone g
+            UNION ALL
+            SELECT g.organization_id, $2, g.hi FROM gone g WHERE g.hi > $2$q$, cfg.rollup_stale),
+            date_trunc('hour', r.lower_bound, 'UTC'),
+            date_trunc('hour', r.upper_bound - interval '1 microsecond', 'UTC') + interval '1 hour');
+    END LOOP;
+    EXECUTE format('SELECT array_agg(x.organization_id), array_agg(x.lo), array_agg(x.hi) FROM %s x '
+                   ' WHERE NOT EXISTS (SELECT 1 FROM ingest_internal.detaching($1) d '
+                   '                    WHERE x.lo < d.upper_bound AND x.hi > d.lower_bound)',
                    cfg.rollup_stale)
-       INTO orgs, los, his;
-    n := ingest_internal.owner_exec(tbl, format($q$
-        WITH marks AS (DELETE FROM %1$s x
-                        USING (SELECT DISTINCT COALESCE(m.org::text, '') AS org, m.lo, m.hi
-                                 FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)) m
-                        WHERE COALESCE(x.organization_id::text, '') = m.org AND x.lo = m.lo AND x.hi = m.hi
-                       RETURNING x.*),
-        pieces AS (%5$s),
-        -- one organization's hours, and every organization's ranges: disjoint
-        org_hours AS (SELECT p.org, h FROM pieces p,
-                             generate_series(lower(p.r), upper(p.r) - interval '1 hour', interval '1 hour') h
-                       WHERE p.org IS NOT NULL),
-        all_orgs AS (SELECT p.r FROM pieces p WHERE p.org IS NULL),
-        gone_h1 AS (DELETE FROM %2$s h USING org_hours o
-                     WHERE h.organization_id = o.org AND h.hour = o.h RETURNING 1),
-        gone_h2 AS (DELETE FROM %2$s h USING all_orgs a
-                     WHERE h.hour >= lower(a.r) AND h.hour < upper(a.r) RETURNING 1),
-        gone_d1 AS (DELETE FROM %3$s d USING org_hours o
-                     WHERE d.organization_id = o.org AND d.hour = o.h RETURNING 1),
-        gone_d2 AS (DELETE FROM %3$s d USING all_orgs a
-                     WHERE d.hour >= lower(a.r) AND d.hour < upper(a.r) RETURNING 1),
-        raw AS (%4$s)
-        INSERT INTO %2$s
-        SELECT raw.* FROM raw, (SELECT count(*) FROM gone_h1) a, (SELECT count(*) FROM gone_h2) b,
-                               (SELECT count(*) FROM gone_d1) c, (SELECT count(*) FROM gone_d2) d$q$,
-        cfg.rollup_stale, cfg.rollup_hours, cfg.rollup_deltas,
-        ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'), 'true'),
-        ingest_internal.stale_pieces_sql('marks', '$2')), tbl, since, orgs, los, his);
+       INTO orgs, los, his USING tbl;
+    n := ingest_internal.owner_exec(tbl, ingest_internal.recompute_sql(cfg, tbl, format($q$DELETE FROM %s x
+         USING (SELECT DISTINCT COALESCE(m.org::text, '') AS org, m.lo, m.hi
+                  FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)) m
+         WHERE COALESCE(x.organization_id::text, '') = m.org AND x.lo = m.lo AND x.hi = m.hi
+        RETURNING x.*$q$, cfg.rollup_stale)), tbl, since, orgs, los, his);
     total := total + n;
     IF orgs IS NOT NULL THEN
         PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
@@ -652,7 +764,17 @@ BEGIN
         UPDATE ingest.rollup_config rc
            SET building_xid = NULL, building_horizon = NULL, known_from = COALESCE(since, rc.known_from)
          WHERE rc.event_table = tbl AND rc.name = r.name;
+        built := true;
     END LOOP;
+
+    -- Steps 1 and 2 read the raw events of the partitions attached when
+    -- "since" was read.  A detach that began since then took its day's
+    -- events out of their statements' reach, but not its hours, which
+    -- they made empty: the fold is undone, to be done again.
+    IF (orgs IS NOT NULL OR built) AND ingest_internal.readable_partitions(tbl) IS DISTINCT FROM parts THEN
+        RAISE EXCEPTION 'a partition of table "%" was detached or attached during the fold', tbl
+            USING ERRCODE = 'serialization_failure', HINT = 'Fold again.';
+    END IF;
 
     -- 3. Committed deltas merged into the rollup rows of their keys, hourly
     -- and daily alike (the merge is associative).  Rows are written in

@@ -1,0 +1,158 @@
+# Changes to a day that commit after the worker's last fold before the
+# day's retirement, while its DETACH ... CONCURRENTLY waits for them: the
+# retired day's rollup hours take them in (they were lost with the day's
+# stale marks), also when the detach ends later (a FINALIZE by hand ended
+# it without settling the day's keys or hours); folds meanwhile leave
+# them.  A failed maintenance step keeps its run's table lock.  A retired
+# day made again by hand counts its new events alone.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestRun;
+
+my $node = PostgreSQL::Test::Cluster->new('retire_changes');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.enabled = off
+ingest.lock_timeout = '60s'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION ingest');
+sub sql { return $node->safe_psql('postgres', shift); }
+
+# A table with a day 40 days old (past its retention of 30) holding three
+# events of one organization in one hour, folded.
+sub old_day
+{
+	my ($tbl, $action) = @_;
+	sql(qq{
+		SELECT ingest.create_event_table('$tbl', retention => '30 days');
+		SELECT ingest.configure('$tbl', retention_action => '$action');
+		CREATE TABLE ${tbl}_old (LIKE $tbl);
+	});
+	sql(qq{SELECT format('ALTER TABLE $tbl ATTACH PARTITION ${tbl}_old FOR VALUES FROM (%L) TO (%L)',
+	                     (current_date - 40)::timestamp AT TIME ZONE 'UTC',
+	                     (current_date - 39)::timestamp AT TIME ZONE 'UTC') \\gexec});
+	sql(qq{
+		INSERT INTO $tbl (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+		SELECT '00000000-0000-4000-8000-000000000001', 'tx' || i, 'c1', 'api_call',
+		       (current_date - 40)::timestamp AT TIME ZONE 'UTC' + interval '10 hours' + i * interval '1 minute', i
+		  FROM generate_series(1, 3) i;
+		SELECT ingest.fold_rollups('$tbl');
+	});
+}
+
+# The retired day's usage: events, value_sum and value_max.
+sub day_usage
+{
+	my ($tbl) = @_;
+	return sql(qq{SELECT events || ' ' || value_sum || ' ' || value_max
+	                FROM ingest.usage('$tbl', '00000000-0000-4000-8000-000000000001',
+	                                  (current_date - 40)::timestamp AT TIME ZONE 'UTC',
+	                                  (current_date - 39)::timestamp AT TIME ZONE 'UTC')});
+}
+
+my $log = q{SELECT string_agg(action || ' ' || status || coalesce(' ' || sqlstate, ''), ', ' ORDER BY id)
+              FROM ingest.maintenance_log WHERE partition = 'public.%s'};
+
+# 1. An UPDATE and a DELETE of the day, open before the run starts: the
+# run's fold does not see them, and its detach waits for them.
+old_day('rc', 'drop');
+is(day_usage('rc'), '3 6 3', 'the day is folded');
+my $writer = $node->background_psql('postgres');
+$writer->query_safe(q{
+	BEGIN;
+	UPDATE rc SET value = 10 WHERE transaction_id = 'tx3';
+	DELETE FROM rc WHERE transaction_id = 'tx1';
+});
+my $run = start_maintenance_run($node, 'rc');
+ok(worker_waits_for_lock($node), 'the detach waits for the writer');
+$writer->query_safe('COMMIT');
+$run->{h}->finish;
+is(sql(sprintf($log, 'rc_old')), 'detach ok, drop ok', 'the day is retired') or diag($run->{err});
+is(day_usage('rc'), '2 12 10', "the retired day's hours have the changes committed during its detach");
+is(sql(q{SELECT count(*) FROM ingest_side.rc_stale}), '0', 'no stale mark is left');
+is(sql(q{SELECT count(*) FROM ingest_side.rc_keys}), '0', "the day's keys are forgotten");
+
+# 2. A failed step (the table's configuration is being changed) does not
+# cost the run its table's maintenance lock, which the step's abort
+# released: the run takes it back.
+old_day('rl', 'drop');
+$writer->query_safe(q{BEGIN; SELECT ingest.configure('rl', premake => 4)});
+sql(q{SELECT * FROM ingest.run_maintenance('rl')});
+$writer->query_safe('COMMIT');
+is(sql(sprintf($log, 'rl_old')), 'detach error 55P03', 'the detach fails');
+unlike(slurp_file($node->logfile), qr/you don't own a lock/,
+	'the runs held their table lock through their failed steps');
+
+# 3. As 1, where the detach's end fails: a fold holds the fold lock, which
+# the end of the detach does not wait for (the fold may be waiting for the
+# day), and the day stays detach pending.  Folds leave its marks to its
+# FINALIZE, here by hand.
+old_day('rk', 'detach');
+$writer->query_safe(q{
+	BEGIN;
+	UPDATE rk SET value = 20 WHERE transaction_id = 'tx2';
+});
+my $folder = $node->background_psql('postgres');
+$run = start_maintenance_run($node, 'rk');
+ok(worker_waits_for_lock($node), 'the detach waits for the writer');
+$folder->query_safe(q{BEGIN; SELECT ingest_internal.lock_fold('rk'::regclass, true)});
+$writer->query_safe('COMMIT');
+$run->{h}->finish;
+is(sql(sprintf($log, 'rk_old')), 'detach error 55P03', 'the end of the detach fails')
+	or diag($run->{err});
+is(sql(q{SELECT message FROM ingest.maintenance_log WHERE partition = 'public.rk_old'}),
+	'the rollups of table "public.rk" are being folded', 'as the fold lock is held');
+$folder->query_safe('COMMIT');
+is(sql(q{SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'rk_old'::regclass}), 't',
+	'the day is detach pending');
+sql(q{SELECT ingest.fold_rollups('rk')});
+is(sql(q{SELECT count(*) FROM ingest_side.rk_stale}), '1', 'a fold leaves the mark in the detaching day');
+# a mark across the detaching day (a TRUNCATE's is of all hours) is split
+# there: the rest of it is folded
+sql(q{
+	INSERT INTO rk (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('00000000-0000-4000-8000-000000000001', 'today', 'c1', 'api_call', now(), 5);
+	INSERT INTO ingest_side.rk_stale VALUES (NULL, current_date - 45, current_date + 1);
+	SELECT ingest.fold_rollups('rk');
+});
+is(sql(q{SELECT count(*) || ' ' || bool_and(lo >= (current_date - 40)::timestamp AT TIME ZONE 'UTC'
+                                            AND hi <= (current_date - 39)::timestamp AT TIME ZONE 'UTC')
+           FROM ingest_side.rk_stale}),
+	'2 true', "a rebuild's mark is folded but for the detaching day's hours");
+is(sql(q{SELECT count(*) FROM ingest.rollup_verify('rk', current_date - 45, current_date + 1)}), '0',
+	'the retained hours are exact');
+# the worker's next run would do it (a manual run leaves it to the worker)
+sql(q{ALTER TABLE rk DETACH PARTITION rk_old FINALIZE});
+is(day_usage('rk'), '3 24 20', "the retired day's hours have the change");
+is(sql(q{SELECT count(*) FROM ingest_side.rk_stale}), '0', 'no stale mark is left');
+is(sql(q{SELECT string_agg(transaction_id, ',') FROM ingest_side.rk_keys}), 'today', "the day's keys are forgotten");
+
+# 4. A retired day made again by hand (CREATE TABLE ... PARTITION OF) to
+# load it anew: its hours are its raw events again, not the retired ones
+# plus the new ones (which counted both).
+is(day_usage('rc'), '2 12 10', 'the retired day before');
+sql(q{SELECT format('CREATE TABLE rc_again PARTITION OF rc FOR VALUES FROM (%L) TO (%L)',
+                    (current_date - 40)::timestamp AT TIME ZONE 'UTC',
+                    (current_date - 39)::timestamp AT TIME ZONE 'UTC') \gexec});
+sql(q{
+	INSERT INTO rc (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	VALUES ('00000000-0000-4000-8000-000000000001', 'again', 'c1', 'api_call',
+	        (current_date - 40)::timestamp AT TIME ZONE 'UTC' + interval '10 hours', 7);
+});
+is(day_usage('rc'), '1 7 7', 'the day made again has its own events, before a fold');
+sql(q{SELECT ingest.fold_rollups('rc')});
+is(day_usage('rc'), '1 7 7', 'and after it');
+is(sql(q{SELECT count(*) FROM ingest.rollup_verify('rc', current_date - 41, current_date)}), '0',
+	'the rollup equals the raw events');
+
+$writer->quit;
+$folder->quit;
+$node->stop;
+done_testing();
