@@ -233,4 +233,38 @@ SELECT ingest.fold_rollups('nullroll') >= 0 AS folded;
 SELECT transaction_id FROM nullroll ORDER BY 1;
 DROP TABLE nullroll;
 
+-- What COPY checks, the loader checks: a DEFERRABLE unique constraint,
+-- which COPY checks at the end of the statement (the loader wrote both
+-- rows), is left to COPY, and ingest.load refuses the table (0A000); a NOT
+-- NULL of a partition alone (the loader stored the NULL); a NOT NULL
+-- generated column, which the loader checked before computing it (every
+-- row was set aside).
+SELECT ingest.create_event_table('cx');
+ALTER TABLE cx ALTER COLUMN "timestamp" SET DEFAULT now();
+ALTER TABLE cx ADD CONSTRAINT cx_u UNIQUE (external_customer_id, code, "timestamp") DEFERRABLE;
+SELECT regress.try(format($$SELECT * FROM ingest.load('cx', %L)$$,
+       format(E'00000000-0000-0000-0000-000000000001,d1,c,api,%s,{},1,\n', now())));
+\set VERBOSITY sqlstate
+COPY cx (organization_id, transaction_id, external_customer_id, code) FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-000000000001,d2,c,api
+00000000-0000-0000-0000-000000000001,d3,c,api
+\.
+\set VERBOSITY default
+SELECT count(*) AS stored FROM cx;
+ALTER TABLE cx DROP CONSTRAINT cx_u;
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN value SET NOT NULL',
+                   (SELECT b.partition FROM ingest_internal.bounds b
+                     WHERE b.relid = 'cx'::regclass AND b.lower_bound <= now() AND now() < b.upper_bound));
+END
+$$;
+SELECT left(regress.try(format($$SELECT * FROM ingest.load('cx', %L)$$,
+       format(E'00000000-0000-0000-0000-000000000001,n1,c,api,%s,{},,\n', now()))), 5) AS sqlstate;
+SELECT count(*) AS stored_null FROM cx WHERE value IS NULL;
+ALTER TABLE cx ADD COLUMN twice double precision GENERATED ALWAYS AS (coalesce(value, 0) * 2) STORED NOT NULL;
+SELECT * FROM ingest.load('cx', format(E'00000000-0000-0000-0000-000000000001,g1,c,api,%s,{},4,\n', now()));
+SELECT transaction_id, twice FROM cx WHERE transaction_id = 'g1';
+DROP TABLE cx;
+
 SELECT * FROM regress.invariants();

@@ -46,5 +46,15 @@ COPY cp (organization_id, transaction_id, external_customer_id, code, value) FRO
 00000000-0000-0000-0000-000000000001,c9,cust,api,x
 \.
 SELECT count(*) FROM cp WHERE transaction_id IN ('c8', 'c9');
+-- FORCE_NOT_NULL and FORCE_NULL act as in plain COPY, which such a COPY
+-- runs as (the loader ignored them: an empty customer was NULL and set
+-- aside, an empty quoted value was set aside); DEFAULT too (PostgreSQL 16,
+-- test/t/011_copy_on_error.pl)
+SELECT ingest.configure('cp', on_error => 'reject');
+COPY cp (organization_id, transaction_id, external_customer_id, code, value) FROM STDIN (FORMAT csv, FORCE_NOT_NULL (external_customer_id), FORCE_NULL (value));
+00000000-0000-0000-0000-000000000001,f1,,api,""
+\.
+SELECT transaction_id, external_customer_id = '' AS empty_customer, value IS NULL AS null_value
+  FROM cp WHERE transaction_id = 'f1';
 
 SELECT * FROM regress.invariants();

@@ -301,3 +301,21 @@ SELECT count(*) AS window_differ FROM (
               ORDER BY b.t DESC, b.x COLLATE "C" DESC LIMIT 1) e
  WHERE a.wtx IS DISTINCT FROM e.x OR a.wv IS DISTINCT FROM e.v;
 DROP TABLE regress.latest_rows CASCADE;
+
+-- Daily buckets in a zone with a day longer than 25 hours
+-- (Antarctica/Troll, 2024-10-27: +02 to +00 at 03:00): the look for days
+-- on whole UTC hours never passed that day, and the call never ended.
+SET statement_timeout = '60s';
+SELECT count(*) >= 0 AS answered
+  FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', '2024-10-20', '2024-11-01',
+                    granularity => 'day', time_zone => 'Antarctica/Troll');
+RESET statement_timeout;
+
+-- A TRUNCATE's mark has no end: a range with no end read every day up to
+-- the end of time (and failed on "timestamp out of range").
+TRUNCATE dr;
+SET statement_timeout = '60s';
+SELECT count(*) AS rows_left
+  FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                    date_trunc('day', now(), 'UTC') - interval '40 days', 'infinity');
+RESET statement_timeout;

@@ -47,6 +47,10 @@ copy_format(List *options)
 				 strcmp(opt->defname, "reject_limit") == 0 ||
 				 strcmp(opt->defname, "log_verbosity") == 0)
 			return NULL;		/* PostgreSQL 17's own error handling: plain COPY */
+		else if (strcmp(opt->defname, "force_not_null") == 0 ||
+				 strcmp(opt->defname, "force_null") == 0 ||
+				 strcmp(opt->defname, "default") == 0)
+			return NULL;		/* applied past the raw fields the loader reads */
 	}
 	if (strcmp(format, "csv") != 0 && strcmp(format, "text") != 0 &&
 		strcmp(format, "binary") != 0)

@@ -136,7 +136,8 @@ IngestCheckLoadPrivileges(Relation rel, List *attnums)
 }
 
 /*
- * Tables with foreign keys or triggers of the user's are COPY's to load:
+ * Tables with foreign keys, deferrable constraints or triggers of the
+ * user's are COPY's to load:
  * checked before the table is locked (rel NULL) and again once it is
  * (IngestNeedsExecutor).
  */

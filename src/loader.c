@@ -270,7 +270,8 @@ check_rows(LoadState *st, LoadRow **rows, int n, bool before_convert)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, a);
 
-			if (att->attnotnull && !att->attisdropped && r->nulls[a])
+			/* a generated column is computed, and checked, when written */
+			if (att->attnotnull && !att->attisdropped && !att->attgenerated && r->nulls[a])
 			{
 				reject_row(st, r, ERRCODE_NOT_NULL_VIOLATION,
 						   psprintf("null value in column \"%s\" violates not-null constraint",

@@ -21,6 +21,7 @@
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -146,16 +147,31 @@ is_ingest_trigger_function(Oid fn, bool any)
 
 /*
  * Does writing this relation need PostgreSQL's executor: a foreign key to
- * check, or a trigger of the user's to fire?  The loader writes heap tables
- * directly, so it leaves such tables to COPY.
+ * check, a deferrable unique or exclusion constraint to check at the end of
+ * the statement or transaction (an internal trigger), or a trigger of the
+ * user's to fire?  The loader writes heap tables directly, so it leaves
+ * such tables to COPY.
  */
 bool
 IngestRelationNeedsExecutor(Relation rel)
 {
 	int			i;
+	ListCell   *lc;
 
 	if (RelationGetFKeyList(rel) != NIL)
 		return true;
+	foreach(lc, RelationGetIndexList(rel))
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		bool		deferrable;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		deferrable = !((Form_pg_index) GETSTRUCT(tup))->indimmediate;
+		ReleaseSysCache(tup);
+		if (deferrable)
+			return true;
+	}
 	for (i = 0; rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
 	{
 		Trigger    *tg = &rel->trigdesc->triggers[i];

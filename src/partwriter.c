@@ -148,7 +148,7 @@ open_target(IngestPartWriter *w, PartTarget *p)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot load into partition \"%s\" of table \"%s\"",
 						RelationGetRelationName(p->rel), RelationGetRelationName(w->root)),
-				 errdetail("The partition has foreign keys or triggers of the user's, which the loader cannot check or fire; they were added while the load waited for it."),
+				 errdetail("The partition has foreign keys, deferrable constraints or triggers of the user's, which the loader cannot check or fire; they were added while the load waited for it."),
 				 errhint("Run the load again as COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
 	p->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(p->rri, p->rel, 0, NULL, 0);
@@ -236,8 +236,12 @@ IngestPartWriterAdd(IngestPartWriter *w, LoadRow *row)
 	if (p->rel->rd_att->constr && p->rel->rd_att->constr->has_generated_stored)
 		ExecComputeStoredGenerated(p->rri, w->estate, slot, CMD_INSERT);
 
-	/* CHECK constraints of adopted tables still hold. */
-	if (p->rel->rd_att->constr && p->rel->rd_att->constr->num_check > 0)
+	/*
+	 * The partition's own NOT NULL and CHECK constraints, as COPY checks
+	 * them (the table's NOT NULL columns were checked row by row already).
+	 */
+	if (p->rel->rd_att->constr &&
+		(p->rel->rd_att->constr->has_not_null || p->rel->rd_att->constr->num_check > 0))
 		ExecConstraints(p->rri, slot, w->estate);
 }
 

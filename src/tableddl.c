@@ -396,13 +396,16 @@ partition_leaves(IngestTable *t, Oid part)
 	SPI_finish();
 }
 
+static void partition_range_stale(IngestTable *t, Oid part);
+
 /*
  * A partition's rows join the table (the ATTACH holds its locks): keys
  * claimed, and their hours marked stale, to be recomputed from the raw
  * events, not fed as deltas: a day detached (or retired) before keeps its
  * rollup hours, and deltas would count its events again on top of them.
- * pg_partman's own attaches feed deltas, as its detaches leave the hours
- * unmarked.
+ * The hours of its whole range go stale too (partition_range_stale): the
+ * day's retired hours that its rows do not span.  pg_partman's own
+ * attaches feed deltas, as its detaches leave the hours unmarked.
  */
 static void
 partition_joins(IngestTable *t, Oid part)
@@ -423,28 +426,40 @@ partition_joins(IngestTable *t, Oid part)
 		IngestMarkStale(t, name, false);
 	IngestOwnerPop(&scope);
 	SPI_finish();
+	partition_range_stale(t, part);
 }
 
 /*
- * A partition made by hand (CREATE TABLE ... PARTITION OF) gets ingest's
- * triggers, and its range's hours are marked stale: a day retired before
- * and made again keeps its rollup hours, and the events loaded into it
- * would count on top of them.  The next fold recomputes them from its own
- * events (none, for a day no rollup row has).  pg_partman's tables keep
- * their hours, as on ATTACH.
+ * The hours of a partition's range, marked stale when it joins the table
+ * (made or attached): a day retired before, made again, keeps its rollup
+ * hours, and its events would count on top of them.  The next fold
+ * recomputes them from its own events (none, for a day no rollup row has).
+ * pg_partman's tables keep their hours: its detaches leave them unmarked;
+ * so do Citus's, whose retention waits for the nodes' folds.
  */
 static void
-partition_created(IngestTable *t, Oid part)
+partition_range_stale(IngestTable *t, Oid part)
 {
-	track_partition(part);
-	/* (a partition of a partition has the table's range of its parent) */
-	if (!t->partman)
+	/*
+	 * (A partition of a partition has the table's range of its parent.  On
+	 * Citus the nodes fold their shards, which a day made on the
+	 * coordinator reaches as shards of its own.)
+	 */
+	if (!t->partman && !t->distributed && !t->citus_shard)
 		run_internal_args("SELECT ingest_internal.mark_stale($1, NULL, b.lower_bound, b.upper_bound) "
 						  "  FROM ingest_internal.bounds b "
 						  " WHERE b.partition_oid OPERATOR(pg_catalog.=) $2 AND NOT b.is_default "
 						  "   AND b.relid OPERATOR(pg_catalog.=) $1",
 						  2, (Oid[]) {REGCLASSOID, OIDOID},
 						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
+}
+
+/* A partition made by hand (CREATE TABLE ... PARTITION OF). */
+static void
+partition_created(IngestTable *t, Oid part)
+{
+	track_partition(part);
+	partition_range_stale(t, part);
 }
 
 /*

@@ -454,18 +454,21 @@ BEGIN
     since := ingest_internal.raw_hours_since(tbl);
     RETURN QUERY EXECUTE format($q$
         WITH pieces AS (%3$s),
+        -- the UTC days of the stale pieces, as ranges (a TRUNCATE's mark
+        -- has no end): each (organization, day) once, a day stale for
+        -- every organization covering one organization's mark on it
+        days AS (SELECT p.org, pg_catalog.tstzrange(date_trunc('day', lower(p.r), 'UTC'),
+                                                    date_trunc('day', upper(p.r) - interval '1 microsecond', 'UTC')
+                                                        + interval '24 hours') AS r
+                   FROM pieces p),
+        every_org AS (SELECT COALESCE(pg_catalog.range_agg(d.r), '{}'::pg_catalog.tstzmultirange) AS m
+                        FROM days d WHERE d.org IS NULL),
         stale_days AS (
-            SELECT DISTINCT p.org, d.day FROM pieces p,
-                   generate_series(GREATEST(date_trunc('day', lower(p.r), 'UTC'), $4),
-                                   LEAST(date_trunc('day', upper(p.r) - interval '1 microsecond', 'UTC'),
-                                         $5 - interval '24 hours'),
-                                   interval '24 hours') d(day)),
-        -- each (organization, day) once: a day stale for every organization
-        -- covers one organization's mark on it
-        hourly_days AS (
-            SELECT DISTINCT COALESCE($3::pg_catalog.uuid, s.org) AS org, s.day FROM stale_days s
-             WHERE s.org IS NULL
-                OR NOT EXISTS (SELECT 1 FROM stale_days a WHERE a.org IS NULL AND a.day = s.day))
+            SELECT NULL::pg_catalog.uuid AS org, pg_catalog.unnest(a.m) AS r FROM every_org a
+            UNION ALL
+            SELECT o.org, pg_catalog.unnest(o.m) FROM (
+                SELECT d.org, pg_catalog.range_agg(d.r) OPERATOR(pg_catalog.-) (SELECT a.m FROM every_org a) AS m
+                  FROM days d WHERE d.org IS NOT NULL GROUP BY d.org) o)
         SELECT y.rollup, y.organization_id, y.day, y.code, y.external_customer_id, y.dims, y.events,
                y.value_sum, y.decimal_sum, y.value_min, y.value_max, y.latest_value, y.latest_at,
                y.latest_tx
@@ -473,16 +476,18 @@ BEGIN
          WHERE y.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR y.organization_id = $3)
            AND y.day >= $4 AND y.day < $5
            AND NOT EXISTS (SELECT 1 FROM stale_days s WHERE (s.org IS NULL OR s.org = y.organization_id)
-                                                        AND s.day = y.day)
+                                                        AND y.day <@ s.r)
         UNION ALL
         SELECT d.* FROM %2$s d
          WHERE d.rollup = $2 AND ($3::pg_catalog.uuid IS NULL OR d.organization_id = $3)
            AND d.hour >= $4 AND d.hour < $5
            AND NOT EXISTS (SELECT 1 FROM stale_days s WHERE (s.org IS NULL OR s.org = d.organization_id)
-                                                        AND s.day = date_trunc('day', d.hour, 'UTC'))
+                                                        AND date_trunc('day', d.hour, 'UTC') <@ s.r)
         UNION ALL
-        SELECT h.* FROM hourly_days s
-         CROSS JOIN LATERAL ingest_internal.rollup_rows($1, $2, s.org, s.day, s.day + interval '24 hours') h$q$,
+        SELECT h.* FROM stale_days s
+         CROSS JOIN LATERAL ingest_internal.rollup_rows($1, $2, COALESCE($3::pg_catalog.uuid, s.org),
+                                                        GREATEST(lower(s.r), $4), LEAST(upper(s.r), $5)) h
+         WHERE GREATEST(lower(s.r), $4) < LEAST(upper(s.r), $5)$q$,
         cfg.rollup_days, cfg.rollup_deltas,
         ingest_internal.stale_pieces_sql(
             format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
@@ -515,15 +520,21 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d timestamptz := date_trunc('day', GREATEST(lo, '1970-01-01 00:00+00'), tz);
+    d  timestamptz := date_trunc('day', GREATEST(lo, '1970-01-01 00:00+00'), tz);
+    nd timestamptz;
 BEGIN
     hi := LEAST(hi, now() + interval '10 years');
     WHILE d < hi LOOP
         IF date_trunc('hour', d, 'UTC') <> d THEN
             RETURN false;
         END IF;
-        -- the next local midnight (or the hour a DST gap puts there)
-        d := date_trunc('day', d + interval '25 hours', tz);
+        -- the next local midnight (or the hour a DST gap puts there); a day
+        -- may be 26 hours long (Antarctica/Troll), or 27
+        nd := date_trunc('day', d + interval '25 hours', tz);
+        IF nd <= d THEN
+            nd := date_trunc('day', d + interval '49 hours', tz);
+        END IF;
+        d := nd;
     END LOOP;
     RETURN true;
 END
@@ -588,6 +599,31 @@ AS $$
         ingest_internal.stale_pieces_sql('marks', '$2'))
 $$;
 
+-- Split the table's stale marks that cross whole hours [lo, hi) at its
+-- ends; the parts inside are kept, or with "drop_inside" dropped (their
+-- hours are settled).
+CREATE OR REPLACE FUNCTION ingest_internal.split_marks(tbl regclass, lo timestamptz, hi timestamptz,
+                                                      drop_inside boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg ingest.table_config := ingest_internal.require_managed(tbl);
+BEGIN
+    PERFORM ingest_internal.owner_exec(tbl, format($q$
+        WITH gone AS (DELETE FROM %1$s x WHERE x.lo < $2 AND x.hi > $1
+                                          AND ($3 OR x.lo < $1 OR x.hi > $2) RETURNING x.*)
+        INSERT INTO %1$s
+        SELECT g.organization_id, g.lo, $1 FROM gone g WHERE g.lo < $1
+        UNION ALL
+        SELECT g.organization_id, GREATEST(g.lo, $1), LEAST(g.hi, $2) FROM gone g WHERE NOT $3
+        UNION ALL
+        SELECT g.organization_id, $2, g.hi FROM gone g WHERE g.hi > $2$q$, cfg.rollup_stale),
+        lo, hi, drop_inside);
+END
+$$;
+
 -- Retention, once a day is detached and no writer can reach it: the hours
 -- of the day that changes marked stale since the fold before its
 -- retirement (an UPDATE or DELETE that committed while its DETACH waited
@@ -632,13 +668,7 @@ BEGIN
         PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
     END IF;
     -- the marks keep their parts before and after the day's hours
-    PERFORM ingest_internal.owner_exec(tbl, format($q$
-        WITH gone AS (DELETE FROM %1$s x WHERE x.lo < $2 AND x.hi > $1 RETURNING x.*)
-        INSERT INTO %1$s
-        SELECT g.organization_id, g.lo, $1 FROM gone g WHERE g.lo < $1
-        UNION ALL
-        SELECT g.organization_id, $2, g.hi FROM gone g WHERE g.hi > $2$q$, cfg.rollup_stale),
-        date_trunc('hour', lo, 'UTC'), last);
+    PERFORM ingest_internal.split_marks(tbl, date_trunc('hour', lo, 'UTC'), last, true);
 END
 $$;
 
@@ -709,17 +739,8 @@ BEGIN
     -- (fold_retired): its events are out of this snapshot's reach.  Marks
     -- are split at its hours, so that the rest of them is folded now.
     FOR r IN SELECT * FROM ingest_internal.detaching(tbl) LOOP
-        PERFORM ingest_internal.owner_exec(tbl, format($q$
-            WITH gone AS (DELETE FROM %1$s x WHERE x.lo < $2 AND x.hi > $1
-                                              AND (x.lo < $1 OR x.hi > $2) RETURNING x.*)
-            INSERT INTO %1$s
-            SELECT g.organization_id, g.lo, $1 FROM gone g WHERE g.lo < $1
-            UNION ALL
-            SELECT g.organization_id, GREATEST(g.lo, $1), LEAST(g.hi, $2) FROM gone g
-            UNION ALL
-            SELECT g.organization_id, $2, g.hi FROM gone g WHERE g.hi > $2$q$, cfg.rollup_stale),
-            date_trunc('hour', r.lower_bound, 'UTC'),
-            date_trunc('hour', r.upper_bound - interval '1 microsecond', 'UTC') + interval '1 hour');
+        PERFORM ingest_internal.split_marks(tbl, date_trunc('hour', r.lower_bound, 'UTC'),
+            date_trunc('hour', r.upper_bound - interval '1 microsecond', 'UTC') + interval '1 hour', false);
     END LOOP;
     EXECUTE format('SELECT array_agg(x.organization_id), array_agg(x.lo), array_agg(x.hi) FROM %s x '
                    ' WHERE NOT EXISTS (SELECT 1 FROM ingest_internal.detaching($1) d '
@@ -1162,14 +1183,15 @@ BEGIN
            AND ro.code = raw.code AND ro.external_customer_id = raw.external_customer_id
            AND ro.dims = raw.dims
          CROSS JOIN LATERAL (VALUES
-               ('events', ro.events::text, raw.events::text),
-               ('value_sum', ro.value_sum::text, raw.value_sum::text),
-               ('decimal_sum', ro.decimal_sum::text, raw.decimal_sum::text),
-               ('value_min', ro.value_min::text, raw.value_min::text),
-               ('value_max', ro.value_max::text, raw.value_max::text),
-               ('latest_value', ro.latest_value::text, raw.latest_value::text),
-               ('latest_at', ro.latest_at::text, raw.latest_at::text)) AS m(measure, a, b)
-         WHERE m.a IS DISTINCT FROM m.b
+               ('events', ro.events::text, raw.events::text, NULL::boolean),
+               ('value_sum', ro.value_sum::text, raw.value_sum::text, NULL),
+               ('decimal_sum', ro.decimal_sum::text, raw.decimal_sum::text, NULL),
+               -- 0 and -0 are equal, and a min or max of both is either
+               ('value_min', ro.value_min::text, raw.value_min::text, ro.value_min IS NOT DISTINCT FROM raw.value_min),
+               ('value_max', ro.value_max::text, raw.value_max::text, ro.value_max IS NOT DISTINCT FROM raw.value_max),
+               ('latest_value', ro.latest_value::text, raw.latest_value::text, NULL),
+               ('latest_at', ro.latest_at::text, raw.latest_at::text, NULL)) AS m(measure, a, b, same)
+         WHERE COALESCE(NOT m.same, m.a IS DISTINCT FROM m.b)
          ORDER BY 5, 1, 2, 3, 4, 6$q$,
         ingest_internal.rollup_merge_sql(),
         ingest_internal.owner_agg_sql(ingest_internal.rollup_agg_sql(tbl::text,

@@ -4,7 +4,8 @@
 # stale marks), also when the detach ends later (a FINALIZE by hand ended
 # it without settling the day's keys or hours); folds meanwhile leave
 # them.  A failed maintenance step keeps its run's table lock.  A retired
-# day made again by hand counts its new events alone.
+# day made again (by hand, or attached by ingest.create_partitions) counts
+# its new events alone.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -151,6 +152,18 @@ sql(q{SELECT ingest.fold_rollups('rc')});
 is(day_usage('rc'), '1 7 7', 'and after it');
 is(sql(q{SELECT count(*) FROM ingest.rollup_verify('rc', current_date - 41, current_date)}), '0',
 	'the rollup equals the raw events');
+
+# 5. That day dropped by hand (the oldest: a retirement, its hours stay),
+# then made again empty by ingest.create_partitions (an ATTACH): its hours
+# are its raw events again (the ATTACH marked its rows' hours: none).
+sql(q{DROP TABLE rc_again});
+sql(q{SELECT ingest.fold_rollups('rc')});
+is(day_usage('rc'), '1 7 7', 'the day dropped by hand keeps its hours');
+sql(q{SELECT ingest.configure('rc', retention => '60 days')});
+sql(q{SELECT ingest.create_partitions('rc', current_date - 40, current_date - 40)});
+is(day_usage('rc'), '', 'the day made again has no events');
+sql(q{SELECT ingest.fold_rollups('rc')});
+is(day_usage('rc'), '', 'nor after a fold');
 
 $writer->quit;
 $folder->quit;
