@@ -94,3 +94,16 @@ BEGIN
         END LOOP;
     END LOOP;
 END $$;
+-- Fold until a rollup being built is built: its build waits for other
+-- sessions' older snapshots (autovacuum's, on a busy machine); at most 100
+-- folds, a tenth of a second apart.
+CREATE PROCEDURE regress.fold_until_built(tbl regclass, rollup text) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        PERFORM ingest.fold_rollups(tbl);
+        COMMIT;
+        EXIT WHEN (SELECT rc.building_xid IS NULL FROM ingest.rollup_config rc
+                    WHERE rc.event_table = tbl AND rc.name = rollup);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;

@@ -7,7 +7,7 @@
 SELECT ingest.create_event_table('wp', premake => 1);
 SELECT ingest.create_rollup('wp', 'by_model', ARRAY['model']);
 SELECT building_xid IS NULL AS ready FROM ingest.rollup_config WHERE event_table = 'wp'::regclass AND name = 'by_model';
-SELECT ingest.fold_rollups('wp') >= 0 AS folded;
+CALL regress.fold_until_built('wp', 'by_model');
 SELECT building_xid IS NULL AS ready FROM ingest.rollup_config WHERE event_table = 'wp'::regclass AND name = 'by_model';
 
 -- a CSV row of organization ...aa

@@ -223,6 +223,7 @@ SELECT ingest.create_rollup('dr', 'by_k', ARRAY['k']);
 SELECT loaded FROM ingest.load('dr', regress.dr_events(2501, 2600, 29));
 SELECT * FROM regress.dr_ranges('by_k') WHERE granularity <> 'hour';
 SELECT ingest.fold_rollups('dr') > 0 AS folded;
+CALL regress.fold_until_built('dr', 'by_k');
 SELECT building_xid IS NULL AS built FROM ingest.rollup_config WHERE event_table = 'dr'::regclass AND name = 'by_k';
 SELECT count(*) > 0 AS by_k_days FROM ingest_side.dr_daily WHERE rollup = 'by_k';
 SELECT * FROM regress.daily_mismatch('dr');

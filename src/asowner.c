@@ -193,8 +193,8 @@ PG_FUNCTION_INFO_V1(ingest_retire_ddl);
 
 /*
  * ingest_internal.retire_ddl(rel, ddl): owner_ddl for retention's own plain
- * DETACH (on Citus), which tableddl.c lets through as it does the worker's
- * DETACH CONCURRENTLY: forget_keys follows it.
+ * DETACH (on Citus) and FINALIZE, which tableddl.c lets through as it does
+ * the worker's DETACH CONCURRENTLY: forget_keys follows them.
  */
 Datum
 ingest_retire_ddl(PG_FUNCTION_ARGS)

@@ -59,6 +59,7 @@ typedef enum IngestTableLock
 
 extern bool IngestTableLockAcquire(Oid relid, IngestTableLock kind, bool session, bool wait);
 extern void IngestTableLockRelease(Oid relid, IngestTableLock kind, bool session);
+extern bool IngestTableLockHeld(Oid relid, IngestTableLock kind);
 
 /* loadstats.c */
 extern void IngestLoadStatsShmemRequest(void);

@@ -190,12 +190,14 @@ lock_table(Oid relid)
 
 /*
  * Take the table's maintenance lock back after an abort released it (in a
- * transaction); table_lock_held says whether it did.
+ * transaction; an error outside one released nothing); table_lock_held
+ * says whether this process holds it.
  */
 static void
 retake_table_lock(Oid relid)
 {
-	table_lock_held = IngestTableLockAcquire(relid, INGEST_LOCK_MAINTENANCE, true, false);
+	table_lock_held = IngestTableLockHeld(relid, INGEST_LOCK_MAINTENANCE) ||
+		IngestTableLockAcquire(relid, INGEST_LOCK_MAINTENANCE, true, false);
 }
 
 /* Read the table's plan into a list of MaintAction in "cxt". */

@@ -21,7 +21,6 @@
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_index.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -156,26 +155,16 @@ bool
 IngestRelationNeedsExecutor(Relation rel)
 {
 	int			i;
-	ListCell   *lc;
 
 	if (RelationGetFKeyList(rel) != NIL)
 		return true;
-	foreach(lc, RelationGetIndexList(rel))
-	{
-		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
-		bool		deferrable;
-
-		if (!HeapTupleIsValid(tup))
-			continue;
-		deferrable = !((Form_pg_index) GETSTRUCT(tup))->indimmediate;
-		ReleaseSysCache(tup);
-		if (deferrable)
-			return true;
-	}
 	for (i = 0; rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
 	{
 		Trigger    *tg = &rel->trigdesc->triggers[i];
 
+		/* a deferrable constraint's check at the end of the statement */
+		if (tg->tgisinternal && tg->tgfoid == F_UNIQUE_KEY_RECHECK)
+			return true;
 		if (!tg->tgisinternal && tg->tgenabled != TRIGGER_DISABLED &&
 			!is_ingest_trigger_function(tg->tgfoid, true))
 			return true;

@@ -430,26 +430,17 @@ partition_joins(IngestTable *t, Oid part)
 }
 
 /*
- * The hours of a partition's range, marked stale when it joins the table
- * (made or attached): a day retired before, made again, keeps its rollup
- * hours, and its events would count on top of them.  The next fold
- * recomputes them from its own events (none, for a day no rollup row has).
- * pg_partman's tables keep their hours: its detaches leave them unmarked;
- * so do Citus's, whose retention waits for the nodes' folds.
+ * A partition joins the table (made or attached): a day retired before,
+ * made again, keeps its rollup hours, and its events would count on top of
+ * them (ingest_internal.stale_new_range).  pg_partman's tables keep their
+ * hours: its detaches leave them unmarked; so do Citus's, whose retention
+ * waits for the nodes' folds.
  */
 static void
 partition_range_stale(IngestTable *t, Oid part)
 {
-	/*
-	 * (A partition of a partition has the table's range of its parent.  On
-	 * Citus the nodes fold their shards, which a day made on the
-	 * coordinator reaches as shards of its own.)
-	 */
 	if (!t->partman && !t->distributed && !t->citus_shard)
-		run_internal_args("SELECT ingest_internal.mark_stale($1, NULL, b.lower_bound, b.upper_bound) "
-						  "  FROM ingest_internal.bounds b "
-						  " WHERE b.partition_oid OPERATOR(pg_catalog.=) $2 AND NOT b.is_default "
-						  "   AND b.relid OPERATOR(pg_catalog.=) $1",
+		run_internal_args("SELECT ingest_internal.stale_new_range($1, $2)",
 						  2, (Oid[]) {REGCLASSOID, OIDOID},
 						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
 }

@@ -58,6 +58,20 @@ IngestTableLockRelease(Oid relid, IngestTableLock kind, bool session)
 	(void) LockRelease(&tag, ExclusiveLock, session);
 }
 
+/* Does this process hold a table's lock of this kind? */
+bool
+IngestTableLockHeld(Oid relid, IngestTableLock kind)
+{
+	LOCKTAG		tag;
+
+	table_lock_tag(&tag, relid, kind);
+#if PG_VERSION_NUM >= 170000
+	return LockHeldByMe(&tag, ExclusiveLock, false);
+#else
+	return LockHeldByMe(&tag, ExclusiveLock);
+#endif
+}
+
 PG_FUNCTION_INFO_V1(ingest_lock_fold);
 
 /*

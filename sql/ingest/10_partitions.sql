@@ -417,8 +417,10 @@ BEGIN
         RAISE EXCEPTION 'partition % has no pending detach', part
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    PERFORM ingest_internal.owner_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
-                                                                parent::regclass, part::regclass));
+    -- retention's own DDL, which forget_keys follows (a FINALIZE by hand
+    -- is followed by it in the hook)
+    PERFORM ingest_internal.retire_ddl(parent, pg_catalog.format('ALTER TABLE %s DETACH PARTITION %s FINALIZE',
+                                                                 parent::regclass, part::regclass));
     PERFORM ingest_internal.forget_keys(parent, part);
 END
 $$;

@@ -515,6 +515,40 @@ BEGIN
 END
 $$;
 
+-- A partition that joins table "tbl" (made or attached) before every other
+-- one: the hours of its range are marked stale when the rollup has rows
+-- (or deltas) before its end, which only a day retired before can have left (a day taken out of
+-- the middle by hand is recomputed without it).  The next fold recomputes
+-- them from its own events.  A day made ahead, or the first of a new
+-- table, is left alone.
+CREATE OR REPLACE FUNCTION ingest_internal.stale_new_range(tbl regclass, part oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg  ingest.table_config := ingest_internal.require_managed(tbl);
+    b    record;
+    kept boolean;
+BEGIN
+    -- (a partition of a partition has the table's range of its parent)
+    SELECT x.lower_bound, x.upper_bound INTO b FROM ingest_internal.bounds x
+     WHERE x.relid = tbl AND x.partition_oid = part AND NOT x.is_default
+       AND NOT EXISTS (SELECT FROM ingest_internal.bounds o
+                        WHERE o.relid = tbl AND o.partition_oid <> part AND NOT o.is_default
+                          AND o.lower_bound <= x.lower_bound);
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s h WHERE h.hour < $1) '
+                   '    OR EXISTS (SELECT FROM %s d WHERE d.hour < $1)', cfg.rollup_hours, cfg.rollup_deltas)
+       INTO kept USING b.upper_bound;
+    IF kept THEN
+        PERFORM ingest_internal.mark_stale(tbl, NULL, b.lower_bound, b.upper_bound);
+    END IF;
+END
+$$;
+
 -- Mark the hours overlapping [lo, hi) of one organization (or all, NULL)
 -- for recomputation from raw events.
 CREATE OR REPLACE FUNCTION ingest_internal.mark_stale(tbl regclass, org uuid,

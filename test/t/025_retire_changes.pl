@@ -164,6 +164,10 @@ sql(q{SELECT ingest.create_partitions('rc', current_date - 40, current_date - 40
 is(day_usage('rc'), '', 'the day made again has no events');
 sql(q{SELECT ingest.fold_rollups('rc')});
 is(day_usage('rc'), '', 'nor after a fold');
+# a day made ahead holds no rollup row: no mark (each day's premake marked
+# the day, and the next fold scanned the whole rollup for it)
+sql(q{SELECT ingest.create_partitions('rc', current_date + 20, current_date + 20)});
+is(sql(q{SELECT count(*) FROM ingest_side.rc_stale}), '0', 'a day made ahead marks nothing');
 
 $writer->quit;
 $folder->quit;
