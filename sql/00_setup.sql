@@ -94,9 +94,9 @@ BEGIN
         END LOOP;
     END LOOP;
 END $$;
--- Fold until a rollup being built is built: its build waits for other
--- sessions' older snapshots (autovacuum's, on a busy machine); at most 100
--- folds, a tenth of a second apart.
+-- Fold until a rollup being built is built: its build waits for every
+-- transaction with an xid from before it (an autoanalyze's, on a busy
+-- machine); at most 100 folds, a tenth of a second apart.
 CREATE PROCEDURE regress.fold_until_built(tbl regclass, rollup text) LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1..100 LOOP

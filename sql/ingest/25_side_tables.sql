@@ -515,29 +515,33 @@ BEGIN
 END
 $$;
 
--- A partition that joins table "tbl" (made or attached) before every other
--- one: the hours of its range are marked stale when the rollup has rows
--- (or deltas) before its end, which only a day retired before can have left (a day taken out of
--- the middle by hand is recomputed without it).  The next fold recomputes
--- them from its own events.  A day made ahead, or the first of a new
--- table, is left alone.
+-- A partition that joins table "tbl" (made or attached): the hours of its
+-- range are marked stale, to be recomputed from its own events by the next
+-- fold, when the rollup has rows or deltas before its end: a day retired
+-- before and made again keeps its rollup hours, and its events would count
+-- on top of them.  A day made ahead is left alone: no rollup row can lie
+-- past every partition, and marking each day's premake had its fold scan
+-- the whole rollup.
 CREATE OR REPLACE FUNCTION ingest_internal.stale_new_range(tbl regclass, part oid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cfg  ingest.table_config := ingest_internal.require_managed(tbl);
-    b    record;
-    kept boolean;
+    cfg    ingest.table_config := ingest_internal.require_managed(tbl);
+    b      record;
+    newest timestamptz;
+    kept   boolean;
 BEGIN
     -- (a partition of a partition has the table's range of its parent)
     SELECT x.lower_bound, x.upper_bound INTO b FROM ingest_internal.bounds x
-     WHERE x.relid = tbl AND x.partition_oid = part AND NOT x.is_default
-       AND NOT EXISTS (SELECT FROM ingest_internal.bounds o
-                        WHERE o.relid = tbl AND o.partition_oid <> part AND NOT o.is_default
-                          AND o.lower_bound <= x.lower_bound);
+     WHERE x.relid = tbl AND x.partition_oid = part AND NOT x.is_default;
     IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT max(o.upper_bound) INTO newest FROM ingest_internal.bounds o
+     WHERE o.relid = tbl AND o.partition_oid <> part AND NOT o.is_default;
+    IF b.lower_bound >= newest THEN
         RETURN;
     END IF;
     EXECUTE format('SELECT EXISTS (SELECT FROM %s h WHERE h.hour < $1) '

@@ -169,6 +169,44 @@ is(day_usage('rc'), '', 'nor after a fold');
 sql(q{SELECT ingest.create_partitions('rc', current_date + 20, current_date + 20)});
 is(sql(q{SELECT count(*) FROM ingest_side.rc_stale}), '0', 'a day made ahead marks nothing');
 
+# 6. Two retired days made again in the order ingest.create_partitions
+# makes them, earliest first: both are their own events again (only the
+# earliest was, at 23112fc: the later one counted its retired events too).
+sql(q{
+	SELECT ingest.create_event_table('rm', retention => '30 days');
+	CREATE TABLE rm_a (LIKE rm);
+	CREATE TABLE rm_b (LIKE rm);
+});
+for my $d ([ 'rm_a', 40 ], [ 'rm_b', 39 ])
+{
+	my ($p, $ago) = @$d;
+	sql(qq{SELECT format('ALTER TABLE rm ATTACH PARTITION $p FOR VALUES FROM (%L) TO (%L)',
+	                     (current_date - $ago)::timestamp AT TIME ZONE 'UTC',
+	                     (current_date - $ago + 1)::timestamp AT TIME ZONE 'UTC') \\gexec});
+}
+sql(q{
+	INSERT INTO rm (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	SELECT '00000000-0000-4000-8000-000000000001', 'old' || d || '-' || i, 'c1', 'api_call',
+	       (current_date + d)::timestamp AT TIME ZONE 'UTC' + interval '10 hours', 1
+	  FROM generate_series(-40, -39) d, generate_series(1, 3) i;
+	SELECT ingest.fold_rollups('rm');
+});
+sql(q{SELECT * FROM ingest.run_maintenance('rm')});
+is(sql(q{SELECT count(*) FROM ingest.maintenance_log
+           WHERE partition IN ('public.rm_a', 'public.rm_b') AND action = 'detach' AND status = 'ok'}), '2',
+	'both days are retired');
+sql(q{SELECT ingest.configure('rm', retention => '60 days')});
+sql(q{SELECT ingest.create_partitions('rm', current_date - 40, current_date - 39)});
+sql(q{
+	INSERT INTO rm (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+	SELECT '00000000-0000-4000-8000-000000000001', 'new' || d, 'c1', 'api_call',
+	       (current_date + d)::timestamp AT TIME ZONE 'UTC' + interval '10 hours', 1
+	  FROM generate_series(-40, -39) d;
+	SELECT ingest.fold_rollups('rm');
+});
+is(sql(q{SELECT count(*) FROM ingest.rollup_verify('rm', current_date - 41, current_date)}), '0',
+	'the rollup equals the raw events of both days');
+
 $writer->quit;
 $folder->quit;
 $node->stop;
