@@ -394,6 +394,11 @@ partition_leaves(IngestTable *t, Oid part)
 		IngestMarkStale(t, name, false);
 	IngestOwnerPop(&scope);
 	SPI_finish();
+	/* where it lay in a hole of retired days, its hours follow it too */
+	if (!t->partman)
+		run_internal_args("SELECT ingest_internal.unretire_range($1, $2)",
+						  2, (Oid[]) {REGCLASSOID, OIDOID},
+						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
 }
 
 static void partition_range_stale(IngestTable *t, Oid part);

@@ -39,7 +39,11 @@ CREATE TABLE ingest.table_config (
     rollup_deltas    regclass,
     rollup_stale     regclass,
     usage_view       regclass,
-    rollup_days      regclass
+    rollup_days      regclass,
+    -- instants after the first partition's start whose raw events are
+    -- retired: the days between a retired day made again and the
+    -- partitions after it (ingest_internal.stale_new_range)
+    retired          tstzmultirange NOT NULL DEFAULT '{}'
 );
 SELECT pg_catalog.pg_extension_config_dump('ingest.table_config', '');
 COMMENT ON TABLE ingest.table_config IS

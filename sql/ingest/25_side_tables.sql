@@ -521,7 +521,10 @@ $$;
 -- before and made again keeps its rollup hours, and its events would count
 -- on top of them.  A day made ahead is left alone: no rollup row can lie
 -- past every partition, and marking each day's premake had its fold scan
--- the whole rollup.
+-- the whole rollup.  A day that joins before every other one, not next to
+-- the first, leaves a hole between them whose raw events were retired:
+-- recorded (table_config.retired), so that its rollup rows stay as they
+-- are, as they did while it lay before the first partition.
 CREATE OR REPLACE FUNCTION ingest_internal.stale_new_range(tbl regclass, part oid)
 RETURNS void
 LANGUAGE plpgsql
@@ -531,6 +534,7 @@ DECLARE
     cfg    ingest.table_config := ingest_internal.require_managed(tbl);
     b      record;
     newest timestamptz;
+    first  timestamptz;
     kept   boolean;
 BEGIN
     -- (a partition of a partition has the table's range of its parent)
@@ -539,16 +543,43 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    SELECT max(o.upper_bound) INTO newest FROM ingest_internal.bounds o
+    SELECT max(o.upper_bound), min(o.lower_bound) FILTER (WHERE NOT o.detach_pending)
+      INTO newest, first FROM ingest_internal.bounds o
      WHERE o.relid = tbl AND o.partition_oid <> part AND NOT o.is_default;
     IF b.lower_bound >= newest THEN
         RETURN;
+    END IF;
+    IF b.upper_bound < first THEN
+        UPDATE ingest.table_config c
+           SET retired = c.retired OPERATOR(pg_catalog.+)
+                         pg_catalog.tstzmultirange(pg_catalog.tstzrange(b.upper_bound, first))
+         WHERE c.event_table = tbl;
     END IF;
     EXECUTE format('SELECT EXISTS (SELECT FROM %s h WHERE h.hour < $1) '
                    '    OR EXISTS (SELECT FROM %s d WHERE d.hour < $1)', cfg.rollup_hours, cfg.rollup_deltas)
        INTO kept USING b.upper_bound;
     IF kept THEN
         PERFORM ingest_internal.mark_stale(tbl, NULL, b.lower_bound, b.upper_bound);
+    END IF;
+END
+$$;
+
+-- A partition taken out by hand (DETACH, DROP): its events leave and the
+-- rollups follow, also where it lay in a hole of retired days, which it
+-- leaves (raw_ranges).
+CREATE OR REPLACE FUNCTION ingest_internal.unretire_range(tbl regclass, part oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r tstzrange;
+BEGIN
+    SELECT pg_catalog.tstzrange(x.lower_bound, x.upper_bound) INTO r FROM ingest_internal.bounds x
+     WHERE x.relid = tbl AND x.partition_oid = part AND NOT x.is_default;
+    IF FOUND THEN
+        UPDATE ingest.table_config c SET retired = c.retired OPERATOR(pg_catalog.-) pg_catalog.tstzmultirange(r)
+         WHERE c.event_table = tbl AND c.retired OPERATOR(pg_catalog.&&) r;
     END IF;
 END
 $$;

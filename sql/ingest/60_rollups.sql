@@ -115,29 +115,32 @@ CREATE OR REPLACE AGGREGATE ingest_internal.latest_tx(double precision, timestam
     FINALFUNC = ingest_internal.latest_tx_final, PARALLEL = SAFE);
 
 -- Stale marks of "src" (columns organization_id, NULL for all, lo, hi) as
--- disjoint (org, range) pieces from instant "since" (an SQL expression: the
--- first whole hour whose raw events are all retained) on.  Older hours'
+-- disjoint (org, range) pieces within "retained" (an SQL expression: the
+-- whole hours whose raw events are all retained, raw_hours).  Other hours'
 -- raw events are retired, so their rollup rows stand as they were: a day
--- retired by the worker, or the oldest day dropped or detached by hand.
-CREATE OR REPLACE FUNCTION ingest_internal.stale_pieces_sql(src text, since text)
+-- retired by the worker, the oldest day dropped or detached by hand, a
+-- hole of retired days (raw_ranges).
+CREATE OR REPLACE FUNCTION ingest_internal.stale_pieces_sql(src text, retained text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format($q$
         WITH st AS (
-            SELECT x.organization_id AS org,
-                   pg_catalog.tstzrange(GREATEST(x.lo, %2$s), x.hi) AS r
-              FROM %1$s x WHERE x.hi > %2$s
+            SELECT x.organization_id AS org, pg_catalog.tstzrange(x.lo, x.hi) AS r
+              FROM %1$s x
+             WHERE pg_catalog.tstzrange(x.lo, x.hi) OPERATOR(pg_catalog.&&) %2$s
         ), every_org AS (
-            SELECT COALESCE(pg_catalog.range_agg(st.r), '{}'::pg_catalog.tstzmultirange) AS m
+            SELECT COALESCE(pg_catalog.range_agg(st.r), '{}'::pg_catalog.tstzmultirange)
+                       OPERATOR(pg_catalog.*) %2$s AS m
               FROM st WHERE st.org IS NULL
         )
         SELECT NULL::pg_catalog.uuid AS org, pg_catalog.unnest(a.m) AS r FROM every_org a
         UNION ALL
         SELECT o.org, pg_catalog.unnest(o.m) FROM (
-            SELECT st.org, pg_catalog.range_agg(st.r) OPERATOR(pg_catalog.-) (SELECT a.m FROM every_org a) AS m
-              FROM st WHERE st.org IS NOT NULL GROUP BY st.org) o$q$, src, since)
+            SELECT st.org, (pg_catalog.range_agg(st.r) OPERATOR(pg_catalog.*) %2$s)
+                               OPERATOR(pg_catalog.-) (SELECT a.m FROM every_org a) AS m
+              FROM st WHERE st.org IS NOT NULL GROUP BY st.org) o$q$, src, retained)
 $$;
 
 -- The raw events of table "tbl" in the stale pieces "pieces" (a FROM item
@@ -163,24 +166,67 @@ AS $$
                  WHERE p.org IS NOT NULL))$q$, tbl, pieces)
 $$;
 
+-- The instants whose raw events are retained: from the start of the first
+-- partition (not the default one, nor one being detached) on, but for the
+-- table's retired holes (table_config.retired) where no partition is now.
+-- Before it, events are retired (retention's, or the oldest partition
+-- dropped by hand); a partition dropped by hand after it takes its events
+-- out, and the rollups follow.
+CREATE OR REPLACE FUNCTION ingest_internal.raw_ranges(tbl regclass)
+RETURNS tstzmultirange
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.tstzmultirange(pg_catalog.tstzrange(min(b.lower_bound), NULL))
+                    OPERATOR(pg_catalog.-)
+                    (COALESCE((SELECT c.retired FROM ingest.table_config c WHERE c.event_table = tbl), '{}')
+                     OPERATOR(pg_catalog.-)
+                     pg_catalog.range_agg(pg_catalog.tstzrange(b.lower_bound, b.upper_bound))),
+                    '{}')
+      FROM ingest_internal.bounds b
+     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+$$;
+
 -- The earliest instant whose raw events are still retained.
 CREATE OR REPLACE FUNCTION ingest_internal.raw_since(tbl regclass)
 RETURNS timestamptz
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT min(b.lower_bound) FROM ingest_internal.bounds b
-     WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending
+    SELECT lower(ingest_internal.raw_ranges(tbl))
 $$;
 
--- The first whole hour whose raw events are all retained.
+-- The whole UTC hours whose raw events are all retained: raw_ranges, each
+-- range cut to the whole hours in it.
+CREATE OR REPLACE FUNCTION ingest_internal.raw_hours(tbl regclass)
+RETURNS tstzmultirange
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.range_agg(pg_catalog.tstzrange(h.lo, h.hi)), '{}')
+      FROM pg_catalog.unnest(ingest_internal.raw_ranges(tbl)) r,
+           LATERAL (SELECT date_trunc('hour', lower(r) - interval '1 microsecond', 'UTC')
+                           + interval '1 hour' AS lo,
+                           CASE WHEN NOT upper_inf(r) THEN date_trunc('hour', upper(r), 'UTC') END AS hi) h
+     WHERE h.hi IS NULL OR h.lo < h.hi
+$$;
+
+-- The first whole hour of the retained hours, and the first one from which
+-- every hour is retained (after the last hole): what a rollup built now
+-- knows from.
 CREATE OR REPLACE FUNCTION ingest_internal.raw_hours_since(tbl regclass)
 RETURNS timestamptz
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT date_trunc('hour', ingest_internal.raw_since(tbl) - interval '1 microsecond', 'UTC')
-           + interval '1 hour'
+    SELECT lower(ingest_internal.raw_hours(tbl))
+$$;
+CREATE OR REPLACE FUNCTION ingest_internal.raw_hours_unbroken(tbl regclass)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT max(lower(r)) FROM pg_catalog.unnest(ingest_internal.raw_hours(tbl)) r
 $$;
 
 -- Can a rollup created by transaction "created" be built now?  Only when
@@ -241,7 +287,7 @@ BEGIN
                            + interval '24 hours' AS hi
                   FROM unnest($1::pg_catalog.uuid[], $2::pg_catalog.timestamptz[],
                               $3::pg_catalog.timestamptz[]) m(org, lo, hi))$s$,
-            $s$'-infinity'::pg_catalog.timestamptz$s$),
+            $s$'{(,)}'::pg_catalog.tstzmultirange$s$),
         ingest_internal.rollup_merge_sql())
       USING orgs, los, his, tbl, only_rollup;
 END
@@ -285,7 +331,7 @@ AS $$
 DECLARE
     cfg      ingest.table_config := ingest_internal.require_managed(tbl);
     building boolean;
-    since    timestamptz := ingest_internal.raw_hours_since(tbl);
+    retained tstzmultirange := ingest_internal.raw_hours(tbl);
     scope    text := '($3::pg_catalog.uuid IS NULL OR e.organization_id = $3) '
                      'AND e."timestamp" >= $4 AND e."timestamp" < $5';
     pieces   text;
@@ -293,8 +339,9 @@ BEGIN
     building := ingest_internal.rollup_building(tbl, rollup_name);
     IF building THEN
         RETURN QUERY EXECUTE 'SELECT e.* FROM ' || ingest_internal.owner_agg_sql(
-            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $6 AND ' || scope), 6)
-          USING tbl, rollup_name, org, lo, hi, since;
+            ingest_internal.rollup_agg_sql(tbl::text,
+                'rc.name = $2 AND e."timestamp" OPERATOR(pg_catalog.<@) $6 AND ' || scope), 6)
+          USING tbl, rollup_name, org, lo, hi, retained;
         RETURN;
     END IF;
     pieces := ingest_internal.stale_pieces_sql(
@@ -323,7 +370,7 @@ BEGIN
             ingest_internal.rollup_agg_sql(ingest_internal.stale_events_sql(tbl, 'pieces'),
                                            'rc.name = $2 AND ' || scope)), 6),
         pieces)
-      USING tbl, rollup_name, org, lo, hi, since;
+      USING tbl, rollup_name, org, lo, hi, retained;
 END
 $$;
 
@@ -437,21 +484,21 @@ AS $$
 #variable_conflict use_column
 DECLARE
     cfg      ingest.table_config := ingest_internal.require_managed(tbl);
-    since    timestamptz;
+    retained tstzmultirange;
 BEGIN
     IF ingest_internal.rollup_building(tbl, rollup_name) THEN
         RETURN QUERY SELECT * FROM ingest_internal.rollup_rows(tbl, rollup_name, org, lo, hi);
         RETURN;
     END IF;
     -- Where the range has no mark, every day is plain, in a statement
-    -- cheaper to plan, and the first retained hour (costly to find, and a
-    -- bound on marks only) is not needed.
+    -- cheaper to plan, and the retained hours (costly to find, and a bound
+    -- on marks only) are not needed.
     IF ingest_internal.days_plain(cfg, rollup_name, org, lo, hi) THEN
         RETURN QUERY EXECUTE ingest_internal.plain_days_sql(cfg, 2, 3, 4, 5)
           USING tbl, rollup_name, org, lo, hi;
         RETURN;
     END IF;
-    since := ingest_internal.raw_hours_since(tbl);
+    retained := ingest_internal.raw_hours(tbl);
     RETURN QUERY EXECUTE format($q$
         WITH pieces AS (%3$s),
         -- the UTC days of the stale pieces, as ranges (a TRUNCATE's mark
@@ -493,7 +540,7 @@ BEGIN
             format('(SELECT x.* FROM %s x WHERE ($3::pg_catalog.uuid IS NULL OR x.organization_id IS NULL '
                    'OR x.organization_id = $3) AND x.hi > $4 AND x.lo < $5)', cfg.rollup_stale),
             '$6'))
-      USING tbl, rollup_name, org, lo, hi, since;
+      USING tbl, rollup_name, org, lo, hi, retained;
 END
 $$;
 
@@ -566,9 +613,10 @@ $$;
 
 -- The statement that recomputes the rollup hours of stale marks from the
 -- raw events of "src" (the table, or a day of it being retired): the marks
--- (query "marks", rows of the table's stale marks) from instant $2 on, made
--- disjoint; their hours' rollup rows and deltas go and the raw aggregation
--- comes in.  $1 is the table; the marks' own parameters follow.
+-- (query "marks", rows of the table's stale marks) within the hours $2 (a
+-- tstzmultirange), made disjoint; their hours' rollup rows and deltas go
+-- and the raw aggregation comes in.  $1 is the table; the marks' own
+-- parameters follow.
 CREATE OR REPLACE FUNCTION ingest_internal.recompute_sql(cfg ingest.table_config, src regclass, marks text)
 RETURNS text
 LANGUAGE sql STABLE
@@ -664,7 +712,7 @@ BEGIN
             'SELECT m.org AS organization_id, m.lo, m.hi '
             '  FROM unnest($3::pg_catalog.uuid[], $4::pg_catalog.timestamptz[], '
             '              $5::pg_catalog.timestamptz[]) m(org, lo, hi)'),
-            tbl, '-infinity'::timestamptz, orgs, los, his);
+            tbl, '{(,)}'::tstzmultirange, orgs, los, his);
         PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
     END IF;
     -- the marks keep their parts before and after the day's hours
@@ -688,6 +736,7 @@ DECLARE
     cfg   ingest.table_config;
     total bigint := 0;
     n     bigint;
+    retained tstzmultirange;
     since timestamptz;
     r     record;
     orgs  uuid[];
@@ -724,7 +773,6 @@ BEGIN
         RETURN 0;
     END IF;
     parts := ingest_internal.readable_partitions(tbl);
-    since := ingest_internal.raw_hours_since(tbl);
 
     -- 1. Stale hours: rollup rows and deltas this snapshot sees go, the raw
     -- aggregation of the same snapshot comes in; the marks are consumed.
@@ -747,11 +795,15 @@ BEGIN
                    '                    WHERE x.lo < d.upper_bound AND x.hi > d.lower_bound)',
                    cfg.rollup_stale)
        INTO orgs, los, his USING tbl;
+    -- The retained hours after the marks: a partition made since (a
+    -- retired day made again) has its hours in them once its mark is read.
+    retained := ingest_internal.raw_hours(tbl);
+    since := (SELECT max(lower(h)) FROM unnest(retained) h);
     n := ingest_internal.owner_exec(tbl, ingest_internal.recompute_sql(cfg, tbl, format($q$DELETE FROM %s x
          USING (SELECT DISTINCT COALESCE(m.org::text, '') AS org, m.lo, m.hi
                   FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)) m
          WHERE COALESCE(x.organization_id::text, '') = m.org AND x.lo = m.lo AND x.hi = m.hi
-        RETURNING x.*$q$, cfg.rollup_stale)), tbl, since, orgs, los, his);
+        RETURNING x.*$q$, cfg.rollup_stale)), tbl, retained, orgs, los, his);
     total := total + n;
     IF orgs IS NOT NULL THEN
         PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
@@ -777,8 +829,8 @@ BEGIN
             INSERT INTO %2$s
             SELECT raw.* FROM raw, (SELECT count(*) FROM gone_d) a, (SELECT count(*) FROM gone_h) b$q$,
             cfg.rollup_deltas, cfg.rollup_hours,
-            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" >= $3')),
-            tbl, r.name::text, since);
+            ingest_internal.rollup_agg_sql(tbl::text, 'rc.name = $2 AND e."timestamp" OPERATOR(pg_catalog.<@) $3')),
+            tbl, r.name::text, retained);
         total := total + n;
         PERFORM ingest_internal.refresh_days(tbl, ARRAY[NULL]::uuid[], ARRAY['-infinity']::timestamptz[],
                                              ARRAY['infinity']::timestamptz[], r.name);
@@ -789,10 +841,11 @@ BEGIN
     END LOOP;
 
     -- Steps 1 and 2 read the raw events of the partitions attached when
-    -- "since" was read.  A detach that began since then took its day's
+    -- "parts" was read.  A detach that began since then took its day's
     -- events out of their statements' reach, but not its hours, which
     -- they made empty: the fold is undone, to be done again.  (A partition
-    -- attached meanwhile marks or feeds its own hours.)
+    -- attached meanwhile marks or feeds its own hours: a mark not read
+    -- yet stays for the next fold.)
     IF (orgs IS NOT NULL OR built)
        AND NOT COALESCE(parts OPERATOR(pg_catalog.<@) ingest_internal.readable_partitions(tbl), parts IS NULL) THEN
         RAISE EXCEPTION 'a partition of table "%" began to detach during the fold', tbl
@@ -914,7 +967,7 @@ DECLARE
     h_to   timestamptz;
     d_from timestamptz;
     d_to   timestamptz;
-    since  timestamptz;
+    ranges tstzmultirange;
     known  timestamptz;
     bucket_expr text;
     edge   text := 'rc.name = $3 AND e.organization_id = $2 AND e."timestamp" >= %s AND e."timestamp" < %s';
@@ -976,14 +1029,14 @@ BEGIN
     END IF;
     h_to := GREATEST(date_trunc('hour', to_ts, 'UTC'), h_from);
     -- (finding it costs more than a read of whole days)
-    since := CASE WHEN from_ts < LEAST(h_from, to_ts) OR h_to < to_ts THEN ingest_internal.raw_since(tbl) END;
+    ranges := CASE WHEN from_ts < LEAST(h_from, to_ts) OR h_to < to_ts THEN ingest_internal.raw_ranges(tbl) END;
     -- each partial hour against retention on its own: a range from before it
     -- may end in a partial hour that is retained
-    IF (from_ts < LEAST(h_from, to_ts) AND (since IS NULL OR from_ts < since))
-       OR (h_to < to_ts AND (since IS NULL OR h_to < since)) THEN
+    IF (from_ts < LEAST(h_from, to_ts) AND NOT tstzrange(from_ts, LEAST(h_from, to_ts)) <@ ranges)
+       OR (h_to < to_ts AND NOT tstzrange(h_to, to_ts) <@ ranges) THEN
         RAISE EXCEPTION 'raw events of the partial hours of this range are no longer retained'
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Raw events are retained from %s.', since),
+                  DETAIL = format('Raw events are retained in %s.', ranges),
                   HINT = 'Use bounds on whole hours.';
     END IF;
 
@@ -1129,7 +1182,7 @@ BEGIN
     -- a rollup not built yet is answered from the raw events: from those
     -- retained now (retention may have retired days since its creation)
     IF building THEN
-        RETURN GREATEST(known, COALESCE(ingest_internal.raw_hours_since(tbl), 'infinity'));
+        RETURN GREATEST(known, COALESCE(ingest_internal.raw_hours_unbroken(tbl), 'infinity'));
     END IF;
     RETURN known;
 END
@@ -1149,7 +1202,8 @@ END
 $$;
 
 -- Every (key, hour, measure) where the rollup as readers see it and the raw
--- events disagree, for the hours of [from_ts, to_ts) still retained.
+-- events disagree, for the hours of [from_ts, to_ts) still retained (not
+-- those of a hole, raw_ranges).
 CREATE OR REPLACE FUNCTION ingest.rollup_verify(tbl regclass, from_ts timestamptz, to_ts timestamptz,
                                      rollup text DEFAULT NULL)
 RETURNS TABLE(organization_id uuid, code text, external_customer_id text, dimensions jsonb,
@@ -1175,6 +1229,7 @@ BEGIN
         WITH ro AS (
             SELECT s.organization_id, s.hour, s.code, s.external_customer_id, s.dims, %1$s
               FROM ingest_internal.rollup_rows($1, $2, NULL, $3, $4) s
+             WHERE s.hour OPERATOR(pg_catalog.<@) $5
              GROUP BY 1, 2, 3, 4, 5
         ), raw AS (SELECT e.* FROM %2$s)
         SELECT COALESCE(ro.organization_id, raw.organization_id), COALESCE(ro.code, raw.code),
@@ -1197,8 +1252,9 @@ BEGIN
          ORDER BY 5, 1, 2, 3, 4, 6$q$,
         ingest_internal.rollup_merge_sql(),
         ingest_internal.owner_agg_sql(ingest_internal.rollup_agg_sql(tbl::text,
-            'rc.name = $2 AND e."timestamp" >= $3 AND e."timestamp" < $4'), 4))
-    USING tbl, rollup, lo, to_ts;
+            'rc.name = $2 AND e."timestamp" >= $3 AND e."timestamp" < $4 '
+            'AND e."timestamp" OPERATOR(pg_catalog.<@) $5'), 5))
+    USING tbl, rollup, lo, to_ts, ingest_internal.raw_hours(tbl);
 END
 $$;
 COMMENT ON FUNCTION ingest.rollup_verify(regclass, timestamptz, timestamptz, text) IS
@@ -1258,7 +1314,7 @@ BEGIN
         RAISE EXCEPTION 'rollup "%" of table "%" already exists', name, tbl USING ERRCODE = 'duplicate_object';
     END IF;
     INSERT INTO ingest.rollup_config (event_table, name, dimensions, known_from, building_xid)
-    VALUES (tbl, name, dimensions, ingest_internal.raw_hours_since(tbl), pg_current_xact_id());
+    VALUES (tbl, name, dimensions, ingest_internal.raw_hours_unbroken(tbl), pg_current_xact_id());
 END
 $$;
 COMMENT ON FUNCTION ingest.create_rollup(regclass, text, text[]) IS

@@ -55,6 +55,21 @@ BEGIN
         PERFORM ingest_internal.refresh_days(t, ARRAY[NULL]::pg_catalog.uuid[],
                                              ARRAY['-infinity']::pg_catalog.timestamptz[],
                                              ARRAY['infinity']::pg_catalog.timestamptz[]);
+        -- rollup hours between two partitions were retired days' in 0.2.0
+        -- (which did not follow a partition dropped by hand): a hole of
+        -- retired days, kept as it is (raw_ranges)
+        EXECUTE pg_catalog.format($q$
+            UPDATE ingest.table_config c
+               SET retired = COALESCE((
+                   SELECT pg_catalog.range_agg(g.r) FROM pg_catalog.unnest(
+                       (SELECT pg_catalog.tstzmultirange(pg_catalog.tstzrange(min(b.lower_bound), max(b.upper_bound)))
+                               OPERATOR(pg_catalog.-)
+                               pg_catalog.range_agg(pg_catalog.tstzrange(b.lower_bound, b.upper_bound))
+                          FROM ingest_internal.bounds b
+                         WHERE b.relid = $1 AND NOT b.is_default AND NOT b.detach_pending)) g(r)
+                    WHERE EXISTS (SELECT FROM %s h WHERE h.hour OPERATOR(pg_catalog.<@) g.r)), '{}')
+             WHERE c.event_table = $1$q$, cfg.rollup_hours)
+          USING t;
         PERFORM ingest_internal.mark_stale(t, NULL, ingest_internal.raw_hours_since(t), 'infinity');
         PERFORM ingest_internal.install_triggers(t);
     END LOOP;

@@ -13,7 +13,8 @@ ALTER TABLE ingest.table_config
     ADD COLUMN rollup_deltas regclass,
     ADD COLUMN rollup_stale  regclass,
     ADD COLUMN usage_view    regclass,
-    ADD COLUMN rollup_days   regclass;
+    ADD COLUMN rollup_days   regclass,
+    ADD COLUMN retired       tstzmultirange NOT NULL DEFAULT '{}';
 ALTER TABLE ingest.rollup_config ADD COLUMN building_xid xid8, ADD COLUMN building_horizon xid8;
 ALTER TABLE ingest.table_config DROP CONSTRAINT table_config_managed_by_check,
     ADD CONSTRAINT table_config_managed_by_check
