@@ -172,26 +172,34 @@ is(sql(q{SELECT count(*) FROM ingest_side.rc_stale}), '0', 'a day made ahead mar
 # 6. Two retired days made again in the order ingest.create_partitions
 # makes them, earliest first: both are their own events again (only the
 # earliest was, at 23112fc: the later one counted its retired events too).
-sql(q{
-	SELECT ingest.create_event_table('rm', retention => '30 days');
-	CREATE TABLE rm_a (LIKE rm);
-	CREATE TABLE rm_b (LIKE rm);
-});
-for my $d ([ 'rm_a', 40 ], [ 'rm_b', 39 ])
+# A table with two days 40 and 39 days old (past its retention of 30),
+# three events each (values 1, 2 and 3) in their tenth hour, folded, then
+# both retired.
+sub two_retired_days
 {
-	my ($p, $ago) = @$d;
-	sql(qq{SELECT format('ALTER TABLE rm ATTACH PARTITION $p FOR VALUES FROM (%L) TO (%L)',
-	                     (current_date - $ago)::timestamp AT TIME ZONE 'UTC',
-	                     (current_date - $ago + 1)::timestamp AT TIME ZONE 'UTC') \\gexec});
+	my ($tbl) = @_;
+	sql(qq{
+		SELECT ingest.create_event_table('$tbl', retention => '30 days');
+		CREATE TABLE ${tbl}_a (LIKE $tbl);
+		CREATE TABLE ${tbl}_b (LIKE $tbl);
+	});
+	for my $d ([ "${tbl}_a", 40 ], [ "${tbl}_b", 39 ])
+	{
+		my ($p, $ago) = @$d;
+		sql(qq{SELECT format('ALTER TABLE $tbl ATTACH PARTITION $p FOR VALUES FROM (%L) TO (%L)',
+		                     (current_date - $ago)::timestamp AT TIME ZONE 'UTC',
+		                     (current_date - $ago + 1)::timestamp AT TIME ZONE 'UTC') \\gexec});
+	}
+	sql(qq{
+		INSERT INTO $tbl (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+		SELECT '00000000-0000-4000-8000-000000000001', 'old' || d || '-' || i, 'c1', 'api_call',
+		       (current_date + d)::timestamp AT TIME ZONE 'UTC' + interval '10 hours', i
+		  FROM generate_series(-40, -39) d, generate_series(1, 3) i;
+		SELECT ingest.fold_rollups('$tbl');
+	});
+	sql(qq{SELECT * FROM ingest.run_maintenance('$tbl')});
 }
-sql(q{
-	INSERT INTO rm (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
-	SELECT '00000000-0000-4000-8000-000000000001', 'old' || d || '-' || i, 'c1', 'api_call',
-	       (current_date + d)::timestamp AT TIME ZONE 'UTC' + interval '10 hours', 1
-	  FROM generate_series(-40, -39) d, generate_series(1, 3) i;
-	SELECT ingest.fold_rollups('rm');
-});
-sql(q{SELECT * FROM ingest.run_maintenance('rm')});
+two_retired_days('rm');
 is(sql(q{SELECT count(*) FROM ingest.maintenance_log
            WHERE partition IN ('public.rm_a', 'public.rm_b') AND action = 'detach' AND status = 'ok'}), '2',
 	'both days are retired');
@@ -213,26 +221,7 @@ is(sql(q{SELECT count(*) FROM ingest.rollup_verify('rm', current_date - 41, curr
 # leaves them as they were.  (Before, the first retained hour moved back
 # to the day made again: verify found the hole's hours wrong, and the
 # TRUNCATE's fold made them empty.)
-sql(q{
-	SELECT ingest.create_event_table('rh', retention => '30 days');
-	CREATE TABLE rh_a (LIKE rh);
-	CREATE TABLE rh_b (LIKE rh);
-});
-for my $d ([ 'rh_a', 40 ], [ 'rh_b', 39 ])
-{
-	my ($p, $ago) = @$d;
-	sql(qq{SELECT format('ALTER TABLE rh ATTACH PARTITION $p FOR VALUES FROM (%L) TO (%L)',
-	                     (current_date - $ago)::timestamp AT TIME ZONE 'UTC',
-	                     (current_date - $ago + 1)::timestamp AT TIME ZONE 'UTC') \\gexec});
-}
-sql(q{
-	INSERT INTO rh (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
-	SELECT '00000000-0000-4000-8000-000000000001', 'old' || d || '-' || i, 'c1', 'api_call',
-	       (current_date + d)::timestamp AT TIME ZONE 'UTC' + interval '10 hours', i
-	  FROM generate_series(-40, -39) d, generate_series(1, 3) i;
-	SELECT ingest.fold_rollups('rh');
-});
-sql(q{SELECT * FROM ingest.run_maintenance('rh')});
+two_retired_days('rh');
 sql(q{SELECT ingest.configure('rh', retention => '60 days')});
 sql(q{SELECT ingest.create_partitions('rh', current_date - 40, current_date - 40)});
 sql(q{
