@@ -252,6 +252,32 @@ COPY cx (organization_id, transaction_id, external_customer_id, code) FROM STDIN
 \set VERBOSITY default
 SELECT count(*) AS stored FROM cx;
 ALTER TABLE cx DROP CONSTRAINT cx_u;
+-- so is a DEFERRABLE exclusion constraint (of a partition: PostgreSQL 15
+-- has none on a partitioned table), which COPY checks at the end of the
+-- statement too
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT cx_x EXCLUDE USING btree (external_customer_id WITH =) DEFERRABLE',
+                   (SELECT b.partition FROM ingest_internal.bounds b
+                     WHERE b.relid = 'cx'::regclass AND b.lower_bound <= now() AND now() < b.upper_bound));
+END
+$$;
+SELECT regress.try(format($$SELECT * FROM ingest.load('cx', %L)$$,
+       format(E'00000000-0000-0000-0000-000000000001,x1,c,api,%s,{},1,\n', now())));
+\set VERBOSITY sqlstate
+COPY cx (organization_id, transaction_id, external_customer_id, code) FROM STDIN (FORMAT csv);
+00000000-0000-0000-0000-000000000001,x2,c,api
+00000000-0000-0000-0000-000000000001,x3,c,api
+\.
+\set VERBOSITY default
+SELECT count(*) AS stored FROM cx;
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT cx_x',
+                   (SELECT b.partition FROM ingest_internal.bounds b
+                     WHERE b.relid = 'cx'::regclass AND b.lower_bound <= now() AND now() < b.upper_bound));
+END
+$$;
 DO $$
 BEGIN
     EXECUTE format('ALTER TABLE %s ALTER COLUMN value SET NOT NULL',

@@ -147,7 +147,7 @@ refuse_executor_tables(Oid relid, Relation rel, const IngestInput *input)
 	if (IngestNeedsExecutor(relid, rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s() cannot check the foreign keys or fire the triggers of table \"%s\"",
+				 errmsg("%s() cannot check the foreign keys or deferrable constraints, or fire the triggers, of table \"%s\"",
 						input->file ? "ingest.load_file" : "ingest.load", get_rel_name(relid)),
 				 errdetail("The loader writes rows without PostgreSQL's executor, which COPY uses for them."),
 				 errhint("Load it with COPY: for such tables ingest leaves COPY to PostgreSQL, and its triggers deduplicate row by row.")));
