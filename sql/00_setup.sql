@@ -27,6 +27,13 @@ BEGIN
                    tbl::text || '_old' || -off, d::timestamp AT TIME ZONE 'UTC',
                    (d + 1)::timestamp AT TIME ZONE 'UTC');
 END $$;
+-- ALTER TABLE the partition of tbl that holds now, with "action".
+CREATE FUNCTION regress.alter_today_partition(tbl regclass, action text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ', (SELECT b.partition FROM ingest_internal.bounds b
+                                        WHERE b.relid = tbl AND b.lower_bound <= now() AND now() < b.upper_bound))
+            || action;
+END $$;
 -- A partition (or partition index) name with its date shown as an offset
 -- from today.
 CREATE FUNCTION regress.rel(part text) RETURNS text LANGUAGE sql AS $$

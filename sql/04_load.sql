@@ -255,13 +255,7 @@ ALTER TABLE cx DROP CONSTRAINT cx_u;
 -- so is a DEFERRABLE exclusion constraint (of a partition: PostgreSQL 15
 -- has none on a partitioned table), which COPY checks at the end of the
 -- statement too
-DO $$
-BEGIN
-    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT cx_x EXCLUDE USING btree (external_customer_id WITH =) DEFERRABLE',
-                   (SELECT b.partition FROM ingest_internal.bounds b
-                     WHERE b.relid = 'cx'::regclass AND b.lower_bound <= now() AND now() < b.upper_bound));
-END
-$$;
+SELECT regress.alter_today_partition('cx', 'ADD CONSTRAINT cx_x EXCLUDE USING btree (external_customer_id WITH =) DEFERRABLE');
 SELECT regress.try(format($$SELECT * FROM ingest.load('cx', %L)$$,
        format(E'00000000-0000-0000-0000-000000000001,x1,c,api,%s,{},1,\n', now())));
 \set VERBOSITY sqlstate
@@ -271,20 +265,8 @@ COPY cx (organization_id, transaction_id, external_customer_id, code) FROM STDIN
 \.
 \set VERBOSITY default
 SELECT count(*) AS stored FROM cx;
-DO $$
-BEGIN
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT cx_x',
-                   (SELECT b.partition FROM ingest_internal.bounds b
-                     WHERE b.relid = 'cx'::regclass AND b.lower_bound <= now() AND now() < b.upper_bound));
-END
-$$;
-DO $$
-BEGIN
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN value SET NOT NULL',
-                   (SELECT b.partition FROM ingest_internal.bounds b
-                     WHERE b.relid = 'cx'::regclass AND b.lower_bound <= now() AND now() < b.upper_bound));
-END
-$$;
+SELECT regress.alter_today_partition('cx', 'DROP CONSTRAINT cx_x');
+SELECT regress.alter_today_partition('cx', 'ALTER COLUMN value SET NOT NULL');
 SELECT left(regress.try(format($$SELECT * FROM ingest.load('cx', %L)$$,
        format(E'00000000-0000-0000-0000-000000000001,n1,c,api,%s,{},,\n', now()))), 5) AS sqlstate;
 SELECT count(*) AS stored_null FROM cx WHERE value IS NULL;

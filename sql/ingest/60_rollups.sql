@@ -211,22 +211,15 @@ AS $$
      WHERE h.hi IS NULL OR h.lo < h.hi
 $$;
 
--- The first whole hour of the retained hours, and the first one from which
--- every hour is retained (after the last hole): what a rollup built now
--- knows from.
-CREATE OR REPLACE FUNCTION ingest_internal.raw_hours_since(tbl regclass)
+-- The start of the last range of a multirange of hours: of the retained
+-- hours (raw_hours), the first from which every hour is retained (after
+-- the last hole), which is what a rollup built now knows from.
+CREATE OR REPLACE FUNCTION ingest_internal.last_stretch(hours tstzmultirange)
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT lower(ingest_internal.raw_hours(tbl))
-$$;
-CREATE OR REPLACE FUNCTION ingest_internal.raw_hours_unbroken(tbl regclass)
-RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT max(lower(r)) FROM pg_catalog.unnest(ingest_internal.raw_hours(tbl)) r
+    SELECT max(lower(r)) FROM pg_catalog.unnest(hours) r
 $$;
 
 -- Can a rollup created by transaction "created" be built now?  Only when
@@ -798,7 +791,7 @@ BEGIN
     -- The retained hours after the marks: a partition made since (a
     -- retired day made again) has its hours in them once its mark is read.
     retained := ingest_internal.raw_hours(tbl);
-    since := (SELECT max(lower(h)) FROM unnest(retained) h);
+    since := ingest_internal.last_stretch(retained);
     n := ingest_internal.owner_exec(tbl, ingest_internal.recompute_sql(cfg, tbl, format($q$DELETE FROM %s x
          USING (SELECT DISTINCT COALESCE(m.org::text, '') AS org, m.lo, m.hi
                   FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[]) m(org, lo, hi)) m
@@ -1182,7 +1175,8 @@ BEGIN
     -- a rollup not built yet is answered from the raw events: from those
     -- retained now (retention may have retired days since its creation)
     IF building THEN
-        RETURN GREATEST(known, COALESCE(ingest_internal.raw_hours_unbroken(tbl), 'infinity'));
+        RETURN GREATEST(known, COALESCE(ingest_internal.last_stretch(ingest_internal.raw_hours(tbl)),
+                                        'infinity'));
     END IF;
     RETURN known;
 END
@@ -1196,7 +1190,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), ingest_internal.raw_hours_since(tbl),
+    RETURN GREATEST(date_trunc('hour', from_ts, 'UTC'), lower(ingest_internal.raw_hours(tbl)),
                     ingest_internal.rollup_known_from(tbl, rollup));
 END
 $$;
@@ -1314,7 +1308,8 @@ BEGIN
         RAISE EXCEPTION 'rollup "%" of table "%" already exists', name, tbl USING ERRCODE = 'duplicate_object';
     END IF;
     INSERT INTO ingest.rollup_config (event_table, name, dimensions, known_from, building_xid)
-    VALUES (tbl, name, dimensions, ingest_internal.raw_hours_unbroken(tbl), pg_current_xact_id());
+    VALUES (tbl, name, dimensions, ingest_internal.last_stretch(ingest_internal.raw_hours(tbl)),
+            pg_current_xact_id());
 END
 $$;
 COMMENT ON FUNCTION ingest.create_rollup(regclass, text, text[]) IS

@@ -12,6 +12,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use IngestRun;
 
 my $node = PostgreSQL::Test::Cluster->new('launcher');
 $node->init;
@@ -25,20 +28,13 @@ max_parallel_workers = 0
 });
 $node->start;
 
-sub has_worker
-{
-	my ($db, $what) = @_;
-	ok($node->poll_query_until('postgres', qq{SELECT EXISTS (SELECT FROM pg_stat_activity
-		WHERE backend_type = 'ingest worker' AND datname = '$db')}), $what);
-}
-
 # Databases without the extension first in pg_database, then one with it.
 $node->safe_psql('postgres', "CREATE DATABASE db$_") for 1 .. 3;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
 $node->safe_psql('app', q{CREATE EXTENSION ingest;
 	SELECT ingest.create_event_table('ev', premake => 1);
 	SELECT ingest.create_event_table('gone', premake => 1)});
-has_worker('app', 'the database after those without the extension gets a worker');
+ok(worker_in_database($node, 'app'), 'the database after those without the extension gets a worker');
 ok($node->poll_query_until('app', q{SELECT count(*) = 2 FROM ingest.partitions
 	WHERE event_table = 'ev'::regclass AND state = 'attached'}), 'which maintains its table');
 
@@ -63,7 +59,7 @@ ok($node->poll_query_until('postgres', q{SELECT setting = '3600' FROM pg_setting
 	'the interval is an hour');
 sleep 2;	# the launcher and the worker take the reload
 $node->safe_psql('postgres', 'ALTER DATABASE app RENAME TO app2');
-has_worker('app2', 'the worker comes back to the renamed database within the hour');
+ok(worker_in_database($node, 'app2'), 'the worker comes back to the renamed database within the hour');
 
 ok(!$node->log_contains('terminated by signal'), 'no process crashed');
 $node->stop;

@@ -1,13 +1,13 @@
-# Shared by the TAP tests that race a manual maintenance run against
-# another session: start the run in the background, and wait until its
-# worker waits for a lock.
+# Shared by the TAP tests that watch maintenance workers: start a manual
+# run in the background, wait until its worker waits for a lock, wait for
+# a database's worker.
 package IngestRun;
 use strict;
 use warnings;
 use Exporter 'import';
 use IPC::Run;
 use PostgreSQL::Test::Utils;
-our @EXPORT = qw(start_maintenance_run worker_waits_for_lock);
+our @EXPORT = qw(start_maintenance_run worker_waits_for_lock worker_in_database);
 
 # ingest.run_maintenance($tbl) in psql in the background, READ COMMITTED
 # whatever the database's default; returns {h, out, err}, and
@@ -36,6 +36,15 @@ sub worker_waits_for_lock
 		SELECT EXISTS (SELECT FROM pg_stat_activity
 		                WHERE backend_type = 'ingest worker' AND wait_event_type = 'Lock')
 		    OR @{[ $or // 'false' ]}});
+}
+
+# True once database $db has a maintenance worker.
+sub worker_in_database
+{
+	my ($node, $db) = @_;
+	return $node->poll_query_until('postgres', qq{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE backend_type = 'ingest worker' AND datname = '$db')});
 }
 
 1;

@@ -70,7 +70,7 @@ BEGIN
                     WHERE EXISTS (SELECT FROM %s h WHERE h.hour OPERATOR(pg_catalog.<@) g.r)), '{}')
              WHERE c.event_table = $1$q$, cfg.rollup_hours)
           USING t;
-        PERFORM ingest_internal.mark_stale(t, NULL, ingest_internal.raw_hours_since(t), 'infinity');
+        PERFORM ingest_internal.mark_stale(t, NULL, lower(ingest_internal.raw_hours(t)), 'infinity');
         PERFORM ingest_internal.install_triggers(t);
     END LOOP;
 END
