@@ -413,9 +413,17 @@ token_take(IngestLedger *l, TransactionId xid)
 static void
 token_release(IngestLedger *l, TransactionId xid)
 {
+	/*
+	 * By our own token, not SpeculativeInsertionLockRelease's idea of the
+	 * latest one: code run by an index expression between take and release
+	 * may have taken one of its own.
+	 */
 	if (l->token_held)
 	{
-		SpeculativeInsertionLockRelease(xid);
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_SPECULATIVE_INSERTION(tag, xid, l->token);
+		LockRelease(&tag, ExclusiveLock, false);
 		l->token_held = false;
 	}
 }
