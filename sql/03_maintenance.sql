@@ -155,4 +155,17 @@ RESET ROLE;
 -- the worker's plan takes the backfilled days as its own: nothing to redo
 SELECT action, regress.rel(partition) FROM regress.lifecycle('bf', true);
 
+-- A table whose newest day is long past gets the last month's days and
+-- the oldest 31 older ones a run: every missed day was planned at once (a
+-- table its owner attached so held up every other table's run for weeks)
+SELECT ingest.create_event_table('cu', premake => 0) IS NOT NULL AS made;
+SELECT regress.try(format('DROP TABLE %s', (SELECT partition FROM ingest.partitions
+                                             WHERE event_table = 'cu'::regclass)));
+SELECT regress.backdate('cu', -400);
+WITH c AS (SELECT substring(partition FROM '_p(\d{8})$')::date - regress.today() AS day
+             FROM regress.lifecycle('cu', true) WHERE action = 'create')
+SELECT count(*) AS creates, min(day) AS oldest, max(day) FILTER (WHERE day < -31) AS oldest_last,
+       min(day) FILTER (WHERE day >= -31) AS recent_first, max(day) AS newest FROM c;
+DROP TABLE cu;
+
 SELECT * FROM regress.invariants();

@@ -85,6 +85,10 @@ SELECT regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-0
                                                 regress.h(1, 0), granularity => 'day', time_zone => 'Asia/Kolkata')$$);
 SELECT count(*) > 0 AS answered FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', regress.h(-3, 0),
                                                   regress.h(1, 0), granularity => 'hour', time_zone => 'Asia/Kolkata');
+-- also before 1970 (the days looked at began there: a range before it was
+-- answered, the hour across local midnight in the wrong day)
+SELECT regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', '1960-01-01 00:00+00',
+                                                '1960-01-03 00:00+00', granularity => 'day', time_zone => 'Asia/Kolkata')$$);
 -- and one such day's total, from local midnight to local midnight, is the
 -- raw answer (its partial hours read from raw events)
 SELECT regress.dr_diff((regress.today() - 1)::timestamp AT TIME ZONE 'Asia/Kolkata',

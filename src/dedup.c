@@ -890,13 +890,18 @@ trigger_target(Relation rel)
 /*
  * MERGE's UPDATE action may move a row to another partition; PostgreSQL 15
  * then shows the moved row in no transition table, so its key and hours
- * could not be kept: a MERGE that sets "timestamp" is refused.
+ * could not be kept: a MERGE that sets "timestamp" is refused.  A BEFORE
+ * UPDATE row trigger may move a row too: this is called for a row that
+ * enters a partition, which under a MERGE with no INSERT action is a moved
+ * one.  (Under one with an INSERT action, the moved row is among the
+ * inserted ones, whose keys changes.c claims: 23505, the key being held.)
  */
 static void
 refuse_merge_moving_rows(ModifyTable *mt, Relation rel)
 {
 	Oid			root = IngestRootOf(RelationGetRelid(rel));
 	AttrNumber	ts = get_attnum(root, "timestamp");
+	bool		inserts = false;
 	ListCell   *lc;
 	ListCell   *lc2;
 
@@ -907,6 +912,8 @@ refuse_merge_moving_rows(ModifyTable *mt, Relation rel)
 			MergeAction *action = lfirst_node(MergeAction, lc2);
 			ListCell   *col;
 
+			if (action->commandType == CMD_INSERT)
+				inserts = true;
 			if (action->commandType != CMD_UPDATE)
 				continue;
 			foreach(col, action->updateColnos)
@@ -919,6 +926,13 @@ refuse_merge_moving_rows(ModifyTable *mt, Relation rel)
 							 errhint("Use UPDATE to change the timestamp of events.")));
 		}
 	}
+	if (!inserts)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("MERGE cannot move a row of managed table \"%s\" to another partition",
+						get_rel_name(root)),
+				 errdetail("A BEFORE UPDATE row trigger changed the row's \"timestamp\"; a row moved by MERGE would escape the key ledger and the rollups."),
+				 errhint("Use UPDATE to change the timestamp of events.")));
 }
 
 /*

@@ -14,6 +14,7 @@
  *					 commit, stored by the worker
  *	  usage.c		 ingest.usage(): usage from the rollups
  *	  toplevel.c	 runs a utility statement as a top-level command
+ *	  partbounds.c	 the range bounds of a partition, as values
  *	  utility_hook.c stops a database's worker before DROP DATABASE, a copy
  *					 from it, a rename or a move; routes
  *					 COPY and partition DDL of managed tables
@@ -24,6 +25,8 @@
 #ifndef INGEST_H
 #define INGEST_H
 
+#include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 #include "postmaster/bgworker.h"
 
 /* GUCs (ingest.c) */
@@ -88,5 +91,8 @@ extern void IngestExecuteTopLevel(const char *sql);
 
 /* utility_hook.c */
 extern void IngestInstallUtilityHook(void);
+
+/* partbounds.c */
+extern bool IngestRangeBound(List *datums, TimestampTz *value);
 
 #endif							/* INGEST_H */

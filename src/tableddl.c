@@ -76,6 +76,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "ingest.h"
 #include "loader.h"
 
 /*
@@ -105,6 +106,7 @@ typedef enum PartAction
 	PART_JOINS,					/* attached: claim its keys, its hours stale */
 	PART_CREATED,				/* a new, empty partition: triggers, its hours stale */
 	PART_OWNER,					/* the table's owner changed: its side tables' too */
+	PART_REASSIGNED,			/* REASSIGN OWNED: any table's owner may have */
 	PART_IDENTITY,				/* the table's replica identity changed */
 	PART_RENAMED,				/* a partition renamed: its declared indexes too */
 	PART_FINALIZED				/* a retirement's detach ended by hand */
@@ -291,22 +293,13 @@ inherit_replica_identity(Oid part)
 static char *
 range_bound_sql(List *datums)
 {
-	PartitionRangeDatum *d;
-	Const	   *c;
+	TimestampTz ts;
 	int64		us;
 	int64		secs;
 
-	if (list_length(datums) != 1)
+	if (!IngestRangeBound(datums, &ts) || TIMESTAMP_NOT_FINITE(ts))
 		return NULL;
-	d = linitial_node(PartitionRangeDatum, datums);
-	if (d->kind != PARTITION_RANGE_DATUM_VALUE || !IsA(d->value, Const))
-		return NULL;
-	c = (Const *) d->value;
-	if (c->constisnull || c->consttype != TIMESTAMPTZOID ||
-		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(c->constvalue)))
-		return NULL;
-	us = DatumGetTimestampTz(c->constvalue) +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	us = ts + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 	secs = us / USECS_PER_SEC - (us % USECS_PER_SEC < 0 ? 1 : 0);
 	return psprintf("(pg_catalog.to_timestamp(" INT64_FORMAT "::pg_catalog.float8)"
 					" OPERATOR(pg_catalog.+) (" INT64_FORMAT " OPERATOR(pg_catalog.*) interval '1 microsecond'))",
@@ -564,10 +557,14 @@ alter_table_before(AlterTableStmt *stmt)
 					 errhint("Use DETACH PARTITION without CONCURRENTLY, or let retention retire the partition.")));
 		else
 		{
-			/* the rows are still readable, through the partition, after */
+			/*
+			 * The rows are still readable, through the partition, after.
+			 * A relation that is no partition of the table is PostgreSQL's
+			 * to refuse.
+			 */
 			Oid			part = RangeVarGetRelid(pc->name, NoLock, true);
 
-			if (OidIsValid(part) && may_alter(relid, false))
+			if (OidIsValid(part) && IngestRootOf(part) == root && may_alter(relid, false))
 				partition_leaves(&t, part);
 		}
 	}
@@ -868,12 +865,21 @@ IngestPartitionDDLBefore(Node *stmt)
 	IngestTable t;
 
 	if (!(IsA(stmt, AlterTableStmt) || IsA(stmt, DropStmt) || IsA(stmt, CreateStmt) ||
-		  IsA(stmt, RenameStmt) || IsA(stmt, CreateTrigStmt) ||
-		  IsA(stmt, AlterObjectSchemaStmt)) ||
+		  IsA(stmt, CreateForeignTableStmt) || IsA(stmt, RenameStmt) || IsA(stmt, CreateTrigStmt) ||
+		  IsA(stmt, AlterObjectSchemaStmt) || IsA(stmt, ReassignOwnedStmt)) ||
 		IsBinaryUpgrade)
 		return NULL;
 	if (!OidIsValid(get_extension_oid("ingest", true)))
 		return NULL;
+
+	/* it changes owners without ALTER TABLE ... OWNER TO */
+	if (IsA(stmt, ReassignOwnedStmt))
+	{
+		PartWork   *w = palloc0(sizeof(PartWork));
+
+		w->action = PART_REASSIGNED;
+		return list_make1(w);
+	}
 
 	if (IsA(stmt, AlterObjectSchemaStmt))
 	{
@@ -928,6 +934,7 @@ IngestPartitionDDLBefore(Node *stmt)
 	}
 	else
 	{
+		/* CREATE [FOREIGN] TABLE (a CreateForeignTableStmt starts as one) */
 		CreateStmt *cs = (CreateStmt *) stmt;
 		PartWork   *w;
 		Oid			root;
@@ -961,6 +968,11 @@ IngestPartitionDDLAfter(void *work)
 		PartWork   *w = lfirst(lc);
 		IngestTable t;
 
+		if (w->action == PART_REASSIGNED)
+		{
+			run_internal_args("SELECT ingest_internal.follow_owners()", 0, NULL, NULL);
+			continue;
+		}
 		if (!IngestLookupTable(w->root, &t))
 			continue;
 		if (w->action == PART_OWNER)

@@ -2,21 +2,31 @@
 -- steps that carry it out.  The worker (src/maintenance.c) calls these; so
 -- does ingest.run_maintenance(dry_run => true), so both see one plan.
 
--- Every partition of every partitioned table, with its range bounds parsed
--- back from the catalog (NULL for MINVALUE/MAXVALUE and the default).
+-- A partition's bounds (pg_class.relpartbound) as values: read from the
+-- node, not from its text, which DateStyle and TimeZone shape (NULL for
+-- MINVALUE, MAXVALUE, the default partition and other keys than one
+-- timestamptz column).  In ingest_side, executable by everyone: the view
+-- ingest.partitions reads it for its caller, and it decodes only what
+-- pg_class shows anyone (no role can make a pg_node_tree of its own).
+CREATE OR REPLACE FUNCTION ingest_side.partition_bounds(bound pg_node_tree, OUT lower_bound timestamptz,
+                                                       OUT upper_bound timestamptz, OUT is_default boolean)
+RETURNS record
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'ingest_partition_bounds';
+GRANT EXECUTE ON FUNCTION ingest_side.partition_bounds(pg_node_tree) TO PUBLIC;
+
+-- Every partition of every partitioned table, with its range bounds.
 CREATE OR REPLACE VIEW ingest_internal.bounds AS
 SELECT i.inhparent AS relid,
        i.inhrelid AS partition_oid,
        i.inhrelid::pg_catalog.regclass AS partition,
-       m.b[1]::pg_catalog.timestamptz AS lower_bound,
-       m.b[2]::pg_catalog.timestamptz AS upper_bound,
-       pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default,
+       b.lower_bound,
+       b.upper_bound,
+       b.is_default,
        i.inhdetachpending AS detach_pending
   FROM pg_catalog.pg_inherits i
   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-  LEFT JOIN LATERAL pg_catalog.regexp_match(
-        pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-        '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$') AS m(b) ON true;
+  LEFT JOIN LATERAL ingest_side.partition_bounds(c.relpartbound) b ON true;
 
 -- Start of a calendar day in a time zone: local midnight, so DST days are
 -- 23 or 25 hours long.
@@ -540,7 +550,10 @@ BEGIN
     END LOOP;
 
     -- 2. Create today and premake days ahead, and catch up days missed
-    -- since the newest partition (server down), unless past retention.
+    -- since the newest partition (server down), unless past retention:
+    -- those of the last month, and of older ones the oldest 31 a run, so
+    -- that a table whose newest day is years back (its owner attached it
+    -- so) holds up no other table's run.
     today := pg_catalog.timezone(cfg.time_zone, at)::date;
     SELECT max(b.upper_bound) INTO newest FROM ingest_internal.bounds b
      WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending;
@@ -548,8 +561,14 @@ BEGIN
     IF newest IS NOT NULL THEN
         first := LEAST(today, pg_catalog.timezone(cfg.time_zone, newest)::date);
     END IF;
-    FOR d IN 0 .. (today + cfg.premake) - first LOOP
-        day := first + d;
+    FOR day IN SELECT g::date
+                 FROM pg_catalog.generate_series(GREATEST(first, today - 31)::timestamp,
+                                                 (today + cfg.premake)::timestamp, interval '1 day') g
+               UNION ALL
+               SELECT g::date
+                 FROM pg_catalog.generate_series(first::timestamp, LEAST(today - 32, first + 30)::timestamp,
+                                                 interval '1 day') g
+               ORDER BY 1 LOOP
         lo := ingest_internal.day_start(day, cfg.time_zone);
         hi := ingest_internal.day_start(day + 1, cfg.time_zone);
         CONTINUE WHEN cutoff IS NOT NULL AND hi <= cutoff;

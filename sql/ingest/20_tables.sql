@@ -153,32 +153,14 @@ BEGIN
         RAISE EXCEPTION 'table "%" is already managed by ingest', tbl
             USING ERRCODE = 'duplicate_object';
     END IF;
-    -- a BEFORE INSERT row trigger firing after ingest_dedup (name order)
-    -- could change a claimed key or skip the row (as refused in tableddl.c)
-    SELECT pg_catalog.string_agg(pg_catalog.format('%I on %s', t.tgname, t.tgrelid::regclass), ', '
-                                 ORDER BY t.tgname) INTO bad
-      FROM pg_catalog.pg_partition_tree(tbl) p
-      JOIN pg_catalog.pg_trigger t ON t.tgrelid = p.relid
-     WHERE NOT t.tgisinternal AND ingest_internal.fires_after_dedup(t.tgtype, t.tgname);
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION 'table "%" has a BEFORE INSERT row trigger that would fire after ingest claims the key', tbl
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = pg_catalog.format('Triggers: %s.', bad),
-                  HINT = 'Rename the trigger to a name that sorts before "ingest_dedup".';
-    END IF;
+    -- partitions and triggers ingest can follow, before any work
+    PERFORM ingest_internal.refuse_untrackable(p.relid) FROM pg_catalog.pg_partition_tree(tbl) p;
 
     partman := ingest_internal.partman_manages(tbl);
     IF partman THEN
         RAISE NOTICE 'table "%" is managed by pg_partman', tbl
             USING DETAIL = 'pg_partman keeps creating and dropping its partitions; ingest''s dedup, loader, index phases and closing of days still apply.';
     ELSE
-        IF EXISTS (SELECT 1 FROM ingest_internal.bounds b
-                    WHERE b.relid = tbl AND b.is_default) THEN
-            RAISE EXCEPTION 'table "%" has a default partition', tbl
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = 'ingest attaches and detaches partitions concurrently, which PostgreSQL refuses while a default partition exists.',
-                      HINT = 'Move the rows of the default partition into day partitions and detach it.';
-        END IF;
         SELECT pg_catalog.string_agg(b.partition::text, ', ' ORDER BY b.lower_bound) INTO bad
           FROM ingest_internal.bounds b
          WHERE b.relid = tbl

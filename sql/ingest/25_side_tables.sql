@@ -254,6 +254,22 @@ BEGIN
 END
 $$;
 
+-- The same for every managed table, after REASSIGN OWNED, which changes
+-- tables' owners without ALTER TABLE ... OWNER TO (a Citus shard's side
+-- tables follow its coordinator's DDL).
+CREATE OR REPLACE FUNCTION ingest_internal.follow_owners()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ingest_internal.follow_owner(c.event_table)
+       FROM ingest.table_config c
+      WHERE c.managed_by <> 'citus_shard'
+      ORDER BY c.event_table;
+END
+$$;
+
 -- A statement built here on a relation of a managed table, run as the
 -- relation's owner (SECURITY_RESTRICTED_OPERATION, pinned search_path).
 CREATE OR REPLACE FUNCTION ingest_internal.owner_ddl(rel regclass, ddl text)
@@ -295,6 +311,58 @@ SET search_path = pg_catalog, pg_temp
 SET enable_sort = on
 AS 'MODULE_PATHNAME', 'ingest_owner_query';
 
+-- Can ingest follow every change to the rows of rel, a managed table or a
+-- partition of one (made, attached or adopted)?  Every statement that
+-- writes it must fire ingest's statement triggers, and no BEFORE INSERT
+-- row trigger of it fire after ingest claims a row's key (tableddl.c
+-- refuses one made later).  Not a partition partitioned itself (a
+-- statement naming one of its partitions fires no trigger of ingest's), a
+-- foreign one (no transition tables; its rows change elsewhere), nor a
+-- default partition of a table of ingest's own (retention detaches
+-- concurrently, which PostgreSQL refuses while one exists).  Errors name
+-- the managed table.
+CREATE OR REPLACE FUNCTION ingest_internal.refuse_untrackable(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    root regclass := pg_catalog.pg_partition_root(rel);
+    kind "char";
+    part boolean;
+    bad  text;
+BEGIN
+    SELECT c.relkind, c.relispartition INTO kind, part FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF part AND kind IN ('p', 'f') THEN
+        RAISE EXCEPTION 'partition "%" of managed table "%" is a % table', rel, root,
+                        CASE kind WHEN 'p' THEN 'partitioned' ELSE 'foreign' END
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'ingest follows the rows of each partition through its statement triggers, which a '
+                           'statement naming a partition of a partition, or a write to a foreign table''s rows '
+                           'elsewhere, would not fire.',
+                  HINT = 'Make the day''s partition a plain table.';
+    END IF;
+    IF part AND (SELECT b.is_default FROM ingest_internal.bounds b WHERE b.partition_oid = rel)
+       AND NOT ingest_internal.partman_manages(root) THEN
+        RAISE EXCEPTION 'table "%" has a default partition', root
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'ingest attaches and detaches partitions concurrently, which PostgreSQL refuses while '
+                           'a default partition exists.',
+                  HINT = 'Move the rows of the default partition into day partitions and detach it.';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I on %s', t.tgname, t.tgrelid::regclass), ', '
+                                 ORDER BY t.tgname) INTO bad
+      FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = rel AND NOT t.tgisinternal AND ingest_internal.fires_after_dedup(t.tgtype, t.tgname);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'table "%" has a BEFORE INSERT row trigger that would fire after ingest claims the key', root
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = pg_catalog.format('Triggers: %s.', bad),
+                  HINT = 'Rename the trigger to a name that sorts before "ingest_dedup".';
+    END IF;
+END
+$$;
+
 -- The statement triggers that follow every change to a table's rows, on
 -- the table or one of its partitions: a statement names one of them and
 -- fires only that one's triggers.
@@ -304,10 +372,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- a foreign partition can have no transition tables (and the loader
-    -- refuses it)
-    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'ingest_changes_ins')
-       OR (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) = 'f' THEN
+    PERFORM ingest_internal.refuse_untrackable(rel);
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'ingest_changes_ins') THEN
         RETURN;
     END IF;
     PERFORM ingest_internal.owner_ddl(rel, format('CREATE TRIGGER ingest_changes_ins AFTER INSERT ON %s '

@@ -213,13 +213,16 @@ BEGIN
     -- scratch copy of the table; nothing is left behind.
     scratch := 'ingest_check_' || pg_backend_pid();
     EXECUTE format('CREATE TEMP TABLE %I (LIKE %s) ON COMMIT DROP', scratch, tbl);
-    -- owned like the table, so that CREATE INDEX runs its expressions as
-    -- the table's owner, as it will on the partitions
+    -- owned like the table, and the index made as its owner (restricted,
+    -- search_path pinned), as the worker makes it on the partitions: its
+    -- expressions, and the input functions of its constants (a domain's
+    -- CHECK among them), are parsed and run as the owner
     EXECUTE format('ALTER TABLE pg_temp.%I OWNER TO %I', scratch,
                    (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = tbl));
     BEGIN
-        EXECUTE ingest_internal.index_ddl(format('pg_temp.%I', scratch)::regclass, 'ingest_check',
-                                          columns, method, where_clause, with_options, false);
+        PERFORM ingest_internal.owner_ddl(tbl, ingest_internal.index_ddl(
+            format('pg_temp.%I', scratch)::regclass, 'ingest_check',
+            columns, method, where_clause, with_options, false));
     EXCEPTION WHEN OTHERS THEN
         EXECUTE format('DROP TABLE pg_temp.%I', scratch);
         RAISE;

@@ -552,15 +552,15 @@ $$;
 -- Do the days of zone tz that meet [lo, hi) start on whole UTC hours, so
 -- that each is a union of hourly rows?  Not in a zone whose offset has
 -- minutes (Asia/Kolkata, Australia/Adelaide, Lord Howe's half-hour DST)
--- at one of them.  Days from 1970 to ten years ahead are looked at: an
--- infinite bound stops there.
+-- at one of them.  Days up to ten years ahead are looked at, and from lo,
+-- or from 1970 when lo is infinite.
 CREATE OR REPLACE FUNCTION ingest_internal.days_on_hours(tz text, lo timestamptz, hi timestamptz)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d  timestamptz := date_trunc('day', GREATEST(lo, '1970-01-01 00:00+00'), tz);
+    d  timestamptz := date_trunc('day', CASE WHEN isfinite(lo) THEN lo ELSE '1970-01-01 00:00+00' END, tz);
     nd timestamptz;
 BEGIN
     hi := LEAST(hi, now() + interval '10 years');
