@@ -155,17 +155,31 @@ RESET ROLE;
 -- the worker's plan takes the backfilled days as its own: nothing to redo
 SELECT action, regress.rel(partition) FROM regress.lifecycle('bf', true);
 
--- A table whose newest day is long past gets the last month's days and
--- the oldest 31 older ones a run: every missed day was planned at once (a
+-- A table whose newest day is long past gets the missed days of the last
+-- 31 and a warning naming the older ones (once: then the newest day is
+-- today's), left to the owner: every missed day was planned at once (a
 -- table its owner attached so held up every other table's run for weeks)
 SELECT ingest.create_event_table('cu', premake => 0) IS NOT NULL AS made;
 SELECT regress.try(format('DROP TABLE %s', (SELECT partition FROM ingest.partitions
                                              WHERE event_table = 'cu'::regclass)));
 SELECT regress.backdate('cu', -400);
-WITH c AS (SELECT substring(partition FROM '_p(\d{8})$')::date - regress.today() AS day
-             FROM regress.lifecycle('cu', true) WHERE action = 'create')
-SELECT count(*) AS creates, min(day) AS oldest, max(day) FILTER (WHERE day < -31) AS oldest_last,
-       min(day) FILTER (WHERE day >= -31) AS recent_first, max(day) AS newest FROM c;
+CREATE FUNCTION regress.cu_plan() RETURNS TABLE(creates bigint, oldest int, newest int, warning text)
+LANGUAGE sql AS $$
+    WITH c AS (SELECT substring(partition FROM '_p(\d{8})$')::date - regress.today() AS day,
+                      CASE WHEN action = 'warning' THEN
+                          regexp_replace(detail, '(\d{4}-\d\d-\d\d) to (\d{4}-\d\d-\d\d)',
+                                         (substring(detail FROM '(\d{4}-\d\d-\d\d) to')::date - regress.today())
+                                         || ' to ' ||
+                                         (substring(detail FROM 'to (\d{4}-\d\d-\d\d)')::date - regress.today()))
+                      END AS w
+                 FROM regress.lifecycle('cu', true))
+    SELECT count(day), min(day), max(day), max(w) FROM c $$;
+SELECT * FROM regress.cu_plan();
+SELECT count(*) FILTER (WHERE action = 'create') AS made FROM regress.lifecycle('cu');
+SELECT * FROM regress.cu_plan();
+SELECT regress.try($$SELECT ingest.create_partitions('cu', regress.today() - 399, regress.today() - 32)$$);
+SELECT count(*) AS partitions FROM ingest.partitions WHERE event_table = 'cu'::regclass;
 DROP TABLE cu;
+DROP FUNCTION regress.cu_plan();
 
 SELECT * FROM regress.invariants();

@@ -345,11 +345,22 @@ SELECT regress.try($$SELECT ingest.add_index('sec_m.ev', ARRAY['code'],
                                              where_clause => $w$('{1}'::sec_m.d[]) IS NOT NULL$w$)$$);
 RESET ROLE;
 SELECT rolsuper FROM pg_roles WHERE rolname = 'sec_mallory';
+-- the scratch copy is the owner's, in its table's schema: an owner with no
+-- TEMPORARY right on the database declares indexes too
+DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database()); END $$;
+SET ROLE sec_mallory;
+SELECT regress.try($$SELECT ingest.add_index('sec_m.ev', ARRAY['external_customer_id'])$$);
+RESET ROLE;
+DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', current_database()); END $$;
+SELECT name FROM ingest.index_config WHERE event_table = 'sec_m.ev'::regclass ORDER BY name;
 DROP TABLE sec_m.ev;
 DROP TABLE sec_victim;
 -- the reader of partition bounds, which ingest.partitions calls for anyone,
--- reads nothing but a bound from a catalog's node tree
-SELECT regress.try($$SELECT ingest_side.partition_bounds(d.adbin) FROM pg_attrdef d LIMIT 1$$);
+-- reads pg_class itself: it took any catalog's node tree, and the empty one
+-- of a view's rule crashed the server
+SELECT regress.try($$SELECT ingest_side.partition_bounds(r.ev_qual) FROM pg_rewrite r
+                      WHERE r.rulename = '_RETURN' LIMIT 1$$);
+SELECT * FROM ingest_side.partition_bounds('pg_class'::regclass);
 
 -- REASSIGN OWNED gives a table to another role without ALTER TABLE ...
 -- OWNER TO: its side tables follow it too (the new owner's loads failed
@@ -359,6 +370,8 @@ CREATE ROLE sec_new;
 GRANT CREATE ON SCHEMA public TO sec_old;
 SET ROLE sec_old;
 SELECT ingest.create_event_table('sec_moved', premake => 0) IS NOT NULL AS made;
+-- (its usage view, the owner's, may be gone: REASSIGN OWNED failed then)
+DROP VIEW sec_moved_usage_hourly;
 RESET ROLE;
 REASSIGN OWNED BY sec_old TO sec_new;
 SET ROLE sec_new;

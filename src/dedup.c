@@ -892,19 +892,30 @@ trigger_target(Relation rel)
  * then shows the moved row in no transition table, so its key and hours
  * could not be kept: a MERGE that sets "timestamp" is refused.  A BEFORE
  * UPDATE row trigger may move a row too: this is called for a row that
- * enters a partition, which under a MERGE with no INSERT action is a moved
- * one.  (Under one with an INSERT action, the moved row is among the
- * inserted ones, whose keys changes.c claims: 23505, the key being held.)
+ * enters a partition, which is a moved one when the MERGE writing it has
+ * no INSERT action.  (With one, the moved row is among the inserted ones,
+ * whose keys changes.c claims: 23505, the key being held.)  With several
+ * MERGEs writing it in one statement (PostgreSQL 17's MERGE in WITH), the
+ * row could be one's move or another's insert: refused.
  */
 static void
-refuse_merge_moving_rows(ModifyTable *mt, Relation rel)
+refuse_merge_moving_rows(List *writers, Relation rel)
 {
 	Oid			root = IngestRootOf(RelationGetRelid(rel));
 	AttrNumber	ts = get_attnum(root, "timestamp");
+	ModifyTable *mt;
 	bool		inserts = false;
 	ListCell   *lc;
 	ListCell   *lc2;
 
+	if (list_length(writers) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a statement may not write managed table \"%s\" by more than one MERGE",
+						get_rel_name(root)),
+				 errdetail("ingest could not tell a row that one MERGE moves to another partition from a row that another inserts."),
+				 errhint("Run the MERGE commands as statements of their own.")));
+	mt = linitial_node(ModifyTable, writers);
 	foreach(lc, mt->mergeActionLists)
 	{
 		foreach(lc2, (List *) lfirst(lc))
@@ -1015,8 +1026,7 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 		return PointerGetDatum(tuple);	/* a row moved: it holds its key */
 	if (cmd == CMD_MERGE)
 	{
-		foreach(lc, writers)
-			refuse_merge_moving_rows(lfirst_node(ModifyTable, lc), td->tg_relation);
+		refuse_merge_moving_rows(writers, td->tg_relation);
 		return PointerGetDatum(tuple);	/* claimed by the statement trigger */
 	}
 	if (cmd == CMD_INSERT)

@@ -15,10 +15,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "ingest.h"
@@ -49,42 +51,50 @@ IngestRangeBound(List *datums, TimestampTz *value)
 PG_FUNCTION_INFO_V1(ingest_partition_bounds);
 
 /*
- * ingest_side.partition_bounds(pg_class.relpartbound): its lower and
- * upper bounds (NULL where IngestRangeBound has none), and whether it is
- * the default partition.
+ * ingest_side.partition_bounds(relation oid): its lower and upper bounds
+ * (NULL where IngestRangeBound has none) and whether it is the default
+ * partition; all NULL for a relation that is no partition, or is gone.
+ * It reads pg_class.relpartbound itself: no caller hands it a node tree.
  */
 Datum
 ingest_partition_bounds(PG_FUNCTION_ARGS)
 {
-	Node	   *node;
-	PartitionBoundSpec *spec;
+	HeapTuple	tup;
 	TupleDesc	desc;
 	Datum		values[3];
-	bool		nulls[3] = {true, true, false};
-	TimestampTz ts;
+	bool		nulls[3] = {true, true, true};
+	Datum		bound;
+	bool		isnull;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	node = stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	/* any catalog's pg_node_tree can be passed: only a bound is read */
-	if (!IsA(node, PartitionBoundSpec))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("not a partition bound")));
-	spec = (PartitionBoundSpec *) node;
-	values[2] = BoolGetDatum(spec->is_default);
-	if (!spec->is_default && spec->strategy == PARTITION_STRATEGY_RANGE)
+	tup = SearchSysCache1(RELOID, PG_GETARG_DATUM(0));
+	if (HeapTupleIsValid(tup))
 	{
-		if (IngestRangeBound(spec->lowerdatums, &ts))
+		bound = SysCacheGetAttr(RELOID, tup, Anum_pg_class_relpartbound, &isnull);
+		if (!isnull)
 		{
-			values[0] = TimestampTzGetDatum(ts);
-			nulls[0] = false;
+			PartitionBoundSpec *spec = castNode(PartitionBoundSpec,
+												stringToNode(TextDatumGetCString(bound)));
+			TimestampTz ts;
+
+			values[2] = BoolGetDatum(spec->is_default);
+			nulls[2] = false;
+			if (!spec->is_default && spec->strategy == PARTITION_STRATEGY_RANGE)
+			{
+				if (IngestRangeBound(spec->lowerdatums, &ts))
+				{
+					values[0] = TimestampTzGetDatum(ts);
+					nulls[0] = false;
+				}
+				if (IngestRangeBound(spec->upperdatums, &ts))
+				{
+					values[1] = TimestampTzGetDatum(ts);
+					nulls[1] = false;
+				}
+			}
 		}
-		if (IngestRangeBound(spec->upperdatums, &ts))
-		{
-			values[1] = TimestampTzGetDatum(ts);
-			nulls[1] = false;
-		}
+		ReleaseSysCache(tup);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

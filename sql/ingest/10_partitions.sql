@@ -5,15 +5,15 @@
 -- A partition's bounds (pg_class.relpartbound) as values: read from the
 -- node, not from its text, which DateStyle and TimeZone shape (NULL for
 -- MINVALUE, MAXVALUE, the default partition and other keys than one
--- timestamptz column).  In ingest_side, executable by everyone: the view
--- ingest.partitions reads it for its caller, and it decodes only what
--- pg_class shows anyone (no role can make a pg_node_tree of its own).
-CREATE OR REPLACE FUNCTION ingest_side.partition_bounds(bound pg_node_tree, OUT lower_bound timestamptz,
+-- timestamptz column; all NULL for a relation that is no partition).  In
+-- ingest_side, executable by everyone: the view ingest.partitions calls it
+-- for its caller, and it shows only what pg_class shows anyone.
+CREATE OR REPLACE FUNCTION ingest_side.partition_bounds(rel oid, OUT lower_bound timestamptz,
                                                        OUT upper_bound timestamptz, OUT is_default boolean)
 RETURNS record
-LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE C STRICT STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ingest_partition_bounds';
-GRANT EXECUTE ON FUNCTION ingest_side.partition_bounds(pg_node_tree) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION ingest_side.partition_bounds(oid) TO PUBLIC;
 
 -- Every partition of every partitioned table, with its range bounds.
 CREATE OR REPLACE VIEW ingest_internal.bounds AS
@@ -25,8 +25,7 @@ SELECT i.inhparent AS relid,
        b.is_default,
        i.inhdetachpending AS detach_pending
   FROM pg_catalog.pg_inherits i
-  JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-  LEFT JOIN LATERAL ingest_side.partition_bounds(c.relpartbound) b ON true;
+  LEFT JOIN LATERAL ingest_side.partition_bounds(i.inhrelid) b ON true;
 
 -- Start of a calendar day in a time zone: local midnight, so DST days are
 -- 23 or 25 hours long.
@@ -516,6 +515,7 @@ DECLARE
     cfg      ingest.table_config;
     today    date;
     first    date;
+    missed   date;
     cutoff   timestamptz;
     newest   timestamptz;
     lo       timestamptz;
@@ -551,9 +551,9 @@ BEGIN
 
     -- 2. Create today and premake days ahead, and catch up days missed
     -- since the newest partition (server down), unless past retention:
-    -- those of the last month, and of older ones the oldest 31 a run, so
-    -- that a table whose newest day is years back (its owner attached it
-    -- so) holds up no other table's run.
+    -- those of the last 31 days.  Older ones are left to the owner
+    -- (ingest.create_partitions), with a warning: a table whose newest day
+    -- is years back (its owner attached it so) holds up no other's run.
     today := pg_catalog.timezone(cfg.time_zone, at)::date;
     SELECT max(b.upper_bound) INTO newest FROM ingest_internal.bounds b
      WHERE b.relid = tbl AND NOT b.is_default AND NOT b.detach_pending;
@@ -561,14 +561,22 @@ BEGIN
     IF newest IS NOT NULL THEN
         first := LEAST(today, pg_catalog.timezone(cfg.time_zone, newest)::date);
     END IF;
+    IF cutoff IS NOT NULL THEN
+        missed := GREATEST(first, pg_catalog.timezone(cfg.time_zone, cutoff)::date);
+    ELSE
+        missed := first;
+    END IF;
+    IF missed < today - 31 THEN
+        action := 'warning'; partition := NULL; partition_oid := NULL; day := NULL;
+        detail := pg_catalog.format('days %s to %s are missing, more than 31 days back: '
+                                    'make them with ingest.create_partitions()',
+                                    pg_catalog.to_char(missed, 'YYYY-MM-DD'),
+                                    pg_catalog.to_char(today - 32, 'YYYY-MM-DD'));
+        RETURN NEXT;
+    END IF;
     FOR day IN SELECT g::date
                  FROM pg_catalog.generate_series(GREATEST(first, today - 31)::timestamp,
-                                                 (today + cfg.premake)::timestamp, interval '1 day') g
-               UNION ALL
-               SELECT g::date
-                 FROM pg_catalog.generate_series(first::timestamp, LEAST(today - 32, first + 30)::timestamp,
-                                                 interval '1 day') g
-               ORDER BY 1 LOOP
+                                                 (today + cfg.premake)::timestamp, interval '1 day') g LOOP
         lo := ingest_internal.day_start(day, cfg.time_zone);
         hi := ingest_internal.day_start(day + 1, cfg.time_zone);
         CONTINUE WHEN cutoff IS NOT NULL AND hi <= cutoff;

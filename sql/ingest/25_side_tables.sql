@@ -248,24 +248,38 @@ BEGIN
                            rel, pg_get_userbyid(owner));
         END IF;
     END LOOP;
-    IF (SELECT c.relowner FROM pg_class c WHERE c.oid = cfg.usage_view) IS DISTINCT FROM owner THEN
+    -- (the owner may have dropped it)
+    IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = cfg.usage_view AND c.relowner <> owner) THEN
         EXECUTE format('ALTER VIEW %s OWNER TO %I', cfg.usage_view, pg_get_userbyid(owner));
     END IF;
 END
 $$;
 
--- The same for every managed table, after REASSIGN OWNED, which changes
--- tables' owners without ALTER TABLE ... OWNER TO (a Citus shard's side
--- tables follow its coordinator's DDL).
+-- The same after REASSIGN OWNED, which changes tables' owners without
+-- ALTER TABLE ... OWNER TO: for each managed table whose side tables'
+-- grants are not its owner's alone (a Citus shard's follow its
+-- coordinator's DDL).  Anyone may run REASSIGN OWNED for their own roles:
+-- tables whose grants are right are only looked at.
 CREATE OR REPLACE FUNCTION ingest_internal.follow_owners()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    extowner oid := (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ingest');
 BEGIN
     PERFORM ingest_internal.follow_owner(c.event_table)
        FROM ingest.table_config c
+       JOIN pg_class t ON t.oid = c.event_table
       WHERE c.managed_by <> 'citus_shard'
+        AND EXISTS (SELECT 1 FROM unnest(ARRAY[c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale,
+                                               c.rollup_days]) s(rel)
+                      JOIN pg_class k ON k.oid = s.rel
+                     WHERE k.relowner <> extowner
+                        OR (t.relowner <> extowner
+                            AND NOT has_table_privilege(t.relowner, k.oid, 'SELECT'))
+                        OR EXISTS (SELECT 1 FROM aclexplode(k.relacl) a
+                                    WHERE a.grantee NOT IN (extowner, t.relowner)))
       ORDER BY c.event_table;
 END
 $$;

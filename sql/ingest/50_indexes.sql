@@ -210,24 +210,20 @@ BEGIN
     END IF;
 
     -- Check the declaration the way CREATE INDEX itself does, on an empty
-    -- scratch copy of the table; nothing is left behind.
-    scratch := 'ingest_check_' || pg_backend_pid();
-    EXECUTE format('CREATE TEMP TABLE %I (LIKE %s) ON COMMIT DROP', scratch, tbl);
-    -- owned like the table, and the index made as its owner (restricted,
-    -- search_path pinned), as the worker makes it on the partitions: its
+    -- scratch copy of the table, as its owner (restricted, search_path
+    -- pinned), as the worker makes the index on the partitions: its
     -- expressions, and the input functions of its constants (a domain's
-    -- CHECK among them), are parsed and run as the owner
-    EXECUTE format('ALTER TABLE pg_temp.%I OWNER TO %I', scratch,
-                   (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = tbl));
-    BEGIN
-        PERFORM ingest_internal.owner_ddl(tbl, ingest_internal.index_ddl(
-            format('pg_temp.%I', scratch)::regclass, 'ingest_check',
-            columns, method, where_clause, with_options, false));
-    EXCEPTION WHEN OTHERS THEN
-        EXECUTE format('DROP TABLE pg_temp.%I', scratch);
-        RAISE;
-    END;
-    EXECUTE format('DROP TABLE pg_temp.%I', scratch);
+    -- CHECK among them), are parsed and run as the owner.  In the table's
+    -- schema, where the owner makes its partitions (a temporary table
+    -- would need TEMPORARY on the database); an error rolls it back.
+    scratch := format('%I.%I', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE c.oid = tbl),
+                      'ingest_check_' || pg_backend_pid());
+    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE UNLOGGED TABLE %s (LIKE %s)', scratch, tbl));
+    PERFORM ingest_internal.owner_ddl(tbl, ingest_internal.index_ddl(scratch::regclass, 'ingest_check',
+                                                                     columns, method, where_clause,
+                                                                     with_options, false));
+    PERFORM ingest_internal.owner_ddl(tbl, format('DROP TABLE %s', scratch));
 
     INSERT INTO ingest.index_config (event_table, name, columns, method, phase, where_clause, with_options)
     VALUES (tbl, name, columns, method, phase, where_clause, with_options);
