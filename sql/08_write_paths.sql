@@ -612,6 +612,29 @@ SELECT transaction_id, ("timestamp" AT TIME ZONE 'UTC')::date - regress.today() 
   FROM ps ORDER BY 1;
 SELECT ingest.fold_rollups('ps') >= 0 AS folded, regress.ps_exact();
 
+-- MERGE's refusal of SET "timestamp" looks at column names: a partition
+-- made after a DROP COLUMN of the table numbers its columns its own way
+-- (properties where the table has "timestamp"), and a MERGE setting
+-- properties was refused
+CREATE TABLE pm_ev (LIKE ps INCLUDING DEFAULTS INCLUDING IDENTITY) PARTITION BY RANGE ("timestamp");
+SELECT ingest.manage_table('pm_ev', premake => 0);
+ALTER TABLE pm_ev DROP COLUMN id;
+SELECT count(*) AS made FROM ingest.create_partitions('pm_ev', regress.today(), regress.today() + 1);
+SELECT regress.try($$MERGE INTO pm_ev t
+    USING (VALUES ('00000000-0000-0000-0000-0000000000aa'::uuid, 'p1')) s(org, tx)
+       ON t.organization_id = s.org AND t.transaction_id = s.tx
+     WHEN MATCHED THEN UPDATE SET properties = '{"a": 1}'
+     WHEN NOT MATCHED THEN INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp")
+          VALUES (s.org, s.tx, 'c1', 'api', regress.h(0, 1))$$);
+SELECT regress.try($$MERGE INTO pm_ev t
+    USING (VALUES ('00000000-0000-0000-0000-0000000000aa'::uuid, 'p2')) s(org, tx)
+       ON t.organization_id = s.org AND t.transaction_id = s.tx
+     WHEN MATCHED THEN UPDATE SET "timestamp" = t."timestamp" + interval '1 day'
+     WHEN NOT MATCHED THEN INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp")
+          VALUES (s.org, s.tx, 'c1', 'api', regress.h(0, 1))$$);
+SELECT transaction_id FROM pm_ev ORDER BY 1;
+DROP TABLE pm_ev;
+
 -- partition bounds are read the same whatever the session's DateStyle and
 -- TimeZone: under SQL style in Asia/Kolkata, "05:30:00 IST" read back as
 -- Israel's time, the retained hours began at 04:00 UTC and a fold took the

@@ -346,9 +346,11 @@ SELECT regress.try($$SELECT ingest.add_index('sec_m.ev', ARRAY['code'],
 RESET ROLE;
 SELECT rolsuper FROM pg_roles WHERE rolname = 'sec_mallory';
 -- the scratch copy is the owner's, in its table's schema: an owner with no
--- TEMPORARY right on the database declares indexes too
+-- TEMPORARY right on the database declares indexes too; its names are
+-- random, so a relation named as it once was (ingest_check) is in no way
 DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database()); END $$;
 SET ROLE sec_mallory;
+CREATE TABLE sec_m.ingest_check ();
 SELECT regress.try($$SELECT ingest.add_index('sec_m.ev', ARRAY['external_customer_id'])$$);
 RESET ROLE;
 DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', current_database()); END $$;
@@ -379,6 +381,17 @@ SELECT regress.try(format($$SELECT * FROM ingest.load('sec_moved', %L)$$, regres
 RESET ROLE;
 SELECT has_table_privilege('sec_old', 'ingest_side.sec_moved_keys', 'SELECT') AS old_owner_reads,
        has_table_privilege('sec_new', 'ingest_side.sec_moved_keys', 'SELECT') AS new_owner_reads;
+-- anyone may REASSIGN OWNED their own objects: it touches no other
+-- role's table (it revoked a grant made on purpose on the side tables of
+-- every table whose grants were not its owner's alone)
+CREATE ROLE sec_by;
+GRANT SELECT ON ingest_side.sec_moved_rollup TO sec_by;
+SET ROLE sec_by;
+REASSIGN OWNED BY sec_by TO sec_by;
+RESET ROLE;
+SELECT has_table_privilege('sec_by', 'ingest_side.sec_moved_rollup', 'SELECT') AS kept;
+REVOKE SELECT ON ingest_side.sec_moved_rollup FROM sec_by;
+DROP ROLE sec_by;
 DROP TABLE sec_moved;
 REVOKE CREATE ON SCHEMA public FROM sec_old;
 DROP ROLE sec_old, sec_new;

@@ -902,7 +902,6 @@ static void
 refuse_merge_moving_rows(List *writers, Relation rel)
 {
 	Oid			root = IngestRootOf(RelationGetRelid(rel));
-	AttrNumber	ts = get_attnum(root, "timestamp");
 	ModifyTable *mt;
 	bool		inserts = false;
 	ListCell   *lc;
@@ -921,14 +920,21 @@ refuse_merge_moving_rows(List *writers, Relation rel)
 		foreach(lc2, (List *) lfirst(lc))
 		{
 			MergeAction *action = lfirst_node(MergeAction, lc2);
-			ListCell   *col;
+			ListCell   *tl;
 
 			if (action->commandType == CMD_INSERT)
 				inserts = true;
 			if (action->commandType != CMD_UPDATE)
 				continue;
-			foreach(col, action->updateColnos)
-				if (lfirst_int(col) == ts)
+			/*
+			 * By name: each partition's list of actions numbers its
+			 * columns its own way (one made after a DROP COLUMN of the
+			 * table's has no gap), and its SET entries keep their names.
+			 */
+			foreach(tl, action->targetList)
+				if (!lfirst_node(TargetEntry, tl)->resjunk &&
+					lfirst_node(TargetEntry, tl)->resname != NULL &&
+					strcmp(lfirst_node(TargetEntry, tl)->resname, "timestamp") == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 							 errmsg("MERGE cannot update \"timestamp\" of managed table \"%s\"",

@@ -822,9 +822,12 @@ action_step(Oid relid, int64 run_id, void *arg)
 	}
 	else
 	{
-		/* "warning" rows (the retirement cap) also go to the server log */
+		/*
+		 * "warning" rows (the retirement cap, days missed long ago) also go
+		 * to the server log
+		 */
 		ereport(WARNING,
-				(errmsg("partition retirement of table \"%s\" is capped",
+				(errmsg("maintenance of table \"%s\" left work undone",
 						get_rel_name(relid)),
 				 errdetail_internal("%s", a->detail)));
 	}

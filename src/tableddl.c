@@ -64,6 +64,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
@@ -140,7 +141,8 @@ typedef struct PartWork
 	PartAction	action;
 	Oid			root;
 	RangeVar   *partition;
-	Oid			relid;			/* PART_RENAMED, PART_FINALIZED: the partition, */
+	Oid			relid;			/* PART_RENAMED, PART_FINALIZED: the partition;
+								 * PART_REASSIGNED: the new owner */
 	List	   *indexes;		/* its declared indexes' OIDs */
 	List	   *names;			/* and their declarations' names */
 } PartWork;
@@ -878,6 +880,7 @@ IngestPartitionDDLBefore(Node *stmt)
 		PartWork   *w = palloc0(sizeof(PartWork));
 
 		w->action = PART_REASSIGNED;
+		w->relid = get_rolespec_oid(((ReassignOwnedStmt *) stmt)->newrole, false);
 		return list_make1(w);
 	}
 
@@ -970,7 +973,8 @@ IngestPartitionDDLAfter(void *work)
 
 		if (w->action == PART_REASSIGNED)
 		{
-			run_internal_args("SELECT ingest_internal.follow_owners()", 0, NULL, NULL);
+			run_internal_args("SELECT ingest_internal.follow_owners($1)", 1, (Oid[]) {OIDOID},
+							  (Datum[]) {ObjectIdGetDatum(w->relid)});
 			continue;
 		}
 		if (!IngestLookupTable(w->root, &t))

@@ -216,6 +216,22 @@ BEGIN
 END
 $$;
 
+-- The table's usage view, while it is one: table_config keeps its OID,
+-- which, once its owner dropped it, another role's view may get (after
+-- OID wraparound); the usage view is the one that reads the table's
+-- rollup rows.
+CREATE OR REPLACE FUNCTION ingest_internal.usage_view(cfg ingest.table_config)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT cfg.usage_view
+     WHERE EXISTS (SELECT 1 FROM pg_rewrite r
+                     JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                    WHERE r.ev_class = cfg.usage_view AND d.refclassid = 'pg_class'::regclass
+                      AND d.refobjid = cfg.rollup_hours)
+$$;
+
 -- The side tables belong to the extension's owner, so that no trigger,
 -- rule or constraint of anyone else ever runs when ingest writes them; the
 -- table's owner gets their rows (SELECT, INSERT, UPDATE, DELETE, TRUNCATE)
@@ -235,12 +251,14 @@ DECLARE
 BEGIN
     FOREACH rel IN ARRAY ARRAY[cfg.ledger, cfg.rollup_hours, cfg.rollup_deltas, cfg.rollup_stale,
                                 cfg.rollup_days] LOOP
+        -- (one damaged by hand may be gone)
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);
         IF (SELECT c.relowner FROM pg_class c WHERE c.oid = rel) IS DISTINCT FROM extowner THEN
             EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, pg_get_userbyid(extowner));
         END IF;
         FOR grantee IN SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
                         WHERE c.oid = rel AND a.grantee NOT IN (extowner, owner) LOOP
-            EXECUTE format('REVOKE ALL ON %s FROM %s', rel,
+            EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', rel,
                            CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(grantee)) END);
         END LOOP;
         IF owner <> extowner THEN
@@ -249,18 +267,19 @@ BEGIN
         END IF;
     END LOOP;
     -- (the owner may have dropped it)
-    IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = cfg.usage_view AND c.relowner <> owner) THEN
+    IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = ingest_internal.usage_view(cfg) AND c.relowner <> owner) THEN
         EXECUTE format('ALTER VIEW %s OWNER TO %I', cfg.usage_view, pg_get_userbyid(owner));
     END IF;
 END
 $$;
 
--- The same after REASSIGN OWNED, which changes tables' owners without
--- ALTER TABLE ... OWNER TO: for each managed table whose side tables'
--- grants are not its owner's alone (a Citus shard's follow its
--- coordinator's DDL).  Anyone may run REASSIGN OWNED for their own roles:
--- tables whose grants are right are only looked at.
-CREATE OR REPLACE FUNCTION ingest_internal.follow_owners()
+-- The same after REASSIGN OWNED ... TO new_owner, which changes tables'
+-- owners without ALTER TABLE ... OWNER TO: for each managed table that
+-- new_owner owns now and whose side tables' grants are not its alone (a
+-- Citus shard's follow its coordinator's DDL).  Anyone may run REASSIGN
+-- OWNED for their own roles: only tables the new owner could have given
+-- away by ALTER TABLE ... OWNER TO are touched.
+CREATE OR REPLACE FUNCTION ingest_internal.follow_owners(new_owner oid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -271,13 +290,12 @@ BEGIN
     PERFORM ingest_internal.follow_owner(c.event_table)
        FROM ingest.table_config c
        JOIN pg_class t ON t.oid = c.event_table
-      WHERE c.managed_by <> 'citus_shard'
+      WHERE c.managed_by <> 'citus_shard' AND t.relowner = new_owner
         AND EXISTS (SELECT 1 FROM unnest(ARRAY[c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale,
                                                c.rollup_days]) s(rel)
                       JOIN pg_class k ON k.oid = s.rel
                      WHERE k.relowner <> extowner
-                        OR (t.relowner <> extowner
-                            AND NOT has_table_privilege(t.relowner, k.oid, 'SELECT'))
+                        OR (t.relowner <> extowner AND NOT has_table_privilege(t.relowner, k.oid, 'SELECT'))
                         OR EXISTS (SELECT 1 FROM aclexplode(k.relacl) a
                                     WHERE a.grantee NOT IN (extowner, t.relowner)))
       ORDER BY c.event_table;
@@ -536,7 +554,7 @@ BEGIN
     END IF;
     -- side tables and the usage view, by OID; views anyone built on them go
     -- too, so that nobody can keep the table's owner from dropping it
-    FOREACH rel IN ARRAY ARRAY[cfg.usage_view] LOOP
+    FOREACH rel IN ARRAY ARRAY[ingest_internal.usage_view(cfg)] LOOP
         IF rel IS NOT NULL AND ingest_internal.lock_table(rel, true, 'access exclusive') THEN
             EXECUTE format('DROP VIEW %s CASCADE', rel);
         END IF;

@@ -172,6 +172,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     scratch text;
+    nsp     name;
 BEGIN
     IF tbl IS NOT NULL THEN
         PERFORM ingest_internal.require_owner(tbl);
@@ -215,15 +216,16 @@ BEGIN
     -- expressions, and the input functions of its constants (a domain's
     -- CHECK among them), are parsed and run as the owner.  In the table's
     -- schema, where the owner makes its partitions (a temporary table
-    -- would need TEMPORARY on the database); an error rolls it back.
-    scratch := format('%I.%I', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                 WHERE c.oid = tbl),
-                      'ingest_check_' || pg_backend_pid());
-    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE UNLOGGED TABLE %s (LIKE %s)', scratch, tbl));
-    PERFORM ingest_internal.owner_ddl(tbl, ingest_internal.index_ddl(scratch::regclass, 'ingest_check',
-                                                                     columns, method, where_clause,
-                                                                     with_options, false));
-    PERFORM ingest_internal.owner_ddl(tbl, format('DROP TABLE %s', scratch));
+    -- would need TEMPORARY on the database); an error rolls it back.  Its
+    -- name and its index's are random, so that no one can take them before
+    -- it, nor make two calls wait for each other's.
+    scratch := 'ingest_check_' || left(md5(random()::text || clock_timestamp()::text), 16);
+    nsp := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl);
+    PERFORM ingest_internal.owner_ddl(tbl, format('CREATE UNLOGGED TABLE %I.%I (LIKE %s)', nsp, scratch, tbl));
+    PERFORM ingest_internal.owner_ddl(tbl, ingest_internal.index_ddl(format('%I.%I', nsp, scratch)::regclass,
+                                                                     scratch || '_i', columns, method,
+                                                                     where_clause, with_options, false));
+    PERFORM ingest_internal.owner_ddl(tbl, format('DROP TABLE %I.%I', nsp, scratch));
 
     INSERT INTO ingest.index_config (event_table, name, columns, method, phase, where_clause, with_options)
     VALUES (tbl, name, columns, method, phase, where_clause, with_options);
