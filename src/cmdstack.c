@@ -213,8 +213,8 @@ refuse_mixed_writers(ModifyTableState *top, List *aux, Oid relid)
 
 /*
  * The nodes of a command that write relid: its top node and those of its
- * data-modifying WITH queries (es_auxmodifytables), as their plans, in
- * *writers; returns their operation, or CMD_UNKNOWN for none.
+ * data-modifying WITH queries (es_auxmodifytables), in *writers; returns
+ * their operation, or CMD_UNKNOWN for none.
  */
 static CmdType
 command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
@@ -233,7 +233,7 @@ command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
 		{
 			found = top;
 			if (writers)
-				*writers = lappend(*writers, top->ps.plan);
+				*writers = lappend(*writers, top);
 		}
 	}
 	foreach(lc, aux)
@@ -244,7 +244,7 @@ command_nodes_writing(QueryDesc *qd, Oid relid, List **writers)
 			continue;
 		found = mt;
 		if (writers)
-			*writers = lappend(*writers, mt->ps.plan);
+			*writers = lappend(*writers, mt);
 	}
 	/* (a plain statement has one node: the catalog is read for WITH only) */
 	if (found != NULL && list_length(aux) + (top != NULL) > 1)
@@ -280,7 +280,7 @@ copy_writes(CmdFrame *f, Oid relid)
 
 /*
  * The operation of the innermost command running that writes relation
- * relid, or CMD_UNKNOWN when none does; with writers, the ModifyTable plan
+ * relid, or CMD_UNKNOWN when none does; with writers, the ModifyTableState
  * nodes of that command that write it (none for a COPY) are appended
  * there, each to be checked.
  */

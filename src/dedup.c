@@ -902,8 +902,10 @@ static void
 refuse_merge_moving_rows(List *writers, Relation rel)
 {
 	Oid			root = IngestRootOf(RelationGetRelid(rel));
+	ModifyTableState *mts;
 	ModifyTable *mt;
 	bool		inserts = false;
+	ListCell   *lr;
 	ListCell   *lc;
 	ListCell   *lc2;
 
@@ -914,27 +916,30 @@ refuse_merge_moving_rows(List *writers, Relation rel)
 						get_rel_name(root)),
 				 errdetail("ingest could not tell a row that one MERGE moves to another partition from a row that another inserts."),
 				 errhint("Run the MERGE commands as statements of their own.")));
-	mt = linitial_node(ModifyTable, writers);
-	foreach(lc, mt->mergeActionLists)
+	mts = linitial_node(ModifyTableState, writers);
+	mt = (ModifyTable *) mts->ps.plan;
+
+	/*
+	 * Each result relation's actions number its columns its own way (a
+	 * partition made after a DROP COLUMN of the table's has no gap; a MERGE
+	 * into a view names them its way): "timestamp" is looked up in each.
+	 */
+	forboth(lr, mt->resultRelations, lc, mt->mergeActionLists)
 	{
+		Oid			relid = exec_rt_fetch(lfirst_int(lr), mts->ps.state)->relid;
+		AttrNumber	ts = get_attnum(relid, "timestamp");
+
 		foreach(lc2, (List *) lfirst(lc))
 		{
 			MergeAction *action = lfirst_node(MergeAction, lc2);
-			ListCell   *tl;
+			ListCell   *col;
 
 			if (action->commandType == CMD_INSERT)
 				inserts = true;
 			if (action->commandType != CMD_UPDATE)
 				continue;
-			/*
-			 * By name: each partition's list of actions numbers its
-			 * columns its own way (one made after a DROP COLUMN of the
-			 * table's has no gap), and its SET entries keep their names.
-			 */
-			foreach(tl, action->targetList)
-				if (!lfirst_node(TargetEntry, tl)->resjunk &&
-					lfirst_node(TargetEntry, tl)->resname != NULL &&
-					strcmp(lfirst_node(TargetEntry, tl)->resname, "timestamp") == 0)
+			foreach(col, action->updateColnos)
+				if (lfirst_int(col) == ts)
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 							 errmsg("MERGE cannot update \"timestamp\" of managed table \"%s\"",
@@ -1037,7 +1042,7 @@ ingest_dedup_row(PG_FUNCTION_ARGS)
 	}
 	if (cmd == CMD_INSERT)
 		foreach(lc, writers)
-			refuse_on_conflict(lfirst_node(ModifyTable, lc), td->tg_relation);
+			refuse_on_conflict((ModifyTable *) lfirst_node(ModifyTableState, lc)->ps.plan, td->tg_relation);
 
 	tt = trigger_target(td->tg_relation);
 	if (!tt->managed)

@@ -217,18 +217,21 @@ END
 $$;
 
 -- The table's usage view, while it is one: table_config keeps its OID,
--- which, once its owner dropped it, another role's view may get (after
--- OID wraparound); the usage view is the one that reads the table's
--- rollup rows.
+-- which, once its owner dropped it, another relation may get (after OID
+-- wraparound, or in a restore of a dump): a view that reads the table's
+-- rollup rows.  (The table itself may be gone: the cleanup of a dropped
+-- table asks too.)
 CREATE OR REPLACE FUNCTION ingest_internal.usage_view(cfg ingest.table_config)
 RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT cfg.usage_view
-     WHERE EXISTS (SELECT 1 FROM pg_rewrite r
+      FROM pg_class v
+     WHERE v.oid = cfg.usage_view AND v.relkind = 'v'
+       AND EXISTS (SELECT 1 FROM pg_rewrite r
                      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-                    WHERE r.ev_class = cfg.usage_view AND d.refclassid = 'pg_class'::regclass
+                    WHERE r.ev_class = v.oid AND d.refclassid = 'pg_class'::regclass
                       AND d.refobjid = cfg.rollup_hours)
 $$;
 

@@ -219,7 +219,7 @@ BEGIN
     -- would need TEMPORARY on the database); an error rolls it back.  Its
     -- name and its index's are random, so that no one can take them before
     -- it, nor make two calls wait for each other's.
-    scratch := 'ingest_check_' || left(md5(random()::text || clock_timestamp()::text), 16);
+    scratch := 'ingest_check_' || left(replace(gen_random_uuid()::text, '-', ''), 16);
     nsp := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl);
     PERFORM ingest_internal.owner_ddl(tbl, format('CREATE UNLOGGED TABLE %I.%I (LIKE %s)', nsp, scratch, tbl));
     PERFORM ingest_internal.owner_ddl(tbl, ingest_internal.index_ddl(format('%I.%I', nsp, scratch)::regclass,
