@@ -888,6 +888,20 @@ trigger_target(Relation rel)
 }
 
 /*
+ * The MERGE node refuse_merge_moving_rows passed last: its actions are the
+ * same for every row it writes, so they are looked at once.  Forgotten
+ * when the statement's memory goes, before the address can be reused.
+ */
+static ModifyTableState *merge_checked = NULL;
+
+static void
+merge_check_gone(void *arg)
+{
+	if (merge_checked == arg)
+		merge_checked = NULL;
+}
+
+/*
  * MERGE's UPDATE action may move a row to another partition; PostgreSQL 15
  * then shows the moved row in no transition table, so its key and hours
  * could not be kept: a MERGE that sets "timestamp" is refused.  A BEFORE
@@ -901,9 +915,10 @@ trigger_target(Relation rel)
 static void
 refuse_merge_moving_rows(List *writers, Relation rel)
 {
-	Oid			root = IngestRootOf(RelationGetRelid(rel));
+	Oid			root;
 	ModifyTableState *mts;
 	ModifyTable *mt;
+	MemoryContextCallback *cb;
 	bool		inserts = false;
 	ListCell   *lr;
 	ListCell   *lc;
@@ -913,11 +928,14 @@ refuse_merge_moving_rows(List *writers, Relation rel)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("a statement may not write managed table \"%s\" by more than one MERGE",
-						get_rel_name(root)),
+						get_rel_name(IngestRootOf(RelationGetRelid(rel)))),
 				 errdetail("ingest could not tell a row that one MERGE moves to another partition from a row that another inserts."),
 				 errhint("Run the MERGE commands as statements of their own.")));
 	mts = linitial_node(ModifyTableState, writers);
 	mt = (ModifyTable *) mts->ps.plan;
+	if (mts == merge_checked)
+		return;
+	root = IngestRootOf(RelationGetRelid(rel));
 
 	/*
 	 * Each result relation's actions number its columns its own way (a
@@ -955,6 +973,11 @@ refuse_merge_moving_rows(List *writers, Relation rel)
 						get_rel_name(root)),
 				 errdetail("A BEFORE UPDATE row trigger changed the row's \"timestamp\"; a row moved by MERGE would escape the key ledger and the rollups."),
 				 errhint("Use UPDATE to change the timestamp of events.")));
+	cb = MemoryContextAlloc(mts->ps.state->es_query_cxt, sizeof(MemoryContextCallback));
+	cb->func = merge_check_gone;
+	cb->arg = mts;
+	MemoryContextRegisterResetCallback(mts->ps.state->es_query_cxt, cb);
+	merge_checked = mts;
 }
 
 /*

@@ -68,7 +68,7 @@ ingest_partition_bounds(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	tup = SearchSysCache1(RELOID, PG_GETARG_DATUM(0));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(PG_GETARG_OID(0)));
 	if (HeapTupleIsValid(tup))
 	{
 		bound = SysCacheGetAttr(RELOID, tup, Anum_pg_class_relpartbound, &isnull);
