@@ -141,5 +141,29 @@ for my $v (@released)
 	is($node->safe_psql($db, $daily_q), '0:601', "$v: the fold keeps the daily rows");
 }
 
+# A table 0.3.0 could not follow (a user's BEFORE INSERT row trigger that
+# would fire after ingest_dedup, changing a claimed key) stops the update
+# with 0A000, naming it; once renamed, the update goes through.
+for my $v (@released)
+{
+	my $db = "refuse_" . ($v =~ s/\./_/gr);
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, qq{
+		CREATE EXTENSION ingest VERSION '$v';
+		SELECT ingest.create_event_table('ev');
+		CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql
+		  AS \$\$BEGIN NEW.transaction_id := NEW.transaction_id || '-x'; RETURN NEW; END\$\$;
+		CREATE TRIGGER zz_stamp BEFORE INSERT ON ev FOR EACH ROW EXECUTE FUNCTION stamp();
+	});
+	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\nALTER EXTENSION ingest UPDATE");
+	like($err, qr/0A000: table "public.ev" has a BEFORE INSERT row trigger that would fire after ingest claims the key.*Triggers: zz_stamp on public.ev/s,
+		"$v: the update refuses a table with a trigger firing after ingest_dedup");
+	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'ingest'}),
+		$v, "$v: the refused update leaves the extension at $v");
+	$node->safe_psql($db, 'ALTER TRIGGER zz_stamp ON ev RENAME TO a_stamp; ALTER EXTENSION ingest UPDATE');
+	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'ingest'}),
+		$current, "$v: with the trigger renamed, the update goes through");
+}
+
 $node->stop;
 done_testing();
