@@ -188,6 +188,19 @@ sql(q{ALTER SYSTEM SET ingest.rejects_retention = '1d'; SELECT pg_reload_conf()}
 poll(q{SELECT count(*) = 1 FROM ingest.rejects WHERE event_table = 'adopted'::regclass},
 	'the old reject is trimmed, the new one kept');
 
+# Days missed more than 31 days back are left to the owner: the worker
+# makes the recent ones, and its warning row goes to the server log too.
+sql(q{BEGIN;
+	SELECT ingest.create_event_table('longgone', premake => 0);
+	SELECT format('DROP TABLE %s', partition) FROM ingest.partitions WHERE event_table = 'longgone'::regclass \gexec
+	SELECT backdate('longgone', -40);
+	COMMIT});
+poll(q{SELECT EXISTS (SELECT FROM ingest.maintenance_log WHERE relid = 'longgone'::regclass AND status = 'warning')
+		  AND days('longgone') LIKE '-40,-31,%,0'},
+	'the worker makes the missed days of the last 31 and warns of older ones');
+ok($node->wait_for_log(qr/WARNING:  maintenance of table "longgone" left work undone\n.*DETAIL:  days \S+ to \S+ are missing, more than 31 days back/),
+	'the warning is in the server log with its detail');
+
 # Load statistics: the worker stores the counts published at commit, and
 # trims them by ingest.log_retention once their hour is past it.
 poll(q{SELECT NOT EXISTS (SELECT FROM ingest_side.load_stats_pending())
