@@ -33,6 +33,14 @@ SELECT regress.try($$SELECT ingest.manage_table('missing_col')$$);
 CREATE TABLE wrong_type (LIKE billing) PARTITION BY RANGE ("timestamp");
 ALTER TABLE wrong_type ALTER COLUMN value TYPE numeric;
 SELECT regress.try($$SELECT ingest.manage_table('wrong_type')$$);
+-- a nondeterministic collation on a text column ingest dedups or groups on:
+-- the loader's feed compared bytes, the fold grouped 'API' with 'api'
+CREATE COLLATION regress_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE ci_code (LIKE billing) PARTITION BY RANGE ("timestamp");
+ALTER TABLE ci_code ALTER COLUMN code TYPE text COLLATE regress_ci;
+SELECT regress.try($$SELECT ingest.manage_table('ci_code')$$);
+DROP TABLE ci_code;
+DROP COLLATION regress_ci;
 SELECT regress.try($$SELECT ingest.manage_table('no_such_table')$$);
 SELECT regress.try($$SELECT ingest.manage_table('billing')$$);
 SELECT regress.try($$SELECT ingest.manage_table('plain', premake => -3)$$);

@@ -63,6 +63,9 @@ SELECT * FROM ingest.load('ld', pg_read_binary_file(current_setting('data_direct
                           format => 'binary');
 SELECT * FROM ingest.load('ld', pg_read_binary_file(current_setting('data_directory') || '/ingest_load.bin'),
                           format => 'binary');
+-- the format's name in any case, as COPY's options
+SELECT * FROM ingest.load('ld', pg_read_binary_file(current_setting('data_directory') || '/ingest_load.bin'),
+                          format => 'BINARY');
 SELECT transaction_id, properties, value FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000013' ORDER BY 1;
 SELECT regress.try($$SELECT * FROM ingest.load('ld', 'x', format => 'binary')$$);
 SELECT regress.try($$SELECT * FROM ingest.load('ld', '\x0102'::bytea, format => 'binary')$$);
@@ -273,6 +276,12 @@ SELECT count(*) AS stored_null FROM cx WHERE value IS NULL;
 ALTER TABLE cx ADD COLUMN twice double precision GENERATED ALWAYS AS (coalesce(value, 0) * 2) STORED NOT NULL;
 SELECT * FROM ingest.load('cx', format(E'00000000-0000-0000-0000-000000000001,g1,c,api,%s,{},4,\n', now()));
 SELECT transaction_id, twice FROM cx WHERE transaction_id = 'g1';
+-- tableoid in a generation expression and a CHECK is the partition's, as
+-- COPY gives it (the loader gave 0: stored, or a false 23514)
+ALTER TABLE cx ADD COLUMN part oid GENERATED ALWAYS AS (tableoid) STORED,
+               ADD CONSTRAINT cx_oid CHECK (tableoid <> 0);
+SELECT * FROM ingest.load('cx', format(E'00000000-0000-0000-0000-000000000001,t1,c,api,%s,{},4,\n', now()));
+SELECT transaction_id, part = tableoid AS own_partition FROM cx WHERE transaction_id = 't1';
 DROP TABLE cx;
 
 SELECT * FROM regress.invariants();

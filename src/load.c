@@ -265,7 +265,7 @@ ingest_load_bytea(PG_FUNCTION_ARGS)
 				 errmsg("data must not be null")));
 	data = PG_GETARG_BYTEA_PP(1);
 	/* text formats are in the database encoding; binary is bytes */
-	if (PG_ARGISNULL(2) || strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "binary") != 0)
+	if (PG_ARGISNULL(2) || pg_strcasecmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "binary") != 0)
 		(void) pg_verify_mbstr(GetDatabaseEncoding(), VARDATA_ANY(data),
 							   VARSIZE_ANY_EXHDR(data), false);
 	input.data = VARDATA_ANY(data);

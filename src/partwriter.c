@@ -231,6 +231,8 @@ IngestPartWriterAdd(IngestPartWriter *w, LoadRow *row)
 		}
 	}
 	ExecStoreVirtualTuple(slot);
+	/* tableoid, which generation expressions and CHECKs may read, as COPY */
+	slot->tts_tableOid = RelationGetRelid(p->rel);
 
 	/* Stored generated columns are computed as COPY computes them. */
 	if (p->rel->rd_att->constr && p->rel->rd_att->constr->has_generated_stored)

@@ -56,6 +56,7 @@
 #include "catalog/pg_depend.h"
 #include "catalog/dependency.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -214,6 +215,58 @@ create_trigger_before(CreateTrigStmt *ct)
 								   ct->trigname);
 }
 
+/*
+ * The type of trigger "trigname" on relid (0 when there is none), and
+ * whether it is one of ingest's own (its function is the extension's).
+ */
+static int16
+trigger_kind(Oid relid, const char *trigname, bool *ours)
+{
+	Oid			trigoid = get_trigger_oid(relid, trigname, true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int16		tgtype = 0;
+
+	*ours = false;
+	if (!OidIsValid(trigoid))
+		return 0;
+	/* pg_trigger has no syscache */
+	rel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(trigoid));
+	scan = systable_beginscan(rel, TriggerOidIndexId, true, NULL, 1, &key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
+
+		tgtype = tg->tgtype;
+		*ours = getExtensionOfObject(ProcedureRelationId, tg->tgfoid) ==
+			get_extension_oid("ingest", true);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return tgtype;
+}
+
+/*
+ * Dropping or renaming one of ingest's own triggers would stop the ledger
+ * and rollups following the table's rows (a renamed ingest_dedup also
+ * leaves the table taken for one mid-restore): refused, as DISABLE TRIGGER
+ * is not (a data-only restore needs it).
+ */
+static void
+refuse_own_trigger(Oid root, const char *trigname, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot %s trigger \"%s\" of managed table \"%s\"", what, trigname,
+					get_rel_name(root)),
+			 errdetail("ingest keeps the key ledger and rollups of the table's rows through it."),
+			 errhint("Use ingest.unmanage_table() first.")));
+}
+
 /* ALTER TRIGGER ... RENAME TO on a managed table or one of its partitions. */
 static void
 rename_trigger_before(RenameStmt *rs)
@@ -221,28 +274,43 @@ rename_trigger_before(RenameStmt *rs)
 	IngestTable t;
 	Oid			relid = RangeVarGetRelid(rs->relation, NoLock, true);
 	Oid			root = managed_root(relid, &t);
-	Oid			trigoid;
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	int16		tgtype = 0;
+	int16		tgtype;
+	bool		ours;
 
-	if (!OidIsValid(root))
+	if (!OidIsValid(root) || IngestInternalDDL())
 		return;
-	trigoid = get_trigger_oid(relid, rs->subname, true);
-	if (!OidIsValid(trigoid))
-		return;
-	/* pg_trigger has no syscache */
-	rel = table_open(TriggerRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(trigoid));
-	scan = systable_beginscan(rel, TriggerOidIndexId, true, NULL, 1, &key);
-	if (HeapTupleIsValid(tup = systable_getnext(scan)))
-		tgtype = ((Form_pg_trigger) GETSTRUCT(tup))->tgtype;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	tgtype = trigger_kind(relid, rs->subname, &ours);
+	if (ours)
+		refuse_own_trigger(root, rs->subname, "rename");
 	refuse_trigger_after_dedup(root, tgtype, rs->newname);
+}
+
+/* DROP TRIGGER on a managed table or one of its partitions. */
+static void
+drop_trigger_before(DropStmt *stmt)
+{
+	ListCell   *lc;
+	IngestTable t;
+
+	foreach(lc, stmt->objects)
+	{
+		List	   *names = (List *) lfirst(lc);
+		Oid			relid;
+		Oid			root;
+		bool		ours;
+
+		if (list_length(names) < 2)
+			continue;
+		relid = RangeVarGetRelid(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																		list_length(names) - 1)),
+								 NoLock, true);
+		root = managed_root(relid, &t);
+		if (!OidIsValid(root))
+			continue;
+		(void) trigger_kind(relid, strVal(llast(names)), &ours);
+		if (ours)
+			refuse_own_trigger(root, strVal(llast(names)), "drop");
+	}
 }
 
 /*
@@ -490,7 +558,8 @@ alter_table_before(AlterTableStmt *stmt)
 		if (cmd->subtype != AT_AttachPartition && cmd->subtype != AT_DetachPartition &&
 			cmd->subtype != AT_DetachPartitionFinalize &&
 			cmd->subtype != AT_ChangeOwner && cmd->subtype != AT_AlterColumnType &&
-			cmd->subtype != AT_DropColumn && cmd->subtype != AT_ReplicaIdentity)
+			cmd->subtype != AT_DropColumn && cmd->subtype != AT_ReplicaIdentity &&
+			cmd->subtype != AT_SetUnLogged)
 			continue;
 		pc = (PartitionCmd *) cmd->def;
 		relid = RangeVarGetRelid(stmt->relation, NoLock, true);
@@ -511,6 +580,12 @@ alter_table_before(AlterTableStmt *stmt)
 			work = lappend(work, w);
 			continue;
 		}
+		if (cmd->subtype == AT_SetUnLogged)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot make managed table \"%s\" or a partition of it unlogged",
+							get_rel_name(root)),
+					 errdetail("A crash would empty an unlogged partition while the key ledger and rollups keep its events.")));
 		if (cmd->subtype == AT_AlterColumnType)
 		{
 			refuse_column_change(root, cmd->name, "change the type of");
@@ -579,7 +654,14 @@ drop_before(DropStmt *stmt)
 	ListCell   *lc;
 	IngestTable t;
 
-	if (stmt->removeType != OBJECT_TABLE || IngestInternalDDL())
+	if (IngestInternalDDL())
+		return;
+	if (stmt->removeType == OBJECT_TRIGGER)
+	{
+		drop_trigger_before(stmt);
+		return;
+	}
+	if (stmt->removeType != OBJECT_TABLE)
 		return;
 	foreach(lc, stmt->objects)
 	{
@@ -690,9 +772,17 @@ ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
-	if (access != OAT_DROP || classId != RelationRelationId || subId != 0 ||
+	if (access != OAT_DROP || classId != RelationRelationId ||
 		IngestInternalDDL() || IsBinaryUpgrade)
 		return;
+	/* a column dropped by a cascade (DROP COLLATION, DROP TYPE ... CASCADE) */
+	if (subId != 0)
+	{
+		if (subId > 0 && OidIsValid(get_extension_oid("ingest", true)) &&
+			OidIsValid(managed_root(objectId, &t)))
+			refuse_column_change(t.relid, get_attname(objectId, subId, true), "drop");
+		return;
+	}
 	if (running_stmt != NULL && IsA(running_stmt, DropStmt) &&
 		((DropStmt *) running_stmt)->removeType == OBJECT_TABLE)
 		return;
@@ -908,7 +998,9 @@ IngestPartitionDDLBefore(Node *stmt)
 			return NULL;
 		}
 
-		if (rs->renameType == OBJECT_COLUMN && rs->relation != NULL &&
+		/* ALTER TYPE <table's row type> RENAME ATTRIBUTE renames a column */
+		if ((rs->renameType == OBJECT_COLUMN || rs->renameType == OBJECT_ATTRIBUTE) &&
+			rs->relation != NULL &&
 			OidIsValid(managed_root(RangeVarGetRelid(rs->relation, NoLock, true), &t)))
 			refuse_column_change(IngestRootOf(RangeVarGetRelid(rs->relation, NoLock, true)),
 								 rs->subname, "rename");

@@ -99,6 +99,7 @@ DECLARE
     col      record;
     found_t  oid;
     gen      "char";
+    coll     oid;
 BEGIN
     SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = tbl;
     IF kind IS DISTINCT FROM 'p' THEN
@@ -133,7 +134,7 @@ BEGIN
     LOOP
         found_t := NULL;
         gen := NULL;
-        SELECT a.atttypid, a.attgenerated INTO found_t, gen
+        SELECT a.atttypid, a.attgenerated, a.attcollation INTO found_t, gen, coll
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = tbl AND a.attname = col.attname AND NOT a.attisdropped;
         IF found_t IS NULL THEN
@@ -147,6 +148,13 @@ BEGIN
             RAISE EXCEPTION 'column "%" of table "%" is a generated column', col.attname, tbl
                 USING ERRCODE = 'feature_not_supported',
                       DETAIL = 'ingest deduplicates and rolls up on the values events arrive with.';
+        ELSIF EXISTS (SELECT FROM pg_catalog.pg_collation c WHERE c.oid = coll AND NOT c.collisdeterministic) THEN
+            -- the ledger and the loader's rollup feed compare bytes, SQL's
+            -- GROUP BY would compare by the collation: the two would split
+            RAISE EXCEPTION 'column "%" of table "%" has a nondeterministic collation', col.attname, tbl
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = 'ingest deduplicates and rolls up on the bytes of its text columns.',
+                      HINT = 'Give the column a deterministic collation, such as "C" or "default".';
         END IF;
     END LOOP;
     -- a temporary table goes with its session, its configuration would not

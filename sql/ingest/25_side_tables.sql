@@ -368,6 +368,12 @@ DECLARE
     bad  text;
 BEGIN
     SELECT c.relkind, c.relispartition INTO kind, part FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = rel) = 'u' THEN
+        RAISE EXCEPTION 'partition "%" of managed table "%" is unlogged', rel, root
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A crash would empty it while the key ledger and rollups keep its events.',
+                  HINT = 'Make it a logged table (ALTER TABLE ... SET LOGGED).';
+    END IF;
     IF part AND kind IN ('p', 'f') THEN
         RAISE EXCEPTION 'partition "%" of managed table "%" is a % table', rel, root,
                         CASE kind WHEN 'p' THEN 'partitioned' ELSE 'foreign' END
