@@ -165,5 +165,40 @@ for my $v (@released)
 		$current, "$v: with the trigger renamed, the update goes through");
 }
 
+# The update reads every table as the superuser running it: a table whose
+# owner retyped a column (0.2.0 let them) to a type of their own, with an
+# assignment cast to uuid, had the owner's cast run as that superuser (it
+# made its owner one).  The update refuses such a table before reading any.
+for my $v (@released)
+{
+	my $db = "escalate_" . ($v =~ s/\./_/gr);
+	my $role = "mallory_" . ($v =~ s/\./_/gr);
+	$node->safe_psql('postgres', "CREATE DATABASE $db; CREATE ROLE $role LOGIN");
+	$node->safe_psql($db, qq{
+		CREATE EXTENSION ingest VERSION '$v';
+		CREATE SCHEMA m AUTHORIZATION $role;
+		SELECT ingest.create_event_table('m.ev');
+		SELECT format('ALTER TABLE %s OWNER TO $role', p.relid) FROM pg_partition_tree('m.ev') p \\gexec
+		SET session_replication_role = replica;
+		INSERT INTO m.ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+		VALUES ('6f1c1f4e-0000-4000-8000-000000000001', 'tx-1', 'c1', 'api', now(), 1);
+		RESET session_replication_role;
+		SET ROLE $role;
+		CREATE TYPE m.u AS (v uuid);
+		CREATE FUNCTION m.evil(m.u) RETURNS uuid LANGUAGE plpgsql AS \$\$
+		BEGIN
+			IF current_setting('is_superuser') = 'on' THEN EXECUTE 'ALTER ROLE $role SUPERUSER'; END IF;
+			RETURN \$1.v;
+		END \$\$;
+		CREATE CAST (m.u AS uuid) WITH FUNCTION m.evil(m.u) AS ASSIGNMENT;
+		ALTER TABLE m.ev ALTER COLUMN organization_id TYPE m.u USING ROW(organization_id)::m.u;
+	});
+	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\nALTER EXTENSION ingest UPDATE");
+	like($err, qr/42804: column "organization_id" of table "m.ev" has type m.u, not uuid/,
+		"$v: the update refuses a table whose owner retyped a column");
+	is($node->safe_psql($db, qq{SELECT rolsuper FROM pg_roles WHERE rolname = '$role'}),
+		'f', "$v: the owner's cast did not run as the superuser updating");
+}
+
 $node->stop;
 done_testing();

@@ -8,6 +8,15 @@ DECLARE
     n     bigint;
     total bigint;
 BEGIN
+    -- Every table must have the shape 0.3.0 follows before any is read:
+    -- the update reads them as the superuser running it, and a column an
+    -- owner retyped (0.2.0 let them) would run the owner's cast as that
+    -- superuser; a foreign partition, its wrapper.
+    FOR t IN SELECT c.event_table FROM ingest.table_config c ORDER BY 1 LOOP
+        PERFORM ingest_internal.check_shape(t);
+        PERFORM ingest_internal.refuse_untrackable(p.relid)
+           FROM pg_catalog.pg_partition_tree(t) p;
+    END LOOP;
     FOR t IN SELECT c.event_table FROM ingest.table_config c ORDER BY 1 LOOP
         -- the 0.2.0 usage view makes way for the new one
         EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I',
