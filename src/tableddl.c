@@ -55,6 +55,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_depend.h"
 #include "catalog/dependency.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_trigger.h"
@@ -426,10 +427,67 @@ partition_rows(IngestTable *t, Oid part)
 }
 
 /*
+ * The table a partition is being detached from (retention's detach, held
+ * pending), or InvalidOid: PostgreSQL shows it no ancestors then.
+ */
+static Oid
+pending_parent(Oid part)
+{
+	Relation	rel = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			parent = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(part));
+	scan = systable_beginscan(rel, InheritsRelidSeqnoIndexId, true, NULL, 1, &key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)) &&
+		((Form_pg_inherits) GETSTRUCT(tup))->inhdetachpending)
+		parent = ((Form_pg_inherits) GETSTRUCT(tup))->inhparent;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return parent;
+}
+
+/* The managed root of a partition, also one detach pending. */
+static Oid
+managed_root_of_partition(Oid part, IngestTable *t)
+{
+	Oid			pending = pending_parent(part);
+
+	return managed_root(OidIsValid(pending) ? pending : part, t);
+}
+
+/*
+ * Taking out the oldest partition retires its day: its rollup hours stay
+ * as they are from then on, so they must first agree with its rows.  The
+ * hours its changes marked stale are folded now, as retention folds before
+ * a detach (a fold needs READ COMMITTED), or the DDL is refused: the marks
+ * would lie outside the retained hours, and be passed over for good.
+ */
+static void
+settle_oldest_day(IngestTable *t, Oid part)
+{
+	if (!IngestOldestDayMarked(t, part))
+		return;
+	if (!IsolationUsesXactSnapshot())
+		run_internal("SELECT ingest_internal.fold($1, false)", t->relid);
+	if (IngestOldestDayMarked(t, part))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the oldest day of managed table \"%s\" has changes not folded into its rollups",
+						get_rel_name(t->relid)),
+				 errdetail("Taking out the oldest partition retires its day, whose rollup hours then stay as they are."),
+				 errhint("Run ingest.fold_rollups() in a READ COMMITTED transaction, then retry.")));
+}
+
+/*
  * A partition's rows leave the table: keys released, hours stale.  The
  * DDL's locks are taken first (the parent's, then the partition's, as the
  * DDL takes them), so no writer adds a row after it is read; rows are read
- * with the latest snapshot.
+ * with the latest snapshot.  A day whose retirement began (detach pending),
+ * which no query through the table reads, ends it as retention would.
  */
 static void
 partition_leaves(IngestTable *t, Oid part)
@@ -446,6 +504,14 @@ partition_leaves(IngestTable *t, Oid part)
 				 errhint("Let retention retire the partition (ingest.configure).")));
 	LockRelationOid(t->relid, AccessExclusiveLock);
 	LockRelationOid(part, AccessExclusiveLock);
+	if (OidIsValid(pending_parent(part)))
+	{
+		run_internal_args("SELECT ingest_internal.forget_keys($1, $2)",
+						  2, (Oid[]) {OIDOID, OIDOID},
+						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
+		return;
+	}
+	settle_oldest_day(t, part);
 	name = partition_rows(t, part);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -670,7 +736,7 @@ drop_before(DropStmt *stmt)
 
 		if (!OidIsValid(relid) || !get_rel_relispartition(relid))
 			continue;
-		if (OidIsValid(managed_root(relid, &t)) && may_alter(relid, true))
+		if (OidIsValid(managed_root_of_partition(relid, &t)) && may_alter(relid, true))
 			partition_leaves(&t, relid);
 	}
 }
@@ -794,7 +860,7 @@ ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		return;
 	if (!OidIsValid(get_extension_oid("ingest", true)))
 		return;
-	if (OidIsValid(managed_root(part, &t)) && !root_dropped_too(t.relid))
+	if (OidIsValid(managed_root_of_partition(part, &t)) && !root_dropped_too(t.relid))
 	{
 		partition_leaves(&t, part);
 		old = MemoryContextSwitchTo(TopMemoryContext);

@@ -129,8 +129,10 @@ is(sql(q{SELECT count(*) || ' ' || bool_and(lo >= (current_date - 40)::timestamp
 	'2 true', "a rebuild's mark is folded but for the detaching day's hours");
 is(sql(q{SELECT count(*) FROM ingest.rollup_verify('rk', current_date - 45, current_date + 1)}), '0',
 	'the retained hours are exact');
-# the worker's next run would do it (a manual run leaves it to the worker)
-sql(q{ALTER TABLE rk DETACH PARTITION rk_old FINALIZE});
+# dropped by hand, the day ends its retirement as the worker's FINALIZE
+# would (001_worker): its keys stayed in the ledger for good (read through
+# the table, which does not show a day detach pending)
+sql(q{DROP TABLE rk_old});
 is(day_usage('rk'), '3 24 20', "the retired day's hours have the change");
 is(sql(q{SELECT count(*) FROM ingest_side.rk_stale}), '0', 'no stale mark is left');
 is(sql(q{SELECT string_agg(transaction_id, ',') FROM ingest_side.rk_keys}), 'today', "the day's keys are forgotten");
