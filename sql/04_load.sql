@@ -87,6 +87,15 @@ RESET ingest.max_event_bytes;
 SELECT transaction_id FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000006' ORDER BY 1;
 SELECT line_number, sqlstate, regexp_replace(regexp_replace(left(message, 60), 'timestamp .*', 'timestamp ...'), 'row of [0-9]+ bytes', 'row of N bytes') AS message, left(raw, 40) AS raw
   FROM ingest.rejects WHERE raw LIKE '%-000000000006,%' ORDER BY line_number;
+-- any other input COPY's reader stops at (a stray carriage return) fails
+-- the call, as it fails COPY: the rest of the input was set aside as one
+-- rejected row, empty, and its rows after it were lost
+SELECT regress.try(format($$SELECT * FROM ingest.load('ld', %L)$$,
+       E'00000000-0000-0000-0000-000000000016,cr1,c,k,' || now() || E',{},1,\n'
+    || E'00000000-0000-0000-0000-000000000016,cr2,c\rx,k,' || now() || E',{},1,\n'
+    || E'00000000-0000-0000-0000-000000000016,cr3,c,k,' || now() || E',{},1,\n'));
+SELECT count(*) AS stored, (SELECT count(*) FROM ingest.rejects WHERE raw LIKE '%-000000000016,%') AS rejected
+  FROM ld WHERE organization_id = '00000000-0000-0000-0000-000000000016';
 
 -- on_error => 'abort': the first bad row fails the call, with its line
 SELECT regress.try($$SELECT * FROM ingest.load('ld', E'00000000-0000-0000-0000-000000000007,x1,c,k,2026-01-01 00:00+00,{},1,\n'

@@ -618,17 +618,25 @@ IngestParserNext(IngestParser *p, LoadRow *row)
 }
 
 /*
- * Whether the parser can go on after input it could not split: not from a
- * client's COPY stream (the rest of it cannot be skipped here), nor in
- * binary, where a bad field leaves the position inside its row, nor after
- * an error of the whole input (a file's encoding or its reading).
+ * Whether the parser can set the rest of the input aside after input it
+ * could not split: only an unterminated quoted field, which runs to the end
+ * of the input, so that the rest is that one malformed row.  Any other
+ * error of COPY's reader (a stray carriage return, say) stops it in the
+ * middle, and the rows after it would be lost: it fails the load, as it
+ * fails COPY.  Not from a client's COPY stream (the rest of it cannot be
+ * skipped here), nor in binary, nor after an error of the whole input (a
+ * file's encoding or its reading).  JSON lines are split by this parser.
  */
 bool
-IngestParserCanSkipBadInput(IngestParser *p)
+IngestParserCanSkipBadInput(IngestParser *p, ErrorData *edata)
 {
 	if (p->fatal)
 		return false;
-	return p->jsonl || ((p->input.data != NULL || p->input.file != NULL) && !p->binary);
+	if (p->jsonl)
+		return true;
+	return (p->input.data != NULL || p->input.file != NULL) && !p->binary &&
+		edata->message_id != NULL &&
+		strcmp(edata->message_id, "unterminated CSV quoted field") == 0;
 }
 
 /*

@@ -665,9 +665,21 @@ IngestLedgerClaim(IngestLedger *l, LoadRow **rows, int nrows)
 			bool		isnull;
 			Datum		stored = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
 
-			/* NULL: claimed by a session not in our snapshot */
+			/*
+			 * NULL: claimed by a transaction our snapshot does not see.
+			 * Under REPEATABLE READ or SERIALIZABLE that is a serialization
+			 * failure, as for INSERT ... ON CONFLICT DO NOTHING: the load
+			 * would skip a row for an event it cannot see.
+			 */
 			if (!isnull)
 				ref_hash[cand_losers[k]] = (uint64) DatumGetInt64(stored);
+			else if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent insert"),
+						 errdetail("Key (organization_id, transaction_id)=(%s, %s) was stored by a transaction this one does not see.",
+								   DatumGetCString(DirectFunctionCall1(uuid_out, orgs[k])),
+								   TextDatumGetCString(txs[k]))));
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}

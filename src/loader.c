@@ -418,7 +418,7 @@ read_batch(LoadState *st, LoadRow *rowbuf, LoadRow **rows, int *n)
 	*n = b.n;
 	if (edata == NULL)
 		return b.more;
-	if (!IngestParserCanSkipBadInput(st->parser))
+	if (!IngestParserCanSkipBadInput(st->parser, edata))
 		ReThrowError(edata);
 
 	/* The malformed rest of the input is one rejected row. */

@@ -160,7 +160,7 @@ extern IngestParser *IngestParserBegin(Relation rel, const char *format,
 extern bool IngestParserNext(IngestParser *parser, LoadRow *row);
 extern void IngestParserConvert(IngestParser *parser, LoadRow *row,
 								ExprContext *econtext);
-extern bool IngestParserCanSkipBadInput(IngestParser *parser);
+extern bool IngestParserCanSkipBadInput(IngestParser *parser, ErrorData *edata);
 extern void IngestParserPosition(IngestParser *parser, uint64 *lineno, char **raw);
 extern void IngestParserEnd(IngestParser *parser);
 extern char *IngestParserRowText(IngestParser *parser, LoadRow *row);
