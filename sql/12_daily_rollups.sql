@@ -245,15 +245,29 @@ SELECT * FROM regress.dr_ranges('by_k');
 SELECT ingest.drop_rollup('dr', 'by_k');
 SELECT count(*) AS by_k_days FROM ingest_side.dr_daily WHERE rollup = 'by_k';
 
--- Rollup retention: days wholly past it go, the day it cuts keeps the
--- merge of its remaining hours.
+-- Rollup retention: hours past it go once their raw events are retired
+-- (they went while the raw events were there, and usage() answered those
+-- hours with nothing); days wholly past it go, the day it cuts keeps the
+-- merge of its remaining hours; usage() refuses a range that starts
+-- before the hours kept.
 SELECT count(*) > 0 AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
 SELECT ingest.configure('dr', rollup_retention => '2 days');
 SELECT ingest.fold_rollups('dr') >= 0;
+SELECT count(*) > 0 AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
+SELECT * FROM regress.dr_ranges() WHERE granularity = 'total';
+ALTER TABLE dr DETACH PARTITION dr_old3;
+ALTER TABLE dr DETACH PARTITION dr_old2;
+SELECT ingest.fold_rollups('dr') >= 0;
 SELECT count(*) AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
 SELECT * FROM regress.daily_mismatch('dr');
--- the hours past rollup retention whose raw events are still there come back
+SELECT left(regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
+                                                     regress.h(-3, 0), regress.h(0, 0))$$), 40) AS refused;
+-- the days attached again, without rollup retention, their hours come back
 SELECT ingest.configure('dr', rollup_retention => '0');
+SELECT regress.try(format('ALTER TABLE dr ATTACH PARTITION dr_old3 FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(-3, 0), regress.h(-2, 0)));
+SELECT regress.try(format('ALTER TABLE dr ATTACH PARTITION dr_old2 FOR VALUES FROM (%L) TO (%L)',
+                          regress.h(-2, 0), regress.h(-1, 0)));
 SELECT ingest.rollup_rebuild('dr', '-infinity', 'infinity') > 0 AS rebuilt;
 SELECT count(*) > 0 AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 0);
 SELECT * FROM regress.daily_mismatch('dr');

@@ -211,6 +211,19 @@ AS $$
      WHERE h.hi IS NULL OR h.lo < h.hi
 $$;
 
+-- Rollup retention: the hour from which a table's rollup hours are kept,
+-- NULL when all are.  Hours older than rollup_retention go, unless raw
+-- events still cover them: those stay exact, and usage() reads them.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_kept_from(cfg ingest.table_config)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT date_trunc('hour', LEAST(now() - cfg.rollup_retention,
+                                    lower(ingest_internal.raw_hours(cfg.event_table))), 'UTC')
+     WHERE cfg.rollup_retention IS NOT NULL
+$$;
+
 -- The start of the last range of a multirange of hours: of the retained
 -- hours (raw_hours), the first from which every hour is retained (after
 -- the last hole), which is what a rollup built now knows from.
@@ -884,16 +897,17 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
 
-    -- 4. Rollups have their own retention.  The days of the hours gone
-    -- keep the rest of their hours: nothing, once past retention entirely.
+    -- 4. Rollups have their own retention (rollup_kept_from).  The days of
+    -- the hours gone keep the rest of their hours: nothing, once past
+    -- retention entirely.
     IF cfg.rollup_retention IS NOT NULL THEN
         EXECUTE format($q$
-            WITH gone AS (DELETE FROM %s r WHERE r.hour < now() - $1 RETURNING r.hour),
+            WITH gone AS (DELETE FROM %s r WHERE r.hour < $1 RETURNING r.hour),
             days AS (SELECT DISTINCT date_trunc('day', g.hour, 'UTC') AS day FROM gone g)
             SELECT array_agg(NULL::uuid), array_agg(d.day), array_agg(d.day + interval '24 hours')
               FROM days d$q$, cfg.rollup_hours)
           INTO orgs, los, his
-          USING cfg.rollup_retention;
+          USING ingest_internal.rollup_kept_from(cfg);
         IF orgs IS NOT NULL THEN
             PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
         END IF;
@@ -999,6 +1013,13 @@ BEGIN
         RAISE EXCEPTION 'rollup "%" is not known before %', rollup, known
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'It was created when raw events were retained from that instant only.';
+    END IF;
+    known := ingest_internal.rollup_kept_from(cfg);
+    IF known IS NOT NULL AND from_ts < known THEN
+        RAISE EXCEPTION 'usage of table "%" is not kept before %', tbl, known
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Rollup hours older than its rollup_retention (%s) go once their raw events are retired.',
+                                             cfg.rollup_retention);
     END IF;
     IF from_ts >= to_ts THEN
         RAISE EXCEPTION 'from_ts must be before to_ts' USING ERRCODE = 'invalid_parameter_value';
