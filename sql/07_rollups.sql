@@ -136,6 +136,19 @@ SELECT code, dimensions, events FROM ingest.usage('ru', '00000000-0000-0000-0000
        regress.h(0, 0), regress.h(1, 0), code => 'llm', rollup => 'by_model');
 SELECT * FROM ingest.rollup_verify('ru', '-infinity', 'infinity', 'by_model');
 SELECT * FROM ingest.rollup_verify('ru', '-infinity', 'infinity');
+-- dimension values wider than 400 bytes are grouped by their SHA-256: one
+-- over the primary key's room (3 kB) stopped every fold of the table, and
+-- with it retention, which folds before each detach
+INSERT INTO ru (organization_id, transaction_id, external_customer_id, code, "timestamp", properties, value)
+SELECT '00000000-0000-0000-0000-0000000000aa', 'wide' || n, 'c1', 'llm', regress.h(0, 3),
+       jsonb_build_object('model', repeat('w', 3000)), 1
+  FROM generate_series(1, 2) n;
+SELECT ingest.fold_rollups('ru') > 0 AS folded;
+SELECT dimensions, events FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
+       regress.h(0, 0), regress.h(1, 0), code => 'llm', rollup => 'by_model')
+ WHERE dimensions ? 'sha256';
+SELECT * FROM ingest.rollup_verify('ru', '-infinity', 'infinity', 'by_model');
+DELETE FROM ru WHERE transaction_id LIKE 'wide%';
 -- its hours before the retained raw events are unknown, not guessed
 SELECT regress.try($$SELECT * FROM ingest.usage('ru', '00000000-0000-0000-0000-0000000000aa',
                      regress.h(-3, 0), regress.h(1, 0), rollup => 'by_model')$$) LIKE '55000: rollup "by_model" is not known before%' AS unknown;

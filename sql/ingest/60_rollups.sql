@@ -22,8 +22,13 @@ RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT COALESCE(jsonb_object_agg(k, COALESCE(properties -> k, 'null'::jsonb)), '{}'::jsonb)
-      FROM unnest(dimensions) k
+    -- wider than 400 bytes, the values are grouped by their SHA-256: they
+    -- are part of the rollup tables' primary keys, whose B-tree entries have
+    -- room for about 2,700 bytes (one wider value stopped every fold)
+    SELECT CASE WHEN pg_column_size(s.d) <= 400 THEN s.d
+                ELSE jsonb_build_object('sha256', encode(sha256(convert_to(s.d::text, 'UTF8')), 'hex')) END
+      FROM (SELECT COALESCE(jsonb_object_agg(k, COALESCE(properties -> k, 'null'::jsonb)), '{}'::jsonb) AS d
+              FROM unnest(dimensions) k) s
 $$;
 GRANT EXECUTE ON FUNCTION ingest_side.dims_of(jsonb, text[]) TO PUBLIC;
 
