@@ -161,12 +161,12 @@ IngestMarkStale(IngestTable *t, const char *src, bool per_org)
 }
 
 /*
- * Has the day of partition "part", if it is the oldest of the table, hours
- * that changes marked stale (its whole UTC hours: one it shares with the
- * next day stays retained)?  As the owner, with the latest snapshot.
+ * Has partition "part" hours that changes marked stale (its whole UTC
+ * hours: one it shares with another day is that day's too)?  As the owner,
+ * with the latest snapshot.
  */
 bool
-IngestOldestDayMarked(IngestTable *t, Oid part)
+IngestDayMarked(IngestTable *t, Oid part)
 {
 	IngestOwnerScope scope;
 	bool		marked;
@@ -177,10 +177,6 @@ IngestOldestDayMarked(IngestTable *t, Oid part)
 	t->latest_snapshot = true;
 	marked = exec_sql(t, psprintf("SELECT FROM ingest_side.partition_bounds(%u) b, %s x "
 								  " WHERE NOT b.is_default "
-								  "   AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i, "
-								  "                        ingest_side.partition_bounds(i.inhrelid) o "
-								  "                    WHERE i.inhparent = $1 AND NOT i.inhdetachpending "
-								  "                      AND NOT o.is_default AND o.lower_bound < b.lower_bound) "
 								  "   AND x.lo < date_trunc('hour', b.upper_bound, 'UTC') "
 								  "   AND x.hi > date_trunc('hour', b.lower_bound - interval '1 microsecond', 'UTC') "
 								  "              + interval '1 hour' "

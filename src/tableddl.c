@@ -201,20 +201,6 @@ refuse_trigger_after_dedup(Oid root, int16 tgtype, const char *trigname)
 			 errhint("Give the trigger a name that sorts before \"%s\".", DEDUP_TRIGGER)));
 }
 
-/* A CREATE TRIGGER on a managed table or one of its partitions. */
-static void
-create_trigger_before(CreateTrigStmt *ct)
-{
-	IngestTable t;
-	Oid			root;
-
-	if (IngestInternalDDL())
-		return;
-	root = managed_root(RangeVarGetRelid(ct->relation, NoLock, true), &t);
-	if (OidIsValid(root))
-		refuse_trigger_after_dedup(root, (ct->row ? TRIGGER_TYPE_ROW : 0) | ct->timing | ct->events,
-								   ct->trigname);
-}
 
 /*
  * The type of trigger "trigname" on relid (0 when there is none), and
@@ -252,10 +238,11 @@ trigger_kind(Oid relid, const char *trigname, bool *ours)
 }
 
 /*
- * Dropping or renaming one of ingest's own triggers would stop the ledger
+ * Renaming or replacing one of ingest's own triggers would stop the ledger
  * and rollups following the table's rows (a renamed ingest_dedup also
- * leaves the table taken for one mid-restore): refused, as DISABLE TRIGGER
- * is not (a data-only restore needs it).
+ * leaves the table taken for one mid-restore): refused.  DROP TRIGGER and
+ * DISABLE TRIGGER are not: pg_restore --clean drops them before the table,
+ * and a data-only restore disables them (README).
  */
 static void
 refuse_own_trigger(Oid root, const char *trigname, const char *what)
@@ -286,32 +273,29 @@ rename_trigger_before(RenameStmt *rs)
 	refuse_trigger_after_dedup(root, tgtype, rs->newname);
 }
 
-/* DROP TRIGGER on a managed table or one of its partitions. */
+/* A CREATE [OR REPLACE] TRIGGER on a managed table or one of its partitions. */
 static void
-drop_trigger_before(DropStmt *stmt)
+create_trigger_before(CreateTrigStmt *ct)
 {
-	ListCell   *lc;
 	IngestTable t;
+	Oid			relid;
+	Oid			root;
+	bool		ours;
 
-	foreach(lc, stmt->objects)
+	if (IngestInternalDDL())
+		return;
+	relid = RangeVarGetRelid(ct->relation, NoLock, true);
+	root = managed_root(relid, &t);
+	if (!OidIsValid(root))
+		return;
+	if (ct->replace)
 	{
-		List	   *names = (List *) lfirst(lc);
-		Oid			relid;
-		Oid			root;
-		bool		ours;
-
-		if (list_length(names) < 2)
-			continue;
-		relid = RangeVarGetRelid(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																		list_length(names) - 1)),
-								 NoLock, true);
-		root = managed_root(relid, &t);
-		if (!OidIsValid(root))
-			continue;
-		(void) trigger_kind(relid, strVal(llast(names)), &ours);
+		(void) trigger_kind(relid, ct->trigname, &ours);
 		if (ours)
-			refuse_own_trigger(root, strVal(llast(names)), "drop");
+			refuse_own_trigger(root, ct->trigname, "replace");
 	}
+	refuse_trigger_after_dedup(root, (ct->row ? TRIGGER_TYPE_ROW : 0) | ct->timing | ct->events,
+							   ct->trigname);
 }
 
 /*
@@ -461,24 +445,26 @@ managed_root_of_partition(Oid part, IngestTable *t)
 
 /*
  * Taking out the oldest partition retires its day: its rollup hours stay
- * as they are from then on, so they must first agree with its rows.  The
- * hours its changes marked stale are folded now, as retention folds before
- * a detach (a fold needs READ COMMITTED), or the DDL is refused: the marks
- * would lie outside the retained hours, and be passed over for good.
+ * as they are from then on, so they must first agree with its rows.  So
+ * the hours a partition's changes marked stale are folded before it goes,
+ * as retention folds before a detach (a fold needs READ COMMITTED), or the
+ * DDL is refused: the marks would lie outside the retained hours, and be
+ * passed over for good.  Any partition's, not only the oldest's: one
+ * statement may take out the two oldest.
  */
 static void
-settle_oldest_day(IngestTable *t, Oid part)
+settle_day(IngestTable *t, Oid part)
 {
-	if (!IngestOldestDayMarked(t, part))
+	if (!IngestDayMarked(t, part))
 		return;
 	if (!IsolationUsesXactSnapshot())
 		run_internal("SELECT ingest_internal.fold($1, false)", t->relid);
-	if (IngestOldestDayMarked(t, part))
+	if (IngestDayMarked(t, part))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the oldest day of managed table \"%s\" has changes not folded into its rollups",
-						get_rel_name(t->relid)),
-				 errdetail("Taking out the oldest partition retires its day, whose rollup hours then stay as they are."),
+				 errmsg("partition \"%s\" of managed table \"%s\" has changes not folded into its rollups",
+						get_rel_name(part), get_rel_name(t->relid)),
+				 errdetail("A partition taken out may retire its day, whose rollup hours then stay as they are."),
 				 errhint("Run ingest.fold_rollups() in a READ COMMITTED transaction, then retry.")));
 }
 
@@ -511,7 +497,7 @@ partition_leaves(IngestTable *t, Oid part)
 						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
 		return;
 	}
-	settle_oldest_day(t, part);
+	settle_day(t, part);
 	name = partition_rows(t, part);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -720,14 +706,7 @@ drop_before(DropStmt *stmt)
 	ListCell   *lc;
 	IngestTable t;
 
-	if (IngestInternalDDL())
-		return;
-	if (stmt->removeType == OBJECT_TRIGGER)
-	{
-		drop_trigger_before(stmt);
-		return;
-	}
-	if (stmt->removeType != OBJECT_TABLE)
+	if (stmt->removeType != OBJECT_TABLE || IngestInternalDDL())
 		return;
 	foreach(lc, stmt->objects)
 	{
@@ -845,7 +824,7 @@ ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (subId != 0)
 	{
 		if (subId > 0 && OidIsValid(get_extension_oid("ingest", true)) &&
-			OidIsValid(managed_root(objectId, &t)))
+			OidIsValid(managed_root(objectId, &t)) && !root_dropped_too(t.relid))
 			refuse_column_change(t.relid, get_attname(objectId, subId, true), "drop");
 		return;
 	}

@@ -368,7 +368,7 @@ DECLARE
     bad  text;
 BEGIN
     SELECT c.relkind, c.relispartition INTO kind, part FROM pg_catalog.pg_class c WHERE c.oid = rel;
-    IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = rel) = 'u' THEN
+    IF part AND (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = rel) = 'u' THEN
         RAISE EXCEPTION 'partition "%" of managed table "%" is unlogged', rel, root
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'A crash would empty it while the key ledger and rollups keep its events.',
