@@ -307,11 +307,15 @@ sub restore_in_sections
 my $dump = "$tmp/src.dump";
 run_ok('pg_dump', 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('src'));
 
-for my $mode ('plain', 'sections', 'parallel')
+# clean: restored over a restore, with --clean (which drops ingest's
+# triggers before the tables) in one transaction
+for my $mode ('plain', 'sections', 'parallel', 'clean')
 {
 	my $db = "dst_$mode";
 	$node->safe_psql('postgres', "CREATE DATABASE $db TEMPLATE template0");
 	my $ok = $mode eq 'sections' ? restore_in_sections($dump, $db)
+		: $mode eq 'clean' ? restore_ok($dump, $db)
+			&& restore_ok($dump, $db, '--clean', '--if-exists', '--single-transaction')
 		: restore_ok($dump, $db, $mode eq 'parallel' ? ('-j', '4') : ());
 	next unless $ok;
 
