@@ -201,7 +201,6 @@ refuse_trigger_after_dedup(Oid root, int16 tgtype, const char *trigname)
 			 errhint("Give the trigger a name that sorts before \"%s\".", DEDUP_TRIGGER)));
 }
 
-
 /*
  * The type of trigger "trigname" on relid (0 when there is none), and
  * whether it is one of ingest's own (its function is the extension's).
