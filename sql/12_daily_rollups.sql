@@ -89,6 +89,19 @@ SELECT count(*) > 0 AS answered FROM ingest.usage('dr', '00000000-0000-0000-0000
 -- answered, the hour across local midnight in the wrong day)
 SELECT regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001', '1960-01-01 00:00+00',
                                                 '1960-01-03 00:00+00', granularity => 'day', time_zone => 'Asia/Kolkata')$$);
+-- and more than ten years ahead, where the days are no longer looked at
+-- one by one: an hour answered across local midnight is refused (it was
+-- answered in the day before)
+SELECT ingest.create_event_table('fz', premake => 0) IS NOT NULL AS made;
+SELECT count(*) AS made FROM ingest.create_partitions('fz', regress.today() + 3700, regress.today() + 3702);
+INSERT INTO fz (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES ('00000000-0000-0000-0000-000000000001', 't1', 'c', 'api', regress.h(3701, 18, 45), 5);
+SELECT ingest.fold_rollups('fz') >= 0 AS folded;
+SELECT regress.try($$SELECT * FROM ingest.usage('fz', '00000000-0000-0000-0000-000000000001', regress.h(3700, 0),
+                                                regress.h(3703, 0), granularity => 'day', time_zone => 'Asia/Kolkata')$$);
+SELECT count(*) AS days FROM ingest.usage('fz', '00000000-0000-0000-0000-000000000001', regress.h(3700, 0),
+                                          regress.h(3703, 0), granularity => 'day', time_zone => 'Asia/Tokyo');
+DROP TABLE fz;
 -- and one such day's total, from local midnight to local midnight, is the
 -- raw answer (its partial hours read from raw events)
 SELECT regress.dr_diff((regress.today() - 1)::timestamp AT TIME ZONE 'Asia/Kolkata',

@@ -55,6 +55,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_depend.h"
 #include "catalog/dependency.h"
+#include "catalog/index.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
@@ -830,8 +831,21 @@ ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (running_stmt != NULL && IsA(running_stmt, DropStmt) &&
 		((DropStmt *) running_stmt)->removeType == OBJECT_TABLE)
 		return;
-	/* a table's TOAST table goes before it: its rows must be read then */
-	if (get_rel_relkind(objectId) == RELKIND_TOASTVALUE)
+	/*
+	 * A table's TOAST table goes before it, and the TOAST table's index
+	 * before that: its rows must be read then, while their values out of
+	 * line can still be found.  Not an index REINDEX CONCURRENTLY drops.
+	 */
+	if (get_rel_relkind(objectId) == RELKIND_INDEX)
+	{
+		Oid			heap = IndexGetRelation(objectId, true);
+
+		if (!OidIsValid(heap) || get_rel_relkind(heap) != RELKIND_TOASTVALUE ||
+			(arg != NULL && (((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL)))
+			return;
+		part = toast_owner(heap);
+	}
+	else if (get_rel_relkind(objectId) == RELKIND_TOASTVALUE)
 		part = toast_owner(objectId);
 	if (!OidIsValid(part) || !get_rel_relispartition(part) ||
 		list_member_oid(partitions_left, part))

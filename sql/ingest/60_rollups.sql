@@ -150,8 +150,11 @@ $$;
 
 -- The raw events of table "tbl" in the stale pieces "pieces" (a FROM item
 -- of stale_pieces_sql rows), as a FROM item aliased e: every organization's
--- ranges by time; one organization's hours as a hashed set, in one scan
--- of their span, however many organizations an UPDATE or DELETE touched.
+-- ranges by time; one organization's hours as a hashed set, in one scan of
+-- each stretch of hours that some organization's pieces cover, however
+-- many organizations an UPDATE or DELETE touched (not one scan from the
+-- first marked hour to the last: a correction long ago and one today read
+-- every event between them).
 CREATE OR REPLACE FUNCTION ingest_internal.stale_events_sql(tbl regclass, pieces text)
 RETURNS text
 LANGUAGE sql STABLE
@@ -162,10 +165,13 @@ AS $$
          CROSS JOIN LATERAL (SELECT e.* FROM %1$s e
                               WHERE e."timestamp" >= lower(p.r) AND e."timestamp" < upper(p.r)) e
         UNION ALL
-        SELECT e.* FROM %1$s e,
-               (SELECT min(lower(p.r)) AS lo, max(upper(p.r)) AS hi FROM %2$s p WHERE p.org IS NOT NULL) s
-         WHERE e."timestamp" >= s.lo AND e."timestamp" < s.hi
-           AND (e.organization_id, pg_catalog.date_trunc('hour', e."timestamp", 'UTC')) IN (
+        SELECT e.* FROM (SELECT pg_catalog.unnest(pg_catalog.range_agg(p.r)) AS r
+                           FROM %2$s p WHERE p.org IS NOT NULL) s
+         -- OFFSET 0: a scan per stretch (the planner would pull the range
+         -- test up into a join filter over one scan of every partition)
+         CROSS JOIN LATERAL (SELECT e.* FROM %1$s e
+                              WHERE e."timestamp" >= lower(s.r) AND e."timestamp" < upper(s.r) OFFSET 0) e
+         WHERE (e.organization_id, pg_catalog.date_trunc('hour', e."timestamp", 'UTC')) IN (
                 SELECT p.org, h FROM %2$s p,
                        pg_catalog.generate_series(lower(p.r), upper(p.r) - interval '1 hour', interval '1 hour') h
                  WHERE p.org IS NOT NULL))$q$, tbl, pieces)
@@ -600,6 +606,21 @@ BEGIN
 END
 $$;
 
+-- The refusal of days_on_hours, for an hour that lies across local midnight
+-- in a day outside the window it checks.
+CREATE OR REPLACE FUNCTION ingest_internal.refuse_split_day(tz text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'days in time zone "%" do not all start on a whole hour', tz
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = 'Usage is kept per hour: such a day is not a union of hours.',
+              HINT = 'Ask for each day''s total (granularity "total" from one local midnight to the next): its partial hours are read from raw events.';
+END
+$$;
+
 -- The days of a table whose detach has begun and not ended, as retention
 -- recorded them (mark_retiring): read with no lock on them, which the end
 -- of their detach holds ACCESS EXCLUSIVE.
@@ -1003,10 +1024,7 @@ BEGIN
     -- a day that is no union of hours could only be answered approximately
     IF granularity = 'day' AND NOT ingest_internal.utc_days(time_zone)
        AND NOT ingest_internal.days_on_hours(time_zone, from_ts, to_ts) THEN
-        RAISE EXCEPTION 'days in time zone "%" do not all start on a whole hour', time_zone
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Usage is kept per hour: such a day is not a union of hours.',
-                  HINT = 'Ask for each day''s total (granularity "total" from one local midnight to the next): its partial hours are read from raw events.';
+        PERFORM ingest_internal.refuse_split_day(time_zone);
     END IF;
     IF ingest_internal.on_citus(tbl) THEN
         RETURN QUERY SELECT * FROM ingest_internal.usage_citus(cfg, organization_id, from_ts, to_ts, code,
@@ -1035,7 +1053,13 @@ BEGIN
     bucket_expr := CASE granularity
         WHEN 'total' THEN '$4'
         WHEN 'hour' THEN 's.hour'
-        WHEN 'day' THEN 'date_trunc(''day'', s.hour, $5)'
+        WHEN 'day' THEN CASE WHEN ingest_internal.utc_days(time_zone) THEN 'date_trunc(''day'', s.hour, $5)'
+                             -- an hour across local midnight is refused
+                             -- wherever it is: days_on_hours checks a window
+                             ELSE 'CASE WHEN date_trunc(''day'', s.hour, $5) = date_trunc(''day'', s.hour '
+                                  '          + interval ''1 hour'' - interval ''1 microsecond'', $5) '
+                                  'THEN date_trunc(''day'', s.hour, $5) '
+                                  'ELSE ingest_internal.refuse_split_day($5) END' END
     END;
     IF bucket_expr IS NULL THEN
         RAISE EXCEPTION 'unrecognized granularity "%"', granularity
