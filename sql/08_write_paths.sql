@@ -708,9 +708,21 @@ COMMIT;
 SELECT ingest.fold_rollups('od') >= 0 AS folded, regress.od_usage(-2) AS day_2;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 DELETE FROM od WHERE transaction_id = 't4';
-SELECT regexp_replace(regress.try(format('DROP TABLE %s', regress.od_oldest())), '_p\d{8}', '_pN') AS refused;
+SELECT regress.try(format('DROP TABLE %s', regress.od_oldest())) AS refused;
 ROLLBACK;
 SELECT regress.od_usage(-1) AS day_1;
+-- a later partition's hours stay retained: taking it out with changes not
+-- folded is no refusal, nor a fold under its lock
+SELECT count(*) AS made FROM ingest.create_partitions('od', regress.today() + 1, regress.today() + 1);
+INSERT INTO od (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+VALUES ('00000000-0000-0000-0000-0000000000aa', 't6', 'c1', 'api', regress.h(1, 1), 3);
+SELECT ingest.fold_rollups('od') >= 0 AS folded;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+DELETE FROM od WHERE transaction_id = 't6';
+SELECT regress.try(format('DROP TABLE %s', (SELECT partition FROM ingest.partitions WHERE event_table = 'od'::regclass
+                                              AND state = 'attached' ORDER BY day DESC LIMIT 1)));
+COMMIT;
+SELECT ingest.fold_rollups('od') >= 0 AS folded, regress.od_usage(1) AS day1;
 -- the two oldest in one statement: the second one's marks were passed over
 INSERT INTO od (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
 VALUES ('00000000-0000-0000-0000-0000000000aa', 't5', 'c1', 'api', regress.h(0, 1), 3);

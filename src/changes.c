@@ -161,12 +161,14 @@ IngestMarkStale(IngestTable *t, const char *src, bool per_org)
 }
 
 /*
- * Has partition "part" hours that changes marked stale (its whole UTC
- * hours: one it shares with another day is that day's too)?  As the owner,
- * with the latest snapshot.
+ * Is partition "part" the oldest of the table (not a default partition, nor
+ * one whose detach is pending), and has the table stale marks of hours
+ * from its first whole hour on?  Taking it out retires those hours before
+ * the next partition's start (the hour it shares with the next day too).
+ * As the owner, with the latest snapshot.
  */
 bool
-IngestDayMarked(IngestTable *t, Oid part)
+IngestOldestDayMarked(IngestTable *t, Oid part)
 {
 	IngestOwnerScope scope;
 	bool		marked;
@@ -177,7 +179,10 @@ IngestDayMarked(IngestTable *t, Oid part)
 	t->latest_snapshot = true;
 	marked = exec_sql(t, psprintf("SELECT FROM ingest_side.partition_bounds(%u) b, %s x "
 								  " WHERE NOT b.is_default "
-								  "   AND x.lo < date_trunc('hour', b.upper_bound, 'UTC') "
+								  "   AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i, "
+								  "                        ingest_side.partition_bounds(i.inhrelid) o "
+								  "                    WHERE i.inhparent = $1 AND NOT i.inhdetachpending "
+								  "                      AND NOT o.is_default AND o.lower_bound < b.lower_bound) "
 								  "   AND x.hi > date_trunc('hour', b.lower_bound - interval '1 microsecond', 'UTC') "
 								  "              + interval '1 hour' "
 								  " LIMIT 1",

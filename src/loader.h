@@ -121,7 +121,7 @@ extern void IngestCopyFromLeave(Oid relid);
 /* changes.c: side state of the rows of "src" (a relation or transition table) */
 extern void IngestClaimKeysStrict(IngestTable *t, const char *src);
 extern void IngestForgetKeys(IngestTable *t, const char *src);
-extern bool IngestDayMarked(IngestTable *t, Oid part);
+extern bool IngestOldestDayMarked(IngestTable *t, Oid part);
 extern void IngestMarkStale(IngestTable *t, const char *src, bool per_org);
 extern void IngestFeedDeltas(IngestTable *t, const char *src);
 

@@ -446,25 +446,26 @@ managed_root_of_partition(Oid part, IngestTable *t)
 /*
  * Taking out the oldest partition retires its day: its rollup hours stay
  * as they are from then on, so they must first agree with its rows.  So
- * the hours a partition's changes marked stale are folded before it goes,
- * as retention folds before a detach (a fold needs READ COMMITTED), or the
- * DDL is refused: the marks would lie outside the retained hours, and be
- * passed over for good.  Any partition's, not only the oldest's: one
- * statement may take out the two oldest.
+ * the table's stale hours are folded before it goes, as retention folds
+ * before a detach (a fold needs READ COMMITTED), or the DDL is refused:
+ * marks of its hours would lie outside the retained hours, and be passed
+ * over for good.  Every mark, not only its day's: when one statement takes
+ * out the two oldest days, the first one taken out is the oldest, and the
+ * second one's marks must be folded then.  A later partition's hours stay
+ * retained: its marks are folded as any are.
  */
 static void
-settle_day(IngestTable *t, Oid part)
+settle_oldest_day(IngestTable *t, Oid part)
 {
-	if (!IngestDayMarked(t, part))
+	if (!IngestOldestDayMarked(t, part))
 		return;
 	if (!IsolationUsesXactSnapshot())
 		run_internal("SELECT ingest_internal.fold($1, false)", t->relid);
-	if (IngestDayMarked(t, part))
+	if (IngestOldestDayMarked(t, part))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("partition \"%s\" of managed table \"%s\" has changes not folded into its rollups",
-						get_rel_name(part), get_rel_name(t->relid)),
-				 errdetail("A partition taken out may retire its day, whose rollup hours then stay as they are."),
+				 errmsg("the rollups of managed table \"%s\" have changes not folded", get_rel_name(t->relid)),
+				 errdetail("Taking out its oldest partition retires its day, whose rollup hours then stay as they are."),
 				 errhint("Run ingest.fold_rollups() in a READ COMMITTED transaction, then retry.")));
 }
 
@@ -497,7 +498,7 @@ partition_leaves(IngestTable *t, Oid part)
 						  (Datum[]) {ObjectIdGetDatum(t->relid), ObjectIdGetDatum(part)});
 		return;
 	}
-	settle_day(t, part);
+	settle_oldest_day(t, part);
 	name = partition_rows(t, part);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -840,8 +841,11 @@ ingest_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	{
 		Oid			heap = IndexGetRelation(objectId, true);
 
+		/* nor one dropped by name (allow_system_table_mods) */
 		if (!OidIsValid(heap) || get_rel_relkind(heap) != RELKIND_TOASTVALUE ||
-			(arg != NULL && (((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL)))
+			(arg != NULL && (((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL)) ||
+			(running_stmt != NULL && IsA(running_stmt, DropStmt) &&
+			 ((DropStmt *) running_stmt)->removeType == OBJECT_INDEX))
 			return;
 		part = toast_owner(heap);
 	}
