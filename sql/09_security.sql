@@ -81,6 +81,11 @@ SELECT regress.try($$SELECT * FROM ingest.load(0, 'x')$$);
 SELECT regress.try(format($$SELECT * FROM ingest.load('sec', %L)$$,
                           regress.sec('m1') || E'\n\\.\n' || regress.sec('m2')));
 SELECT loaded FROM ingest.load('sec', regress.sec('m3') || E'\n\\.\n');
+-- but a "\." line inside a quoted csv field is data, as for COPY
+SELECT loaded FROM ingest.load('sec', regress.sec('m4') || E'\n' ||
+       format(E'00000000-0000-0000-0000-0000000000cc,m5,c1,"a\n\\.\nb",%s,{},1,\n', regress.h(0, 1)) ||
+       regress.sec('m6'));
+SELECT transaction_id, code FROM sec WHERE transaction_id IN ('m4', 'm5', 'm6') ORDER BY 1;
 -- a duplicate whose original is in an earlier batch of the same call is a
 -- conflict too
 SELECT loaded, duplicates, conflicts FROM ingest.load('sec',

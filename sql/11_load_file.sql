@@ -155,6 +155,16 @@ SELECT regress.lf_write('marker_end.txt', convert_to(
                E'\n' ORDER BY g) || E'\n\\.\n' || repeat(E' \n', 50000), 'UTF8'))
   FROM generate_series(1, 1500) g;
 SELECT * FROM ingest.load_file('lf', current_setting('data_directory') || '/marker_end.txt', 'text');
+-- a "\." line inside a quoted csv field is data, as for COPY: here the
+-- field begins in the file's first 64 kB and its "\." line is past them
+TRUNCATE lf;
+SELECT regress.lf_write('marker_quoted.csv', convert_to(
+    l1 || repeat('x', 65536 - 300 - length(l1 || '""}",1,' || E'\n')) || '""}",1,' || E'\n'
+    || format(E'00000000-0000-0000-0000-000000000007,qq,c,"%s\n\\.\n",%s,{},1,\n', repeat('y', 600), ts), 'UTF8'))
+  FROM (SELECT date_trunc('hour', now()) AS ts) t,
+       LATERAL (SELECT format('00000000-0000-0000-0000-000000000007,q1,c,api,%s,"{""p"": ""', ts) AS l1) l;
+SELECT * FROM ingest.load_file('lf', current_setting('data_directory') || '/marker_quoted.csv');
+SELECT transaction_id, length(code), right(code, 4) = E'\n\\.\n' AS marker_kept FROM lf ORDER BY 1;
 
 TRUNCATE lf;
 -- bytes not in the database encoding fail the call, as for ingest.load of

@@ -75,6 +75,9 @@ struct IngestParser
 	bool		feof;
 	bool		fbad;			/* invalid bytes at fready */
 	bool		fverify;		/* text formats: in the database encoding */
+	/* following the lines for a "\." line (scan_end_marker) */
+	bool		csv;			/* csv: a quoted field's lines are data */
+	bool		in_quote;
 	int			mlen;			/* the current line's length, up to 4 */
 	char		mline[3];		/* and its first bytes */
 	bool		marker;			/* a "\." line went by */
@@ -86,40 +89,6 @@ struct IngestParser
 #define FILE_CHUNK			(64 * 1024)
 /* A JSON line buffer grown past this is given back after its line. */
 #define LINE_KEEP_BYTES		(1024 * 1024)
-
-/*
- * A line "\." ends COPY's data; COPY ignores whatever follows it.  An
- * ingest.load payload is read whole, so rows after such a line would be
- * neither loaded nor rejected: the payload is refused instead.  A "\." at
- * its end is taken as COPY takes it.
- */
-static void
-refuse_data_after_end_marker(const char *data, Size len)
-{
-	Size		pos = 0;
-
-	while (pos < len)
-	{
-		const char *line = data + pos;
-		const char *nl = memchr(line, '\n', len - pos);
-		Size		n = nl ? (Size) (nl - line) : len - pos;
-		Size		rest;
-
-		pos += n + (nl ? 1 : 0);
-		if (n > 0 && line[n - 1] == '\r')
-			n--;
-		if (n != 2 || line[0] != '\\' || line[1] != '.')
-			continue;
-		for (rest = pos; rest < len; rest++)
-			if (!isspace((unsigned char) data[rest]))
-				ereport(ERROR,
-						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
-						 errmsg("end-of-data marker \"\\.\" is followed by more data"),
-						 errdetail("COPY would stop at the marker and ignore the rest."),
-						 errhint("Remove the \"\\.\" line: ingest.load reads the whole payload.")));
-		return;
-	}
-}
 
 /*
  * Error context of ingest.load's and ingest.load_file's parsing: the
@@ -221,13 +190,18 @@ file_available(IngestParser *p)
 }
 
 /*
- * Follow the lines going by as refuse_data_after_end_marker reads a
- * payload: once a line is "\.", only white space may follow.
+ * A line "\." ends COPY's data; COPY ignores whatever follows it.  The
+ * loader reads a payload or a file whole, so rows after such a line would
+ * be neither loaded nor rejected: once a line is "\.", only white space may
+ * follow, else the input is refused.  In csv, as in COPY, only a line that
+ * begins outside quotes can be the marker: in a quoted field, "\." is data.
+ * (ingest.load and ingest.load_file take no QUOTE option: the quote is the
+ * escape, a plain toggle.)  Fed the input as it goes by, in any pieces.
  */
 static void
-scan_end_marker(IngestParser *p, const char *s, int n)
+scan_end_marker(IngestParser *p, const char *s, Size n)
 {
-	int			i;
+	Size		i;
 
 	for (i = 0; i < n; i++)
 	{
@@ -242,12 +216,21 @@ scan_end_marker(IngestParser *p, const char *s, int n)
 						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
 						 errmsg("end-of-data marker \"\\.\" is followed by more data"),
 						 errdetail("COPY would stop at the marker and ignore the rest."),
-						 errhint("Remove the \"\\.\" line: ingest.load_file reads the whole file.")));
+						 errhint("Remove the \"\\.\" line: %s reads the whole %s.",
+								 p->caller, p->input.file ? "file" : "payload")));
 			}
 			continue;
 		}
+		if (p->csv && c == '"')
+			p->in_quote = !p->in_quote;
 		if (c == '\n')
 		{
+			if (p->in_quote)
+			{
+				/* the next line continues a quoted field */
+				p->mlen = 4;
+				continue;
+			}
 			if (p->mline[0] == '\\' && p->mline[1] == '.' &&
 				(p->mlen == 2 || (p->mlen == 3 && p->mline[2] == '\r')))
 				p->marker = true;
@@ -419,8 +402,9 @@ IngestParserBegin(Relation rel, const char *format, bool header,
 		for (i = 0; i < p->ntargets; i++)
 			names = lappend(names, makeString(p->target_names[i]));
 
+		p->csv = pg_strcasecmp(format, "csv") == 0;
 		if (input->data && !p->binary)
-			refuse_data_after_end_marker(input->data, input->len);
+			scan_end_marker(p, input->data, input->len);
 
 		/*
 		 * Neither payload nor file: COPY FROM STDIN reads the client's COPY
