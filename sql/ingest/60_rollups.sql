@@ -225,14 +225,16 @@ $$;
 -- Rollup retention: the hour from which a table's rollup hours are kept,
 -- NULL when all are.  Hours older than rollup_retention go, unless raw
 -- events still cover them: those stay exact, and usage() reads them.  By
--- the statement's time: a reader in a long transaction starts no earlier
--- than a fold that has deleted.
+-- the clock, not the statement's time: a fold that a reader's snapshot
+-- sees committed before the reader asks, so the reader's answer is never
+-- behind what that fold deleted, even in a statement (a function, a
+-- procedure) that began before the fold.
 CREATE OR REPLACE FUNCTION ingest_internal.rollup_kept_from(cfg ingest.table_config)
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT date_trunc('hour', LEAST(statement_timestamp() - cfg.rollup_retention,
+    SELECT date_trunc('hour', LEAST(clock_timestamp() - cfg.rollup_retention,
                                     lower(ingest_internal.raw_hours(cfg.event_table))), 'UTC')
      WHERE cfg.rollup_retention IS NOT NULL
 $$;
