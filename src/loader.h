@@ -102,6 +102,7 @@ extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);
 extern bool IngestNeedsExecutor(Oid relid, Relation rel);
 extern bool IngestRelationNeedsExecutor(Relation rel);
+extern bool IngestIsOwnTriggerFunction(Oid fn, bool any);
 extern Oid	IngestRootOf(Oid relid);
 extern Oid	IngestRelationOwner(Oid relid);
 extern Oid	IngestCaller(void);

@@ -108,12 +108,14 @@ IngestRootOf(Oid relid)
 }
 
 /*
- * Is a function one of ingest's trigger functions (dedup_row, or
- * track_changes when "any")?  Its C symbol tells: only a superuser can
- * create a C function, and a name can be anyone's.
+ * Is a function one of ingest's trigger functions (dedup_row, or any of
+ * them when "any": track_changes and replica_guard too)?  Its C symbol
+ * tells, resolved in ingest's own library: only a superuser can create a C
+ * function, and a name can be anyone's.  A function whose symbol has none
+ * of their names is not resolved, so no other library is loaded for it.
  */
-static bool
-is_ingest_trigger_function(Oid fn, bool any)
+bool
+IngestIsOwnTriggerFunction(Oid fn, bool any)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	Form_pg_proc proc;
@@ -128,12 +130,15 @@ is_ingest_trigger_function(Oid fn, bool any)
 		bool		binnull;
 		Datum		src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &srcnull);
 		Datum		bin = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &binnull);
+		char	   *symbol = srcnull ? NULL : TextDatumGetCString(src);
 
-		if (!srcnull && !binnull)
+		if (symbol && !binnull &&
+			(strcmp(symbol, "ingest_dedup_row") == 0 ||
+			 (any && (strcmp(symbol, "ingest_track_changes") == 0 ||
+					  strcmp(symbol, "ingest_replica_guard") == 0))))
 		{
 			void	   *addr = (void *) load_external_function(TextDatumGetCString(bin),
-															   TextDatumGetCString(src),
-															   false, NULL);
+															   symbol, false, NULL);
 
 			ours = addr == (void *) ingest_dedup_row ||
 				(any && (addr == (void *) ingest_track_changes ||
@@ -166,7 +171,7 @@ IngestRelationNeedsExecutor(Relation rel)
 		if (tg->tgisinternal && tg->tgfoid == F_UNIQUE_KEY_RECHECK)
 			return true;
 		if (!tg->tgisinternal && tg->tgenabled != TRIGGER_DISABLED &&
-			!is_ingest_trigger_function(tg->tgfoid, true))
+			!IngestIsOwnTriggerFunction(tg->tgfoid, true))
 			return true;
 	}
 	return false;
@@ -387,7 +392,7 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 	tgfoid = regclass_at(7, &isnull);
 	/* ready: the trigger is ours (a function name can be anyone's) */
 	if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
-		t->ready = is_ingest_trigger_function(tgfoid, false);
+		t->ready = IngestIsOwnTriggerFunction(tgfoid, false);
 	t->distributed = side_state_distributed(t->citus_shard, t->ledger);
 	return true;
 }

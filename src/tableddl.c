@@ -204,7 +204,7 @@ refuse_trigger_after_dedup(Oid root, int16 tgtype, const char *trigname)
 
 /*
  * The type of trigger "trigname" on relid (0 when there is none), and
- * whether it is one of ingest's own (its function is the extension's).
+ * whether it is one of ingest's own.
  */
 static int16
 trigger_kind(Oid relid, const char *trigname, bool *ours)
@@ -229,8 +229,7 @@ trigger_kind(Oid relid, const char *trigname, bool *ours)
 		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
 
 		tgtype = tg->tgtype;
-		*ours = getExtensionOfObject(ProcedureRelationId, tg->tgfoid) ==
-			get_extension_oid("ingest", true);
+		*ours = IngestIsOwnTriggerFunction(tg->tgfoid, true);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
