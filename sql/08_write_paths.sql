@@ -778,6 +778,22 @@ END $$;
 SELECT regress.try($$SELECT ingest.manage_table('ps_ul')$$);
 DROP TABLE ps_ul;
 DROP TABLE ps_ra;
+-- a partition's TOAST index dropped by name (a superuser's, with
+-- allow_system_table_mods) is no partition leaving: its keys stay (they
+-- were forgotten)
+SELECT ingest.create_event_table('ps_ti', premake => 0);
+INSERT INTO ps_ti (organization_id, transaction_id, external_customer_id, code, timestamp, value)
+VALUES ('00000000-0000-0000-0000-000000000001', 't1', 'c', 'api', now(), 1);
+SET allow_system_table_mods = on;
+DO $$ BEGIN
+    EXECUTE (SELECT format('DROP INDEX pg_toast.%I', i.relname)
+               FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhrelid
+               JOIN pg_index x ON x.indrelid = p.reltoastrelid JOIN pg_class i ON i.oid = x.indexrelid
+              WHERE h.inhparent = 'ps_ti'::regclass);
+END $$;
+RESET allow_system_table_mods;
+SELECT (SELECT count(*) FROM ps_ti) AS events, (SELECT count(*) FROM ingest_side.ps_ti_keys) AS keys;
+DROP TABLE ps_ti;
 DROP COLLATION regress_c2;
 DROP TABLE ps, ps_y, ps_z;
 DROP SERVER ps_nowhere;
