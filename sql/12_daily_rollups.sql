@@ -275,6 +275,28 @@ SELECT count(*) AS old_days FROM ingest_side.dr_daily WHERE day < regress.h(-2, 
 SELECT * FROM regress.daily_mismatch('dr');
 SELECT left(regress.try($$SELECT * FROM ingest.usage('dr', '00000000-0000-0000-0000-000000000001',
                                                      regress.h(-3, 0), regress.h(0, 0))$$), 40) AS refused;
+-- a day made again before retired days past rollup retention (a hole)
+-- does not bring their hours back: usage over them is refused, not
+-- answered with nothing
+SELECT ingest.create_event_table('dh', premake => 0);
+SELECT count(*) FROM ingest.create_partitions('dh', regress.today() - 8, regress.today());
+INSERT INTO dh (organization_id, transaction_id, external_customer_id, code, timestamp, value)
+SELECT '00000000-0000-0000-0000-000000000001', 'h' || i, 'c', 'api', regress.h(-8, 0) + i * interval '1 hour', 1
+  FROM generate_series(0, 8 * 24 - 1) i;
+SELECT ingest.fold_rollups('dh') > 0 AS folded;
+SELECT ingest.configure('dh', retention => '3 days', rollup_retention => '1 day');
+SELECT count(*) AS retired FROM ingest.run_maintenance('dh') WHERE action IN ('detach', 'drop');
+SELECT ingest.fold_rollups('dh') >= 0 AS folded;
+SELECT ingest.configure('dh', retention => '30 days');
+SELECT count(*) FROM ingest.create_partitions('dh', regress.today() - 7, regress.today() - 7);
+SELECT ingest.fold_rollups('dh') >= 0 AS folded;
+SELECT left(regress.try($$SELECT * FROM ingest.usage('dh', '00000000-0000-0000-0000-000000000001',
+                                                     regress.h(-6, 0), regress.h(-5, 0))$$), 5) AS hole;
+SELECT left(regress.try($$SELECT * FROM ingest.usage('dh', '00000000-0000-0000-0000-000000000001',
+                                                     regress.h(-7, 0), regress.h(-1, 0))$$), 5) AS across_hole;
+SELECT events FROM ingest.usage('dh', '00000000-0000-0000-0000-000000000001', regress.h(-7, 0), regress.h(-6, 0));
+SELECT events FROM ingest.usage('dh', '00000000-0000-0000-0000-000000000001', regress.h(-2, 0), regress.h(-1, 0));
+DROP TABLE dh;
 -- the days attached again, without rollup retention, their hours come back
 SELECT ingest.configure('dr', rollup_retention => '0');
 SELECT regress.try(format('ALTER TABLE dr ATTACH PARTITION dr_old3 FOR VALUES FROM (%L) TO (%L)',

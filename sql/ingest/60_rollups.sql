@@ -222,21 +222,24 @@ AS $$
      WHERE h.hi IS NULL OR h.lo < h.hi
 $$;
 
--- Rollup retention: the hour from which a table's rollup hours are kept,
--- NULL when all are.  Hours older than rollup_retention go, unless raw
--- events still cover them: those stay exact, and usage() reads them.  By
--- the clock, not the statement's time: a fold that a reader's snapshot
--- sees committed before the reader asks, so the reader's answer is never
--- behind what that fold deleted, even in a statement (a function, a
+-- Rollup retention: the hours whose rollup rows are gone, or go at the
+-- next fold: those older than rollup_retention whose raw events are not
+-- all retained (a retired day, a hole of retired days among retained ones
+-- included), '{}' when all are kept.  A day made again later does not
+-- bring a gone hour back, and it is not gone by this rule either: its raw
+-- events are there, and its rollup rows follow them from then on.  By the
+-- clock, not the statement's time: a fold that a reader's snapshot sees
+-- committed before the reader asks, so the hours the reader finds gone
+-- cover what that fold deleted, even in a statement (a function, a
 -- procedure) that began before the fold.
-CREATE OR REPLACE FUNCTION ingest_internal.rollup_kept_from(cfg ingest.table_config)
-RETURNS timestamptz
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_gone(cfg ingest.table_config)
+RETURNS tstzmultirange
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT date_trunc('hour', LEAST(clock_timestamp() - cfg.rollup_retention,
-                                    lower(ingest_internal.raw_hours(cfg.event_table))), 'UTC')
-     WHERE cfg.rollup_retention IS NOT NULL
+    SELECT CASE WHEN cfg.rollup_retention IS NULL THEN '{}'::tstzmultirange
+                ELSE tstzmultirange(tstzrange(NULL, date_trunc('hour', clock_timestamp() - cfg.rollup_retention, 'UTC')))
+                     - ingest_internal.raw_hours(cfg.event_table) END
 $$;
 
 -- The start of the last range of a multirange of hours: of the retained
@@ -927,17 +930,17 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
 
-    -- 4. Rollups have their own retention (rollup_kept_from).  The days of
+    -- 4. Rollups have their own retention (rollup_gone).  The days of
     -- the hours gone keep the rest of their hours: nothing, once past
     -- retention entirely.
     IF cfg.rollup_retention IS NOT NULL THEN
         EXECUTE format($q$
-            WITH gone AS (DELETE FROM %s r WHERE r.hour < $1 RETURNING r.hour),
+            WITH gone AS (DELETE FROM %s r WHERE $1 @> r.hour RETURNING r.hour),
             days AS (SELECT DISTINCT date_trunc('day', g.hour, 'UTC') AS day FROM gone g)
             SELECT array_agg(NULL::uuid), array_agg(d.day), array_agg(d.day + interval '24 hours')
               FROM days d$q$, cfg.rollup_hours)
           INTO orgs, los, his
-          USING ingest_internal.rollup_kept_from(cfg);
+          USING ingest_internal.rollup_gone(cfg);
         IF orgs IS NOT NULL THEN
             PERFORM ingest_internal.refresh_days(tbl, orgs, los, his);
         END IF;
@@ -1041,8 +1044,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'It was created when raw events were retained from that instant only.';
     END IF;
-    known := ingest_internal.rollup_kept_from(cfg);
-    IF known IS NOT NULL AND from_ts < known THEN
+    -- hours of the range that rollup retention deleted: the last of them
+    SELECT max(upper(g)) INTO known
+      FROM pg_catalog.unnest(ingest_internal.rollup_gone(cfg)) g
+     WHERE from_ts < to_ts AND g && tstzrange(date_trunc('hour', from_ts, 'UTC'), to_ts);
+    IF known IS NOT NULL THEN
         RAISE EXCEPTION 'usage of table "%" is not kept before %', tbl, known
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = pg_catalog.format('Rollup hours older than its rollup_retention (%s) go once their raw events are retired.',
