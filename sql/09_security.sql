@@ -291,6 +291,21 @@ SET ROLE tenant_a;
 SELECT ingest.unmanage_table('a_events');
 DROP TABLE a_events;
 RESET ROLE;
+-- adopting a table given to a tenant in a schema where the tenant may
+-- not create: its usage view would be made there for them (42501)
+CREATE SCHEMA sec_shared;
+GRANT USAGE ON SCHEMA sec_shared TO tenant_b;
+CREATE TABLE sec_shared.b_ev (
+    organization_id uuid NOT NULL, transaction_id text NOT NULL, external_customer_id text NOT NULL,
+    code text NOT NULL, "timestamp" timestamptz NOT NULL, properties jsonb NOT NULL DEFAULT '{}',
+    value double precision, decimal_value numeric, created_at timestamptz NOT NULL DEFAULT now()
+) PARTITION BY RANGE ("timestamp");
+ALTER TABLE sec_shared.b_ev OWNER TO tenant_b;
+SET ROLE tenant_b;
+SELECT regress.try($$SELECT ingest.manage_table('sec_shared.b_ev', premake => 0)$$);
+RESET ROLE;
+SELECT count(*) AS views_made FROM pg_class WHERE relnamespace = 'sec_shared'::regnamespace AND relkind = 'v';
+DROP SCHEMA sec_shared CASCADE;
 
 -- nobody can keep the owner from dropping a table by building on its
 -- usage view

@@ -125,6 +125,17 @@ BEGIN
         RAISE EXCEPTION 'tbl, premake and time_zone must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- the table's usage view goes next to it, which the caller's own
+    -- CREATE VIEW could not do without CREATE on the schema
+    IF NOT has_schema_privilege(ingest_internal.caller(),
+                                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl),
+                                'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %',
+              (SELECT n.nspname FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'ingest.manage_table() makes the table''s usage view in its schema.';
+    END IF;
     PERFORM ingest_internal.check_policy(retention, premake, NULL, time_zone);
     -- What adoption reads (partitions, triggers, stored keys) must be what
     -- is there once the table is locked: a snapshot older than the lock
