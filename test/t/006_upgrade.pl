@@ -200,5 +200,34 @@ for my $v (@released)
 		'f', "$v: the owner's cast did not run as the superuser updating");
 }
 
+# 0.2.0 stored a second event under a key after an UPDATE of its
+# transaction_id.  The update refuses such a table (23505) rather than make
+# a ledger one key short of its events: deleting one of them later would
+# then forget the key the other still has, and the key could be loaded
+# again.  With the duplicate deleted under the old version, it goes through.
+for my $v (@released)
+{
+	my $db = "dup_" . ($v =~ s/\./_/gr);
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, qq{
+		CREATE EXTENSION ingest VERSION '$v';
+		SELECT ingest.create_event_table('ev');
+		SET session_replication_role = replica;
+		INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+		SELECT '00000000-0000-0000-0000-000000000001', 'tx-' || least(n, 2), 'c', 'api', now(), n
+		  FROM generate_series(1, 3) n;
+		RESET session_replication_role;
+	});
+	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\nALTER EXTENSION ingest UPDATE");
+	like($err, qr/23505: table "public.ev" stores 1 events whose key another event has/,
+		"$v: the update refuses a table with two events under one key");
+	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'ingest'}),
+		$v, "$v: the refused update leaves the extension at $v");
+	$node->safe_psql($db, q{SET session_replication_role = replica; DELETE FROM ev WHERE value = 3});
+	$node->safe_psql($db, 'ALTER EXTENSION ingest UPDATE');
+	is($node->safe_psql($db, q{SELECT count(*) || ':' || (SELECT count(*) FROM ingest_side.ev_keys) FROM ev}),
+		'2:2', "$v: with the duplicate deleted, the update goes through, a key per event");
+}
+
 $node->stop;
 done_testing();

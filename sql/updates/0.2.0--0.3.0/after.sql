@@ -45,8 +45,12 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         EXECUTE pg_catalog.format('SELECT count(*) FROM %s', t) INTO total;
         IF n < total THEN
-            RAISE WARNING 'table "%" stores % events whose key another event has', t, total - n
-                USING HINT = 'ingest 0.2.0 stored them after an UPDATE of transaction_id; delete the duplicates, keeping one event per key.';
+            -- a ledger a key short of its events would forget the key
+            -- when one of them is deleted, while the other still has it
+            RAISE EXCEPTION 'table "%" stores % events whose key another event has', t, total - n
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = 'Earlier versions stored a second event under a key after an UPDATE of its transaction_id; 0.3.0 keeps one event per key.',
+                      HINT = 'Delete the duplicates, keeping one event per key, then run ALTER EXTENSION ingest UPDATE again.';
         END IF;
         EXECUTE pg_catalog.format(
             'INSERT INTO %s SELECT r.rollup, r.organization_id, r.hour, r.code, r.external_customer_id, '
