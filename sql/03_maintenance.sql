@@ -182,4 +182,14 @@ SELECT count(*) AS partitions FROM ingest.partitions WHERE event_table = 'cu'::r
 DROP TABLE cu;
 DROP FUNCTION regress.cu_plan();
 
+-- a managed table whose dedup trigger was dropped is not maintained, and
+-- the run says so (it said nothing: no row, no error)
+SELECT ingest.create_event_table('nr', premake => 0) IS NOT NULL AS made;
+DROP TRIGGER ingest_dedup ON nr;
+SELECT ingest.configure('nr', premake => 2);
+SELECT action, partition, detail FROM ingest.run_maintenance('nr');
+SELECT status, sqlstate, left(message, 60) AS message FROM ingest.maintenance_log
+ WHERE relid = 'nr'::regclass ORDER BY id;
+DROP TABLE nr;
+
 SELECT * FROM regress.invariants();

@@ -71,7 +71,8 @@ static void xact_begin(void);
 static void xact_end(void);
 static Datum exec_scalar(const char *sql, int nargs, Oid *types,
 						 Datum *values, const char *nulls, bool *isnull);
-static List *managed_tables(Oid relid, bool background, MemoryContext cxt);
+static List *managed_tables(Oid relid, bool background, MemoryContext cxt,
+							 List **not_ready);
 static bool lock_table(Oid relid);
 static List *plan_table(Oid relid, MemoryContext cxt);
 static void unlock_table(Oid relid, int failures, const char *sqlstate,
@@ -141,7 +142,7 @@ next_run_id(void)
  * tables waiting out a retry delay; a manual run does not.
  */
 static List *
-managed_tables(Oid relid, bool background, MemoryContext cxt)
+managed_tables(Oid relid, bool background, MemoryContext cxt, List **not_ready)
 {
 	List	   *tables = NIL;
 	Oid			types[2] = {OIDOID, BOOLOID};
@@ -151,10 +152,10 @@ managed_tables(Oid relid, bool background, MemoryContext cxt)
 	int			rc;
 
 	rc = SPI_execute_with_args(
-		"SELECT c.event_table::pg_catalog.oid FROM ingest.table_config c "
+		"SELECT c.event_table::pg_catalog.oid, ingest_internal.ready(c.event_table) "
+		"  FROM ingest.table_config c "
 		"  LEFT JOIN ingest_internal.table_state s ON s.relid = c.event_table "
 		" WHERE ($1 IS NULL OR c.event_table = $1) "
-		"   AND ingest_internal.ready(c.event_table) "
 		"   AND (NOT $2 OR s.next_attempt_at IS NULL "
 		"        OR s.next_attempt_at <= pg_catalog.now()) "
 		" ORDER BY 1",
@@ -167,12 +168,51 @@ managed_tables(Oid relid, bool background, MemoryContext cxt)
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 									  1, &isnull);
+		bool		ready = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 2, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
-		tables = lappend_oid(tables, DatumGetObjectId(d));
+		if (ready)
+			tables = lappend_oid(tables, DatumGetObjectId(d));
+		else
+			*not_ready = lappend_oid(*not_ready, DatumGetObjectId(d));
 		MemoryContextSwitchTo(old);
 	}
 	return tables;
+}
+
+/*
+ * A managed table whose dedup trigger is missing (a restore that has not
+ * restored it yet, or a DROP TRIGGER) is not maintained: say so in the log,
+ * once per process for the worker until the table is ready again, so that
+ * a table left out is never left out in silence.
+ */
+static void
+log_not_ready(int64 run_id, List *ready, List *not_ready, bool background)
+{
+	static List *said = NIL;
+	ListCell   *lc;
+
+	/* ready again: a later loss of the trigger is said again */
+	foreach(lc, ready)
+		said = list_delete_oid(said, lfirst_oid(lc));
+	foreach(lc, not_ready)
+	{
+		Oid			tbl = lfirst_oid(lc);
+		MemoryContext old;
+
+		if (background && list_member_oid(said, tbl))
+			continue;
+		xact_begin();
+		log_action(run_id, tbl, "run", NULL, "skipped", "55000",
+				   "table is not ready: its trigger ingest_dedup is missing "
+				   "(a restore not finished, or the trigger dropped: "
+				   "ingest.unmanage_table() then ingest.manage_table() make it again)");
+		xact_end();
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		said = lappend_oid(said, tbl);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /* Take the table's maintenance lock, without waiting. */
@@ -980,6 +1020,7 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 	MemoryContext tablecxt;
 	MemoryContext old;
 	List	   *tables;
+	List	   *not_ready = NIL;
 	ListCell   *lc;
 
 	runcxt = AllocSetContextCreate(TopMemoryContext, "ingest maintenance run",
@@ -989,10 +1030,11 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 	old = MemoryContextSwitchTo(runcxt);
 
 	xact_begin();
-	tables = managed_tables(relid, background, runcxt);
+	tables = managed_tables(relid, background, runcxt, &not_ready);
 	if (run_id == 0)
 		run_id = next_run_id();
 	xact_end();
+	log_not_ready(run_id, tables, not_ready, background);
 
 	foreach(lc, tables)
 	{
