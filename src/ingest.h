@@ -86,6 +86,9 @@ extern void IngestTrimByAge(void);
 /* fold.c */
 extern void IngestFoldRollups(void);
 
+/* managed.c */
+extern char *IngestExtensionVersionLatest(void);
+
 /* toplevel.c */
 extern void IngestExecuteTopLevel(const char *sql);
 

@@ -22,6 +22,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -35,6 +36,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "ingest.h"
@@ -47,10 +49,18 @@ typedef struct LaunchedWorker
 } LaunchedWorker;
 
 static List *launched = NIL;	/* in TopMemoryContext */
-static bool said_no_slots = false;
-static bool said_bad_role = false;
+/* What ingest.maintenance_role names, for the workers to connect as. */
+typedef enum RoleState
+{
+	ROLE_OK,
+	ROLE_MISSING,
+	ROLE_UNFIT					/* not a superuser, or cannot log in */
+} RoleState;
 
-static List *connectable_databases(Oid *roleid, bool *role_ok);
+static bool said_no_slots = false;
+static RoleState said_bad_role = ROLE_OK;
+
+static List *connectable_databases(Oid *roleid, RoleState *role_state);
 static void launch_missing_workers(void);
 
 void
@@ -138,7 +148,7 @@ ingest_launcher_main(Datum main_arg)
  * the list in the caller's memory context.
  */
 static List *
-connectable_databases(Oid *roleid, bool *role_ok)
+connectable_databases(Oid *roleid, RoleState *role_state)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	List	   *dbs = NIL;
@@ -168,11 +178,22 @@ connectable_databases(Oid *roleid, bool *role_ok)
 	table_close(rel, AccessShareLock);
 
 	*roleid = InvalidOid;
-	*role_ok = true;
+	*role_state = ROLE_OK;
 	if (ingest_maintenance_role[0] != '\0')
 	{
-		*roleid = get_role_oid(ingest_maintenance_role, true);
-		*role_ok = OidIsValid(*roleid);
+		HeapTuple	role = SearchSysCache1(AUTHNAME,
+										   CStringGetDatum(ingest_maintenance_role));
+
+		*role_state = ROLE_MISSING;
+		if (HeapTupleIsValid(role))
+		{
+			Form_pg_authid a = (Form_pg_authid) GETSTRUCT(role);
+
+			*roleid = a->oid;
+			/* a worker could neither connect nor do its work */
+			*role_state = a->rolsuper && a->rolcanlogin ? ROLE_OK : ROLE_UNFIT;
+			ReleaseSysCache(role);
+		}
 	}
 
 	PopActiveSnapshot();
@@ -239,10 +260,10 @@ launch_missing_workers(void)
 	List	   *still_running = NIL;
 	ListCell   *lc;
 	Oid			roleid;
-	bool		role_ok;
+	RoleState	role_state;
 
 	pgstat_report_activity(STATE_RUNNING, "looking for databases");
-	dbs = connectable_databases(&roleid, &role_ok);
+	dbs = connectable_databases(&roleid, &role_state);
 
 	/* Forget workers that have exited. */
 	foreach(lc, launched)
@@ -261,19 +282,25 @@ launch_missing_workers(void)
 	list_free(launched);
 	launched = still_running;
 
-	if (!role_ok)
+	if (role_state != ROLE_OK)
 	{
-		if (!said_bad_role)
+		if (said_bad_role != role_state && role_state == ROLE_MISSING)
 			ereport(LOG,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("role \"%s\" named by \"ingest.maintenance_role\" does not exist",
 							ingest_maintenance_role),
 					 errdetail("No maintenance worker is started until it does.")));
-		said_bad_role = true;
+		else if (said_bad_role != role_state)
+			ereport(LOG,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("role \"%s\" named by \"ingest.maintenance_role\" is not a superuser that can log in",
+							ingest_maintenance_role),
+					 errdetail("No maintenance worker is started until it is.")));
+		said_bad_role = role_state;
 		dbs = NIL;
 	}
 	else
-		said_bad_role = false;
+		said_bad_role = ROLE_OK;
 
 	foreach(lc, dbs)
 	{
@@ -302,8 +329,8 @@ launch_missing_workers(void)
 			if (!said_no_slots)
 				ereport(LOG,
 						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("could not start an ingest worker for database %u", dboid),
-						 errdetail("All background worker slots are in use."),
+						 errmsg("could not start an ingest worker: all background worker slots are in use"),
+						 errdetail("Databases without a worker (that may not have the extension) wait for a slot; the launcher tries again at every scan."),
 						 errhint("Raise \"max_worker_processes\".")));
 			said_no_slots = true;
 			break;

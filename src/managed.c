@@ -41,6 +41,7 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
+#include "ingest.h"
 #include "loader.h"
 
 /* The owner of a relation. */
@@ -243,8 +244,8 @@ extension_version(void)
  * wait ends by accepting the invalidations of what committed meanwhile,
  * and a change to pg_extension sends one).
  */
-static char *
-extension_version_latest(void)
+char *
+IngestExtensionVersionLatest(void)
 {
 	Relation	ext = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyData key;
@@ -462,7 +463,7 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 	 * An ALTER EXTENSION UPDATE may have committed meanwhile, too: COPY's
 	 * triggers would not see it either, so missing_ok does not cover it.
 	 */
-	version = extension_version_latest();
+	version = IngestExtensionVersionLatest();
 	current = version != NULL && strcmp(version, INGEST_VERSION) == 0;
 	refuse_other_version(version);
 	found = current && lookup_table(relid, t, false);

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -130,16 +131,29 @@ IngestRunManual(Oid relid, int64 run_id, Oid roleid)
 				 errmsg("postmaster exited during a maintenance run")));
 }
 
-static bool
-extension_present(void)
+/*
+ * The version of the extension in this database, in "cxt"; NULL when it is
+ * not installed.
+ */
+static char *
+extension_version(MemoryContext cxt)
 {
-	bool		present;
+	char	   *v = NULL;
+	char	   *found;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	present = OidIsValid(get_extension_oid("ingest", true));
+	found = IngestExtensionVersionLatest();
+	if (found != NULL)
+		v = MemoryContextStrdup(cxt, found);
 	CommitTransactionCommand();
-	return present;
+	return v;
+}
+
+static bool
+extension_present(void)
+{
+	return extension_version(CurrentMemoryContext) != NULL;
 }
 
 /*
@@ -277,6 +291,8 @@ database_loop(Oid roleid)
 	TimestampTz next_run = 0;
 	TimestampTz last_fold = 0;
 	TimestampTz next_fold = 0;
+	bool		said_version = false;
+	char	   *version;
 
 	/* a new role needs a new connection: the launcher makes one */
 	if (!connected_as_configured(roleid))
@@ -303,8 +319,41 @@ database_loop(Oid roleid)
 																   ingest_rollup_fold_interval * 1000L));
 		}
 
-		if (!ingest_enabled || !extension_present())
+		if (!ingest_enabled)
 			proc_exit(0);
+		version = extension_version(TopMemoryContext);
+		if (version == NULL)
+			proc_exit(0);
+
+		/*
+		 * The SQL objects of another version (an update not run yet, after
+		 * the library was installed) are not ours to call: wait for ALTER
+		 * EXTENSION ingest UPDATE, saying so once, rather than fail at
+		 * every pass.
+		 */
+		if (strcmp(version, INGEST_VERSION) != 0)
+		{
+			if (!said_version)
+			{
+				/* (the database's name is read in a transaction) */
+				StartTransactionCommand();
+				ereport(LOG,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("ingest worker for database \"%s\" waits for ALTER EXTENSION ingest UPDATE",
+								get_database_name(MyDatabaseId)),
+						 errdetail("The extension is at version %s, its library at version %s.",
+								   version, INGEST_VERSION)));
+				CommitTransactionCommand();
+			}
+			said_version = true;
+			pfree(version);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 ingest_maintenance_interval * 1000L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			continue;
+		}
+		said_version = false;
+		pfree(version);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_run)

@@ -234,6 +234,45 @@ my ($dump) = run_command(['pg_dump', '-d', $node->connstr('postgres')]);
 like($dump, qr/^COPY ingest\.table_config .*\n(?:.*\n)*?public\.adopted\tUTC\t5 days\t2\t/m,
 	'pg_dump includes the policy of managed tables');
 
+# The SQL objects of an older version, before ALTER EXTENSION ingest UPDATE:
+# the worker waits for the update, saying so once, instead of failing at
+# every pass (each pass called a function the old objects lack, 42883).
+my $released = $node->safe_psql('postgres', q{
+	SELECT max(version) FROM pg_available_extension_versions
+	 WHERE name = 'ingest' AND version <> (SELECT default_version FROM pg_available_extensions WHERE name = 'ingest')});
+$node->safe_psql('postgres', 'CREATE DATABASE oldver');
+my $offset = -s $node->logfile;
+$node->safe_psql('oldver', qq{CREATE EXTENSION ingest VERSION '$released'; SELECT ingest.create_event_table('ev', premake => 1);});
+ok($node->wait_for_log(qr/LOG:  ingest worker for database "oldver" waits for ALTER EXTENSION ingest UPDATE\n.*DETAIL:  The extension is at version $released/, $offset),
+	'a worker over an older version waits for the update and says so');
+sleep(3);
+my $log = slurp_file($node->logfile, $offset);
+is(scalar(() = $log =~ /waits for ALTER EXTENSION ingest UPDATE/g), 1, 'it says so once');
+unlike($log, qr/function ingest_internal\.\S+ does not exist/, 'it calls none of the objects of the older version');
+$node->safe_psql('oldver', q{ALTER EXTENSION ingest UPDATE; SELECT ingest.configure('ev', premake => 4)});
+ok($node->poll_query_until('oldver', q{SELECT newest_day >= (now() AT TIME ZONE 'UTC')::date + 4 FROM ingest.event_tables}),
+	'once updated, the worker maintains the database');
+
+# ingest.maintenance_role naming a role that cannot log in, or is not a
+# superuser: the launcher says so once and starts no worker (workers failed
+# to connect, or failed at once, at every scan).
+$node->safe_psql('postgres', q{
+	CREATE ROLE maint SUPERUSER NOLOGIN;
+	ALTER SYSTEM SET ingest.maintenance_role = 'maint';
+	SELECT pg_reload_conf();});
+$offset = -s $node->logfile;
+ok($node->wait_for_log(qr/LOG:  role "maint" named by "ingest.maintenance_role" is not a superuser that can log in/, $offset),
+	'a maintenance role that cannot log in is reported');
+sleep(3);
+$log = slurp_file($node->logfile, $offset);
+unlike($log, qr/not permitted to log in/, 'no worker tries to connect as it');
+is(scalar(() = $log =~ /is not a superuser that can log in/g), 1, 'it is said once');
+$node->safe_psql('postgres', q{ALTER ROLE maint LOGIN; SELECT pg_reload_conf();});
+ok($node->poll_query_until('postgres', q{SELECT EXISTS (SELECT FROM pg_stat_activity
+	WHERE backend_type = 'ingest worker' AND usename = 'maint')}),
+	'once it can log in, the workers connect as it');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET ingest.maintenance_role; SELECT pg_reload_conf();});
+
 ok(!$node->log_contains('terminated by signal'), 'no worker crashed');
 $node->stop;
 done_testing();
