@@ -959,6 +959,7 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 {
 	PlanStep	ps = {CurrentMemoryContext, NIL};
 	int			failures = 0;
+	bool		pending_left = false;
 	ListCell   *lc;
 
 	if (!run_guarded(plan_step, &ps, relid, run_id, "plan", NULL,
@@ -968,11 +969,20 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 	foreach(lc, ps.plan)
 	{
 		MaintAction *a = lfirst(lc);
+		bool		detach = strcmp(a->action, "detach") == 0;
 
 		CHECK_FOR_INTERRUPTS();
 		if (!table_lock_held)
 			break;
 		if (only && strcmp(a->action, only) != 0)
+			continue;
+
+		/*
+		 * A table has one partition pending detach at most: while one is
+		 * left (its FINALIZE or DETACH failed, or is left to the worker),
+		 * the next detach would only fail with 55000 and hide why.
+		 */
+		if (detach && pending_left)
 			continue;
 
 		/*
@@ -987,22 +997,23 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
 					   "left to the background worker, which waits for no caller's snapshot");
 			xact_end();
+			pending_left |= strcmp(a->action, "finalize") == 0;
 			continue;
 		}
 		if (!run_guarded(action_step, a, relid, run_id, a->action, a->partition,
 						 sqlstate, message))
 		{
 			failures++;
+			pending_left |= detach || strcmp(a->action, "finalize") == 0;
 			/* (a run that took the table meanwhile may have marked it) */
-			if (strcmp(a->action, "detach") == 0 && table_lock_held)
+			if (detach && table_lock_held)
 			{
 				xact_begin();
 				unmark_retiring(a->partition_oid);
 				xact_end();
 			}
 		}
-		else if (strcmp(a->action, "detach") == 0 ||
-				 strcmp(a->action, "finalize") == 0)
+		else if (detach || strcmp(a->action, "finalize") == 0)
 			*detached = true;
 	}
 	return failures;
