@@ -297,6 +297,24 @@ SELECT left(regress.try($$SELECT * FROM ingest.usage('dh', '00000000-0000-0000-0
 SELECT events FROM ingest.usage('dh', '00000000-0000-0000-0000-000000000001', regress.h(-7, 0), regress.h(-6, 0));
 SELECT events FROM ingest.usage('dh', '00000000-0000-0000-0000-000000000001', regress.h(-2, 0), regress.h(-1, 0));
 DROP TABLE dh;
+-- days that begin on a half hour: from the first retained day's start,
+-- the hours past rollup retention are partial (answered from raw events),
+-- then whole and kept: answered, not refused
+SELECT ingest.create_event_table('dk', premake => 0, time_zone => 'Asia/Kolkata') IS NOT NULL AS made;
+SELECT count(*) FROM ingest.create_partitions('dk', regress.today() - 6, regress.today());
+INSERT INTO dk (organization_id, transaction_id, external_customer_id, code, timestamp, value)
+SELECT '00000000-0000-0000-0000-000000000001', 'k' || i, 'c', 'api',
+       (SELECT min(lower_bound) FROM ingest.partitions WHERE event_table = 'dk'::regclass) + i * interval '20 minutes', 1
+  FROM generate_series(0, 6 * 72 - 1) i;
+SELECT ingest.fold_rollups('dk') > 0 AS folded;
+SELECT ingest.configure('dk', retention => '3 days', rollup_retention => '1 day');
+SELECT count(*) > 0 AS retired FROM ingest.run_maintenance('dk') WHERE action IN ('detach', 'drop');
+SELECT ingest.fold_rollups('dk') >= 0 AS folded;
+SELECT extract(minute FROM lo) AS starts_at_minute,
+       (SELECT sum(events) FROM ingest.usage('dk', '00000000-0000-0000-0000-000000000001', lo, regress.h(0, 0)))
+     = (SELECT count(*) FROM dk WHERE timestamp >= lo AND timestamp < regress.h(0, 0)) AS answered_as_raw
+  FROM (SELECT min(lower_bound) AS lo FROM ingest.partitions WHERE event_table = 'dk'::regclass AND state = 'attached') x;
+DROP TABLE dk;
 -- the days attached again, without rollup retention, their hours come back
 SELECT ingest.configure('dr', rollup_retention => '0');
 SELECT regress.try(format('ALTER TABLE dr ATTACH PARTITION dr_old3 FOR VALUES FROM (%L) TO (%L)',

@@ -1044,10 +1044,14 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'It was created when raw events were retained from that instant only.';
     END IF;
-    -- hours of the range that rollup retention deleted: the last of them
-    SELECT max(upper(g)) INTO known
-      FROM pg_catalog.unnest(ingest_internal.rollup_gone(cfg)) g
-     WHERE from_ts < to_ts AND g && tstzrange(date_trunc('hour', from_ts, 'UTC'), to_ts);
+    -- whole hours of the range that rollup retention deleted: the last of
+    -- them (partial hours at the edges are read from raw events, checked
+    -- below)
+    SELECT CASE WHEN max(upper(g)) IS NOT NULL THEN LEAST(max(upper(g)), max(w.hi)) END INTO known
+      FROM pg_catalog.unnest(ingest_internal.rollup_gone(cfg)) g,
+           LATERAL (SELECT date_trunc('hour', to_ts, 'UTC') AS hi) w
+     WHERE g && tstzrange(LEAST(date_trunc('hour', from_ts - interval '1 microsecond', 'UTC')
+                                + interval '1 hour', w.hi), w.hi);
     IF known IS NOT NULL THEN
         RAISE EXCEPTION 'usage of table "%" is not kept before %', tbl, known
             USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -67,17 +67,27 @@ $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION ingest');
 my $want = $node->safe_psql('fresh', $objects);
 
+# A database for a test at released version $v: the extension at $v and a
+# managed table "ev", then the statements of $setup.
+sub db_at
+{
+	my ($prefix, $v, $setup) = @_;
+	my $db = $prefix . ($v =~ s/\./_/gr);
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, qq{
+		CREATE EXTENSION ingest VERSION '$v';
+		SELECT ingest.create_event_table('ev');
+		$setup});
+	return $db;
+}
+
 for my $v (@released)
 {
-	my $db = "from_" . ($v =~ s/\./_/gr);
-	$node->safe_psql('postgres', "CREATE DATABASE $db");
 	# The library refuses to write through an older version's objects, so
 	# the data is stored as that version kept it: 600 events of two
 	# organizations, their keys in the extension-wide ledger, the rollup
 	# of the first 300 folded and of the rest in deltas.
-	$node->safe_psql($db, qq{
-		CREATE EXTENSION ingest VERSION '$v';
-		SELECT ingest.create_event_table('ev');
+	my $db = db_at("from_", $v, qq{
 		SET session_replication_role = replica;
 		INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
 		SELECT ('00000000-0000-0000-0000-00000000000' || (1 + n % 2))::uuid, 'tx-' || n, 'c' || n % 3,
@@ -146,11 +156,7 @@ for my $v (@released)
 # with 0A000, naming it; once renamed, the update goes through.
 for my $v (@released)
 {
-	my $db = "refuse_" . ($v =~ s/\./_/gr);
-	$node->safe_psql('postgres', "CREATE DATABASE $db");
-	$node->safe_psql($db, qq{
-		CREATE EXTENSION ingest VERSION '$v';
-		SELECT ingest.create_event_table('ev');
+	my $db = db_at("refuse_", $v, qq{
 		CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql
 		  AS \$\$BEGIN NEW.transaction_id := NEW.transaction_id || '-x'; RETURN NEW; END\$\$;
 		CREATE TRIGGER zz_stamp BEFORE INSERT ON ev FOR EACH ROW EXECUTE FUNCTION stamp();
@@ -207,11 +213,7 @@ for my $v (@released)
 # again.  With the duplicate deleted under the old version, it goes through.
 for my $v (@released)
 {
-	my $db = "dup_" . ($v =~ s/\./_/gr);
-	$node->safe_psql('postgres', "CREATE DATABASE $db");
-	$node->safe_psql($db, qq{
-		CREATE EXTENSION ingest VERSION '$v';
-		SELECT ingest.create_event_table('ev');
+	my $db = db_at("dup_", $v, qq{
 		SET session_replication_role = replica;
 		INSERT INTO ev (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
 		SELECT '00000000-0000-0000-0000-000000000001', 'tx-' || least(n, 2), 'c', 'api', now(), n
