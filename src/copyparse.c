@@ -78,8 +78,9 @@ struct IngestParser
 	/* following the lines for a "\." line (scan_end_marker) */
 	bool		csv;			/* csv: a quoted field's lines are data */
 	bool		in_quote;
-	int			mlen;			/* the current line's length, up to 4 */
-	char		mline[3];		/* and its first bytes */
+	bool		after_cr;		/* the last byte was "\r" */
+	int			mlen;			/* the current line's length, up to 3 */
+	char		mline[2];		/* and its first bytes */
 	bool		marker;			/* a "\." line went by */
 	StringInfoData line;		/* a JSON line */
 	MemoryContext cxt;			/* where the line buffer lives */
@@ -196,7 +197,8 @@ file_available(IngestParser *p)
  * follow, else the input is refused.  In csv, as in COPY, only a line that
  * begins outside quotes can be the marker: in a quoted field, "\." is data.
  * (ingest.load and ingest.load_file take no QUOTE option: the quote is the
- * escape, a plain toggle.)  Fed the input as it goes by, in any pieces.
+ * escape, a plain toggle.)  Lines end as COPY ends them: "\n", "\r\n" or a
+ * "\r" alone.  Fed the input as it goes by, in any pieces.
  */
 static void
 scan_end_marker(IngestParser *p, const char *s, Size n)
@@ -223,23 +225,29 @@ scan_end_marker(IngestParser *p, const char *s, Size n)
 		}
 		if (p->csv && c == '"')
 			p->in_quote = !p->in_quote;
-		if (c == '\n')
+		/* a line ends in "\n", "\r\n" or "\r" alone, as COPY reads it */
+		if (c == '\n' || c == '\r')
 		{
+			bool		lf_of_crlf = c == '\n' && p->after_cr;
+
+			p->after_cr = c == '\r';
 			if (p->in_quote)
 			{
 				/* the next line continues a quoted field */
-				p->mlen = 4;
+				p->mlen = 3;
 				continue;
 			}
-			if (p->mline[0] == '\\' && p->mline[1] == '.' &&
-				(p->mlen == 2 || (p->mlen == 3 && p->mline[2] == '\r')))
+			if (lf_of_crlf)
+				continue;
+			if (p->mlen == 2 && p->mline[0] == '\\' && p->mline[1] == '.')
 				p->marker = true;
 			p->mlen = 0;
 			continue;
 		}
-		if (p->mlen < 3)
+		p->after_cr = false;
+		if (p->mlen < 2)
 			p->mline[p->mlen] = c;
-		if (p->mlen < 4)
+		if (p->mlen < 3)
 			p->mlen++;
 	}
 }

@@ -1170,6 +1170,8 @@ ingest_run_maintenance(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	/* the run's worker could call none of another version's objects */
+	IngestRequireCurrentVersion();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 

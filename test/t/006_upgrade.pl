@@ -117,6 +117,9 @@ for my $v (@released)
 		VALUES ('00000000-0000-0000-0000-000000000001', 'x', 'c', 'api', now())});
 	like($err, qr/extension "ingest" is at version $v, its library at version $current/,
 		"$v: the library refuses to write through the objects of $v");
+	($rc, $out, $err) = $node->psql($db, q{SELECT * FROM ingest.run_maintenance('ev')});
+	like($err, qr/extension "ingest" is at version $v, its library at version $current/,
+		"$v: a maintenance run refuses the objects of $v (its worker failed on them)");
 	$node->safe_psql($db, 'ALTER EXTENSION ingest UPDATE');
 	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'ingest'}),
 		$current, "$v updates to $current");
