@@ -184,35 +184,42 @@ managed_tables(Oid relid, bool background, MemoryContext cxt, List **not_ready)
 /*
  * A managed table whose dedup trigger is missing (a restore that has not
  * restored it yet, or a DROP TRIGGER) is not maintained: say so in the log,
- * once per process for the worker until the table is ready again, so that
- * a table left out is never left out in silence.
+ * once per process for the worker while it stays so, so that a table left
+ * out is never left out in silence.
  */
 static void
-log_not_ready(int64 run_id, List *ready, List *not_ready, bool background)
+log_not_ready(int64 run_id, List *not_ready, bool background)
 {
 	static List *said = NIL;
+	List	   *now_said = NIL;
 	ListCell   *lc;
+	MemoryContext old;
 
-	/* ready again: a later loss of the trigger is said again */
-	foreach(lc, ready)
-		said = list_delete_oid(said, lfirst_oid(lc));
 	foreach(lc, not_ready)
 	{
 		Oid			tbl = lfirst_oid(lc);
-		MemoryContext old;
 
-		if (background && list_member_oid(said, tbl))
-			continue;
-		xact_begin();
-		log_action(run_id, tbl, "run", NULL, "skipped", "55000",
-				   "table is not ready: its trigger ingest_dedup is missing "
-				   "(a restore not finished, or the trigger dropped: "
-				   "ingest.unmanage_table() then ingest.manage_table() make it again)");
-		xact_end();
+		if (!background || !list_member_oid(said, tbl))
+		{
+			xact_begin();
+			log_action(run_id, tbl, "run", NULL, "skipped", "55000",
+					   "table is not ready: its trigger ingest_dedup is missing "
+					   "(a restore not finished, or the trigger dropped: "
+					   "ingest.unmanage_table() then ingest.manage_table() make it again)");
+			xact_end();
+		}
 		old = MemoryContextSwitchTo(TopMemoryContext);
-		said = lappend_oid(said, tbl);
+		now_said = lappend_oid(now_said, tbl);
 		MemoryContextSwitchTo(old);
 	}
+	/* only tables not ready now: one ready again (or gone) is said anew */
+	if (background)
+	{
+		list_free(said);
+		said = now_said;
+	}
+	else
+		list_free(now_said);
 }
 
 /* Take the table's maintenance lock, without waiting. */
@@ -1045,7 +1052,7 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 	if (run_id == 0)
 		run_id = next_run_id();
 	xact_end();
-	log_not_ready(run_id, tables, not_ready, background);
+	log_not_ready(run_id, not_ready, background);
 
 	foreach(lc, tables)
 	{
