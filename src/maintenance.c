@@ -956,6 +956,27 @@ run_guarded(void (*step) (Oid, int64, void *), void *arg, Oid relid,
 }
 
 /*
+ * Whether a partition of the table is left pending detach (a DETACH ...
+ * CONCURRENTLY that failed after its first transaction, or a FINALIZE
+ * that failed); a plain DETACH that failed leaves none.
+ */
+static bool
+detach_pending(Oid relid)
+{
+	Datum		arg = ObjectIdGetDatum(relid);
+	bool		isnull;
+	bool		pending;
+
+	xact_begin();
+	pending = DatumGetBool(exec_scalar("SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+									   " WHERE i.inhparent OPERATOR(pg_catalog.=) $1 "
+									   "   AND i.inhdetachpending)",
+									   1, (Oid[]) {OIDOID}, &arg, NULL, &isnull));
+	xact_end();
+	return pending;
+}
+
+/*
  * Plan and carry out one table's maintenance; "only" restricts it to one
  * kind of action.  Returns the number of failed steps and whether a
  * partition was detached.
@@ -1011,7 +1032,8 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 						 sqlstate, message))
 		{
 			failures++;
-			pending_left |= detach || strcmp(a->action, "finalize") == 0;
+			if (detach || strcmp(a->action, "finalize") == 0)
+				pending_left = pending_left || detach_pending(relid);
 			/* (a run that took the table meanwhile may have marked it) */
 			if (detach && table_lock_held)
 			{
