@@ -19,6 +19,8 @@
  *	  changes.c		statement triggers: the ledger and rollups follow every
  *					other change (UPDATE, DELETE, TRUNCATE, INSERT, MERGE)
  *	  tableddl.c		partitions attached, detached or dropped by hand
+ *	  sidecopy.c	COPY into side tables, refused while the triggers follow
+ *					the events copied after them (data-only restores)
  *	  cmdstack.c	which executor command is running (a row moved by
  *					UPDATE from an inserted one)
  *	  loadstats.c	per table and hour counts of every write path
@@ -97,6 +99,7 @@ typedef struct IngestOwnerScope
 } IngestOwnerScope;
 
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
+extern Oid	IngestSideTableOf(Oid relid);
 extern void IngestRequireTable(Oid relid, bool found, const IngestTable *t);
 extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);
@@ -111,6 +114,10 @@ extern char *IngestQualifiedName(Oid relid);
 extern void IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s);
 extern void IngestOwnerAllRows(IngestOwnerScope *s);
 extern void IngestOwnerPop(IngestOwnerScope *s);
+
+/* sidecopy.c */
+extern void IngestSideCopyCheck(CopyStmt *stmt);
+extern void IngestSideTriggersAltered(AlterTableStmt *stmt);
 
 /* cmdstack.c */
 extern void IngestInstallExecutorHooks(void);

@@ -329,6 +329,39 @@ IngestLookupTable(Oid relid, IngestTable *t)
 }
 
 /*
+ * The managed table whose side table relid is (ingest.table_config names
+ * them), or InvalidOid.
+ */
+Oid
+IngestSideTableOf(Oid relid)
+{
+	Datum		arg = ObjectIdGetDatum(relid);
+	Oid			tbl = InvalidOid;
+	bool		isnull;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!extension_is_current())
+	{
+		SPI_finish();
+		return InvalidOid;
+	}
+	rc = SPI_execute_with_args(
+		"SELECT c.event_table FROM ingest.table_config c "
+		" WHERE $1 OPERATOR(pg_catalog.=) ANY (ARRAY[c.ledger, c.rollup_hours, c.rollup_deltas, "
+		"                                            c.rollup_stale, c.rollup_days]::pg_catalog.oid[])",
+		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the side tables of ingest.table_config: %s",
+			 SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+		tbl = regclass_at(1, &isnull);
+	SPI_finish();
+	return tbl;
+}
+
+/*
  * The one definition of "on Citus": a managed table's side state is on
  * Citus shards when Citus holds its ledger.  (A shard's ledger is a shard,
  * which Citus does not list.)

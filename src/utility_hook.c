@@ -155,6 +155,8 @@ process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (IsA(pstmt->utilityStmt, CopyStmt) &&
 		IngestCopyHook((CopyStmt *) pstmt->utilityStmt, queryString, qc))
 		return;
+	if (IsA(pstmt->utilityStmt, CopyStmt))
+		IngestSideCopyCheck((CopyStmt *) pstmt->utilityStmt);
 	partition_work = IngestPartitionDDLBefore(pstmt->utilityStmt);
 	/* a plain COPY FROM inserts its rows, whatever command it runs in */
 	if (IsA(pstmt->utilityStmt, CopyStmt) && ((CopyStmt *) pstmt->utilityStmt)->is_from &&
@@ -183,6 +185,8 @@ process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (partition_work)
 		IngestPartitionDDLAfter(partition_work);
+	if (IsA(pstmt->utilityStmt, AlterTableStmt))
+		IngestSideTriggersAltered((AlterTableStmt *) pstmt->utilityStmt);
 }
 
 /* Utility statements being run, nested (a subcommand is its statement's). */
