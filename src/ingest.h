@@ -88,6 +88,7 @@ extern void IngestFoldRollups(void);
 
 /* managed.c */
 extern char *IngestExtensionVersionLatest(void);
+extern bool IngestIsLibraryVersion(const char *v);
 
 /* toplevel.c */
 extern void IngestExecuteTopLevel(const char *sql);

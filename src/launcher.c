@@ -49,6 +49,7 @@ typedef struct LaunchedWorker
 } LaunchedWorker;
 
 static List *launched = NIL;	/* in TopMemoryContext */
+
 /* What ingest.maintenance_role names, for the workers to connect as. */
 typedef enum RoleState
 {

@@ -271,19 +271,24 @@ IngestExtensionVersionLatest(void)
 	return v;
 }
 
+/* The one test of a version of the extension (v) against this library's. */
+bool
+IngestIsLibraryVersion(const char *v)
+{
+	return v != NULL && strcmp(v, INGEST_VERSION) == 0;
+}
+
 static bool
 extension_is_current(void)
 {
-	char	   *v = extension_version();
-
-	return v != NULL && strcmp(v, INGEST_VERSION) == 0;
+	return IngestIsLibraryVersion(extension_version());
 }
 
 /* Refuse to write through the SQL objects of another version (v). */
 static void
 refuse_other_version(const char *v)
 {
-	if (v != NULL && strcmp(v, INGEST_VERSION) != 0)
+	if (v != NULL && !IngestIsLibraryVersion(v))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"ingest\" is at version %s, its library at version %s",
@@ -497,7 +502,7 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 	 * triggers would not see it either, so missing_ok does not cover it.
 	 */
 	version = IngestExtensionVersionLatest();
-	current = version != NULL && strcmp(version, INGEST_VERSION) == 0;
+	current = IngestIsLibraryVersion(version);
 	refuse_other_version(version);
 	found = current && lookup_table(relid, t, false);
 	SPI_finish();

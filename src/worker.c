@@ -331,7 +331,7 @@ database_loop(Oid roleid)
 		 * EXTENSION ingest UPDATE, saying so once, rather than fail at
 		 * every pass.
 		 */
-		if (strcmp(version, INGEST_VERSION) != 0)
+		if (!IngestIsLibraryVersion(version))
 		{
 			if (!said_version)
 			{
