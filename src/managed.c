@@ -293,7 +293,7 @@ refuse_other_version(const char *v)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"ingest\" is at version %s, its library at version %s",
 						v, INGEST_VERSION),
-				 errhint("Run ALTER EXTENSION ingest UPDATE.")));
+				 errhint("Run ALTER EXTENSION ingest UPDATE, or install the library of the extension's version.")));
 }
 
 void

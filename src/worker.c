@@ -327,9 +327,9 @@ database_loop(Oid roleid)
 
 		/*
 		 * The SQL objects of another version (an update not run yet, after
-		 * the library was installed) are not ours to call: wait for ALTER
-		 * EXTENSION ingest UPDATE, saying so once, rather than fail at
-		 * every pass.
+		 * the library was installed, or an older library installed) are not
+		 * ours to call: wait for the versions to agree, saying so once,
+		 * rather than fail at every pass.
 		 */
 		if (!IngestIsLibraryVersion(version))
 		{
@@ -339,10 +339,11 @@ database_loop(Oid roleid)
 				StartTransactionCommand();
 				ereport(LOG,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("ingest worker for database \"%s\" waits for ALTER EXTENSION ingest UPDATE",
+						 errmsg("ingest worker for database \"%s\" waits for the extension at its library's version",
 								get_database_name(MyDatabaseId)),
 						 errdetail("The extension is at version %s, its library at version %s.",
-								   version, INGEST_VERSION)));
+								   version, INGEST_VERSION),
+						 errhint("Run ALTER EXTENSION ingest UPDATE, or install the library of the extension's version.")));
 				CommitTransactionCommand();
 			}
 			said_version = true;
