@@ -423,4 +423,27 @@ DROP ROLE sec_old, sec_new;
 DROP SCHEMA sec_m CASCADE;
 DROP ROLE sec_mallory;
 
+-- COPY into a side table of a table whose triggers are in place: refused
+-- (55000) to whom COPY lets in, as the events a data-only restore copies
+-- after it would be skipped under its keys; anyone else gets COPY's own
+-- error, which names no table of another role
+CREATE ROLE sec_side_owner IN ROLE pg_read_server_files;
+CREATE ROLE sec_side_other IN ROLE pg_read_server_files;
+SELECT ingest.create_event_table('sec_side', premake => 0) IS NOT NULL AS made;
+ALTER TABLE sec_side OWNER TO sec_side_owner;
+SET ROLE sec_side_owner;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+RESET ROLE;
+SET ROLE sec_side_other;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+RESET ROLE;
+-- taken once the session disabled its triggers, as pg_restore
+-- --disable-triggers does, until it enables them again
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+DROP TABLE sec_side;
+DROP ROLE sec_side_owner, sec_side_other;
+
 SELECT * FROM regress.invariants();

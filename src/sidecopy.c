@@ -25,6 +25,8 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "commands/extension.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -58,6 +60,10 @@ IngestSideCopyCheck(CopyStmt *stmt)
 	if (!stmt->is_from || stmt->relation == NULL)
 		return;
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	/* whom COPY refuses, it refuses first: this error names the table */
+	if (!OidIsValid(relid) ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		return;
 	tbl = side_table_owner(relid);
 	if (!OidIsValid(tbl) || list_member_oid(disabled, relid))
 		return;
