@@ -443,6 +443,11 @@ ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+-- a disable rolled back is forgotten
+BEGIN;
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+ROLLBACK;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 DROP TABLE sec_side;
 DROP ROLE sec_side_owner, sec_side_other;
 

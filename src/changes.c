@@ -193,14 +193,38 @@ IngestOldestDayMarked(IngestTable *t, Oid part)
 	return marked;
 }
 
+/* Append the rollup deltas of the rows of src that satisfy cond. */
+static void
+feed_deltas_where(IngestTable *t, const char *src, const char *cond)
+{
+	exec_sql(t, psprintf("INSERT INTO %s %s", IngestQualifiedName(t->rollup_deltas),
+						 IngestRollupAggSql(src, cond)),
+			 SPI_OK_INSERT);
+}
+
 /* Append the rollup deltas of the rows of src. */
 void
 IngestFeedDeltas(IngestTable *t, const char *src)
 {
-	exec_sql(t, psprintf("INSERT INTO %s %s", IngestQualifiedName(t->rollup_deltas),
-						 IngestRollupAggSql(src, "true")),
-			 SPI_OK_INSERT);
+	feed_deltas_where(t, src, "true");
 }
+
+/*
+ * The rows of an INSERT (e) that went into a partition whose dedup trigger
+ * fires: the others' keys were not claimed, so they are not counted either
+ * (pg_restore --disable-triggers --load-via-partition-root copies each
+ * partition's rows through the table, whose own statement triggers fire,
+ * alongside the restored rollups).  $1 is the table.
+ */
+static const char *const inserted_under_dedup =
+	"NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
+	"              JOIN pg_catalog.pg_trigger g ON g.tgrelid OPERATOR(pg_catalog.=) i.inhrelid, "
+	"              LATERAL ingest_side.partition_bounds(i.inhrelid) b "
+	"             WHERE i.inhparent OPERATOR(pg_catalog.=) $1 "
+	"               AND g.tgname OPERATOR(pg_catalog.=) 'ingest_dedup' "
+	"               AND g.tgenabled OPERATOR(pg_catalog.<>) ALL ('{O,A}'::pg_catalog.\"char\"[]) "
+	"               AND e.\"timestamp\" OPERATOR(pg_catalog.>=) b.lower_bound "
+	"               AND e.\"timestamp\" OPERATOR(pg_catalog.<) b.upper_bound)";
 
 /* The keys of a transition table, in the ledger's collation. */
 #define KEYS_OF(tt) \
@@ -415,7 +439,8 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 			counts.calls = 1;
 			IngestCountLoad(t.relid, &counts);
 		}
-		IngestFeedDeltas(&t, "ingest_new");
+		feed_deltas_where(&t, "ingest_new",
+						  IngestDedupSuspended(t.relid) ? inserted_under_dedup : "true");
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
 		changes_update(&t, td->tg_relation);

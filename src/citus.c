@@ -68,8 +68,9 @@
 static char *citus_value(const char *sql, Oid argtype, Datum arg, MemoryContext into);
 static bool citus_known_shard(Oid relid);
 
-static bool
-citus_installed(void)
+/* Whether the citus extension is installed in this database. */
+bool
+IngestCitusInstalled(void)
 {
 	return OidIsValid(get_extension_oid("citus", true));
 }
@@ -103,7 +104,7 @@ citus_lists_table(Oid relid)
 bool
 IngestCitusTable(Oid relid)
 {
-	return citus_installed() && citus_lists_table(relid);
+	return IngestCitusInstalled() && citus_lists_table(relid);
 }
 
 /*
@@ -163,7 +164,7 @@ IngestCitusAdoptShard(Oid relid)
 	bool		adopted = false;
 	int			rc;
 
-	if (!citus_installed() || RecoveryInProgress() || XactReadOnly || IsInParallelMode() ||
+	if (!IngestCitusInstalled() || RecoveryInProgress() || XactReadOnly || IsInParallelMode() ||
 		get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
 	shardid = shard_id_of(relid);
@@ -223,7 +224,7 @@ IngestRefuseCitus(Relation rel, IngestTable *t, const char *action)
 				 errhint("Load the distributed table on the Citus coordinator.")));
 	if (t != NULL && t->distributed)
 		return;
-	if (!citus_installed() || !citus_lists_table(relid))
+	if (!IngestCitusInstalled() || !citus_lists_table(relid))
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -304,7 +305,7 @@ IngestRefuseCitusTrigger(Oid relid)
 	bool		refuse;
 	char	   *name;
 
-	if (!citus_installed())
+	if (!IngestCitusInstalled())
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -333,7 +334,7 @@ IngestRefuseCitusWorker(Oid relid, const char *action)
 	char	   *coordinator = NULL;
 	char	   *name;
 
-	if (!citus_installed() || !citus_lists_table(relid))
+	if (!IngestCitusInstalled() || !citus_lists_table(relid))
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -100,6 +100,7 @@ typedef struct IngestOwnerScope
 
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
 extern Oid	IngestSideTableOf(Oid relid);
+extern bool IngestDedupSuspended(Oid relid);
 extern void IngestRequireTable(Oid relid, bool found, const IngestTable *t);
 extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);
@@ -302,6 +303,7 @@ extern bool IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *
 /* citus.c */
 extern void IngestRefuseCitus(Relation rel, IngestTable *t, const char *action);
 extern bool IngestCitusShardWritable(void);
+extern bool IngestCitusInstalled(void);
 extern void IngestRefuseCitusTrigger(Oid relid);
 extern void IngestRefuseCitusWorker(Oid relid, const char *action);
 extern bool IngestCitusTable(Oid relid);

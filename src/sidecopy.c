@@ -22,6 +22,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "commands/extension.h"
@@ -32,14 +33,37 @@
 
 #include "loader.h"
 
-/* Side tables whose triggers this session disabled. */
+/*
+ * Side tables whose triggers this session disabled.  A transaction that
+ * fails forgets them all (what it disabled is undone; what it did not is
+ * disabled again by a restore before each table).
+ */
 static List *disabled = NIL;
 
-/* The managed table a plain table is side state of, or InvalidOid. */
+static void
+forget_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		list_free(disabled);
+		disabled = NIL;
+	}
+}
+
+/*
+ * The managed table a plain table is side state of, or InvalidOid.  Only
+ * tables in schema ingest_side are looked up (the extension owns that
+ * name): a COPY into any other table reads nothing of ingest's.
+ */
 static Oid
 side_table_owner(Oid relid)
 {
-	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION ||
+	char	   *nsp;
+
+	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION)
+		return InvalidOid;
+	nsp = get_namespace_name(get_rel_namespace(relid));
+	if (nsp == NULL || strcmp(nsp, "ingest_side") != 0 ||
 		!OidIsValid(get_extension_oid("ingest", true)))
 		return InvalidOid;
 	return IngestSideTableOf(relid);
@@ -73,9 +97,9 @@ IngestSideCopyCheck(CopyStmt *stmt)
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("cannot copy into \"%s\": it is side state of managed table \"%s\", whose triggers are in place",
-					get_rel_name(relid), get_rel_name(tbl)),
+					get_rel_name(relid), IngestQualifiedName(tbl)),
 			 errdetail("The events copied after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
-			 errhint("Restore data only with pg_restore --disable-triggers.")));
+			 errhint("Restore data only as a superuser with pg_restore --disable-triggers --single-transaction.")));
 }
 
 /*
@@ -88,6 +112,7 @@ IngestSideTriggersAltered(AlterTableStmt *stmt)
 	ListCell   *lc;
 	Oid			relid = InvalidOid;
 	bool		looked = false;
+	static bool callback_registered = false;
 
 	foreach(lc, stmt->cmds)
 	{
@@ -110,6 +135,11 @@ IngestSideTriggersAltered(AlterTableStmt *stmt)
 		}
 		if (!OidIsValid(relid))
 			return;
+		if (!callback_registered)
+		{
+			RegisterXactCallback(forget_at_abort, NULL);
+			callback_registered = true;
+		}
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		disabled = disable ? list_append_unique_oid(disabled, relid)
 			: list_delete_oid(disabled, relid);

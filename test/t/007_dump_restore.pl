@@ -318,7 +318,7 @@ sub restore_data_only
 	my ($out, $err) = ('', '');
 	IPC::Run::run(['pg_restore', '--data-only', '--single-transaction', '-d', $node->connstr($db), $file],
 		'>', \$out, '2>', \$err);
-	like($err, qr/cannot copy into "a_daily": it is side state of managed table "a", whose triggers are in place/,
+	like($err, qr/cannot copy into "a_daily": it is side state of managed table "public.a", whose triggers are in place/,
 		"$db: a data-only restore without --disable-triggers is refused");
 	is(sql($db, q{SELECT (SELECT count(*) FROM a) || ' ' || (SELECT count(*) FROM ingest_side.a_keys)}), '0 0',
 		"$db: and restores nothing");
@@ -327,16 +327,23 @@ sub restore_data_only
 
 my $dump = "$tmp/src.dump";
 run_ok('pg_dump', 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('src'));
+# each partition's rows copied through its table (with the partition's
+# triggers disabled)
+my $root_dump = "$tmp/src_root.dump";
+run_ok('pg_dump --load-via-partition-root', 'pg_dump', '-Fc', '--load-via-partition-root', '-f', $root_dump,
+	'-d', $node->connstr('src'));
 
 # clean: restored over a restore, with --clean (which drops ingest's
 # triggers before the tables) in one transaction; data: data only, into
-# what a schema-only restore made
-for my $mode ('plain', 'sections', 'parallel', 'clean', 'data')
+# what a schema-only restore made; data_root: the same from a dump made
+# with --load-via-partition-root
+for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root')
 {
 	my $db = "dst_$mode";
 	$node->safe_psql('postgres', "CREATE DATABASE $db TEMPLATE template0");
 	my $ok = $mode eq 'sections' ? restore_in_sections($dump, $db)
 		: $mode eq 'data' ? restore_data_only($dump, $db)
+		: $mode eq 'data_root' ? restore_data_only($root_dump, $db)
 		: $mode eq 'clean' ? restore_ok($dump, $db)
 			&& restore_ok($dump, $db, '--clean', '--if-exists', '--single-transaction')
 		: restore_ok($dump, $db, $mode eq 'parallel' ? ('-j', '4') : ());
@@ -409,6 +416,43 @@ for my $mode ('plain', 'sections', 'parallel', 'clean', 'data')
 }
 is(sql('src', q{SELECT count(*) FROM ingest.maintenance_log WHERE status = 'error'}), '0',
 	'source: no maintenance action failed');
+
+# A table in a schema that sorts before "ingest": a data-only restore
+# copies its events before ingest.table_config, while its triggers are in
+# place but it is not managed yet.  Without --disable-triggers they are
+# refused (they would go in with no key, and the ledger restored after
+# them would make each of them loadable again); with it, all is restored.
+$node->safe_psql('postgres', 'CREATE DATABASE src_aaa');
+sql('src_aaa', q{
+	CREATE EXTENSION ingest;
+	CREATE FUNCTION d(off int) RETURNS timestamptz LANGUAGE sql STABLE
+		AS $$ SELECT ((now() AT TIME ZONE 'UTC')::date + off)::timestamp AT TIME ZONE 'UTC' $$;
+	CREATE SCHEMA aaa;
+	SELECT ingest.create_event_table('aaa.ev', premake => 1);
+	SELECT ingest.load('aaa.ev', string_agg(format('00000000-0000-0000-0000-000000000001,tx%s,c1,api,%s,{},1,',
+												   i, d(0) + i * interval '1 second'), E'\n'))
+	  FROM generate_series(1, 100) i;
+});
+my $aaa_dump = "$tmp/src_aaa.dump";
+run_ok('pg_dump of src_aaa', 'pg_dump', '-Fc', '-f', $aaa_dump, '-d', $node->connstr('src_aaa'));
+$node->safe_psql('postgres', 'CREATE DATABASE dst_aaa TEMPLATE template0');
+my $aaa_q = q{SELECT (SELECT count(*) FROM aaa.ev) || ' ' || (SELECT count(*) FROM ingest_side.ev_keys) || ' '
+	|| (SELECT count(*) FROM ingest.rollup_verify('aaa.ev', d(0), d(1)))};
+if (restore_ok($aaa_dump, 'dst_aaa', '--schema-only'))
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run(['pg_restore', '--data-only', '--single-transaction', '-d', $node->connstr('dst_aaa'), $aaa_dump],
+		'>', \$out, '2>', \$err);
+	like($err, qr/cannot insert into "ev_p\d+": it has ingest's triggers, but table "aaa.ev" is not managed by ingest/,
+		'dst_aaa: events restored before their configuration are refused');
+	is(sql('dst_aaa', q{SELECT (SELECT count(*) FROM aaa.ev) || ' ' || (SELECT count(*) FROM ingest_side.ev_keys)
+		|| ' ' || (SELECT count(*) FROM ingest.table_config)}), '0 0 0', 'dst_aaa: and nothing is restored');
+	restore_ok($aaa_dump, 'dst_aaa', '--data-only', '--disable-triggers', '--single-transaction');
+	is(sql('dst_aaa', $aaa_q), '100 100 0', 'dst_aaa: with --disable-triggers, the events, their keys and rollups');
+	is(sql('dst_aaa', q{SELECT l.loaded || ' ' || l.duplicates FROM ingest.load('aaa.ev',
+		'00000000-0000-0000-0000-000000000001,tx1,c1,api,' || d(0) || ',{},1,') l}), '0 1',
+		'dst_aaa: a restored key is a duplicate');
+}
 
 # A dump taken while loads run: 200 loads of 250 new events each, one
 # transaction each.
