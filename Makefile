@@ -32,7 +32,7 @@ OBJS = \
 	src/caller.o \
 	src/changes.o \
 	src/tableddl.o \
-	src/sidecopy.o \
+	src/datarestore.o \
 	src/partbounds.o \
 	src/cmdstack.o \
 	src/fold.o \

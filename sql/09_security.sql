@@ -448,6 +448,32 @@ BEGIN;
 ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
 ROLLBACK;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+-- a side table whose triggers were disabled before ingest.table_config
+-- named it (pg_restore -j restores the configuration in another session)
+CREATE TEMP TABLE sec_side_cfg AS SELECT * FROM ingest.table_config WHERE event_table = 'sec_side'::regclass;
+DELETE FROM ingest.table_config WHERE event_table = 'sec_side'::regclass;
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+INSERT INTO ingest.table_config SELECT * FROM sec_side_cfg;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
+-- A partition whose triggers this session disabled, as a data-only
+-- restore does: a MERGE through the table claims and counts its rows as
+-- any MERGE does; an INSERT through it leaves them unclaimed and
+-- uncounted, as an INSERT into the partition would
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE %s DISABLE TRIGGER ALL',
+                   (SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'sec_side'::regclass));
+END $$;
+MERGE INTO sec_side t USING (SELECT 'm' || i AS tx, regress.h(0, i) AS ts FROM generate_series(1, 3) i) s
+    ON t.organization_id = '00000000-0000-0000-0000-000000000001' AND t.transaction_id = s.tx
+    WHEN NOT MATCHED THEN INSERT (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+        VALUES ('00000000-0000-0000-0000-000000000001', s.tx, 'c1', 'api', s.ts, 1);
+INSERT INTO sec_side (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+    VALUES ('00000000-0000-0000-0000-000000000001', 'i1', 'c1', 'api', regress.h(0, 4), 1);
+SELECT ingest.fold_rollups('sec_side') >= 0 AS folded;
+SELECT (SELECT count(*) FROM sec_side) AS events,
+       (SELECT count(*) FROM ingest_side.sec_side_keys) AS keys,
+       (SELECT sum(events) FROM ingest_side.sec_side_rollup) AS counted;
 DROP TABLE sec_side;
 DROP ROLE sec_side_owner, sec_side_other;
 

@@ -210,21 +210,28 @@ IngestFeedDeltas(IngestTable *t, const char *src)
 }
 
 /*
- * The rows of an INSERT (e) that went into a partition whose dedup trigger
- * fires: the others' keys were not claimed, so they are not counted either
- * (pg_restore --disable-triggers --load-via-partition-root copies each
- * partition's rows through the table, whose own statement triggers fire,
- * alongside the restored rollups).  $1 is the table.
+ * The rows of an INSERT (e) outside the partitions "off" whose triggers
+ * this session disabled: theirs were not claimed, and go uncounted as
+ * their own statement trigger would leave them (pg_restore
+ * --disable-triggers --load-via-partition-root copies each partition's
+ * rows through the table, whose own statement triggers fire, alongside
+ * the restored rollups; datarestore.c).
  */
-static const char *const inserted_under_dedup =
-	"NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i "
-	"              JOIN pg_catalog.pg_trigger g ON g.tgrelid OPERATOR(pg_catalog.=) i.inhrelid, "
-	"              LATERAL ingest_side.partition_bounds(i.inhrelid) b "
-	"             WHERE i.inhparent OPERATOR(pg_catalog.=) $1 "
-	"               AND g.tgname OPERATOR(pg_catalog.=) 'ingest_dedup' "
-	"               AND g.tgenabled OPERATOR(pg_catalog.<>) ALL ('{O,A}'::pg_catalog.\"char\"[]) "
-	"               AND e.\"timestamp\" OPERATOR(pg_catalog.>=) b.lower_bound "
-	"               AND e.\"timestamp\" OPERATOR(pg_catalog.<) b.upper_bound)";
+static char *
+rows_outside(List *off)
+{
+	StringInfoData oids;
+	ListCell   *lc;
+
+	initStringInfo(&oids);
+	foreach(lc, off)
+		appendStringInfo(&oids, "%s%u", oids.len > 0 ? "," : "", lfirst_oid(lc));
+	return psprintf("NOT EXISTS (SELECT FROM pg_catalog.unnest('{%s}'::pg_catalog.oid[]) p, "
+					"                   ingest_side.partition_bounds(p) b "
+					"             WHERE e.\"timestamp\" OPERATOR(pg_catalog.>=) b.lower_bound "
+					"               AND e.\"timestamp\" OPERATOR(pg_catalog.<) b.upper_bound)",
+					oids.data);
+}
 
 /* The keys of a transition table, in the ledger's collation. */
 #define KEYS_OF(tt) \
@@ -426,6 +433,8 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_INSERT(ev))
 	{
+		const char *counted = "true";
+
 		if (IngestCommandWriting(RelationGetRelid(td->tg_relation), NULL) == CMD_MERGE)
 		{
 			refuse_null_keys(&t, td->tg_relation, "ingest_new");
@@ -435,12 +444,14 @@ ingest_track_changes(PG_FUNCTION_ARGS)
 		{
 			/* an INSERT or plain COPY: its rows were counted by dedup_row */
 			IngestLoadCounts counts = {0};
+			List	   *off = IngestTriggersOffHere(t.relid);
 
 			counts.calls = 1;
 			IngestCountLoad(t.relid, &counts);
+			if (off != NIL)
+				counted = rows_outside(off);
 		}
-		feed_deltas_where(&t, "ingest_new",
-						  IngestDedupSuspended(t.relid) ? inserted_under_dedup : "true");
+		feed_deltas_where(&t, "ingest_new", counted);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
 		changes_update(&t, td->tg_relation);

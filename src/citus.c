@@ -68,9 +68,8 @@
 static char *citus_value(const char *sql, Oid argtype, Datum arg, MemoryContext into);
 static bool citus_known_shard(Oid relid);
 
-/* Whether the citus extension is installed in this database. */
-bool
-IngestCitusInstalled(void)
+static bool
+citus_installed(void)
 {
 	return OidIsValid(get_extension_oid("citus", true));
 }
@@ -104,7 +103,7 @@ citus_lists_table(Oid relid)
 bool
 IngestCitusTable(Oid relid)
 {
-	return IngestCitusInstalled() && citus_lists_table(relid);
+	return citus_installed() && citus_lists_table(relid);
 }
 
 /*
@@ -164,7 +163,7 @@ IngestCitusAdoptShard(Oid relid)
 	bool		adopted = false;
 	int			rc;
 
-	if (!IngestCitusInstalled() || RecoveryInProgress() || XactReadOnly || IsInParallelMode() ||
+	if (!citus_installed() || RecoveryInProgress() || XactReadOnly || IsInParallelMode() ||
 		get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
 	shardid = shard_id_of(relid);
@@ -224,7 +223,7 @@ IngestRefuseCitus(Relation rel, IngestTable *t, const char *action)
 				 errhint("Load the distributed table on the Citus coordinator.")));
 	if (t != NULL && t->distributed)
 		return;
-	if (!IngestCitusInstalled() || !citus_lists_table(relid))
+	if (!citus_installed() || !citus_lists_table(relid))
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -305,7 +304,7 @@ IngestRefuseCitusTrigger(Oid relid)
 	bool		refuse;
 	char	   *name;
 
-	if (!IngestCitusInstalled())
+	if (!citus_installed())
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -334,7 +333,7 @@ IngestRefuseCitusWorker(Oid relid, const char *action)
 	char	   *coordinator = NULL;
 	char	   *name;
 
-	if (!IngestCitusInstalled() || !citus_lists_table(relid))
+	if (!citus_installed() || !citus_lists_table(relid))
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -62,10 +62,11 @@ copy_format(List *options)
  * Whether the loader takes a COPY into this managed table.  A table being
  * restored (not ready) takes COPY as it is; so does one with foreign keys
  * or triggers of the user's, which PostgreSQL's COPY checks and fires (and
- * where ingest's triggers deduplicate row by row), and one whose dedup
- * trigger is disabled on it or a partition (pg_restore --disable-triggers
- * --load-via-partition-root copies each partition's rows through the
- * table: they go in as they were dumped).  A table distributed
+ * where ingest's triggers deduplicate row by row), and one that this
+ * session disabled the triggers of, or of a partition of (pg_restore
+ * --disable-triggers --load-via-partition-root copies each partition's
+ * rows through the table: they go in as they were dumped; datarestore.c).
+ * A table distributed
  * with ingest.distribute_table(): Citus's COPY sends each shard its rows,
  * and the hook loads them there (a shard is a managed table of its node).
  * Asked before the table is locked (rel NULL) and again once it is.
@@ -76,7 +77,7 @@ loader_takes(Oid relid, Relation rel, const IngestTable *t)
 	return t->ready && !t->distributed &&
 		(!t->citus_shard || IngestCitusShardWritable()) &&
 		!IngestNeedsExecutor(relid, rel) &&
-		(rel == NULL || !IngestDedupSuspended(relid));
+		(rel == NULL || IngestTriggersOffHere(relid) == NIL);
 }
 
 /*

@@ -813,27 +813,6 @@ trigger_targets_invalidate(Datum arg, Oid relid)
 		tt->valid = false;
 }
 
-/*
- * The dedup trigger fired on a partition of a table that ingest does not
- * manage: its configuration is not restored yet (a data-only restore in
- * which the table's data comes before ingest.table_config's), or was
- * deleted.  Its rows would be neither deduplicated nor counted, and the
- * ledger restored after them would not know them: refused.  (A partition
- * detached from a managed table loses the trigger.)
- */
-static void
-refuse_unmanaged(Relation rel)
-{
-	Oid			root = IngestRootOf(RelationGetRelid(rel));
-
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("cannot insert into \"%s\": it has ingest's triggers, but table \"%s\" is not managed by ingest",
-					RelationGetRelationName(rel), IngestQualifiedName(root)),
-			 errdetail("Its configuration in ingest.table_config is missing, as in a data-only restore that has not restored it yet."),
-			 errhint("Restore data only as a superuser with pg_restore --disable-triggers --single-transaction.")));
-}
-
 static TriggerTarget *
 trigger_target(Relation rel)
 {
@@ -908,10 +887,8 @@ trigger_target(Relation rel)
 			tt->claim = p;
 			tt->managed = true;
 		}
-		else if (IngestCitusInstalled())
-			IngestRefuseCitusTrigger(relid);	/* a Citus shard */
 		else
-			refuse_unmanaged(rel);
+			IngestRefuseCitusTrigger(relid);	/* a Citus shard */
 	}
 	PG_CATCH();
 	{

@@ -19,8 +19,8 @@
  *	  changes.c		statement triggers: the ledger and rollups follow every
  *					other change (UPDATE, DELETE, TRUNCATE, INSERT, MERGE)
  *	  tableddl.c		partitions attached, detached or dropped by hand
- *	  sidecopy.c	COPY into side tables, refused while the triggers follow
- *					the events copied after them (data-only restores)
+ *	  datarestore.c	data-only restores: the tables this session disabled
+ *					the triggers of; COPY into side tables refused otherwise
  *	  cmdstack.c	which executor command is running (a row moved by
  *					UPDATE from an inserted one)
  *	  loadstats.c	per table and hour counts of every write path
@@ -100,7 +100,6 @@ typedef struct IngestOwnerScope
 
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
 extern Oid	IngestSideTableOf(Oid relid);
-extern bool IngestDedupSuspended(Oid relid);
 extern void IngestRequireTable(Oid relid, bool found, const IngestTable *t);
 extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);
@@ -116,9 +115,10 @@ extern void IngestOwnerPush(Oid owner, bool pin_path, IngestOwnerScope *s);
 extern void IngestOwnerAllRows(IngestOwnerScope *s);
 extern void IngestOwnerPop(IngestOwnerScope *s);
 
-/* sidecopy.c */
+/* datarestore.c */
 extern void IngestSideCopyCheck(CopyStmt *stmt);
-extern void IngestSideTriggersAltered(AlterTableStmt *stmt);
+extern void IngestTriggersAltered(AlterTableStmt *stmt);
+extern List *IngestTriggersOffHere(Oid relid);
 
 /* cmdstack.c */
 extern void IngestInstallExecutorHooks(void);
@@ -303,7 +303,6 @@ extern bool IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *
 /* citus.c */
 extern void IngestRefuseCitus(Relation rel, IngestTable *t, const char *action);
 extern bool IngestCitusShardWritable(void);
-extern bool IngestCitusInstalled(void);
 extern void IngestRefuseCitusTrigger(Oid relid);
 extern void IngestRefuseCitusWorker(Oid relid, const char *action);
 extern bool IngestCitusTable(Oid relid);

@@ -367,37 +367,6 @@ IngestSideTableOf(Oid relid)
 }
 
 /*
- * Whether ingest's dedup trigger is kept from firing (DISABLE TRIGGER, or
- * ENABLE REPLICA) on managed table relid or one of its partitions, as
- * pg_restore --disable-triggers does to each partition it restores.
- */
-bool
-IngestDedupSuspended(Oid relid)
-{
-	Datum		arg = ObjectIdGetDatum(relid);
-	bool		suspended;
-	int			rc;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(
-		"SELECT FROM pg_catalog.pg_trigger t "
-		" WHERE t.tgname OPERATOR(pg_catalog.=) 'ingest_dedup' "
-		"   AND t.tgenabled OPERATOR(pg_catalog.<>) ALL ('{O,A}'::pg_catalog.\"char\"[]) "
-		"   AND (t.tgrelid OPERATOR(pg_catalog.=) $1 "
-		"        OR t.tgrelid IN (SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
-		"                          WHERE i.inhparent OPERATOR(pg_catalog.=) $1)) "
-		" LIMIT 1",
-		1, (Oid[]) {OIDOID}, &arg, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read the triggers of table %u: %s", relid,
-			 SPI_result_code_string(rc));
-	suspended = SPI_processed > 0;
-	SPI_finish();
-	return suspended;
-}
-
-/*
  * The one definition of "on Citus": a managed table's side state is on
  * Citus shards when Citus holds its ledger.  (A shard's ledger is a shard,
  * which Citus does not list.)

@@ -186,7 +186,7 @@ process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (partition_work)
 		IngestPartitionDDLAfter(partition_work);
 	if (IsA(pstmt->utilityStmt, AlterTableStmt))
-		IngestSideTriggersAltered((AlterTableStmt *) pstmt->utilityStmt);
+		IngestTriggersAltered((AlterTableStmt *) pstmt->utilityStmt);
 }
 
 /* Utility statements being run, nested (a subcommand is its statement's). */

@@ -344,6 +344,7 @@ for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root')
 	my $ok = $mode eq 'sections' ? restore_in_sections($dump, $db)
 		: $mode eq 'data' ? restore_data_only($dump, $db)
 		: $mode eq 'data_root' ? restore_data_only($root_dump, $db)
+
 		: $mode eq 'clean' ? restore_ok($dump, $db)
 			&& restore_ok($dump, $db, '--clean', '--if-exists', '--single-transaction')
 		: restore_ok($dump, $db, $mode eq 'parallel' ? ('-j', '4') : ());
@@ -419,9 +420,10 @@ is(sql('src', q{SELECT count(*) FROM ingest.maintenance_log WHERE status = 'erro
 
 # A table in a schema that sorts before "ingest": a data-only restore
 # copies its events before ingest.table_config, while its triggers are in
-# place but it is not managed yet.  Without --disable-triggers they are
-# refused (they would go in with no key, and the ledger restored after
-# them would make each of them loadable again); with it, all is restored.
+# place but it is not managed yet (they go in unfollowed).  Without
+# --disable-triggers the side tables after the configuration are refused
+# all the same, and in one transaction nothing is restored; with it, all
+# is.
 $node->safe_psql('postgres', 'CREATE DATABASE src_aaa');
 sql('src_aaa', q{
 	CREATE EXTENSION ingest;
@@ -443,8 +445,8 @@ if (restore_ok($aaa_dump, 'dst_aaa', '--schema-only'))
 	my ($out, $err) = ('', '');
 	IPC::Run::run(['pg_restore', '--data-only', '--single-transaction', '-d', $node->connstr('dst_aaa'), $aaa_dump],
 		'>', \$out, '2>', \$err);
-	like($err, qr/cannot insert into "ev_p\d+": it has ingest's triggers, but table "aaa.ev" is not managed by ingest/,
-		'dst_aaa: events restored before their configuration are refused');
+	like($err, qr/cannot copy into "ev_daily": it is side state of managed table "aaa.ev", whose triggers are in place/,
+		'dst_aaa: the side tables restored after the configuration are refused');
 	is(sql('dst_aaa', q{SELECT (SELECT count(*) FROM aaa.ev) || ' ' || (SELECT count(*) FROM ingest_side.ev_keys)
 		|| ' ' || (SELECT count(*) FROM ingest.table_config)}), '0 0 0', 'dst_aaa: and nothing is restored');
 	restore_ok($aaa_dump, 'dst_aaa', '--data-only', '--disable-triggers', '--single-transaction');

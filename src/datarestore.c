@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ *
+ * datarestore.c
+ *	  Data-only restores into managed tables that have their triggers: the
+ *	  relations whose triggers this session disabled, and COPY into side
+ *	  tables refused otherwise.
+ *
+ * A full restore copies the side tables and the events before its
+ * post-data section makes ingest's triggers: nothing is deduplicated again
+ * or fed twice.  A data-only restore (pg_restore --data-only, or a
+ * plain-format dump of the data) into tables that have them would restore
+ * the ledger and then skip every event under it as a duplicate, or feed
+ * the rollups the events of hours restored already: wrong, and silent.
+ * pg_restore --disable-triggers runs ALTER TABLE ... DISABLE TRIGGER ALL
+ * on each table before it copies into it, in the session that copies, and
+ * that is what this file remembers (until ENABLE TRIGGER, or the end of a
+ * transaction that fails):
+ *
+ *	  IngestSideCopyCheck	 a COPY into a side table of a managed table whose
+ *							 triggers are in place is refused (55000) unless
+ *							 the session disabled the side table's triggers
+ *							 (it has none: the statement changes nothing else);
+ *	  IngestTriggersOffHere	 the table or partitions of a managed table whose
+ *							 triggers the session disabled: a COPY through the
+ *							 table (--load-via-partition-root) then runs as
+ *							 plain COPY (copyhook.c), and the table's statement
+ *							 trigger leaves those partitions' rows uncounted,
+ *							 as their own would (changes.c).
+ *
+ * Another session's DISABLE TRIGGER changes none of this: there, as
+ * documented, what the disabled triggers would have followed goes
+ * unfollowed, and the loader and COPY through the hook keep the rule.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "loader.h"
+
+/* Relations whose triggers this session disabled, in TopMemoryContext. */
+static List *triggers_off = NIL;
+
+/*
+ * A transaction or subtransaction that fails forgets them all: what it
+ * disabled is undone, and a restore disables again before each table.
+ */
+static void
+forget_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		list_free(triggers_off);
+		triggers_off = NIL;
+	}
+}
+
+static void
+forget_at_subabort(SubXactEvent event, SubTransactionId mySubid,
+				   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		list_free(triggers_off);
+		triggers_off = NIL;
+	}
+}
+
+/*
+ * Note ALTER TABLE ... DISABLE or ENABLE TRIGGER ALL (or USER), once it has
+ * run, whatever the relation: a side table may be disabled before the
+ * configuration naming it is restored (pg_restore -j).
+ */
+void
+IngestTriggersAltered(AlterTableStmt *stmt)
+{
+	static bool callbacks = false;
+	ListCell   *lc;
+	Oid			relid = InvalidOid;
+
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+		MemoryContext old;
+
+		if (cmd->subtype != AT_DisableTrigAll && cmd->subtype != AT_DisableTrigUser &&
+			cmd->subtype != AT_EnableTrigAll && cmd->subtype != AT_EnableTrigUser)
+			continue;
+		if (!OidIsValid(relid))
+			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+		if (!OidIsValid(relid))
+			return;
+		if (!callbacks)
+		{
+			RegisterXactCallback(forget_at_abort, NULL);
+			RegisterSubXactCallback(forget_at_subabort, NULL);
+			callbacks = true;
+		}
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		if (cmd->subtype == AT_DisableTrigAll || cmd->subtype == AT_DisableTrigUser)
+			triggers_off = list_append_unique_oid(triggers_off, relid);
+		else
+			triggers_off = list_delete_oid(triggers_off, relid);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * Of managed table relid and its partitions, those whose triggers this
+ * session disabled.  NIL, at no cost, in a session that disabled none.
+ */
+List *
+IngestTriggersOffHere(Oid relid)
+{
+	List	   *off = NIL;
+	ListCell   *lc;
+
+	foreach(lc, triggers_off)
+	{
+		Oid			r = lfirst_oid(lc);
+
+		if (r == relid || (get_rel_relispartition(r) && IngestRootOf(r) == relid))
+			off = lappend_oid(off, r);
+	}
+	return off;
+}
+
+/*
+ * The managed table a plain table is side state of, or InvalidOid.  Only
+ * tables in schema ingest_side are looked up (the extension owns that
+ * name): a COPY into any other table reads nothing of ingest's.
+ */
+static Oid
+side_table_owner(Oid relid)
+{
+	char	   *nsp;
+
+	if (get_rel_relkind(relid) != RELKIND_RELATION)
+		return InvalidOid;
+	nsp = get_namespace_name(get_rel_namespace(relid));
+	if (nsp == NULL || strcmp(nsp, "ingest_side") != 0 ||
+		!OidIsValid(get_extension_oid("ingest", true)))
+		return InvalidOid;
+	return IngestSideTableOf(relid);
+}
+
+/*
+ * Refuse a COPY FROM into a side table of a managed table whose triggers
+ * are in place, unless this session disabled the side table's.  Called for
+ * every COPY FROM the loader does not take.
+ */
+void
+IngestSideCopyCheck(CopyStmt *stmt)
+{
+	Oid			relid;
+	Oid			tbl;
+	IngestTable t;
+
+	if (!stmt->is_from || stmt->relation == NULL)
+		return;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	/* whom COPY refuses, it refuses first: this error names the table */
+	if (!OidIsValid(relid) || list_member_oid(triggers_off, relid) ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		return;
+	tbl = side_table_owner(relid);
+	if (!OidIsValid(tbl))
+		return;
+	/* Citus copies a shard's side state with it when it moves the shard */
+	if (!IngestLookupTable(tbl, &t) || !t.ready || t.citus_shard || t.distributed)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot copy into \"%s\": it is side state of managed table \"%s\", whose triggers are in place",
+					get_rel_name(relid), IngestQualifiedName(tbl)),
+			 errdetail("The events copied after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
+			 errhint("Restore data only as a superuser with pg_restore --disable-triggers --single-transaction.")));
+}
