@@ -474,6 +474,18 @@ SELECT ingest.fold_rollups('sec_side') >= 0 AS folded;
 SELECT (SELECT count(*) FROM sec_side) AS events,
        (SELECT count(*) FROM ingest_side.sec_side_keys) AS keys,
        (SELECT sum(events) FROM ingest_side.sec_side_rollup) AS counted;
+-- its dedup trigger enabled again (by name here, or by another session):
+-- its rows are claimed and counted again
+DO $$ BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE TRIGGER ingest_dedup',
+                   (SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'sec_side'::regclass));
+END $$;
+INSERT INTO sec_side (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
+    VALUES ('00000000-0000-0000-0000-000000000001', 'i2', 'c1', 'api', regress.h(0, 5), 1);
+SELECT ingest.fold_rollups('sec_side') >= 0 AS folded;
+SELECT (SELECT count(*) FROM sec_side) AS events,
+       (SELECT count(*) FROM ingest_side.sec_side_keys) AS keys,
+       (SELECT sum(events) FROM ingest_side.sec_side_rollup) AS counted;
 DROP TABLE sec_side;
 DROP ROLE sec_side_owner, sec_side_other;
 

@@ -21,7 +21,8 @@
  *							 the session disabled the side table's triggers
  *							 (it has none: the statement changes nothing else);
  *	  IngestTriggersOffHere	 the table or partitions of a managed table whose
- *							 triggers the session disabled: a COPY through the
+ *							 triggers the session disabled (and whose dedup
+ *							 trigger is still off): a COPY through the
  *							 table (--load-via-partition-root) then runs as
  *							 plain COPY (copyhook.c), and the table's statement
  *							 trigger leaves those partitions' rows uncounted,
@@ -35,12 +36,18 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "commands/trigger.h"
 #include "utils/acl.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -114,8 +121,35 @@ IngestTriggersAltered(AlterTableStmt *stmt)
 }
 
 /*
+ * Is ingest's dedup trigger on relid disabled now?  (Another session may
+ * have enabled it again since this one disabled it.)
+ */
+static bool
+dedup_trigger_off(Oid relid)
+{
+	Relation	trig = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		off = false;
+
+	ScanKeyInit(&key[0], Anum_pg_trigger_tgrelid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	ScanKeyInit(&key[1], Anum_pg_trigger_tgname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("ingest_dedup"));
+	scan = systable_beginscan(trig, TriggerRelidNameIndexId, true, NULL, 2, key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		off = ((Form_pg_trigger) GETSTRUCT(tup))->tgenabled == TRIGGER_DISABLED;
+	systable_endscan(scan);
+	table_close(trig, AccessShareLock);
+	return off;
+}
+
+/*
  * Of managed table relid and its partitions, those whose triggers this
- * session disabled.  NIL, at no cost, in a session that disabled none.
+ * session disabled, and whose dedup trigger is off still.  NIL, at no
+ * cost, in a session that disabled none.
  */
 List *
 IngestTriggersOffHere(Oid relid)
@@ -127,7 +161,8 @@ IngestTriggersOffHere(Oid relid)
 	{
 		Oid			r = lfirst_oid(lc);
 
-		if (r == relid || (get_rel_relispartition(r) && IngestRootOf(r) == relid))
+		if ((r == relid || (get_rel_relispartition(r) && IngestRootOf(r) == relid)) &&
+			dedup_trigger_off(r))
 			off = lappend_oid(off, r);
 	}
 	return off;
