@@ -443,10 +443,32 @@ ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
--- a disable rolled back is forgotten
+-- a disable rolled back is forgotten, with its transaction or savepoint;
+-- one released is kept; an enable rolled back leaves it disabled
 BEGIN;
 ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
 ROLLBACK;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+BEGIN;
+SAVEPOINT s;
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+ROLLBACK TO s;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+SAVEPOINT s;
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+RELEASE s;
+COMMIT;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+-- (a failure elsewhere forgets nothing)
+SELECT regress.try($$SELECT 1 / 0$$);
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+BEGIN;
+SAVEPOINT s;
+ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
+ROLLBACK TO s;
+COMMIT;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 -- a side table whose triggers were disabled before ingest.table_config
 -- named it (pg_restore -j restores the configuration in another session)

@@ -63,13 +63,14 @@ copy_format(List *options)
  * restored (not ready) takes COPY as it is; so does one with foreign keys
  * or triggers of the user's, which PostgreSQL's COPY checks and fires (and
  * where ingest's triggers deduplicate row by row), and one that this
- * session disabled the triggers of, or of a partition of (pg_restore
- * --disable-triggers --load-via-partition-root copies each partition's
- * rows through the table: they go in as they were dumped; datarestore.c).
- * A table distributed
- * with ingest.distribute_table(): Citus's COPY sends each shard its rows,
- * and the hook loads them there (a shard is a managed table of its node).
- * Asked before the table is locked (rel NULL) and again once it is.
+ * session disabled the triggers of, or of a partition of, while its dedup
+ * trigger is off still (pg_restore --disable-triggers
+ * --load-via-partition-root copies each partition's rows through the
+ * table: they go in as they were dumped; datarestore.c).  A table
+ * distributed with ingest.distribute_table(): Citus's COPY sends each
+ * shard its rows, and the hook loads them there (a shard is a managed
+ * table of its node).  Asked before the table is locked (rel NULL) and
+ * again once it is.
  */
 static bool
 loader_takes(Oid relid, Relation rel, const IngestTable *t)

@@ -13,8 +13,8 @@
  * the rollups the events of hours restored already: wrong, and silent.
  * pg_restore --disable-triggers runs ALTER TABLE ... DISABLE TRIGGER ALL
  * on each table before it copies into it, in the session that copies, and
- * that is what this file remembers (until ENABLE TRIGGER, or the end of a
- * transaction that fails):
+ * that is what this file remembers, transactionally (a disable rolled back
+ * is forgotten, an enable rolled back is undone), until ENABLE TRIGGER:
  *
  *	  IngestSideCopyCheck	 a COPY into a side table of a managed table whose
  *							 triggers are in place is refused (55000) unless
@@ -44,8 +44,8 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
 #include "commands/extension.h"
-#include "miscadmin.h"
 #include "commands/trigger.h"
+#include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -53,32 +53,100 @@
 
 #include "loader.h"
 
-/* Relations whose triggers this session disabled, in TopMemoryContext. */
-static List *triggers_off = NIL;
+/*
+ * A relation whose triggers this session disabled, transactionally: made
+ * and enabled are the subtransactions that disabled and enabled them again
+ * (InvalidSubTransactionId: committed, or not enabled), as ON COMMIT
+ * actions are kept (tablecmds.c).
+ */
+typedef struct TriggersOff
+{
+	Oid			relid;
+	SubTransactionId made;
+	SubTransactionId enabled;
+} TriggersOff;
+
+static List *triggers_off = NIL;	/* of TriggersOff, in TopMemoryContext */
+
+static TriggersOff *
+find_off(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, triggers_off)
+	{
+		TriggersOff *o = lfirst(lc);
+
+		if (o->relid == relid)
+			return o;
+	}
+	return NULL;
+}
+
+/* Whether this session disabled relid's triggers (and did not enable them). */
+static bool
+disabled_here(Oid relid)
+{
+	TriggersOff *o = find_off(relid);
+
+	return o != NULL && o->enabled == InvalidSubTransactionId;
+}
 
 /*
- * A transaction or subtransaction that fails forgets them all: what it
- * disabled is undone, and a restore disables again before each table.
+ * At the end of (sub)transaction "sub": committed into "parent"
+ * (InvalidSubTransactionId at the top), or aborted.
  */
 static void
-forget_at_abort(XactEvent event, void *arg)
+end_of(SubTransactionId sub, SubTransactionId parent, bool commit)
 {
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	ListCell   *lc;
+
+	foreach(lc, triggers_off)
 	{
-		list_free(triggers_off);
-		triggers_off = NIL;
+		TriggersOff *o = lfirst(lc);
+		bool		gone;
+
+		if (commit)
+		{
+			/* enabled again, and committed: forgotten */
+			gone = (o->enabled == sub && parent == InvalidSubTransactionId);
+			if (o->made == sub)
+				o->made = parent;
+			if (o->enabled == sub)
+				o->enabled = parent;
+		}
+		else
+		{
+			if (o->enabled == sub)
+				o->enabled = InvalidSubTransactionId;
+			gone = (o->made == sub);
+		}
+		if (gone)
+		{
+			triggers_off = foreach_delete_current(triggers_off, lc);
+			pfree(o);
+		}
 	}
 }
 
 static void
-forget_at_subabort(SubXactEvent event, SubTransactionId mySubid,
-				   SubTransactionId parentSubid, void *arg)
+xact_end(XactEvent event, void *arg)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		list_free(triggers_off);
-		triggers_off = NIL;
-	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		end_of(TopSubTransactionId, InvalidSubTransactionId, true);
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		end_of(TopSubTransactionId, InvalidSubTransactionId, false);
+}
+
+static void
+subxact_end(SubXactEvent event, SubTransactionId mySubid,
+			SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		end_of(mySubid, parentSubid, true);
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		end_of(mySubid, parentSubid, false);
 }
 
 /*
@@ -96,7 +164,7 @@ IngestTriggersAltered(AlterTableStmt *stmt)
 	foreach(lc, stmt->cmds)
 	{
 		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
-		MemoryContext old;
+		TriggersOff *o;
 
 		if (cmd->subtype != AT_DisableTrigAll && cmd->subtype != AT_DisableTrigUser &&
 			cmd->subtype != AT_EnableTrigAll && cmd->subtype != AT_EnableTrigUser)
@@ -107,16 +175,29 @@ IngestTriggersAltered(AlterTableStmt *stmt)
 			return;
 		if (!callbacks)
 		{
-			RegisterXactCallback(forget_at_abort, NULL);
-			RegisterSubXactCallback(forget_at_subabort, NULL);
+			RegisterXactCallback(xact_end, NULL);
+			RegisterSubXactCallback(subxact_end, NULL);
 			callbacks = true;
 		}
-		old = MemoryContextSwitchTo(TopMemoryContext);
-		if (cmd->subtype == AT_DisableTrigAll || cmd->subtype == AT_DisableTrigUser)
-			triggers_off = list_append_unique_oid(triggers_off, relid);
+		o = find_off(relid);
+		if (cmd->subtype == AT_EnableTrigAll || cmd->subtype == AT_EnableTrigUser)
+		{
+			if (o != NULL && o->enabled == InvalidSubTransactionId)
+				o->enabled = GetCurrentSubTransactionId();
+		}
+		else if (o != NULL)
+			o->enabled = InvalidSubTransactionId;
 		else
-			triggers_off = list_delete_oid(triggers_off, relid);
-		MemoryContextSwitchTo(old);
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			o = palloc(sizeof(TriggersOff));
+			o->relid = relid;
+			o->made = GetCurrentSubTransactionId();
+			o->enabled = InvalidSubTransactionId;
+			triggers_off = lappend(triggers_off, o);
+			MemoryContextSwitchTo(old);
+		}
 	}
 }
 
@@ -159,9 +240,11 @@ IngestTriggersOffHere(Oid relid)
 
 	foreach(lc, triggers_off)
 	{
-		Oid			r = lfirst_oid(lc);
+		TriggersOff *o = lfirst(lc);
+		Oid			r = o->relid;
 
-		if ((r == relid || (get_rel_relispartition(r) && IngestRootOf(r) == relid)) &&
+		if (o->enabled == InvalidSubTransactionId &&
+			(r == relid || (get_rel_relispartition(r) && IngestRootOf(r) == relid)) &&
 			dedup_trigger_off(r))
 			off = lappend_oid(off, r);
 	}
@@ -203,8 +286,9 @@ IngestSideCopyCheck(CopyStmt *stmt)
 		return;
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	/* whom COPY refuses, it refuses first: this error names the table */
-	if (!OidIsValid(relid) || list_member_oid(triggers_off, relid) ||
-		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+	if (!OidIsValid(relid) || disabled_here(relid) ||
+		(pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK &&
+		 pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT, ACLMASK_ANY) != ACLCHECK_OK))
 		return;
 	tbl = side_table_owner(relid);
 	if (!OidIsValid(tbl))
@@ -214,8 +298,8 @@ IngestSideCopyCheck(CopyStmt *stmt)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("cannot copy into \"%s\": it is side state of managed table \"%s\", whose triggers are in place",
-					get_rel_name(relid), IngestQualifiedName(tbl)),
+			 errmsg("cannot copy into \"%s\": it is side state of managed table \"%s.%s\", whose triggers are in place",
+					get_rel_name(relid), get_namespace_name(get_rel_namespace(tbl)), get_rel_name(tbl)),
 			 errdetail("The events copied after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
-			 errhint("Restore data only as a superuser with pg_restore --disable-triggers --single-transaction.")));
+			 errhint("For a data-only restore, use pg_restore --disable-triggers --single-transaction as a superuser.")));
 }

@@ -40,6 +40,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "ingest.h"
 #include "loader.h"
@@ -854,6 +855,21 @@ action_step(Oid relid, int64 run_id, void *arg)
 	{
 		xact_end();
 		return;
+	}
+	/*
+	 * A day dropped since the plan (a restore with --clean replaces the
+	 * table) is passed over.  Its statements take this lock themselves.
+	 */
+	if (strcmp(a->action, "summarize") == 0 || strcmp(a->action, "analyze") == 0)
+	{
+		LockRelationOid(a->partition_oid, ShareUpdateExclusiveLock);
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(a->partition_oid)))
+		{
+			log_action(run_id, relid, a->action, a->partition, "skipped", NULL,
+					   "no longer due: the day is gone");
+			xact_end();
+			return;
+		}
 	}
 	if (sql)
 	{

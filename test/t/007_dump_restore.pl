@@ -344,7 +344,6 @@ for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root')
 	my $ok = $mode eq 'sections' ? restore_in_sections($dump, $db)
 		: $mode eq 'data' ? restore_data_only($dump, $db)
 		: $mode eq 'data_root' ? restore_data_only($root_dump, $db)
-
 		: $mode eq 'clean' ? restore_ok($dump, $db)
 			&& restore_ok($dump, $db, '--clean', '--if-exists', '--single-transaction')
 		: restore_ok($dump, $db, $mode eq 'parallel' ? ('-j', '4') : ());
