@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "access/twophase.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -24,6 +25,9 @@
 #include "pgstat.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
+#if PG_VERSION_NUM < 170000
+#include "storage/sinvaladt.h"
+#endif
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/xid8.h"
@@ -240,6 +244,45 @@ IngestFoldRollups(void)
 }
 
 
+/*
+ * Does the transaction "vxid" names hold an xid below "horizon"?  It is a
+ * backend's, or a prepared transaction's (which keeps the vxid of the
+ * backend that prepared it).  The backend's xid is read first: PREPARE
+ * makes the prepared transaction visible before it clears the backend's
+ * xid, so an xid moving over is seen in one place or the other.  The
+ * backend may have gone on to another transaction (or database): its xid
+ * then is later than "horizon", or is a false alarm, never a miss.
+ */
+static bool
+holds_xid_below(VirtualTransactionId vxid, TransactionId horizon)
+{
+	TransactionId xid = InvalidTransactionId;
+	TransactionId xmin;
+	bool		more = false;
+
+	if (!VirtualTransactionIdIsRecoveredPreparedXact(vxid))
+	{
+#if PG_VERSION_NUM >= 170000
+		int			nsubxid;
+		bool		overflowed;
+
+		ProcNumberGetTransactionIds(vxid.procNumber, &xid, &xmin, &nsubxid, &overflowed);
+#elif PG_VERSION_NUM >= 160000
+		int			nsubxid;
+		bool		overflowed;
+
+		BackendIdGetTransactionIds(vxid.backendId, &xid, &xmin, &nsubxid, &overflowed);
+#else
+		BackendIdGetTransactionIds(vxid.backendId, &xid, &xmin);
+#endif
+		if (TransactionIdIsValid(xid) && TransactionIdPrecedes(xid, horizon))
+			return true;
+	}
+	xid = TwoPhaseGetXidByVirtualXID(vxid, &more);
+	/* several prepared transactions of one vxid: which xids is not told */
+	return more || (TransactionIdIsValid(xid) && TransactionIdPrecedes(xid, horizon));
+}
+
 PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
 
 /*
@@ -248,9 +291,13 @@ PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
  *   - no other backend of this database holds a snapshot that may not see
  *	   "created" as committed (such a snapshot's xmin is at most "created"):
  *	   a REPEATABLE READ writer, or a statement under way;
- *   - no transaction with an xid below "horizon" is running: one that wrote
- *	   before the rollup existed and has not committed yet, whose next
- *	   statement would feed it but whose earlier rows were not.
+ *   - no transaction of this database with an xid below "horizon" is
+ *	   running or prepared: one that wrote before the rollup existed and
+ *	   has not committed yet, whose next statement would feed it but whose
+ *	   earlier rows were not.
+ * Only this database's transactions can write the table; autovacuum's
+ * (ANALYZE takes an xid) write none.  Waiting for the whole cluster's, as
+ * this did, held a build back behind every long transaction elsewhere.
  * A writer whose first write comes later reads the rollups after it has an
  * xid (the loader assigns it first), so it either feeds the new rollup or
  * is caught here.  Transaction ids from another cluster (a restored
@@ -263,7 +310,6 @@ ingest_rollup_build_ready(PG_FUNCTION_ARGS)
 	FullTransactionId horizon = PG_GETARG_FULLTRANSACTIONID(1);
 	FullTransactionId next = ReadNextFullTransactionId();
 	VirtualTransactionId *vxids;
-	TransactionId oldest;
 	int			n;
 	int			i;
 
@@ -274,7 +320,15 @@ ingest_rollup_build_ready(PG_FUNCTION_ARGS)
 	for (i = 0; i < n; i++)
 		if (VirtualTransactionIdIsValid(vxids[i]))
 			PG_RETURN_BOOL(false);
-	oldest = GetOldestActiveTransactionId();
-	PG_RETURN_BOOL(!TransactionIdIsValid(oldest) ||
-				   !TransactionIdPrecedes(oldest, XidFromFullTransactionId(horizon)));
+	pfree(vxids);
+
+	/* every transaction of this database but autovacuum's, and our own */
+	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
+								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
+	for (i = 0; i < n; i++)
+		if (VirtualTransactionIdIsValid(vxids[i]) &&
+			holds_xid_below(vxids[i], XidFromFullTransactionId(horizon)))
+			PG_RETURN_BOOL(false);
+	pfree(vxids);
+	PG_RETURN_BOOL(true);
 }

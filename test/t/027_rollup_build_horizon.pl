@@ -1,0 +1,84 @@
+# A new rollup is built once every transaction that may have written the
+# table before the rollup existed has ended: those of the table's database,
+# prepared ones included.  A transaction of another database cannot write
+# the table and holds nothing back.  Before, any transaction holding an xid
+# anywhere in the cluster (another database's, or autovacuum's ANALYZE)
+# held the build back: the isolation spec fold_isolation failed under CI
+# load with the rollup still unbuilt after the fold.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('horizon');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.enabled = off
+max_prepared_transactions = 4
+});
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{
+	CREATE DATABASE other;
+	CREATE EXTENSION ingest;
+	SELECT ingest.create_event_table('ev', premake => 0);
+});
+is(sql(q{SELECT loaded FROM ingest.load('ev', format('00000000-0000-0000-0000-000000000001,t1,c,api,%s,"{""model"": ""m""}",1,', now()))}),
+	'1', 'an event is loaded');
+$node->safe_psql('other', 'CREATE TABLE t (i int)');
+
+# A rollup "name" is created and folded (twice: the first fold sets its
+# horizon); is it built?
+my $n = 0;
+sub built_after_create
+{
+	my $name = 'r' . ++$n;
+	sql(qq{SELECT ingest.create_rollup('ev', '$name', ARRAY['model'])});
+	sql(q{SELECT ingest.fold_rollups('ev')}) for 1 .. 2;
+	return sql(qq{SELECT building_xid IS NULL FROM ingest.rollup_config
+				   WHERE event_table = 'ev'::regclass AND name = '$name'});
+}
+
+# another database's open transaction, with an xid
+my $elsewhere = $node->background_psql('other');
+$elsewhere->query_safe('BEGIN; INSERT INTO t VALUES (1)');
+is(built_after_create(), 't', "another database's open transaction holds no build back");
+
+# another database's prepared transaction
+$elsewhere->query_safe(q{PREPARE TRANSACTION 'elsewhere'});
+is(built_after_create(), 't', "another database's prepared transaction holds no build back");
+
+# this database's open writer holds the build until it ends
+my $writer = $node->background_psql('postgres');
+$writer->query_safe(q{BEGIN; SELECT ingest.load('ev', format('00000000-0000-0000-0000-000000000001,t2,c,api,%s,"{""model"": ""m""}",1,', now()))});
+is(built_after_create(), 'f', "this database's open writer holds the build");
+$writer->query_safe('COMMIT');
+sql(q{SELECT ingest.fold_rollups('ev')});
+is(sql(qq{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'r$n'}), 't',
+	'and it is built once the writer has ended');
+
+# so does this database's prepared transaction, however long it lasts
+$writer->query_safe(q{BEGIN; SELECT ingest.load('ev', format('00000000-0000-0000-0000-000000000001,t3,c,api,%s,"{""model"": ""m""}",1,', now()));
+	PREPARE TRANSACTION 'here'});
+is(built_after_create(), 'f', "this database's prepared writer holds the build");
+sql(q{COMMIT PREPARED 'here'});
+sql(q{SELECT ingest.fold_rollups('ev')});
+is(sql(qq{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'r$n'}), 't',
+	'and it is built once the prepared writer has committed');
+
+is(sql(q{SELECT string_agg(format('%s %s', rollup, events), ', ' ORDER BY rollup) FROM (
+		   SELECT rollup, sum(events) AS events FROM ingest_side.ev_rollup GROUP BY 1) s}),
+	'default 3, r1 3, r2 3, r3 3, r4 3', 'every rollup counts the three events');
+is(sql(q{SELECT count(*) FROM ingest.rollup_config rc, ingest.rollup_verify('ev', '-infinity', 'infinity', rc.name)
+		   WHERE rc.event_table = 'ev'::regclass}), '0',
+	'the rollups agree with the raw events');
+
+$node->safe_psql('other', q{ROLLBACK PREPARED 'elsewhere'});
+$elsewhere->quit;
+$writer->quit;
+$node->stop;
+done_testing();
