@@ -283,6 +283,15 @@ holds_xid_below(VirtualTransactionId vxid, TransactionId horizon)
 	return more || (TransactionIdIsValid(xid) && TransactionIdPrecedes(xid, horizon));
 }
 
+PG_FUNCTION_INFO_V1(ingest_next_xid);
+
+/* ingest_internal.next_xid(): the next xid to be assigned */
+Datum
+ingest_next_xid(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_FULLTRANSACTIONID(ReadNextFullTransactionId());
+}
+
 PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
 
 /*

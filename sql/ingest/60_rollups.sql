@@ -265,6 +265,14 @@ LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_rollup_build_ready';
 
+-- The next transaction id to be assigned: every xid taken so far is below
+-- it (pg_current_xact_id() is not that, once the caller has an xid).
+CREATE OR REPLACE FUNCTION ingest_internal.next_xid()
+RETURNS xid8
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ingest_next_xid';
+
 -- Recompute the daily rows of the UTC days that [lo, hi) ranges overlap,
 -- one organization's (orgs[i]) or every organization's (NULL), of every
 -- rollup or of one, from the folded hourly rows: for the fold, after it has
@@ -855,8 +863,11 @@ BEGIN
               WHERE rc.event_table = tbl AND rc.building_xid IS NOT NULL ORDER BY rc.name
     LOOP
         IF r.building_horizon IS NULL THEN
-            -- every xid assigned so far is below our own
-            r.building_horizon := pg_current_xact_id();
+            -- A writer that missed the rollup took its xid before the
+            -- rollup committed, which this loop's snapshot sees: below the
+            -- next xid now.  (Not this fold's own xid: it may be older,
+            -- taken by step 1 or another table's fold.)
+            r.building_horizon := ingest_internal.next_xid();
             UPDATE ingest.rollup_config rc SET building_horizon = r.building_horizon
              WHERE rc.event_table = tbl AND rc.name = r.name;
         END IF;
