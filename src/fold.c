@@ -245,16 +245,19 @@ IngestFoldRollups(void)
 
 
 /*
- * Does the transaction "vxid" names hold an xid below "horizon"?  It is a
- * backend's, or a prepared transaction's (which keeps the vxid of the
- * backend that prepared it).  The backend's xid is read first: PREPARE
+ * May the transaction "vxid" names have missed the rollup?  A backend's
+ * may if it holds an xid below "horizon".  A prepared transaction (which
+ * keeps the vxid of the backend that prepared it) may whatever its xid: a
+ * REPEATABLE READ one may have read the rollups with a snapshot older than
+ * the rollup, and PREPARE dropped that snapshot (its xmin), which the
+ * snapshot test would see.  The backend's xid is read first: PREPARE
  * makes the prepared transaction visible before it clears the backend's
  * xid, so an xid moving over is seen in one place or the other.  The
  * backend may have gone on to another transaction (or database): its xid
  * then is later than "horizon", or is a false alarm, never a miss.
  */
 static bool
-holds_xid_below(VirtualTransactionId vxid, TransactionId horizon)
+may_have_missed(VirtualTransactionId vxid, TransactionId horizon)
 {
 	TransactionId xid = InvalidTransactionId;
 	TransactionId xmin;
@@ -279,17 +282,27 @@ holds_xid_below(VirtualTransactionId vxid, TransactionId horizon)
 			return true;
 	}
 	xid = TwoPhaseGetXidByVirtualXID(vxid, &more);
-	/* several prepared transactions of one vxid: which xids is not told */
-	return more || (TransactionIdIsValid(xid) && TransactionIdPrecedes(xid, horizon));
+	return more || TransactionIdIsValid(xid);
 }
 
-PG_FUNCTION_INFO_V1(ingest_next_xid);
+PG_FUNCTION_INFO_V1(ingest_rollup_build_horizon);
 
-/* ingest_internal.next_xid(): the next xid to be assigned */
+/*
+ * ingest_internal.rollup_build_horizon(created): the next xid to be
+ * assigned, or NULL while "created" is this transaction (or one of its
+ * subtransactions).  Ids of another cluster (a restored configuration) are
+ * past the next xid and are nobody's here.
+ */
 Datum
-ingest_next_xid(PG_FUNCTION_ARGS)
+ingest_rollup_build_horizon(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_FULLTRANSACTIONID(ReadNextFullTransactionId());
+	FullTransactionId created = PG_GETARG_FULLTRANSACTIONID(0);
+	FullTransactionId next = ReadNextFullTransactionId();
+
+	if (FullTransactionIdPrecedes(created, next) &&
+		TransactionIdIsCurrentTransactionId(XidFromFullTransactionId(created)))
+		PG_RETURN_NULL();
+	PG_RETURN_FULLTRANSACTIONID(next);
 }
 
 PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
@@ -301,9 +314,10 @@ PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
  *	   "created" as committed (such a snapshot's xmin is at most "created"):
  *	   a REPEATABLE READ writer, or a statement under way;
  *   - no transaction of this database with an xid below "horizon" is
- *	   running or prepared: one that wrote before the rollup existed and
- *	   has not committed yet, whose next statement would feed it but whose
- *	   earlier rows were not.
+ *	   running: one that wrote before the rollup existed and has not
+ *	   committed yet, whose next statement would feed it but whose earlier
+ *	   rows were not;
+ *   - no transaction of this database is prepared (see may_have_missed).
  * Only this database's transactions can write the table; autovacuum's
  * (ANALYZE takes an xid) write none.  Waiting for the whole cluster's, as
  * this did, held a build back behind every long transaction elsewhere.
@@ -336,7 +350,7 @@ ingest_rollup_build_ready(PG_FUNCTION_ARGS)
 								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
 	for (i = 0; i < n; i++)
 		if (VirtualTransactionIdIsValid(vxids[i]) &&
-			holds_xid_below(vxids[i], XidFromFullTransactionId(horizon)))
+			may_have_missed(vxids[i], XidFromFullTransactionId(horizon)))
 			PG_RETURN_BOOL(false);
 	pfree(vxids);
 	PG_RETURN_BOOL(true);

@@ -265,13 +265,16 @@ LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ingest_rollup_build_ready';
 
--- The next transaction id to be assigned: every xid taken so far is below
--- it (pg_current_xact_id() is not that, once the caller has an xid).
-CREATE OR REPLACE FUNCTION ingest_internal.next_xid()
+-- The horizon of a rollup created by transaction "created", which the
+-- caller sees committed: the next transaction id to be assigned, above
+-- every writer's that may have missed it (pg_current_xact_id() is not
+-- that, once the caller has an xid).  NULL while "created" is the caller's
+-- own transaction: no other sees the rollup yet.
+CREATE OR REPLACE FUNCTION ingest_internal.rollup_build_horizon(created xid8)
 RETURNS xid8
 LANGUAGE C STRICT VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'ingest_next_xid';
+AS 'MODULE_PATHNAME', 'ingest_rollup_build_horizon';
 
 -- Recompute the daily rows of the UTC days that [lo, hi) ranges overlap,
 -- one organization's (orgs[i]) or every organization's (NULL), of every
@@ -866,8 +869,10 @@ BEGIN
             -- A writer that missed the rollup took its xid before the
             -- rollup committed, which this loop's snapshot sees: below the
             -- next xid now.  (Not this fold's own xid: it may be older,
-            -- taken by step 1 or another table's fold.)
-            r.building_horizon := ingest_internal.next_xid();
+            -- taken by step 1 or another table's fold.)  A rollup this
+            -- transaction created waits for its commit.
+            r.building_horizon := ingest_internal.rollup_build_horizon(r.building_xid);
+            CONTINUE WHEN r.building_horizon IS NULL;
             UPDATE ingest.rollup_config rc SET building_horizon = r.building_horizon
              WHERE rc.event_table = tbl AND rc.name = r.name;
         END IF;

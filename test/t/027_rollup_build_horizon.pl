@@ -1,7 +1,7 @@
 # A new rollup is built once every transaction that may have written the
-# table before the rollup existed has ended: those of the table's database,
-# prepared ones included.  A transaction of another database cannot write
-# the table and holds nothing back.  Before, any transaction holding an xid
+# table without feeding the rollup has ended: those of the table's
+# database, every prepared one included.  A transaction of another
+# database cannot write the table and holds nothing back.  Before, any transaction holding an xid
 # anywhere in the cluster (another database's, or autovacuum's ANALYZE)
 # held the build back: the isolation spec fold_isolation failed under CI
 # load with the rollup still unbuilt after the fold.
@@ -88,9 +88,42 @@ sql(q{SELECT ingest.fold_rollups('ev')});
 is(sql(q{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'r5'}), 't',
 	'and it is built once the writer has ended');
 
+# A fold in the transaction that created the rollup: nobody else sees the
+# rollup yet, so a writer meanwhile feeds it nothing; the fold neither
+# builds it nor sets its horizon.  Before, it was built there (no other
+# transaction was running) and missed the writer's event.
+sub load_one { my ($tx) = @_; return qq{SELECT ingest.load('ev', format('00000000-0000-0000-0000-000000000001,$tx,c,api,%s,"{""model"": ""m""}",1,', now()))}; }
+$folder->query_safe(q{BEGIN; SELECT ingest.create_rollup('ev', 'r6', ARRAY['model']); SELECT ingest.fold_rollups('ev')});
+is($folder->query_safe(q{SELECT building_xid IS NULL OR building_horizon IS NOT NULL FROM ingest.rollup_config WHERE name = 'r6'}),
+	'f', 'a fold in the creating transaction neither builds the rollup nor sets its horizon');
+sql(load_one('t5'));
+$folder->query_safe('COMMIT');
+sql(q{SELECT ingest.fold_rollups('ev')});
+is(sql(q{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'r6'}), 't',
+	'the next fold builds it');
+
+# A REPEATABLE READ writer whose snapshot predates the rollup, which wrote
+# after the fold set the horizon and then prepared: PREPARE drops its
+# snapshot, so any prepared transaction of the database holds the build.
+# Before, the rollup was built without its event.
+$writer->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ev');
+sql(q{SELECT ingest.create_rollup('ev', 'r7', ARRAY['model'])});
+sql(q{SELECT ingest.fold_rollups('ev')});
+is(sql(q{SELECT building_horizon IS NOT NULL AND building_xid IS NOT NULL FROM ingest.rollup_config WHERE name = 'r7'}), 't',
+	'the snapshot older than the rollup holds its build, past its horizon');
+$writer->query_safe(load_one('t6'));
+$writer->query_safe(q{PREPARE TRANSACTION 'late'});
+sql(q{SELECT ingest.fold_rollups('ev')});
+is(sql(q{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'r7'}), 'f',
+	'a prepared transaction holds the build, whatever its xid');
+sql(q{COMMIT PREPARED 'late'});
+sql(q{SELECT ingest.fold_rollups('ev')});
+is(sql(q{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'r7'}), 't',
+	'and it is built once it has committed');
+
 is(sql(q{SELECT string_agg(format('%s %s', rollup, events), ', ' ORDER BY rollup) FROM (
 		   SELECT rollup, sum(events) AS events FROM ingest_side.ev_rollup GROUP BY 1) s}),
-	'default 4, r1 4, r2 4, r3 4, r4 4, r5 4', 'every rollup counts the four events');
+	'default 6, r1 6, r2 6, r3 6, r4 6, r5 6, r6 6, r7 6', 'every rollup counts the six events');
 is(sql(q{SELECT count(*) FROM ingest.rollup_config rc, ingest.rollup_verify('ev', '-infinity', 'infinity', rc.name)
 		   WHERE rc.event_table = 'ev'::regclass}), '0',
 	'the rollups agree with the raw events');
