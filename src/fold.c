@@ -246,7 +246,8 @@ IngestFoldRollups(void)
 
 /*
  * May the transaction "vxid" names have missed the rollup?  A backend's
- * may if it holds an xid below "horizon".  A prepared transaction (which
+ * may if it holds an xid below "horizon" (invalid: below every running
+ * xid).  A prepared transaction (which
  * keeps the vxid of the backend that prepared it) may whatever its xid: a
  * REPEATABLE READ one may have read the rollups with a snapshot older than
  * the rollup, and PREPARE dropped that snapshot (its xmin), which the
@@ -278,11 +279,30 @@ may_have_missed(VirtualTransactionId vxid, TransactionId horizon)
 #else
 		BackendIdGetTransactionIds(vxid.backendId, &xid, &xmin);
 #endif
-		if (TransactionIdIsValid(xid) && TransactionIdPrecedes(xid, horizon))
+		if (TransactionIdIsValid(horizon) && TransactionIdIsValid(xid) &&
+			TransactionIdPrecedes(xid, horizon))
 			return true;
 	}
 	xid = TwoPhaseGetXidByVirtualXID(vxid, &more);
 	return more || TransactionIdIsValid(xid);
+}
+
+/*
+ * The oldest xid that any transaction or snapshot may still hold, as a
+ * 64-bit id, and the next xid.  The procarray holds 32-bit ids, all within
+ * 2^31 before the next one; an id older than the oldest (a configuration
+ * restored from another cluster, or a rollup left unbuilt for long) is
+ * nobody's, and compared in 32 bits could wrap around and look newer.
+ */
+static FullTransactionId
+oldest_running(FullTransactionId *next)
+{
+	/* read before "next": it is at most "next" then */
+	TransactionId oldest = GetOldestTransactionIdConsideredRunning();
+
+	*next = ReadNextFullTransactionId();
+	return FullTransactionIdFromU64(U64FromFullTransactionId(*next) -
+									(uint32) (XidFromFullTransactionId(*next) - oldest));
 }
 
 PG_FUNCTION_INFO_V1(ingest_rollup_build_horizon);
@@ -290,16 +310,17 @@ PG_FUNCTION_INFO_V1(ingest_rollup_build_horizon);
 /*
  * ingest_internal.rollup_build_horizon(created): the next xid to be
  * assigned, or NULL while "created" is this transaction (or one of its
- * subtransactions).  Ids of another cluster (a restored configuration) are
- * past the next xid and are nobody's here.
+ * subtransactions).  Ids of another cluster (a restored configuration),
+ * past the next xid or older than the oldest running one, are nobody's.
  */
 Datum
 ingest_rollup_build_horizon(PG_FUNCTION_ARGS)
 {
 	FullTransactionId created = PG_GETARG_FULLTRANSACTIONID(0);
-	FullTransactionId next = ReadNextFullTransactionId();
+	FullTransactionId next;
+	FullTransactionId oldest = oldest_running(&next);
 
-	if (FullTransactionIdPrecedes(created, next) &&
+	if (FullTransactionIdPrecedes(created, next) && !FullTransactionIdPrecedes(created, oldest) &&
 		TransactionIdIsCurrentTransactionId(XidFromFullTransactionId(created)))
 		PG_RETURN_NULL();
 	PG_RETURN_FULLTRANSACTIONID(next);
@@ -324,33 +345,41 @@ PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
  * A writer whose first write comes later reads the rollups after it has an
  * xid (the loader assigns it first), so it either feeds the new rollup or
  * is caught here.  Transaction ids from another cluster (a restored
- * configuration) are past this one's next xid: nothing waits for them.
+ * configuration) past this one's next xid, or older than its oldest
+ * running one, are nobody's here: nothing waits for them.
  */
 Datum
 ingest_rollup_build_ready(PG_FUNCTION_ARGS)
 {
 	FullTransactionId created = PG_GETARG_FULLTRANSACTIONID(0);
 	FullTransactionId horizon = PG_GETARG_FULLTRANSACTIONID(1);
-	FullTransactionId next = ReadNextFullTransactionId();
+	FullTransactionId next;
+	FullTransactionId oldest = oldest_running(&next);
 	VirtualTransactionId *vxids;
 	int			n;
 	int			i;
 
 	if (!FullTransactionIdPrecedes(created, next) || !FullTransactionIdPrecedesOrEquals(horizon, next))
 		PG_RETURN_BOOL(true);
-	vxids = GetCurrentVirtualXIDs(XidFromFullTransactionId(created), true, false,
-								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
-	for (i = 0; i < n; i++)
-		if (VirtualTransactionIdIsValid(vxids[i]))
-			PG_RETURN_BOOL(false);
-	pfree(vxids);
+	/* an id older than every running one holds nothing (in 32 bits it may wrap) */
+	if (!FullTransactionIdPrecedes(created, oldest))
+	{
+		vxids = GetCurrentVirtualXIDs(XidFromFullTransactionId(created), true, false,
+									  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
+		for (i = 0; i < n; i++)
+			if (VirtualTransactionIdIsValid(vxids[i]))
+				PG_RETURN_BOOL(false);
+		pfree(vxids);
+	}
 
 	/* every transaction of this database but autovacuum's, and our own */
 	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, false,
 								  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
 	for (i = 0; i < n; i++)
 		if (VirtualTransactionIdIsValid(vxids[i]) &&
-			may_have_missed(vxids[i], XidFromFullTransactionId(horizon)))
+			may_have_missed(vxids[i],
+							FullTransactionIdPrecedes(oldest, horizon) ?
+							XidFromFullTransactionId(horizon) : InvalidTransactionId))
 			PG_RETURN_BOOL(false);
 	pfree(vxids);
 	PG_RETURN_BOOL(true);

@@ -133,4 +133,42 @@ $elsewhere->quit;
 $writer->quit;
 $folder->quit;
 $node->stop;
+
+# The ids are compared as 64-bit ones.  A configuration restored from a
+# younger cluster names a building_xid 2^31 to 2^32 behind this cluster's
+# xids, which a 32-bit comparison takes for one ahead of every snapshot:
+# any reader held the build back, as long as readers came.
+my $old = PostgreSQL::Test::Cluster->new('wrapped');
+$old->init;
+$old->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ingest'
+ingest.enabled = off
+});
+# what initdb wrote must stay visible 2.4 billion xids on
+$old->start;
+$old->command_ok(['vacuumdb', '--all', '--freeze'], 'the new cluster is frozen');
+$old->stop;
+# pg_resetwal -x wants the commit log segment of the new next xid
+my $xid = 2_400_000_000;
+my $seg = sprintf('%s/pg_xact/%04X', $old->data_dir, int($xid / (4 * 8192 * 32)));
+open(my $fh, '>', $seg) or die "$seg: $!";
+print $fh "\0" x (8192 * 32);
+close($fh);
+command_ok(['pg_resetwal', '-x', $xid, $old->data_dir], 'the cluster is set 2.4 billion xids on');
+$old->start;
+$old->safe_psql('postgres', q{
+	CREATE EXTENSION ingest;
+	SELECT ingest.create_event_table('ev', premake => 0);
+	SELECT ingest.create_rollup('ev', 'restored', ARRAY['model']);
+	-- as restored from a cluster whose xids were near a million
+	UPDATE ingest.rollup_config SET building_xid = '1000000' WHERE name = 'restored';
+});
+my $reader = $old->background_psql('postgres');
+$reader->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ev');
+$old->safe_psql('postgres', q{SELECT ingest.fold_rollups('ev')}) for 1 .. 2;
+is($old->safe_psql('postgres', q{SELECT building_xid IS NULL FROM ingest.rollup_config WHERE name = 'restored'}),
+	't', "a restored rollup's build is not held by a snapshot of this cluster");
+$reader->query_safe('COMMIT');
+$reader->quit;
+$old->stop;
 done_testing();
