@@ -21,7 +21,11 @@ sub sql { return $node->safe_psql('postgres', shift); }
 sub poll
 {
 	my ($query, $what, $db) = @_;
-	ok($node->poll_query_until($db // 'postgres', $query), $what);
+	ok($node->poll_query_until($db // 'postgres', $query), $what)
+	  or diag($node->safe_psql($db // 'postgres', q{
+		SELECT string_agg(format('%s %s %s:%s %s', backend_type, state, wait_event_type, wait_event,
+								 left(query, 80)), E'\n')
+		  FROM pg_stat_activity WHERE backend_type IN ('client backend', 'ingest worker')}));
 }
 
 sql(q{
@@ -147,6 +151,12 @@ sql(q{ALTER SYSTEM SET ingest.lock_timeout = 200; SELECT pg_reload_conf()});
 # A reader's snapshot holds up the second phase of DETACH CONCURRENTLY: it
 # times out, the detach stays pending, and a later run finishes it.
 sql(q{SELECT ingest.create_event_table('ret', premake => 0); SELECT backdate('ret', -10)});
+# The worker's CREATE INDEX CONCURRENTLY of a day (ret_old10's, made by
+# hand) waits for the reader's snapshot too, up to ingest.index_lock_timeout,
+# and the detach after it: every declared index is built first.
+poll(q{SELECT NOT EXISTS (SELECT FROM ingest.table_config c, ingest.run_maintenance(c.event_table, dry_run => true) m
+		  WHERE m.action IN ('index', 'drop_index'))},
+	'every declared index is built before the reader opens');
 my $reader = $node->background_psql('postgres');
 $reader->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ret');
 sql(q{SELECT ingest.configure('ret', retention => '3 days')});
