@@ -247,15 +247,15 @@ IngestFoldRollups(void)
 /*
  * May the transaction "vxid" names have missed the rollup?  A backend's
  * may if it holds an xid below "horizon" (invalid: below every running
- * xid).  A prepared transaction (which
- * keeps the vxid of the backend that prepared it) may whatever its xid: a
- * REPEATABLE READ one may have read the rollups with a snapshot older than
- * the rollup, and PREPARE dropped that snapshot (its xmin), which the
- * snapshot test would see.  The backend's xid is read first: PREPARE
- * makes the prepared transaction visible before it clears the backend's
- * xid, so an xid moving over is seen in one place or the other.  The
- * backend may have gone on to another transaction (or database): its xid
- * then is later than "horizon", or is a false alarm, never a miss.
+ * xid).  A prepared transaction (which keeps the vxid of the backend that
+ * prepared it) may whatever its xid: a REPEATABLE READ one may have read
+ * the rollups with a snapshot older than the rollup, and PREPARE dropped
+ * that snapshot's xmin, which the snapshot test looks for.  The backend's
+ * xid is read first: PREPARE makes the prepared transaction visible
+ * before it clears the backend's xid, so an xid moving over is seen in
+ * one place or the other.  The backend may have gone on to another
+ * transaction (or database): its xid then is later than "horizon", or is
+ * a false alarm, never a miss.
  */
 static bool
 may_have_missed(VirtualTransactionId vxid, TransactionId horizon)
@@ -340,8 +340,8 @@ PG_FUNCTION_INFO_V1(ingest_rollup_build_ready);
  *	   rows were not;
  *   - no transaction of this database is prepared (see may_have_missed).
  * Only this database's transactions can write the table; autovacuum's
- * (ANALYZE takes an xid) write none.  Waiting for the whole cluster's, as
- * this did, held a build back behind every long transaction elsewhere.
+ * (ANALYZE takes an xid) write none.  Waiting for the whole cluster's
+ * would hold a build back behind every long transaction elsewhere.
  * A writer whose first write comes later reads the rollups after it has an
  * xid (the loader assigns it first), so it either feeds the new rollup or
  * is caught here.  Transaction ids from another cluster (a restored
