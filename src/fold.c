@@ -299,10 +299,14 @@ oldest_running(FullTransactionId *next)
 {
 	/* read before "next": it is at most "next" then */
 	TransactionId oldest = GetOldestTransactionIdConsideredRunning();
+	uint32		behind;
 
 	*next = ReadNextFullTransactionId();
-	return FullTransactionIdFromU64(U64FromFullTransactionId(*next) -
-									(uint32) (XidFromFullTransactionId(*next) - oldest));
+	behind = XidFromFullTransactionId(*next) - oldest;
+	/* 15.0 to 15.2 could wrap it below the first xid (vacuum_defer_cleanup_age) */
+	if (behind > U64FromFullTransactionId(*next) - FirstNormalTransactionId)
+		return FullTransactionIdFromEpochAndXid(0, FirstNormalTransactionId);
+	return FullTransactionIdFromU64(U64FromFullTransactionId(*next) - behind);
 }
 
 PG_FUNCTION_INFO_V1(ingest_rollup_build_horizon);
