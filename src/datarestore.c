@@ -217,7 +217,7 @@ dedup_trigger_off(Oid relid)
 	ScanKeyInit(&key[0], Anum_pg_trigger_tgrelid, BTEqualStrategyNumber,
 				F_OIDEQ, ObjectIdGetDatum(relid));
 	ScanKeyInit(&key[1], Anum_pg_trigger_tgname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum("ingest_dedup"));
+				F_NAMEEQ, CStringGetDatum(INGEST_DEDUP_TRIGGER));
 	scan = systable_beginscan(trig, TriggerRelidNameIndexId, true, NULL, 2, key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))

@@ -43,6 +43,9 @@
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 
+/* The name of ingest's own row trigger (25_side_tables.sql). */
+#define INGEST_DEDUP_TRIGGER "ingest_dedup"
+
 /* Rows per batch: one subtransaction, one ledger probe, one flush each. */
 #define INGEST_BATCH_ROWS	1000
 

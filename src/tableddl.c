@@ -165,9 +165,6 @@ managed_root(Oid relid, IngestTable *t)
 	return root;
 }
 
-/* The name of ingest's own row trigger (25_side_tables.sql). */
-#define DEDUP_TRIGGER "ingest_dedup"
-
 /*
  * The rule: a BEFORE INSERT row trigger fires after ingest_dedup when its
  * name sorts after it (triggers fire in name order, byte by byte).
@@ -176,7 +173,7 @@ static bool
 fires_after_dedup(int16 tgtype, const char *trigname)
 {
 	return TRIGGER_FOR_ROW(tgtype) && TRIGGER_FOR_BEFORE(tgtype) &&
-		TRIGGER_FOR_INSERT(tgtype) && strcmp(trigname, DEDUP_TRIGGER) > 0;
+		TRIGGER_FOR_INSERT(tgtype) && strcmp(trigname, INGEST_DEDUP_TRIGGER) > 0;
 }
 
 PG_FUNCTION_INFO_V1(ingest_fires_after_dedup);
@@ -198,8 +195,8 @@ refuse_trigger_after_dedup(Oid root, int16 tgtype, const char *trigname)
 			 errmsg("BEFORE INSERT row trigger \"%s\" on managed table \"%s\" would fire after ingest claims the row's key",
 					trigname, get_rel_name(root)),
 			 errdetail("Row triggers fire in name order; one after \"%s\" could change the key or skip the row.",
-					   DEDUP_TRIGGER),
-			 errhint("Give the trigger a name that sorts before \"%s\".", DEDUP_TRIGGER)));
+					   INGEST_DEDUP_TRIGGER),
+			 errhint("Give the trigger a name that sorts before \"%s\".", INGEST_DEDUP_TRIGGER)));
 }
 
 /*
