@@ -470,6 +470,19 @@ COMMIT;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+-- an INSERT sent into it, as a dump made with --inserts restores its data:
+-- refused the same way, and taken once the session disabled its triggers
+SET ROLE sec_side_owner;
+INSERT INTO ingest_side.sec_side_keys VALUES ('00000000-0000-0000-0000-000000000001', 'k1', 1);
+RESET ROLE;
+SET ROLE sec_side_other;
+INSERT INTO ingest_side.sec_side_keys VALUES ('00000000-0000-0000-0000-000000000001', 'k1', 1);
+RESET ROLE;
+BEGIN;
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+INSERT INTO ingest_side.sec_side_keys VALUES ('00000000-0000-0000-0000-000000000001', 'k1', 1);
+SELECT count(*) AS restored_keys FROM ingest_side.sec_side_keys;
+ROLLBACK;
 -- a side table whose triggers were disabled before ingest.table_config
 -- named it (pg_restore -j restores the configuration in another session)
 CREATE TEMP TABLE sec_side_cfg AS SELECT * FROM ingest.table_config WHERE event_table = 'sec_side'::regclass;

@@ -103,6 +103,9 @@ command_memory_gone(void *arg)
 static void
 cmdstack_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
+	/* (a client's INSERT into side state is checked first: datarestore.c) */
+	if (!(eflags & EXEC_FLAG_EXPLAIN_ONLY))
+		IngestSideInsertCheck(queryDesc);
 	if (prev_ExecutorStart)
 		prev_ExecutorStart(queryDesc, eflags);
 	else

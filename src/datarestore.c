@@ -2,8 +2,8 @@
  *
  * datarestore.c
  *	  Data-only restores into managed tables that have their triggers: the
- *	  relations whose triggers this session disabled, and COPY into side
- *	  tables refused otherwise.
+ *	  relations whose triggers this session disabled, and COPY or INSERT
+ *	  into side tables refused otherwise.
  *
  * A full restore copies the side tables and the events before its
  * post-data section makes ingest's triggers: nothing is deduplicated again
@@ -16,10 +16,12 @@
  * that is what this file remembers, transactionally (a disable rolled back
  * is forgotten, an enable rolled back is undone), until ENABLE TRIGGER:
  *
- *	  IngestSideCopyCheck	 a COPY into a side table of a managed table whose
- *							 triggers are in place is refused (55000) unless
- *							 the session disabled the side table's triggers
- *							 (it has none: the statement changes nothing else);
+ *	  IngestSideCopyCheck,	 a COPY, or an INSERT a client sent (a dump made
+ *	  IngestSideInsertCheck	 with --inserts), into a side table of a managed
+ *							 table whose triggers are in place is refused
+ *							 (55000) unless the session disabled the side
+ *							 table's triggers (it has none: the statement
+ *							 changes nothing else);
  *	  IngestTriggersOffHere	 the table or partitions of a managed table whose
  *							 triggers the session disabled (and whose dedup
  *							 trigger is still off): a COPY through the
@@ -45,7 +47,10 @@
 #include "catalog/pg_trigger.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
+#include "executor/execdesc.h"
 #include "miscadmin.h"
+#include "parser/parsetree.h"
+#include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -252,45 +257,39 @@ IngestTriggersOffHere(Oid relid)
 }
 
 /*
- * The managed table a plain table is side state of, or InvalidOid.  Only
- * tables in schema ingest_side are looked up (the extension owns that
- * name): a COPY into any other table reads nothing of ingest's.
+ * Is relid a plain table in schema ingest_side?  Only those can be side
+ * state (the extension owns that name): a write into any other table
+ * reads nothing of ingest's.
  */
-static Oid
-side_table_owner(Oid relid)
+static bool
+in_side_schema(Oid relid)
 {
 	char	   *nsp;
 
 	if (get_rel_relkind(relid) != RELKIND_RELATION)
-		return InvalidOid;
+		return false;
 	nsp = get_namespace_name(get_rel_namespace(relid));
-	if (nsp == NULL || strcmp(nsp, "ingest_side") != 0 ||
-		!OidIsValid(get_extension_oid("ingest", true)))
-		return InvalidOid;
-	return IngestSideTableOf(relid);
+	return nsp != NULL && strcmp(nsp, "ingest_side") == 0 &&
+		OidIsValid(get_extension_oid("ingest", true));
 }
 
 /*
- * Refuse a COPY FROM into a side table of a managed table whose triggers
- * are in place, unless this session disabled the side table's.  Called for
- * every COPY FROM the loader does not take.
+ * Refuse a write into side table relid of a managed table whose triggers
+ * are in place, unless this session disabled the side table's.  Whom the
+ * statement itself refuses (no INSERT privilege), it refuses first: this
+ * error names the managed table.
  */
-void
-IngestSideCopyCheck(CopyStmt *stmt)
+static void
+side_write_check(Oid relid, bool copy)
 {
-	Oid			relid;
 	Oid			tbl;
 	IngestTable t;
 
-	if (!stmt->is_from || stmt->relation == NULL)
-		return;
-	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
-	/* whom COPY refuses, it refuses first: this error names the table */
-	if (!OidIsValid(relid) || disabled_here(relid) ||
+	if (!in_side_schema(relid) || disabled_here(relid) ||
 		(pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK &&
 		 pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT, ACLMASK_ANY) != ACLCHECK_OK))
 		return;
-	tbl = side_table_owner(relid);
+	tbl = IngestSideTableOf(relid);
 	if (!OidIsValid(tbl))
 		return;
 	/* Citus copies a shard's side state with it when it moves the shard */
@@ -298,8 +297,44 @@ IngestSideCopyCheck(CopyStmt *stmt)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 copy ?
 			 errmsg("cannot copy into \"%s\": it is side state of managed table \"%s.%s\", whose triggers are in place",
+					get_rel_name(relid), get_namespace_name(get_rel_namespace(tbl)), get_rel_name(tbl)) :
+			 errmsg("cannot insert into \"%s\": it is side state of managed table \"%s.%s\", whose triggers are in place",
 					get_rel_name(relid), get_namespace_name(get_rel_namespace(tbl)), get_rel_name(tbl)),
-			 errdetail("The events copied after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
+			 errdetail("The events restored after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
 			 errhint("For a data-only restore, use pg_restore --disable-triggers --single-transaction as a superuser.")));
+}
+
+/* A COPY FROM the loader does not take: into a side table? */
+void
+IngestSideCopyCheck(CopyStmt *stmt)
+{
+	Oid			relid;
+
+	if (!stmt->is_from || stmt->relation == NULL)
+		return;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (OidIsValid(relid))
+		side_write_check(relid, true);
+}
+
+/*
+ * An INSERT statement as a client sent it (a dump made with --inserts
+ * restores its data so): into a side table?  Ingest's own writes into side
+ * tables run in its functions and triggers, never as the client's
+ * statement, nor does an INSERT in a client's function.  Called as each
+ * executor command starts, so the first tests cost next to nothing.
+ */
+void
+IngestSideInsertCheck(QueryDesc *qd)
+{
+	PlannedStmt *ps = qd->plannedstmt;
+	ListCell   *lc;
+
+	if (ps->commandType != CMD_INSERT || debug_query_string == NULL || qd->sourceText == NULL ||
+		(qd->sourceText != debug_query_string && strcmp(qd->sourceText, debug_query_string) != 0))
+		return;
+	foreach(lc, ps->resultRelations)
+		side_write_check(rt_fetch(lfirst_int(lc), ps->rtable)->relid, false);
 }

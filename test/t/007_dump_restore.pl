@@ -313,12 +313,12 @@ sub restore_in_sections
 # after it), whole with --disable-triggers.
 sub restore_data_only
 {
-	my ($file, $db) = @_;
+	my ($file, $db, $verb) = @_;
 	restore_ok($file, $db, '--schema-only') or return 0;
 	my ($out, $err) = ('', '');
 	IPC::Run::run(['pg_restore', '--data-only', '--single-transaction', '-d', $node->connstr($db), $file],
 		'>', \$out, '2>', \$err);
-	like($err, qr/cannot copy into "a_daily": it is side state of managed table "public.a", whose triggers are in place/,
+	like($err, qr/cannot $verb into "a_daily": it is side state of managed table "public.a", whose triggers are in place/,
 		"$db: a data-only restore without --disable-triggers is refused");
 	is(sql($db, q{SELECT (SELECT count(*) FROM a) || ' ' || (SELECT count(*) FROM ingest_side.a_keys)}), '0 0',
 		"$db: and restores nothing");
@@ -332,18 +332,23 @@ run_ok('pg_dump', 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('src'));
 my $root_dump = "$tmp/src_root.dump";
 run_ok('pg_dump --load-via-partition-root', 'pg_dump', '-Fc', '--load-via-partition-root', '-f', $root_dump,
 	'-d', $node->connstr('src'));
+# the data as INSERT statements
+my $inserts_dump = "$tmp/src_inserts.dump";
+run_ok('pg_dump --inserts', 'pg_dump', '-Fc', '--inserts', '-f', $inserts_dump, '-d', $node->connstr('src'));
 
 # clean: restored over a restore, with --clean (which drops ingest's
 # triggers before the tables) in one transaction; data: data only, into
 # what a schema-only restore made; data_root: the same from a dump made
-# with --load-via-partition-root
-for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root')
+# with --load-via-partition-root; data_inserts: the same from a dump made
+# with --inserts
+for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root', 'data_inserts')
 {
 	my $db = "dst_$mode";
 	$node->safe_psql('postgres', "CREATE DATABASE $db TEMPLATE template0");
 	my $ok = $mode eq 'sections' ? restore_in_sections($dump, $db)
-		: $mode eq 'data' ? restore_data_only($dump, $db)
-		: $mode eq 'data_root' ? restore_data_only($root_dump, $db)
+		: $mode eq 'data' ? restore_data_only($dump, $db, 'copy')
+		: $mode eq 'data_root' ? restore_data_only($root_dump, $db, 'copy')
+		: $mode eq 'data_inserts' ? restore_data_only($inserts_dump, $db, 'insert')
 		: $mode eq 'clean' ? restore_ok($dump, $db)
 			&& restore_ok($dump, $db, '--clean', '--if-exists', '--single-transaction')
 		: restore_ok($dump, $db, $mode eq 'parallel' ? ('-j', '4') : ());

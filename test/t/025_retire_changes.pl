@@ -120,7 +120,7 @@ is(sql(q{SELECT count(*) FROM ingest_side.rk_stale}), '1', 'a fold leaves the ma
 sql(q{
 	INSERT INTO rk (organization_id, transaction_id, external_customer_id, code, "timestamp", value)
 	VALUES ('00000000-0000-4000-8000-000000000001', 'today', 'c1', 'api_call', now(), 5);
-	INSERT INTO ingest_side.rk_stale VALUES (NULL, current_date - 45, current_date + 1);
+	SELECT ingest_internal.mark_stale('rk', NULL, current_date - 45, current_date + 1);
 	SELECT ingest.fold_rollups('rk');
 });
 is(sql(q{SELECT count(*) || ' ' || bool_and(lo >= (current_date - 40)::timestamp AT TIME ZONE 'UTC'
