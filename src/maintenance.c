@@ -76,7 +76,7 @@ static List *managed_tables(Oid relid, bool background, MemoryContext cxt,
 							 List **not_ready);
 static bool lock_table(Oid relid);
 static List *plan_table(Oid relid, MemoryContext cxt);
-static void unlock_table(Oid relid, int failures, const char *sqlstate,
+static void unlock_table(Oid relid, bool record, int failures, const char *sqlstate,
 						 const char *message);
 static void do_detach(Oid relid, int64 run_id, MaintAction *a);
 static void detach_concurrently(Oid relid, int64 run_id, MaintAction *a);
@@ -291,9 +291,13 @@ plan_table(Oid relid, MemoryContext cxt)
 	return plan;
 }
 
-/* Record the table's outcome and release its maintenance lock. */
+/*
+ * Release the table's maintenance lock; with record, record the outcome of
+ * its run first.
+ */
 static void
-unlock_table(Oid relid, int failures, const char *sqlstate, const char *message)
+unlock_table(Oid relid, bool record, int failures, const char *sqlstate,
+			 const char *message)
 {
 	Oid			types[5] = {OIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[5];
@@ -307,8 +311,9 @@ unlock_table(Oid relid, int failures, const char *sqlstate, const char *message)
 	values[4] = Int32GetDatum(ingest_maintenance_interval);
 
 	xact_begin();
-	(void) exec_scalar("SELECT ingest_internal.record_outcome($1, $2, $3, $4, $5)",
-					   5, types, values, nulls, &isnull);
+	if (record)
+		(void) exec_scalar("SELECT ingest_internal.record_outcome($1, $2, $3, $4, $5)",
+						   5, types, values, nulls, &isnull);
 	if (table_lock_held)
 		IngestTableLockRelease(relid, INGEST_LOCK_MAINTENANCE, true);
 	table_lock_held = false;
@@ -992,14 +997,42 @@ detach_pending(Oid relid)
 	return pending;
 }
 
+/* Which of a table's planned steps a pass over it takes. */
+typedef enum MaintPass
+{
+	PASS_ALL,
+	PASS_DROPS,					/* drops of the days detached just now */
+	PASS_NOT_INDEXES,			/* all but index builds and drops */
+	PASS_INDEXES				/* index builds and drops only */
+} MaintPass;
+
+static bool
+in_pass(MaintAction *a, MaintPass pass)
+{
+	bool		index = strcmp(a->action, "index") == 0 ||
+		strcmp(a->action, "drop_index") == 0;
+
+	switch (pass)
+	{
+		case PASS_DROPS:
+			return strcmp(a->action, "drop") == 0;
+		case PASS_NOT_INDEXES:
+			return !index;
+		case PASS_INDEXES:
+			return index;
+		default:
+			return true;
+	}
+}
+
 /*
- * Plan and carry out one table's maintenance; "only" restricts it to one
- * kind of action.  Returns the number of failed steps and whether a
- * partition was detached.
+ * Plan and carry out the steps of one table's maintenance that "pass"
+ * takes.  Returns the number of failed steps, whether a partition was
+ * detached, and whether steps of another pass were planned.
  */
 static int
-maintain_table(Oid relid, int64 run_id, const char *only, bool background,
-			   bool *detached, char **sqlstate, char **message)
+maintain_table(Oid relid, int64 run_id, MaintPass pass, bool background,
+			   bool *detached, bool *others, char **sqlstate, char **message)
 {
 	PlanStep	ps = {CurrentMemoryContext, NIL};
 	int			failures = 0;
@@ -1018,8 +1051,11 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 		CHECK_FOR_INTERRUPTS();
 		if (!table_lock_held)
 			break;
-		if (only && strcmp(a->action, only) != 0)
+		if (!in_pass(a, pass))
+		{
+			*others = true;
 			continue;
+		}
 
 		/*
 		 * A table has one partition pending detach at most: while one is
@@ -1064,6 +1100,60 @@ maintain_table(Oid relid, int64 run_id, const char *only, bool background,
 	return failures;
 }
 
+/* A table's part of a run, over one pass or two. */
+typedef struct TableRun
+{
+	Oid			relid;
+	bool		ran;			/* a pass had the table */
+	bool		more;			/* a pass is left to it */
+	int			failures;
+	char	   *sqlstate;		/* of the last failed step, in the run's memory */
+	char	   *message;
+} TableRun;
+
+/*
+ * One pass over a table: take its maintenance lock, carry out the steps of
+ * "pass" (and drop the days it detached), and let go of the lock.  The
+ * table's outcome is recorded after its last pass, or once no steps are
+ * left to a later one, or another run took the table meanwhile.
+ */
+static void
+run_pass(TableRun *r, int64 run_id, MaintPass pass, bool background, bool last,
+		 MemoryContext runcxt)
+{
+	char	   *sqlstate = NULL;
+	char	   *message = NULL;
+	bool		detached = false;
+	bool		others = false;
+	bool		no_matter;
+
+	r->more = false;
+	if (!lock_table(r->relid))
+	{
+		xact_begin();
+		log_action(run_id, r->relid, "run", NULL, "skipped", NULL,
+				   "another maintenance run holds this table");
+		xact_end();
+		if (r->ran)
+			unlock_table(r->relid, true, r->failures, r->sqlstate, r->message);
+		return;
+	}
+	r->ran = true;
+	r->failures += maintain_table(r->relid, run_id, pass, background, &detached,
+								  &others, &sqlstate, &message);
+	/* Partitions detached just now are dropped in the same run. */
+	if (detached && table_lock_held)
+		r->failures += maintain_table(r->relid, run_id, PASS_DROPS, background,
+									  &detached, &no_matter, &sqlstate, &message);
+	if (sqlstate != NULL)
+	{
+		r->sqlstate = MemoryContextStrdup(runcxt, sqlstate);
+		r->message = MemoryContextStrdup(runcxt, message);
+	}
+	r->more = !last && others && table_lock_held;
+	unlock_table(r->relid, !r->more, r->failures, r->sqlstate, r->message);
+}
+
 /*
  * Maintain one table (relid) or all managed tables (InvalidOid).  The worker
  * passes background = true: it honours retry delays and makes its own run
@@ -1078,6 +1168,8 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 	List	   *tables;
 	List	   *not_ready = NIL;
 	ListCell   *lc;
+	bool		split;
+	TableRun   *runs;
 
 	runcxt = AllocSetContextCreate(TopMemoryContext, "ingest maintenance run",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -1092,36 +1184,31 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 	xact_end();
 	log_not_ready(run_id, not_ready, background);
 
-	foreach(lc, tables)
+	/*
+	 * With several tables, the worker takes every table's other steps (days
+	 * made, retired, closed) before any table's index builds and drops: a
+	 * concurrent build takes as long as its day is big and first waits for
+	 * every older snapshot (up to ingest.index_lock_timeout), and no table's
+	 * days wait for another's indexes.  (A manual run builds none.)
+	 */
+	split = background && list_length(tables) > 1;
+	runs = palloc0(sizeof(TableRun) * Max(list_length(tables), 1));
+	for (int pass = 0; pass < (split ? 2 : 1); pass++)
 	{
-		Oid			tbl = lfirst_oid(lc);
-		char	   *sqlstate = NULL;
-		char	   *message = NULL;
-		bool		detached = false;
-		int			failures;
-
-		CHECK_FOR_INTERRUPTS();
-		MemoryContextSwitchTo(tablecxt);
-
-		if (!lock_table(tbl))
+		foreach(lc, tables)
 		{
-			xact_begin();
-			log_action(run_id, tbl, "run", NULL, "skipped", NULL,
-					   "another maintenance run holds this table");
-			xact_end();
+			TableRun   *r = &runs[foreach_current_index(lc)];
+
+			CHECK_FOR_INTERRUPTS();
+			r->relid = lfirst_oid(lc);
+			if (pass == 1 && !r->more)
+				continue;
+			MemoryContextSwitchTo(tablecxt);
+			run_pass(r, run_id, !split ? PASS_ALL : pass == 0 ? PASS_NOT_INDEXES : PASS_INDEXES,
+					 background, !split || pass == 1, runcxt);
+			MemoryContextSwitchTo(runcxt);
+			MemoryContextReset(tablecxt);
 		}
-		else
-		{
-			failures = maintain_table(tbl, run_id, NULL, background, &detached,
-									  &sqlstate, &message);
-			/* Partitions detached just now are dropped in the same run. */
-			if (detached && table_lock_held)
-				failures += maintain_table(tbl, run_id, "drop", background,
-										   &detached, &sqlstate, &message);
-			unlock_table(tbl, failures, sqlstate, message);
-		}
-		MemoryContextSwitchTo(runcxt);
-		MemoryContextReset(tablecxt);
 	}
 
 	if (!background)
