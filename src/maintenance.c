@@ -1104,28 +1104,26 @@ maintain_table(Oid relid, int64 run_id, MaintPass pass, bool background,
 typedef struct TableRun
 {
 	Oid			relid;
-	bool		ran;			/* a pass had the table */
 	bool		more;			/* a pass is left to it */
-	int			failures;
-	char	   *sqlstate;		/* of the last failed step, in the run's memory */
-	char	   *message;
+	bool		failed;			/* a failure of this run is recorded */
 } TableRun;
 
 /*
  * One pass over a table: take its maintenance lock, carry out the steps of
  * "pass" (and drop the days it detached), and let go of the lock.  The
- * table's outcome is recorded after its last pass, or once no steps are
- * left to a later one, or another run took the table meanwhile.
+ * table's outcome is recorded under the lock, once a run: at its first
+ * failure, or after its last pass (the one with no steps left to a later
+ * pass, or whose lock another run took meanwhile).
  */
 static void
-run_pass(TableRun *r, int64 run_id, MaintPass pass, bool background, bool last,
-		 MemoryContext runcxt)
+run_pass(TableRun *r, int64 run_id, MaintPass pass, bool background, bool last)
 {
 	char	   *sqlstate = NULL;
 	char	   *message = NULL;
 	bool		detached = false;
 	bool		others = false;
 	bool		no_matter;
+	int			failures;
 
 	r->more = false;
 	if (!lock_table(r->relid))
@@ -1134,24 +1132,18 @@ run_pass(TableRun *r, int64 run_id, MaintPass pass, bool background, bool last,
 		log_action(run_id, r->relid, "run", NULL, "skipped", NULL,
 				   "another maintenance run holds this table");
 		xact_end();
-		if (r->ran)
-			unlock_table(r->relid, true, r->failures, r->sqlstate, r->message);
 		return;
 	}
-	r->ran = true;
-	r->failures += maintain_table(r->relid, run_id, pass, background, &detached,
-								  &others, &sqlstate, &message);
+	failures = maintain_table(r->relid, run_id, pass, background, &detached,
+							  &others, &sqlstate, &message);
 	/* Partitions detached just now are dropped in the same run. */
 	if (detached && table_lock_held)
-		r->failures += maintain_table(r->relid, run_id, PASS_DROPS, background,
-									  &detached, &no_matter, &sqlstate, &message);
-	if (sqlstate != NULL)
-	{
-		r->sqlstate = MemoryContextStrdup(runcxt, sqlstate);
-		r->message = MemoryContextStrdup(runcxt, message);
-	}
+		failures += maintain_table(r->relid, run_id, PASS_DROPS, background,
+								   &detached, &no_matter, &sqlstate, &message);
 	r->more = !last && others && table_lock_held;
-	unlock_table(r->relid, !r->more, r->failures, r->sqlstate, r->message);
+	unlock_table(r->relid, !r->failed && (failures > 0 || !r->more),
+				 failures, sqlstate, message);
+	r->failed |= failures > 0;
 }
 
 /*
@@ -1205,7 +1197,7 @@ IngestMaintainDatabase(Oid relid, int64 run_id, bool background)
 				continue;
 			MemoryContextSwitchTo(tablecxt);
 			run_pass(r, run_id, !split ? PASS_ALL : pass == 0 ? PASS_NOT_INDEXES : PASS_INDEXES,
-					 background, !split || pass == 1, runcxt);
+					 background, !split || pass == 1);
 			MemoryContextSwitchTo(runcxt);
 			MemoryContextReset(tablecxt);
 		}
