@@ -264,13 +264,12 @@ IngestTriggersOffHere(Oid relid)
 static bool
 in_side_schema(Oid relid)
 {
-	char	   *nsp;
+	Oid			nsp;
 
 	if (get_rel_relkind(relid) != RELKIND_RELATION)
 		return false;
-	nsp = get_namespace_name(get_rel_namespace(relid));
-	return nsp != NULL && strcmp(nsp, "ingest_side") == 0 &&
-		OidIsValid(get_extension_oid("ingest", true));
+	nsp = get_rel_namespace(relid);
+	return nsp == get_namespace_oid("ingest_side", true) && OidIsValid(nsp);
 }
 
 /*
@@ -287,7 +286,8 @@ side_write_check(Oid relid, bool copy)
 
 	if (!in_side_schema(relid) || disabled_here(relid) ||
 		(pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK &&
-		 pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT, ACLMASK_ANY) != ACLCHECK_OK))
+		 pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT, ACLMASK_ANY) != ACLCHECK_OK) ||
+		!OidIsValid(get_extension_oid("ingest", true)))
 		return;
 	tbl = IngestSideTableOf(relid);
 	if (!OidIsValid(tbl))
@@ -323,18 +323,22 @@ IngestSideCopyCheck(CopyStmt *stmt)
  * An INSERT statement as a client sent it (a dump made with --inserts
  * restores its data so): into a side table?  Ingest's own writes into side
  * tables run in its functions and triggers, never as the client's
- * statement, nor does an INSERT in a client's function.  Called as each
- * executor command starts, so the first tests cost next to nothing.
+ * statement, nor does an INSERT in a client's function.  Only the
+ * statement's own targets count (not those of its WITH queries).  Called
+ * as each executor command starts: what every other command pays is a
+ * test or two.
  */
 void
 IngestSideInsertCheck(QueryDesc *qd)
 {
 	PlannedStmt *ps = qd->plannedstmt;
+	ModifyTable *mt = (ModifyTable *) ps->planTree;
 	ListCell   *lc;
 
-	if (ps->commandType != CMD_INSERT || debug_query_string == NULL || qd->sourceText == NULL ||
+	if (ps->commandType != CMD_INSERT || mt == NULL || !IsA(mt, ModifyTable) ||
+		mt->operation != CMD_INSERT || debug_query_string == NULL || qd->sourceText == NULL ||
 		(qd->sourceText != debug_query_string && strcmp(qd->sourceText, debug_query_string) != 0))
 		return;
-	foreach(lc, ps->resultRelations)
+	foreach(lc, mt->resultRelations)
 		side_write_check(rt_fetch(lfirst_int(lc), ps->rtable)->relid, false);
 }
