@@ -309,6 +309,17 @@ oldest_running(FullTransactionId *next)
 	return FullTransactionIdFromU64(U64FromFullTransactionId(*next) - behind);
 }
 
+/*
+ * Is "id" one this cluster may still be running: before the next xid, and
+ * not older than the oldest running one?  Others (a configuration restored
+ * from another cluster) are nobody's here.
+ */
+static bool
+running_range(FullTransactionId id, FullTransactionId oldest, FullTransactionId next)
+{
+	return FullTransactionIdPrecedes(id, next) && !FullTransactionIdPrecedes(id, oldest);
+}
+
 PG_FUNCTION_INFO_V1(ingest_rollup_build_horizon);
 
 /*
@@ -324,7 +335,7 @@ ingest_rollup_build_horizon(PG_FUNCTION_ARGS)
 	FullTransactionId next;
 	FullTransactionId oldest = oldest_running(&next);
 
-	if (FullTransactionIdPrecedes(created, next) && !FullTransactionIdPrecedes(created, oldest) &&
+	if (running_range(created, oldest, next) &&
 		TransactionIdIsCurrentTransactionId(XidFromFullTransactionId(created)))
 		PG_RETURN_NULL();
 	PG_RETURN_FULLTRANSACTIONID(next);
@@ -366,7 +377,7 @@ ingest_rollup_build_ready(PG_FUNCTION_ARGS)
 	if (!FullTransactionIdPrecedes(created, next) || !FullTransactionIdPrecedesOrEquals(horizon, next))
 		PG_RETURN_BOOL(true);
 	/* an id older than every running one holds nothing (in 32 bits it may wrap) */
-	if (!FullTransactionIdPrecedes(created, oldest))
+	if (running_range(created, oldest, next))
 	{
 		vxids = GetCurrentVirtualXIDs(XidFromFullTransactionId(created), true, false,
 									  PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);

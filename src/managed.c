@@ -381,7 +381,7 @@ side_state_distributed(bool citus_shard, Oid ledger)
 static bool
 lookup_table(Oid relid, IngestTable *t, bool read_only)
 {
-	Datum		arg = ObjectIdGetDatum(relid);
+	Datum		args[2] = {ObjectIdGetDatum(relid), CStringGetTextDatum(INGEST_DEDUP_TRIGGER)};
 	bool		isnull;
 	int			rc;
 	char	   *on_error;
@@ -396,21 +396,22 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 		return false;
 
 	/*
-	 * The dedup trigger is ingest_dedup; Citus names its copy on a shard
-	 * ingest_dedup_<shardid>.
+	 * The dedup trigger ($2); Citus names its copy on a shard
+	 * <name>_<shardid>.
 	 */
 	rc = SPI_execute_with_args(
 		"SELECT c.on_error, c.managed_by, "
 		"       c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale, "
 		"       (SELECT t.tgfoid FROM pg_catalog.pg_trigger t "
 		"         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.event_table "
-		"           AND (t.tgname OPERATOR(pg_catalog.=) 'ingest_dedup' "
+		"           AND (t.tgname OPERATOR(pg_catalog.=) $2 "
 		"                OR (c.managed_by OPERATOR(pg_catalog.=) 'citus_shard' "
-		"                    AND t.tgname OPERATOR(pg_catalog.~) '^ingest_dedup_[0-9]+$')) "
+		"                    AND t.tgname OPERATOR(pg_catalog.~) ('^' OPERATOR(pg_catalog.||) $2 "
+		"                                                         OPERATOR(pg_catalog.||) '_[0-9]+$'))) "
 		"         LIMIT 1) "
 		"  FROM ingest.table_config c "
 		" WHERE c.event_table OPERATOR(pg_catalog.=) $1",
-		1, (Oid[]) {OIDOID}, &arg, NULL, read_only, 1);
+		2, (Oid[]) {OIDOID, TEXTOID}, args, NULL, read_only, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the configuration of table %u: %s", relid,
 			 SPI_result_code_string(rc));
