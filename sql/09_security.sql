@@ -483,6 +483,24 @@ ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
 INSERT INTO ingest_side.sec_side_keys VALUES ('00000000-0000-0000-0000-000000000001', 'k1', 1);
 SELECT count(*) AS restored_keys FROM ingest_side.sec_side_keys;
 ROLLBACK;
+-- a TRUNCATE sent of it (pg_restore -j sends one before it copies into
+-- each table it made): refused to its owner and to a superuser, with its
+-- triggers disabled or not, and before ingest.table_config names it;
+-- anyone else gets TRUNCATE's own error; one in a function is the owner's
+SET ROLE sec_side_owner;
+TRUNCATE ingest_side.sec_side_keys;
+RESET ROLE;
+SET ROLE sec_side_other;
+TRUNCATE ingest_side.sec_side_keys;
+RESET ROLE;
+BEGIN;
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+DELETE FROM ingest.table_config WHERE event_table = 'sec_side'::regclass;
+TRUNCATE TABLE ONLY ingest_side.sec_side_keys;
+ROLLBACK;
+BEGIN;
+SELECT regress.try($$TRUNCATE ingest_side.sec_side_keys$$);
+ROLLBACK;
 -- a side table whose triggers were disabled before ingest.table_config
 -- named it (pg_restore -j restores the configuration in another session)
 CREATE TEMP TABLE sec_side_cfg AS SELECT * FROM ingest.table_config WHERE event_table = 'sec_side'::regclass;

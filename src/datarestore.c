@@ -3,7 +3,8 @@
  * datarestore.c
  *	  Data-only restores into managed tables that have their triggers: the
  *	  relations whose triggers this session disabled, and COPY or INSERT
- *	  into side tables refused otherwise.
+ *	  into side tables refused otherwise; and a client's TRUNCATE of a
+ *	  side table, which is how pg_restore -j shows itself, refused.
  *
  * A full restore copies the side tables and the events before its
  * post-data section makes ingest's triggers: nothing is deduplicated again
@@ -22,6 +23,9 @@
  *							 (55000) unless the session disabled the side
  *							 table's triggers (it has none: the statement
  *							 changes nothing else);
+ *	  IngestSideTruncateCheck a TRUNCATE a client sent of a side table is
+ *							 refused (55000), whatever the session did: see
+ *							 there;
  *	  IngestTriggersOffHere	 the table or partitions of a managed table whose
  *							 triggers the session disabled (and whose dedup
  *							 trigger is still off): a COPY through the
@@ -341,4 +345,41 @@ IngestSideInsertCheck(QueryDesc *qd)
 		return;
 	foreach(lc, mt->resultRelations)
 		side_write_check(rt_fetch(lfirst_int(lc), ps->rtable)->relid, false);
+}
+
+/*
+ * A TRUNCATE a client sent (not one in a function, nor Citus's of a
+ * shard): of a side table?  Refused (55000), whatever the session
+ * disabled.  Ingest empties side state itself, as the events go.  And
+ * pg_restore -j, which truncates each table it made before it copies
+ * into it, is refused so, at its first side table, whatever order its
+ * jobs run in: no dependency in a dump makes a partitioned table's
+ * triggers wait for its partitions' data, so another job can make them
+ * while events are still being copied, which the dedup trigger would
+ * then take for duplicates of the restored keys.  The configuration
+ * that names the side table may not be restored yet: the schema is
+ * enough.
+ */
+void
+IngestSideTruncateCheck(TruncateStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (IngestCitusShardWritable() || !OidIsValid(get_extension_oid("ingest", true)))
+		return;
+	foreach(lc, stmt->relations)
+	{
+		Oid			relid = RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
+
+		/* whom TRUNCATE refuses, it refuses first */
+		if (!OidIsValid(relid) || !in_side_schema(relid) ||
+			pg_class_aclcheck(relid, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK)
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot truncate \"%s\": it is side state of a managed table",
+						get_rel_name(relid)),
+				 errdetail("Its ledger and rollups hold what the events do: TRUNCATE the managed table to empty both."),
+				 errhint("pg_restore --jobs truncates each table before it copies into it: restore ingest's tables with a single job.")));
+	}
 }

@@ -121,6 +121,7 @@ extern void IngestOwnerPop(IngestOwnerScope *s);
 /* datarestore.c */
 extern void IngestSideCopyCheck(CopyStmt *stmt);
 extern void IngestSideInsertCheck(QueryDesc *qd);
+extern void IngestSideTruncateCheck(TruncateStmt *stmt);
 extern void IngestTriggersAltered(AlterTableStmt *stmt);
 extern List *IngestTriggersOffHere(Oid relid);
 

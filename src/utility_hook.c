@@ -157,6 +157,9 @@ process_utility(PlannedStmt *pstmt, const char *queryString,
 		return;
 	if (IsA(pstmt->utilityStmt, CopyStmt))
 		IngestSideCopyCheck((CopyStmt *) pstmt->utilityStmt);
+	/* a client's own: not one in a function or a DO block */
+	if (IsA(pstmt->utilityStmt, TruncateStmt) && context == PROCESS_UTILITY_TOPLEVEL)
+		IngestSideTruncateCheck((TruncateStmt *) pstmt->utilityStmt);
 	partition_work = IngestPartitionDDLBefore(pstmt->utilityStmt);
 	/* a plain COPY FROM inserts its rows, whatever command it runs in */
 	if (IsA(pstmt->utilityStmt, CopyStmt) && ((CopyStmt *) pstmt->utilityStmt)->is_from &&
