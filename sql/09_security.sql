@@ -470,6 +470,14 @@ COMMIT;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+-- taken in a transaction block only (as in pg_restore --single-transaction):
+-- outside one, the worker would see the restore half done
+ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
+COPY ingest_side.sec_side_keys FROM '/dev/null';
+BEGIN;
+COPY ingest_side.sec_side_keys FROM '/dev/null';
+COMMIT;
+ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
 -- an INSERT sent into it, as a dump made with --inserts restores its data:
 -- refused the same way, and taken once the session disabled its triggers
 SET ROLE sec_side_owner;
@@ -509,6 +517,13 @@ ALTER TABLE ingest_side.sec_side_keys DISABLE TRIGGER ALL;
 INSERT INTO ingest.table_config SELECT * FROM sec_side_cfg;
 SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
 ALTER TABLE ingest_side.sec_side_keys ENABLE TRIGGER ALL;
+-- one that no configuration names yet, while a table has ingest's
+-- triggers and no configuration (a data-only restore with several jobs
+-- copies the configuration when it comes to it): refused too
+BEGIN;
+DELETE FROM ingest.table_config WHERE event_table = 'sec_side'::regclass;
+SELECT regress.try($$COPY ingest_side.sec_side_keys FROM '/dev/null'$$);
+ROLLBACK;
 -- A partition whose triggers this session disabled, as a data-only
 -- restore does: a MERGE through the table claims and counts its rows as
 -- any MERGE does; an INSERT through it leaves them unclaimed and

@@ -264,8 +264,10 @@ IngestCitusShardWritable(void)
 {
 	const char *manual = GetConfigOption("citus.enable_manual_changes_to_shards", true, false);
 
-	return (application_name && strncmp(application_name, "citus_internal", 14) == 0) ||
-		(manual && strcmp(manual, "on") == 0);
+	/* a name or a placeholder setting alone, without Citus, is no shard */
+	return ((application_name && strncmp(application_name, "citus_internal", 14) == 0) ||
+			(manual && strcmp(manual, "on") == 0)) &&
+		citus_installed();
 }
 
 /* Whether relid is a shard Citus knows of (SPI connected). */

@@ -19,10 +19,12 @@
  *
  *	  IngestSideCopyCheck,	 a COPY, or an INSERT a client sent (a dump made
  *	  IngestSideInsertCheck	 with --inserts), into a side table of a managed
- *							 table whose triggers are in place is refused
- *							 (55000) unless the session disabled the side
- *							 table's triggers (it has none: the statement
- *							 changes nothing else);
+ *							 table whose triggers are in place, or of none
+ *							 yet while a table has them (pg_restore -j), is
+ *							 refused (55000) unless the session disabled
+ *							 the side table's triggers (it has none: the
+ *							 statement changes nothing else), in a
+ *							 transaction block;
  *	  IngestSideTruncateCheck a TRUNCATE a client sent of a side table is
  *							 refused (55000), whatever the session did: see
  *							 there;
@@ -277,35 +279,57 @@ in_side_schema(Oid relid)
 }
 
 /*
- * Refuse a write into side table relid of a managed table whose triggers
- * are in place, unless this session disabled the side table's.  Whom the
- * statement itself refuses (no INSERT privilege), it refuses first: this
- * error names the managed table.
+ * Refuse a write into side table relid while triggers are in place that
+ * would follow the events restored after it: its managed table is ready,
+ * or no configuration names it yet while a table has ingest's triggers
+ * without one (a data-only restore with several jobs, which copies
+ * ingest.table_config when it comes to it, not first).  Taken only in a
+ * transaction block of a session that disabled the side table's triggers
+ * (pg_restore --disable-triggers --single-transaction): the worker sees
+ * none of the restore until it is all in.  Whom the statement itself
+ * refuses (no INSERT privilege), it refuses first: this error names the
+ * managed table.  Citus's own sessions copy the side state of a shard it
+ * moves before the shard is adopted.
  */
 static void
 side_write_check(Oid relid, bool copy)
 {
+	const char *verb = copy ? "copy" : "insert";
 	Oid			tbl;
 	IngestTable t;
 
-	if (!in_side_schema(relid) || disabled_here(relid) ||
+	if (!in_side_schema(relid) ||
 		(pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK &&
 		 pg_attribute_aclcheck_all(relid, GetUserId(), ACL_INSERT, ACLMASK_ANY) != ACLCHECK_OK) ||
 		!OidIsValid(get_extension_oid("ingest", true)))
 		return;
 	tbl = IngestSideTableOf(relid);
+	if (OidIsValid(tbl) ?
+		(!IngestLookupTable(tbl, &t) || !t.ready || t.citus_shard || t.distributed) :
+		(IngestCitusShardWritable() || !IngestTriggersAheadOfConfiguration()))
+		return;
+	if (disabled_here(relid))
+	{
+		if (IsTransactionBlock())
+			return;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s into \"%s\" outside a transaction block: it is side state of a managed table",
+						verb, get_rel_name(relid)),
+				 errdetail("The worker would see the restore half done, and fold or recompute rollups from events not all restored."),
+				 errhint("For a data-only restore, use pg_restore --disable-triggers --single-transaction as a superuser.")));
+	}
 	if (!OidIsValid(tbl))
-		return;
-	/* Citus copies a shard's side state with it when it moves the shard */
-	if (!IngestLookupTable(tbl, &t) || !t.ready || t.citus_shard || t.distributed)
-		return;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s into \"%s\": it is side state that no managed table names yet, under ingest's triggers",
+						verb, get_rel_name(relid)),
+				 errdetail("Once ingest.table_config is restored, the events restored after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
+				 errhint("For a data-only restore, use pg_restore --disable-triggers --single-transaction as a superuser.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 copy ?
-			 errmsg("cannot copy into \"%s\": it is side state of managed table \"%s.%s\", whose triggers are in place",
-					get_rel_name(relid), get_namespace_name(get_rel_namespace(tbl)), get_rel_name(tbl)) :
-			 errmsg("cannot insert into \"%s\": it is side state of managed table \"%s.%s\", whose triggers are in place",
-					get_rel_name(relid), get_namespace_name(get_rel_namespace(tbl)), get_rel_name(tbl)),
+			 errmsg("cannot %s into \"%s\": it is side state of managed table \"%s.%s\", whose triggers are in place",
+					verb, get_rel_name(relid), get_namespace_name(get_rel_namespace(tbl)), get_rel_name(tbl)),
 			 errdetail("The events restored after it would be skipped as duplicates of its keys, or counted twice in its rollups."),
 			 errhint("For a data-only restore, use pg_restore --disable-triggers --single-transaction as a superuser.")));
 }
@@ -379,7 +403,7 @@ IngestSideTruncateCheck(TruncateStmt *stmt)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot truncate \"%s\": it is side state of a managed table",
 						get_rel_name(relid)),
-				 errdetail("Its ledger and rollups hold what the events do: TRUNCATE the managed table to empty both."),
+				 errdetail("Its ledger and rollups must hold what the events do."),
 				 errhint("pg_restore --jobs truncates each table before it copies into it: restore ingest's tables with a single job.")));
 	}
 }

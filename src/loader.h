@@ -103,6 +103,7 @@ typedef struct IngestOwnerScope
 
 extern bool IngestLookupTable(Oid relid, IngestTable *t);
 extern Oid	IngestSideTableOf(Oid relid);
+extern bool IngestTriggersAheadOfConfiguration(void);
 extern void IngestRequireTable(Oid relid, bool found, const IngestTable *t);
 extern Relation IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok);
 extern void IngestRequireCurrentVersion(void);

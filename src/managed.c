@@ -367,6 +367,49 @@ IngestSideTableOf(Oid relid)
 }
 
 /*
+ * Whether ingest's dedup trigger is on a table that no configuration
+ * names: a schema-only restore made the triggers, and the configuration
+ * is still to come (a data-only restore is under way).  Partitions carry
+ * clones of it, and Citus's shards copies of their own names: neither
+ * counts.
+ */
+bool
+IngestTriggersAheadOfConfiguration(void)
+{
+	Datum		arg = CStringGetTextDatum(INGEST_DEDUP_TRIGGER);
+	bool		ahead = false;
+	uint64		i;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!extension_is_current())
+	{
+		SPI_finish();
+		return false;
+	}
+	rc = SPI_execute_with_args(
+		"SELECT t.tgfoid FROM pg_catalog.pg_trigger t "
+		"  JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) t.tgrelid "
+		" WHERE t.tgname OPERATOR(pg_catalog.=) $1 AND NOT r.relispartition "
+		"   AND NOT EXISTS (SELECT FROM ingest.table_config c "
+		"                    WHERE c.event_table OPERATOR(pg_catalog.=) t.tgrelid)",
+		1, (Oid[]) {TEXTOID}, &arg, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read ingest's triggers: %s", SPI_result_code_string(rc));
+	for (i = 0; i < SPI_processed && !ahead; i++)
+	{
+		bool		isnull;
+		Datum		fn = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		/* the trigger is ours: a function name can be anyone's */
+		ahead = !isnull && IngestIsOwnTriggerFunction(DatumGetObjectId(fn), false);
+	}
+	SPI_finish();
+	return ahead;
+}
+
+/*
  * The one definition of "on Citus": a managed table's side state is on
  * Citus shards when Citus holds its ledger.  (A shard's ledger is a shard,
  * which Citus does not list.)

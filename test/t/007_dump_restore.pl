@@ -288,7 +288,8 @@ sub restore_in_sections
 	my ($file, $db) = @_;
 	restore_ok($file, $db, '--section=pre-data') or return 0;
 	poll($db, $worker_q, "$db: the worker runs in the database being restored");
-	restore_ok($file, $db, '--section=data') or return 0;
+	# (with several jobs: no trigger is there yet for them to race)
+	restore_ok($file, $db, '--section=data', '-j', '4') or return 0;
 	is(sql($db, q{SELECT ingest_internal.ready('a') OR ingest_internal.ready('b')}), 'f',
 		"$db: before the triggers, the tables are not ready");
 	my ($rc, $out, $err) = $node->psql($db, q{SELECT * FROM ingest.load('a', csv('00000000-0000-0000-0000-000000000001',
@@ -305,7 +306,7 @@ sub restore_in_sections
 		count(*) FILTER (WHERE message LIKE 'table is not ready%') || ':' || count(DISTINCT relid)
 		FROM ingest.maintenance_log}), '0:2:2',
 		"$db: the worker did nothing yet, and said once a table that the tables are not ready");
-	return restore_ok($file, $db, '--section=post-data');
+	return restore_ok($file, $db, '--section=post-data', '-j', '4');
 }
 
 # A data-only restore into the tables a schema-only restore made, which
@@ -341,6 +342,32 @@ sub restore_parallel
 	return 0;
 }
 
+# A data-only pg_restore -j into the tables a schema-only restore made.
+# Without --disable-triggers its jobs copy some side tables before
+# ingest.table_config names them, others after, and each is refused,
+# whatever the order; with it, each is refused as it is not one
+# transaction (the worker would see the restore half done).
+sub restore_data_parallel
+{
+	my ($file, $db) = @_;
+	my $side = join(' ', map { my $t = $_; map { "${t}_$_" } qw(daily deltas keys rollup stale) } qw(a b));
+	for my $disable (0, 1)
+	{
+		my $d = $disable ? "${db}_disabled" : $db;
+		$node->safe_psql('postgres', "CREATE DATABASE $d TEMPLATE template0") if $disable;
+		restore_ok($file, $d, '--schema-only') or return 0;
+		my ($out, $err) = ('', '');
+		my $ok = IPC::Run::run(['pg_restore', '--data-only', ($disable ? ('--disable-triggers') : ()), '-j', '4',
+			'-d', $node->connstr($d), $file], '>', \$out, '2>', \$err);
+		ok(!$ok, "$d: a data-only pg_restore -j fails");
+		my $re = $disable ? qr/cannot copy into "(\w+)" outside a transaction block/
+			: qr/cannot copy into "(\w+)": it is side state/;
+		my @refused = sort($err =~ /$re/g);
+		is("@refused", $side, "$d: at each side table, with a clear error");
+	}
+	return 0;
+}
+
 my $dump = "$tmp/src.dump";
 run_ok('pg_dump', 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('src'));
 # each partition's rows copied through its table (with the partition's
@@ -356,8 +383,8 @@ run_ok('pg_dump --inserts', 'pg_dump', '-Fc', '--inserts', '-f', $inserts_dump, 
 # triggers before the tables) in one transaction; data: data only, into
 # what a schema-only restore made; data_root: the same from a dump made
 # with --load-via-partition-root; data_inserts: the same from a dump made
-# with --inserts
-for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root', 'data_inserts')
+# with --inserts; parallel and data_parallel: with -j, refused
+for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root', 'data_inserts', 'data_parallel')
 {
 	my $db = "dst_$mode";
 	$node->safe_psql('postgres', "CREATE DATABASE $db TEMPLATE template0");
@@ -368,6 +395,7 @@ for my $mode ('plain', 'sections', 'parallel', 'clean', 'data', 'data_root', 'da
 		: $mode eq 'clean' ? restore_ok($dump, $db)
 			&& restore_ok($dump, $db, '--clean', '--if-exists', '--single-transaction')
 		: $mode eq 'parallel' ? restore_parallel($dump, $db)
+		: $mode eq 'data_parallel' ? restore_data_parallel($dump, $db)
 		: restore_ok($dump, $db);
 	next unless $ok;
 
