@@ -15,6 +15,7 @@
  *							 made a managed table when it is looked up before
  *							 the node's worker adopted it (managed.c; the
  *							 worker: fold.c);
+ *	  IngestCitusSession	 one of Citus's own connections;
  *	  IngestCitusShardWritable  COPY into a shard is loaded only for Citus's
  *							 own sessions (Citus refuses users' direct writes);
  *	  IngestCitusTable		 whether Citus holds a table (its side state, its
@@ -255,6 +256,17 @@ IngestRefuseCitus(Relation rel, IngestTable *t, const char *action)
 }
 
 /*
+ * Whether this session is one of Citus's own connections (a name alone,
+ * without Citus, is not).
+ */
+bool
+IngestCitusSession(void)
+{
+	return application_name && strncmp(application_name, "citus_internal", 14) == 0 &&
+		citus_installed();
+}
+
+/*
  * Whether this session may write a shard directly: Citus's own connections
  * do, and users with citus.enable_manual_changes_to_shards.  Otherwise
  * the COPY hook leaves a shard to Citus, which refuses.
@@ -264,10 +276,8 @@ IngestCitusShardWritable(void)
 {
 	const char *manual = GetConfigOption("citus.enable_manual_changes_to_shards", true, false);
 
-	/* a name or a placeholder setting alone, without Citus, is no shard */
-	return ((application_name && strncmp(application_name, "citus_internal", 14) == 0) ||
-			(manual && strcmp(manual, "on") == 0)) &&
-		citus_installed();
+	/* a placeholder setting alone, without Citus, is no shard */
+	return IngestCitusSession() || (manual && strcmp(manual, "on") == 0 && citus_installed());
 }
 
 /* Whether relid is a shard Citus knows of (SPI connected). */

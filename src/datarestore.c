@@ -286,7 +286,9 @@ in_side_schema(Oid relid)
  * ingest.table_config when it comes to it, not first).  Taken only in a
  * transaction block of a session that disabled the side table's triggers
  * (pg_restore --disable-triggers --single-transaction): the worker sees
- * none of the restore until it is all in.  Whom the statement itself
+ * none of the restore until it is all in.  (A block is not the whole
+ * restore: --transaction-size commits every so many tables, and a
+ * function's subtransaction counts as one.  The README says so.)  Whom the statement itself
  * refuses (no INSERT privilege), it refuses first: this error names the
  * managed table.  Citus's own sessions copy the side state of a shard it
  * moves before the shard is adopted.
@@ -306,7 +308,7 @@ side_write_check(Oid relid, bool copy)
 	tbl = IngestSideTableOf(relid);
 	if (OidIsValid(tbl) ?
 		(!IngestLookupTable(tbl, &t) || !t.ready || t.citus_shard || t.distributed) :
-		(IngestCitusShardWritable() || !IngestTriggersAheadOfConfiguration()))
+		(IngestCitusSession() || !IngestTriggersAheadOfConfiguration()))
 		return;
 	if (disabled_here(relid))
 	{
@@ -317,7 +319,7 @@ side_write_check(Oid relid, bool copy)
 				 errmsg("cannot %s into \"%s\" outside a transaction block: it is side state of a managed table",
 						verb, get_rel_name(relid)),
 				 errdetail("The worker would see the restore half done, and fold or recompute rollups from events not all restored."),
-				 errhint("For a data-only restore, use pg_restore --disable-triggers --single-transaction as a superuser.")));
+				 errhint("Restore the data in one transaction: pg_restore --single-transaction, or psql --single-transaction for a plain-format dump.")));
 	}
 	if (!OidIsValid(tbl))
 		ereport(ERROR,
@@ -374,7 +376,7 @@ IngestSideInsertCheck(QueryDesc *qd)
 /*
  * A TRUNCATE a client sent (not one in a function, nor Citus's of a
  * shard): of a side table?  Refused (55000), whatever the session
- * disabled.  Ingest empties side state itself, as the events go.  And
+ * disabled: ingest keeps side state in step with the events.  And
  * pg_restore -j, which truncates each table it made before it copies
  * into it, is refused so, at its first side table, whatever order its
  * jobs run in: no dependency in a dump makes a partitioned table's
@@ -389,7 +391,7 @@ IngestSideTruncateCheck(TruncateStmt *stmt)
 {
 	ListCell   *lc;
 
-	if (IngestCitusShardWritable() || !OidIsValid(get_extension_oid("ingest", true)))
+	if (IngestCitusSession() || !OidIsValid(get_extension_oid("ingest", true)))
 		return;
 	foreach(lc, stmt->relations)
 	{

@@ -308,6 +308,7 @@ extern bool IngestEventIsLater(TimestampTz at, text *tx, TimestampTz at0, text *
 
 /* citus.c */
 extern void IngestRefuseCitus(Relation rel, IngestTable *t, const char *action);
+extern bool IngestCitusSession(void);
 extern bool IngestCitusShardWritable(void);
 extern void IngestRefuseCitusTrigger(Oid relid);
 extern void IngestRefuseCitusWorker(Oid relid, const char *action);

@@ -306,7 +306,7 @@ sub restore_in_sections
 		count(*) FILTER (WHERE message LIKE 'table is not ready%') || ':' || count(DISTINCT relid)
 		FROM ingest.maintenance_log}), '0:2:2',
 		"$db: the worker did nothing yet, and said once a table that the tables are not ready");
-	return restore_ok($file, $db, '--section=post-data', '-j', '4');
+	return restore_ok($file, $db, '--section=post-data');
 }
 
 # A data-only restore into the tables a schema-only restore made, which
