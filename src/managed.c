@@ -23,6 +23,7 @@
 #include "catalog/pg_extension.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "access/relation.h"
 #include "utils/rel.h"
@@ -213,12 +214,19 @@ IngestNeedsExecutor(Oid relid, Relation rel)
 
 static bool lookup_table(Oid relid, IngestTable *t, bool read_only);
 
+/* An oid or regclass column of the SPI result's row "row" */
+static Oid
+regclass_at_row(uint64 row, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+
+	return *isnull ? InvalidOid : DatumGetObjectId(d);
+}
+
 static Oid
 regclass_at(int col, bool *isnull)
 {
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
-
-	return *isnull ? InvalidOid : DatumGetObjectId(d);
+	return regclass_at_row(0, col, isnull);
 }
 
 /*
@@ -367,6 +375,41 @@ IngestSideTableOf(Oid relid)
 }
 
 /*
+ * The one test of "ingest's dedup trigger is on relid": a trigger named
+ * INGEST_DEDUP_TRIGGER (Citus names its copy on a shard <name>_<shardid>)
+ * whose function is ours (a name can be anyone's).  Read in the catalog
+ * snapshot, as the executor finds the triggers it fires.
+ */
+static bool
+has_dedup_trigger(Oid relid, bool citus_shard)
+{
+	Relation	trig = table_open(TriggerRelationId, AccessShareLock);
+	size_t		len = strlen(INGEST_DEDUP_TRIGGER);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	ScanKeyInit(&key, Anum_pg_trigger_tgrelid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(trig, TriggerRelidNameIndexId, true, NULL, 1, &key);
+	while (!found && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_trigger tg = (Form_pg_trigger) GETSTRUCT(tup);
+		const char *name = NameStr(tg->tgname);
+		bool		named = strcmp(name, INGEST_DEDUP_TRIGGER) == 0;
+
+		if (!named && citus_shard && strncmp(name, INGEST_DEDUP_TRIGGER, len) == 0 &&
+			name[len] == '_' && name[len + 1] != '\0')
+			named = strspn(name + len + 1, "0123456789") == strlen(name + len + 1);
+		found = named && IngestIsOwnTriggerFunction(tg->tgfoid, false);
+	}
+	systable_endscan(scan);
+	table_close(trig, AccessShareLock);
+	return found;
+}
+
+/*
  * Whether ingest's dedup trigger is on a table that no configuration
  * names: a schema-only restore made the triggers, and the configuration
  * is still to come (a data-only restore is under way).  Partitions carry
@@ -388,8 +431,9 @@ IngestTriggersAheadOfConfiguration(void)
 		SPI_finish();
 		return false;
 	}
+	/* the tables with a trigger of the name: has_dedup_trigger decides */
 	rc = SPI_execute_with_args(
-		"SELECT t.tgfoid FROM pg_catalog.pg_trigger t "
+		"SELECT t.tgrelid FROM pg_catalog.pg_trigger t "
 		"  JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) t.tgrelid "
 		" WHERE t.tgname OPERATOR(pg_catalog.=) $1 AND NOT r.relispartition "
 		"   AND NOT EXISTS (SELECT FROM ingest.table_config c "
@@ -400,10 +444,8 @@ IngestTriggersAheadOfConfiguration(void)
 	for (i = 0; i < SPI_processed && !ahead; i++)
 	{
 		bool		isnull;
-		Datum		fn = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 
-		/* the trigger is ours: a function name can be anyone's */
-		ahead = !isnull && IngestIsOwnTriggerFunction(DatumGetObjectId(fn), false);
+		ahead = has_dedup_trigger(regclass_at_row(i, 1, &isnull), false);
 	}
 	SPI_finish();
 	return ahead;
@@ -424,12 +466,11 @@ side_state_distributed(bool citus_shard, Oid ledger)
 static bool
 lookup_table(Oid relid, IngestTable *t, bool read_only)
 {
-	Datum		args[2] = {ObjectIdGetDatum(relid), CStringGetTextDatum(INGEST_DEDUP_TRIGGER)};
+	Datum		arg = ObjectIdGetDatum(relid);
 	bool		isnull;
 	int			rc;
 	char	   *on_error;
 	char	   *managed_by;
-	Oid			tgfoid;
 
 	/*
 	 * A configuration row whose table is gone (dropped with event triggers
@@ -438,23 +479,12 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 		return false;
 
-	/*
-	 * The dedup trigger ($2); Citus names its copy on a shard
-	 * <name>_<shardid>.
-	 */
 	rc = SPI_execute_with_args(
 		"SELECT c.on_error, c.managed_by, "
-		"       c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale, "
-		"       (SELECT t.tgfoid FROM pg_catalog.pg_trigger t "
-		"         WHERE t.tgrelid OPERATOR(pg_catalog.=) c.event_table "
-		"           AND (t.tgname OPERATOR(pg_catalog.=) $2 "
-		"                OR (c.managed_by OPERATOR(pg_catalog.=) 'citus_shard' "
-		"                    AND t.tgname OPERATOR(pg_catalog.~) ('^' OPERATOR(pg_catalog.||) $2 "
-		"                                                         OPERATOR(pg_catalog.||) '_[0-9]+$'))) "
-		"         LIMIT 1) "
+		"       c.ledger, c.rollup_hours, c.rollup_deltas, c.rollup_stale "
 		"  FROM ingest.table_config c "
 		" WHERE c.event_table OPERATOR(pg_catalog.=) $1",
-		2, (Oid[]) {OIDOID, TEXTOID}, args, NULL, read_only, 1);
+		1, (Oid[]) {OIDOID}, &arg, NULL, read_only, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the configuration of table %u: %s", relid,
 			 SPI_result_code_string(rc));
@@ -472,10 +502,7 @@ lookup_table(Oid relid, IngestTable *t, bool read_only)
 	t->rollup_hours = regclass_at(4, &isnull);
 	t->rollup_deltas = regclass_at(5, &isnull);
 	t->rollup_stale = regclass_at(6, &isnull);
-	tgfoid = regclass_at(7, &isnull);
-	/* ready: the trigger is ours (a function name can be anyone's) */
-	if (OidIsValid(tgfoid) && OidIsValid(t->ledger))
-		t->ready = IngestIsOwnTriggerFunction(tgfoid, false);
+	t->ready = OidIsValid(t->ledger) && has_dedup_trigger(relid, t->citus_shard);
 	t->distributed = side_state_distributed(t->citus_shard, t->ledger);
 	return true;
 }
@@ -555,13 +582,17 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 		relation_close(rel, NoLock);
 		return NULL;
 	}
-	require_ready(relid, found, t);
 
+	/*
+	 * First: the triggers are read in the catalog snapshot (the executor
+	 * fires what it finds there), so an unmanage that committed during the
+	 * lock wait has taken them already.
+	 */
 	side[0] = t->ledger;
 	side[1] = t->rollup_hours;
 	side[2] = t->rollup_deltas;
 	side[3] = t->rollup_stale;
-	for (i = 0; i < lengthof(side); i++)
+	for (i = 0; found && i < lengthof(side); i++)
 		if (OidIsValid(side[i]) &&
 			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(side[i])))
 			ereport(ERROR,
@@ -569,6 +600,7 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 					 errmsg("could not serialize access due to a concurrent change of table \"%s\"",
 							RelationGetRelationName(rel)),
 					 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
+	require_ready(relid, found, t);
 	return rel;
 }
 
