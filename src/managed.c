@@ -40,6 +40,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "ingest.h"
@@ -320,6 +321,26 @@ IngestRequireCurrentVersion(void)
  * worker has not adopted yet (fold.c) is adopted as a managed table of the
  * node when it is looked up in a transaction that may write (citus.c).
  */
+/*
+ * lookup_table in this statement's snapshot, else in a new one, as the
+ * catalogs are read: the triggers that fire are the catalog's, and a
+ * REPEATABLE READ transaction may write a table made or adopted since its
+ * snapshot.  Its rows must be claimed and counted like any other's (the
+ * dedup trigger took it for a table not managed), and its side state,
+ * written since, is read as of now too (latest_snapshot): a DELETE must
+ * find the keys the adoption claimed.
+ */
+static bool
+lookup_table_now(Oid relid, IngestTable *t, bool read_only)
+{
+	if (lookup_table(relid, t, read_only))
+		return true;
+	PushActiveSnapshot(GetLatestSnapshot());
+	t->latest_snapshot = lookup_table(relid, t, true);
+	PopActiveSnapshot();
+	return t->latest_snapshot;
+}
+
 bool
 IngestLookupTable(Oid relid, IngestTable *t)
 {
@@ -333,7 +354,7 @@ IngestLookupTable(Oid relid, IngestTable *t)
 		SPI_finish();
 		return false;
 	}
-	found = lookup_table(relid, t, true);
+	found = lookup_table_now(relid, t, true);
 	/* read again past the row just written: not in a read-only snapshot */
 	if (!found && IngestCitusAdoptShard(relid))
 		found = lookup_table(relid, t, false);
@@ -575,7 +596,7 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 	version = IngestExtensionVersionLatest();
 	current = IngestIsLibraryVersion(version);
 	refuse_other_version(version);
-	found = current && lookup_table(relid, t, false);
+	found = current && lookup_table_now(relid, t, false);
 	SPI_finish();
 	if (missing_ok && !(found && t->ready))
 	{
