@@ -322,6 +322,28 @@ IngestRequireCurrentVersion(void)
  * node when it is looked up in a transaction that may write (citus.c).
  */
 /*
+ * A configuration whose side tables are gone was read in a snapshot older
+ * than the change that dropped them (an unmanage, under REPEATABLE READ
+ * or while a statement waited for a lock): 40001, as a retry sees the
+ * table as it is now, rather than "not ready" or a write to a dropped
+ * table.
+ */
+static void
+require_side_tables(Oid relid, const IngestTable *t)
+{
+	Oid			side[4] = {t->ledger, t->rollup_hours, t->rollup_deltas, t->rollup_stale};
+
+	for (int i = 0; i < lengthof(side); i++)
+		if (OidIsValid(side[i]) &&
+			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(side[i])))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent change of table \"%s\"",
+							get_rel_name(relid)),
+					 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
+}
+
+/*
  * lookup_table in this statement's snapshot, else in a new one, as the
  * catalogs are read: the triggers that fire are the catalog's, and a
  * REPEATABLE READ transaction may write a table made or adopted since its
@@ -334,7 +356,10 @@ static bool
 lookup_table_now(Oid relid, IngestTable *t, bool read_only)
 {
 	if (lookup_table(relid, t, read_only))
+	{
+		require_side_tables(relid, t);
 		return true;
+	}
 	PushActiveSnapshot(GetLatestSnapshot());
 	t->latest_snapshot = lookup_table(relid, t, true);
 	PopActiveSnapshot();
@@ -577,8 +602,6 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 	char	   *version;
 	bool		current;
 	bool		found;
-	Oid			side[4];
-	int			i;
 
 	if (rel == NULL && missing_ok)
 		return NULL;
@@ -603,24 +626,6 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 		relation_close(rel, NoLock);
 		return NULL;
 	}
-
-	/*
-	 * First: the triggers are read in the catalog snapshot (the executor
-	 * fires what it finds there), so an unmanage that committed during the
-	 * lock wait has taken them already.
-	 */
-	side[0] = t->ledger;
-	side[1] = t->rollup_hours;
-	side[2] = t->rollup_deltas;
-	side[3] = t->rollup_stale;
-	for (i = 0; found && i < lengthof(side); i++)
-		if (OidIsValid(side[i]) &&
-			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(side[i])))
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to a concurrent change of table \"%s\"",
-							RelationGetRelationName(rel)),
-					 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
 	require_ready(relid, found, t);
 	return rel;
 }
