@@ -315,32 +315,34 @@ IngestRequireCurrentVersion(void)
 }
 
 /*
- * Look up a managed table (a partitioned table, not one of its
- * partitions).  False when ingest does not manage it.  On a Citus node, a
- * shard of a table distributed by ingest.distribute_table() that the node's
- * worker has not adopted yet (fold.c) is adopted as a managed table of the
- * node when it is looked up in a transaction that may write (citus.c).
- */
-/*
  * A configuration whose side tables are gone was read in a snapshot older
  * than the change that dropped them (an unmanage, under REPEATABLE READ
- * or while a statement waited for a lock): 40001, as a retry sees the
- * table as it is now, rather than "not ready" or a write to a dropped
- * table.
+ * or while a statement waited for a lock).  A writer gets 40001, as a
+ * retry sees the table as it is now, rather than "not ready", a write to
+ * a dropped table, or (after a manage again, whose triggers fire) rows
+ * passed through unclaimed; a reader (stale_is_error false) finds the
+ * table not ready.
  */
 static void
-require_side_tables(Oid relid, const IngestTable *t)
+check_side_tables(Oid relid, IngestTable *t, bool stale_is_error)
 {
 	Oid			side[4] = {t->ledger, t->rollup_hours, t->rollup_deltas, t->rollup_stale};
 
 	for (int i = 0; i < lengthof(side); i++)
-		if (OidIsValid(side[i]) &&
-			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(side[i])))
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to a concurrent change of table \"%s\"",
-							get_rel_name(relid)),
-					 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
+	{
+		if (!OidIsValid(side[i]) || SearchSysCacheExists1(RELOID, ObjectIdGetDatum(side[i])))
+			continue;
+		if (!stale_is_error)
+		{
+			t->ready = false;
+			return;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent change of table \"%s\"",
+						get_rel_name(relid)),
+				 errdetail("Its side tables were dropped after this transaction's snapshot was taken.")));
+	}
 }
 
 /*
@@ -353,11 +355,11 @@ require_side_tables(Oid relid, const IngestTable *t)
  * find the keys the adoption claimed.
  */
 static bool
-lookup_table_now(Oid relid, IngestTable *t, bool read_only)
+lookup_table_now(Oid relid, IngestTable *t, bool read_only, bool stale_is_error)
 {
 	if (lookup_table(relid, t, read_only))
 	{
-		require_side_tables(relid, t);
+		check_side_tables(relid, t, stale_is_error);
 		return true;
 	}
 	PushActiveSnapshot(GetLatestSnapshot());
@@ -366,8 +368,15 @@ lookup_table_now(Oid relid, IngestTable *t, bool read_only)
 	return t->latest_snapshot;
 }
 
-bool
-IngestLookupTable(Oid relid, IngestTable *t)
+/*
+ * Look up a managed table (a partitioned table, not one of its
+ * partitions).  False when ingest does not manage it.  On a Citus node, a
+ * shard of a table distributed by ingest.distribute_table() that the node's
+ * worker has not adopted yet (fold.c) is adopted as a managed table of the
+ * node when it is looked up in a transaction that may write (citus.c).
+ */
+static bool
+lookup_managed(Oid relid, IngestTable *t, bool stale_is_error)
 {
 	bool		found;
 
@@ -379,12 +388,19 @@ IngestLookupTable(Oid relid, IngestTable *t)
 		SPI_finish();
 		return false;
 	}
-	found = lookup_table_now(relid, t, true);
+	found = lookup_table_now(relid, t, true, stale_is_error);
 	/* read again past the row just written: not in a read-only snapshot */
 	if (!found && IngestCitusAdoptShard(relid))
 		found = lookup_table(relid, t, false);
 	SPI_finish();
 	return found;
+}
+
+/* lookup_managed for those who write the table or its side state */
+bool
+IngestLookupTable(Oid relid, IngestTable *t)
+{
+	return lookup_managed(relid, t, true);
 }
 
 /*
@@ -619,7 +635,7 @@ IngestOpenForLoad(Oid relid, IngestTable *t, bool missing_ok)
 	version = IngestExtensionVersionLatest();
 	current = IngestIsLibraryVersion(version);
 	refuse_other_version(version);
-	found = current && lookup_table_now(relid, t, false);
+	found = current && lookup_table_now(relid, t, false, true);
 	SPI_finish();
 	if (missing_ok && !(found && t->ready))
 	{
@@ -720,13 +736,17 @@ ingest_on_citus(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(ingest_table_ready);
 
-/* ingest_internal.ready(tbl): managed, and its triggers in place. */
+/*
+ * ingest_internal.ready(tbl): managed, and its triggers in place.  The
+ * worker asks it of every table in one statement: one unmanaged since is
+ * not ready, not an error of the whole run.
+ */
 Datum
 ingest_table_ready(PG_FUNCTION_ARGS)
 {
 	IngestTable t;
 
-	PG_RETURN_BOOL(IngestLookupTable(PG_GETARG_OID(0), &t) && t.ready);
+	PG_RETURN_BOOL(lookup_managed(PG_GETARG_OID(0), &t, false) && t.ready);
 }
 
 PG_FUNCTION_INFO_V1(ingest_require_owner);
