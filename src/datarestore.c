@@ -288,10 +288,10 @@ in_side_schema(Oid relid)
  * (pg_restore --disable-triggers --single-transaction): the worker sees
  * none of the restore until it is all in.  (A block is not the whole
  * restore: --transaction-size commits every so many tables, and a
- * function's subtransaction counts as one.  The README says so.)  Whom the statement itself
- * refuses (no INSERT privilege), it refuses first: this error names the
- * managed table.  Citus's own sessions copy the side state of a shard it
- * moves before the shard is adopted.
+ * function's subtransaction counts as one.  The README says so.)  Whom
+ * the statement itself refuses (no INSERT privilege), it refuses first:
+ * this error names the managed table.  Citus's own sessions copy the side
+ * state of a shard it moves before the shard is adopted.
  */
 static void
 side_write_check(Oid relid, bool copy)

@@ -293,6 +293,21 @@ extension_is_current(void)
 	return IngestIsLibraryVersion(extension_version());
 }
 
+/*
+ * Connect to SPI for a lookup of ingest's configuration: true if the
+ * extension is at this library's version, else false, not connected.
+ */
+static bool
+connect_current(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (extension_is_current())
+		return true;
+	SPI_finish();
+	return false;
+}
+
 /* Refuse to write through the SQL objects of another version (v). */
 static void
 refuse_other_version(const char *v)
@@ -381,13 +396,8 @@ lookup_managed(Oid relid, IngestTable *t, bool stale_is_error)
 	bool		found;
 
 	memset(t, 0, sizeof(IngestTable));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (!extension_is_current())
-	{
-		SPI_finish();
+	if (!connect_current())
 		return false;
-	}
 	found = lookup_table_now(relid, t, true, stale_is_error);
 	/* read again past the row just written: not in a read-only snapshot */
 	if (!found && IngestCitusAdoptShard(relid))
@@ -415,13 +425,8 @@ IngestSideTableOf(Oid relid)
 	bool		isnull;
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (!extension_is_current())
-	{
-		SPI_finish();
+	if (!connect_current())
 		return InvalidOid;
-	}
 	rc = SPI_execute_with_args(
 		"SELECT c.event_table FROM ingest.table_config c "
 		" WHERE $1 OPERATOR(pg_catalog.=) ANY (ARRAY[c.ledger, c.rollup_hours, c.rollup_deltas, "
@@ -486,13 +491,8 @@ IngestTriggersAheadOfConfiguration(void)
 	uint64		i;
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (!extension_is_current())
-	{
-		SPI_finish();
+	if (!connect_current())
 		return false;
-	}
 	/* the tables with a trigger of the name: has_dedup_trigger decides */
 	rc = SPI_execute_with_args(
 		"SELECT t.tgrelid FROM pg_catalog.pg_trigger t "
